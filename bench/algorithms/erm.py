@@ -1,0 +1,32 @@
+"""Empirical Risk Minimisation (Vapnik, 1998): pool all training environments, minimise the average loss."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from bench.algorithms.base import Algorithm, Minibatches, classification_loss, register_algorithm
+
+
+@register_algorithm("erm")
+class ERM(Algorithm):
+    VERSION = 1
+
+    def __init__(self, input_shape, num_classes, num_train_envs, hparams):
+        super().__init__(input_shape, num_classes, num_train_envs, hparams)
+        self.build_network()
+        self.optimizer = self.make_optimizer(self.network.parameters())
+
+    def update(self, minibatches: Minibatches, unlabeled=None) -> dict[str, float]:
+        x = torch.cat([x for x, _ in minibatches])
+        y = torch.cat([y for _, y in minibatches])
+        nll = classification_loss(self.predict(x), y)
+        loss = nll + self.l2_penalty()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        return {"loss": loss.item(), "nll": nll.item()}
+
+    def predict(self, x: Tensor) -> Tensor:
+        return self.network(x)

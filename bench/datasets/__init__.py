@@ -1,0 +1,17 @@
+"""Datasets: one file per family. Importing this package registers all of them.
+
+This is ``bench.datasets`` on purpose: a top-level ``datasets`` package would shadow
+HuggingFace's. Import that one lazily as ``import datasets as hf_datasets``.
+"""
+
+import importlib
+import pkgutil
+
+from bench.datasets.base import DATASETS, EnvData, Environment, MultiEnvDataset, register_dataset
+
+_HELPERS = {"base", "files"}
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in _HELPERS:
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["DATASETS", "EnvData", "Environment", "MultiEnvDataset", "register_dataset"]

@@ -1,0 +1,56 @@
+"""Human-readable summaries of single runs (``bench run`` output and ``bench show``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from bench import records
+from bench.errors import UserError
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def run_table(record: dict[str, Any] | None, test_envs: tuple[str, ...] | list[str]) -> str:
+    """Accuracy (%) of every environment's in/out split at one record, test environments marked."""
+    if record is None:
+        return "(no evaluation recorded)"
+    rows = [
+        [name + (" (test)" if name in test_envs else ""), _pct(parts["in"]["acc"]), parts["in"]["n"], _pct(parts["out"]["acc"]), parts["out"]["n"]]
+        for name, parts in record["eval"].items()
+    ]
+    return f"step {record['step']}\n" + tabulate(rows, headers=["environment", "in acc %", "n", "out acc %", "n"])
+
+
+def show(path: Path) -> str:
+    """Summary of one run directory, or a one-line-per-run list for an output directory."""
+    path = Path(path)
+    if (path / records.SPEC).exists():
+        info = records.read_json(path / records.SPEC)
+        found = records.read_records(path / records.RESULTS)
+        done = records.read_json(path / records.DONE) if (path / records.DONE).exists() else None
+        spec = info["spec"]
+        lines = [
+            f"run {info['run_id']}: {spec['algorithm']} on {spec['dataset']}, test envs {', '.join(spec['test_envs'])}, "
+            f"trial {spec['trial_seed']}, hparams seed {spec['hparams_seed']}",
+            f"status: {done['status'] + ' at step ' + str(done['step']) if done else 'partial'}; {len(found)} evaluations; "
+            f"wall {done['wall_s']:.1f}s" if done else f"status: partial; {len(found)} evaluations",
+            f"command: {info.get('command') or '-'}",
+            f"git: {info['meta'].get('git')}  torch: {info['meta'].get('torch')}",
+            "hparams: " + ", ".join(f"{k}={v}" for k, v in sorted(info["hparams"].items())),
+            run_table(found[-1] if found else None, spec["test_envs"]),
+        ]
+        return "\n".join(lines)
+    runs = list(records.iter_runs(path))
+    if not runs:
+        raise UserError(f"{path} is neither a run directory (no {records.SPEC}) nor an output directory with runs/")
+    rows = []
+    for d in runs:
+        spec = records.read_json(d / records.SPEC)["spec"]
+        status = records.read_json(d / records.DONE)["status"] if (d / records.DONE).exists() else "partial"
+        rows.append([d.name, spec["algorithm"], spec["dataset"], ",".join(spec["test_envs"]), spec["trial_seed"], spec["hparams_seed"], status])
+    return tabulate(rows, headers=["run", "algorithm", "dataset", "test envs", "trial", "hparams", "status"])
