@@ -44,12 +44,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def _add_run(p: argparse.ArgumentParser) -> None:
     _add_common(p)
-    p.add_argument("--algorithm", default="erm")
-    p.add_argument("--dataset", default="cmnist_irm")
+    p.add_argument("--algorithm", default=None, help="one run of this algorithm (default erm)")
+    p.add_argument("--dataset", default=None, help="one run on this dataset (default cmnist_irm); with neither: the default benchmark")
     p.add_argument("--test-envs", default=None, help="comma-separated environment names (default: the dataset's)")
     p.add_argument("--trial-seed", type=int, default=0)
     p.add_argument("--hparams-seed", type=int, default=0, help="0 = defaults; K > 0 = K-th random-search sample")
-    p.add_argument("--hparams", type=_json_object, default={}, metavar="JSON", help="overrides, e.g. '{\"lr\": 0.001}'")
+    p.add_argument("--hparams", default="{}", metavar="JSON", help="overrides, e.g. '{\"lr\": 0.001}'")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the dataset's)")
     p.add_argument("--eval-every", type=int, default=None, help="evaluate every N steps (default: the dataset's)")
     p.add_argument("--holdout-fraction", type=float, default=None)
@@ -66,7 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description="Domain-generalization and transfer benchmark harness.")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command")
-    _add_run(sub.add_parser("run", help="train one run"))
+    p = sub.add_parser("run", help="train one run (a transfer run with --task and --recipe)")
+    _add_run(p)
+    _add_transfer(p)
+    _add_sweep(p)
+    _add_leaderboard(sub.add_parser("leaderboard", help="leaderboard markdown, per-trial CSV/JSON and figures from a runs directory"))
     p = sub.add_parser("list", help="algorithms and datasets with their environments")
     _add_common(p)
     p = sub.add_parser("hparams", help="hyperparameter space and resolved values")
@@ -92,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in (None, "run"):
             if args.command is None:
                 args = parser.parse_args(["run"])
-            return _cmd_run(args, argv)
-        return {"list": _cmd_list, "hparams": _cmd_hparams, "show": _cmd_show}[args.command](args)
+            return _cmd_transfer(args, argv) if args.task or args.recipe else _cmd_run(args, argv)
+        return {"list": _cmd_list, "hparams": _cmd_hparams, "show": _cmd_show, "leaderboard": _cmd_leaderboard}[args.command](args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -107,13 +111,15 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     from bench.report_run import run_table
     from bench.spec import RuntimeOptions, make_spec
 
+    if _wants_sweep(args):
+        return _cmd_sweep(args, argv)
     spec = make_spec(
-        args.algorithm,
-        args.dataset,
+        args.algorithm or "erm",
+        args.dataset or "cmnist_irm",
         test_envs=args.test_envs.split(",") if args.test_envs else None,
         trial_seed=args.trial_seed,
         hparams_seed=args.hparams_seed,
-        overrides=args.hparams,
+        overrides=_json_object(args.hparams),
         steps=args.steps,
         eval_every=args.eval_every,
         holdout_fraction=args.holdout_fraction,
@@ -137,6 +143,28 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     print(run_table(outcome.last_record, spec.test_envs))
     print(f"status: {outcome.status}   wall: {outcome.wall_s:.1f}s   run dir: {outcome.run_dir}")
     return 1 if outcome.status == "diverged" else 0
+
+
+def _add_transfer(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("transfer", "pretrain -> adapt: the run trains --recipe on --task's target")
+    g.add_argument("--task", default=None, help="transfer task (a dataset with a source), e.g. mnist_ab")
+    g.add_argument("--recipe", default=None, help="adaptation recipe: scratch, linear_probe, finetune, lp_ft, surgical, frozen_first_n, reinit_above_n, self_pretrain")
+    g.add_argument("--shots", type=int, default=None, help="target examples per class (10, 50, 100; default: all)")
+
+
+def _cmd_transfer(args: argparse.Namespace, argv: list[str]) -> int:
+    """A transfer run is a run of the recipe (an algorithm) on the task's dataset for that target size."""
+    from bench.algorithms import ALGORITHMS
+    from bench.transfer.recipes import Recipe
+    from bench.transfer.tasks import task_dataset, task_names
+
+    if not args.task or not args.recipe:
+        raise UserError(f"a transfer run needs both --task ({', '.join(task_names())}) and --recipe")
+    recipes = [n for n in ALGORITHMS.names() if issubclass(ALGORITHMS.get(n), Recipe)]
+    if args.recipe not in recipes:
+        raise UserError(f"unknown recipe {args.recipe!r}; recipes: {', '.join(recipes)}")
+    args.dataset, args.algorithm = task_dataset(args.task, args.shots), args.recipe
+    return _cmd_run(args, argv)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -177,4 +205,104 @@ def _cmd_show(args: argparse.Namespace) -> int:
     from bench.report_run import show
 
     print(show(args.path))
+    return 0
+
+
+# --- sweeps and the leaderboard (bench/sweep.py, launchers.py, report.py, leaderboard.py) ---
+_SWEEP_FLAGS = ("algorithms", "datasets", "n_hparams", "n_trials", "launcher", "jobs", "scheduler")
+_TEST_ENV_KEYWORDS = ("single", "all", "pairs")
+
+
+def _add_sweep(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("sweep", "any of these (or no --algorithm/--dataset at all: the default benchmark) makes a sweep; re-running it resumes")
+    g.add_argument("--algorithms", default=None, help="comma-separated, e.g. erm,irm,vrex")
+    g.add_argument("--datasets", default=None, help="comma-separated, e.g. cmnist,debug")
+    g.add_argument("--n-hparams", type=int, default=None, help="hparams samples per cell: seeds 0..K-1, 0 = defaults (default 1)")
+    g.add_argument("--n-trials", type=int, default=None, help="trial seeds 0..T-1 (default 1)")
+    g.add_argument("--launcher", choices=("local", "dask", "slurm"), default=None, help="default local")
+    g.add_argument("--jobs", type=int, default=None, help="local: parallel processes (default: one per core; threads per job = cores // jobs)")
+    g.add_argument("--scheduler", default=None, metavar="ADDR", help="dask: address of a running scheduler, e.g. tcp://10.0.0.5:8786")
+    g.add_argument("--slurm-partition", default=None)
+    g.add_argument("--slurm-timeout", type=int, default=60, metavar="MIN", help="slurm: minutes per run")
+    g.add_argument("--slurm-cluster", choices=("slurm", "local", "debug"), default=None, help="submitit executor (default: slurm if available, else local)")
+    g.add_argument("--selection", default="train_val", help="rules for the printed tables: train_val, loo, oracle, last (comma-separated)")
+
+
+def _wants_sweep(args: argparse.Namespace) -> bool:
+    if args.algorithm is None and args.dataset is None:
+        return True  # the default benchmark
+    return any(getattr(args, k) is not None for k in _SWEEP_FLAGS) or (args.test_envs or "") in _TEST_ENV_KEYWORDS
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
+    import dataclasses
+
+    from bench import leaderboard, records, report, sweep
+    from bench.selection import rule_names
+    from bench.spec import RuntimeOptions
+
+    rules = rule_names(args.selection)
+    default = not (args.algorithm or args.dataset or args.algorithms or args.datasets)
+    if default:
+        grid, skipped = sweep.default_grid()
+        for name in skipped:
+            print(f"warning: default-benchmark algorithm {name!r} is not registered; skipped", file=sys.stderr)
+    else:
+        grid = sweep.Grid(algorithms=_names(args.algorithms or args.algorithm or "erm"), datasets=_names(args.datasets or args.dataset or "cmnist_irm"))
+    given = {"n_hparams": args.n_hparams, "n_trials": args.n_trials, "test_envs": args.test_envs, "steps": args.steps, "eval_every": args.eval_every, "holdout_fraction": args.holdout_fraction}
+    grid = dataclasses.replace(grid, **{k: v for k, v in given.items() if v is not None}, overrides=_json_object(args.hparams))
+    if args.size != "full":
+        grid = dataclasses.replace(grid, size=args.size)
+    specs = sweep.expand(grid)
+    command = shlex.join(["python", "-m", "bench", *argv])
+    options = RuntimeOptions(output_dir=args.output_dir, data_dir=args.data_dir, device=args.device, download=args.download, progress=False, threads=args.threads, command=command)
+    found = sweep.states(args.output_dir, specs)
+    print(f"{'default benchmark: ' if default else ''}{len(specs)} runs: {len(found['done'])} done / {len(found['partial'])} partial / {len(found['new'])} new  (output: {args.output_dir})")
+    result = sweep.launch(
+        specs, options, args.launcher or "local", progress=not args.no_progress, jobs=args.jobs, scheduler=args.scheduler,
+        cluster=args.slurm_cluster, partition=args.slurm_partition, timeout_min=args.slurm_timeout,
+    )
+    counts = result.counts
+    print(f"trained {counts['ok']}, diverged {counts['diverged']}, finished meanwhile elsewhere {counts['skipped']}, held by another worker {counts['busy']}")
+    if counts["busy"]:
+        print("runs held by another worker are not in the tables yet; run the same command again once it is done")
+    rep = report.build_report(report.load_runs(args.output_dir, [s.run_id for s in specs]), rules)
+    print()
+    print(report.render_tables(rep, "plain"))
+    if default:
+        out = Path(args.output_dir) / "leaderboard"
+        page = leaderboard.write(rep, out, records.git_commit(), shlex.join(["python", "-m", "bench", "leaderboard", "--runs", str(args.output_dir), "--out", str(out), "--selection", ",".join(rules)]), "Default benchmark")
+        print(f"\nleaderboard: {page}")
+    return 1 if counts["diverged"] else 0
+
+
+def _add_leaderboard(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs", type=Path, required=True, help="output directory of the sweep(s) (holds runs/)")
+    p.add_argument("--out", type=Path, default=Path("leaderboard"), help="directory for README.md, selected.csv/json and PNGs")
+    p.add_argument("--selection", default="train_val,oracle,last", help="comma-separated rules: train_val, loo, oracle, last")
+    p.add_argument("--title", default="Leaderboard")
+    p.add_argument("--format", choices=("markdown", "latex", "plain"), default=None, help="also print the tables in this format")
+    p.add_argument("--spread", choices=("std", "se"), default="std", help="spread printed after ± (with --format)")
+    p.add_argument("--ci", action="store_true", help="also print 95%% t-intervals (with --format)")
+    p.add_argument("--no-figures", action="store_true")
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from bench import leaderboard, records, report
+    from bench.selection import rule_names
+
+    rules = rule_names(args.selection)
+    runs = report.load_runs(args.runs)
+    if not runs:
+        raise UserError(f"no runs under {args.runs}/runs; pass the --output-dir of a sweep")
+    rep = report.build_report(runs, rules)
+    command = shlex.join(["python", "-m", "bench", "leaderboard", "--runs", str(args.runs), "--out", str(args.out), "--selection", ",".join(rules), *(["--title", args.title] if args.title != "Leaderboard" else [])])
+    page = leaderboard.write(rep, args.out, records.git_commit(), command, args.title, figures=not args.no_figures)
+    if args.format:
+        print(report.render_tables(rep, args.format, args.spread, args.ci))
+    print(f"leaderboard: {page} ({len(runs)} runs)")
     return 0

@@ -43,7 +43,7 @@ def read_json(path: Path) -> Any:
 def append_record(path: Path, record: dict[str, Any]) -> None:
     """Append one line and fsync, so a crash leaves at most a torn last line."""
     with open(path, "a") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.write(json.dumps(record) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
@@ -67,7 +67,7 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 def truncate_records(path: Path, last_step: int) -> None:
     """Keep records up to ``last_step`` (the checkpoint's), atomically."""
     kept = [r for r in read_records(path) if r["step"] <= last_step]
-    write_atomic(path, lambda f: f.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept).encode()))
+    write_atomic(path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in kept).encode()))
 
 
 def iter_runs(output_dir: str | Path) -> Iterator[Path]:

@@ -1,0 +1,18 @@
+"""Shared fixtures: the real-data folder beside the checkout (../shared/data), skipped when absent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> str:
+    """Folder with mnist.npz, pacs/ and genomic/; tests that need it skip with the reason."""
+    if not (SHARED_DATA / "mnist.npz").exists():
+        pytest.skip(f"real data not found at {SHARED_DATA} (needs mnist.npz); clone with ../shared beside the repo")
+    return str(SHARED_DATA)

@@ -1,0 +1,56 @@
+import pytest
+
+from bench import hparams as hp
+from bench.algorithms import ALGORITHMS
+from bench.datasets import DATASETS
+from bench.errors import UserError
+
+
+def _space():
+    return hp.space_for(ALGORITHMS.get("erm"), DATASETS.get("cmnist"))
+
+
+def test_seed_zero_gives_defaults():
+    space = _space()
+    values = hp.sample(space, "erm", "cmnist", 0, 3)
+    assert values == {k: p.default for k, p in space.items()}
+    assert values["lr"] == 1e-3 and values["batch_size"] == 64 and values["featurizer"] == "mnist_cnn"
+
+
+def test_random_draws_in_range_reproducible_and_per_trial():
+    space = _space()
+    draws = [hp.sample(space, "erm", "cmnist", 5, t) for t in range(20)]
+    assert hp.sample(space, "erm", "cmnist", 5, 0) == draws[0]
+    lrs = [d["lr"] for d in draws]
+    assert len(set(lrs)) == 20, "each trial replicates the random search with its own draw"
+    assert all(10**-4.5 <= lr <= 10**-2.5 for lr in lrs)
+    assert all(8 <= d["batch_size"] <= 512 and isinstance(d["batch_size"], int) for d in draws)
+
+
+def test_adding_a_key_does_not_change_the_others():
+    space = _space()
+    bigger = dict(space, extra=hp.Uniform(0.5, "new", low=0, high=1))
+    a = hp.sample(space, "erm", "cmnist", 7, 1)
+    b = hp.sample(bigger, "erm", "cmnist", 7, 1)
+    assert {k: b[k] for k in a} == a
+
+
+def test_overrides_validated():
+    space = _space()
+    values = hp.sample(space, "erm", "cmnist", 0, 0)
+    assert hp.apply_overrides(space, values, {"lr": 0.01})["lr"] == 0.01
+    assert hp.apply_overrides(space, values, {"weight_decay": 0})["weight_decay"] == 0.0  # int coerced to float
+    with pytest.raises(UserError, match="valid keys"):
+        hp.apply_overrides(space, values, {"learning_rate": 0.1})
+    with pytest.raises(UserError, match="> 0"):
+        hp.apply_overrides(space, values, {"lr": -1.0})
+    with pytest.raises(UserError, match="must be float"):
+        hp.apply_overrides(space, values, {"lr": "fast"})
+    with pytest.raises(UserError, match="one of"):
+        hp.apply_overrides(space, values, {"init": "orthogonal"})
+
+
+def test_dataset_overrides_apply_to_the_protocol():
+    space = hp.space_for(ALGORITHMS.get("erm"), DATASETS.get("cmnist_irm"))
+    values = hp.sample(space, "erm", "cmnist_irm", 0, 0)
+    assert (values["mlp_width"], values["l2"], values["lr"], values["batch_size"]) == (256, 0.001, 0.001, 0)
