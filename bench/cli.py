@@ -60,13 +60,14 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--threads", type=int, default=None, help="torch threads per run")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default=None, help="bf16: autocast training and evaluation (default fp32)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description="Domain-generalization and transfer benchmark harness.")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command")
-    p = sub.add_parser("run", help="train one run (a transfer run with --task and --recipe)")
+    p = sub.add_parser("run", help="train one run (a transfer run with --task and --recipe), a sweep (--algorithms, --datasets, ...), or with no arguments the default benchmark")
     _add_run(p)
     _add_transfer(p)
     _add_sweep(p)
@@ -124,6 +125,7 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         eval_every=args.eval_every,
         holdout_fraction=args.holdout_fraction,
         size=args.size,
+        precision=args.precision,
     )
     options = RuntimeOptions(
         output_dir=args.output_dir,
@@ -168,21 +170,9 @@ def _cmd_transfer(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from tabulate import tabulate
+    from bench.catalog import listing
 
-    from bench.algorithms import ALGORITHMS
-    from bench.datasets import DATASETS
-
-    rows = [[name, cls.VERSION, (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]] for name, cls in ((n, ALGORITHMS.get(n)) for n in ALGORITHMS.names())]
-    print("Algorithms")
-    print(tabulate(rows, headers=["name", "version", "description"]))
-    rows = []
-    for name in DATASETS.names():
-        cls = DATASETS.get(name)
-        test = "leave-one-out" if cls.TEST_ENVS is None else ",".join(cls.TEST_ENVS)
-        rows.append([name, ", ".join(cls.env_names()), test, "x".join(map(str, cls.INPUT_SHAPE)), cls.NUM_CLASSES, cls.FEATURIZER, cls.N_STEPS])
-    print("\nDatasets")
-    print(tabulate(rows, headers=["name", "environments", "test envs", "input", "classes", "featurizer", "steps"]))
+    print(listing(use_cache=not args.imports))  # cached: no torch import while the sources are unchanged
     return 0
 
 
@@ -246,14 +236,18 @@ def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
     from bench.spec import RuntimeOptions
 
     rules = rule_names(args.selection)
+    if args.trial_seed or args.hparams_seed:
+        raise UserError("--trial-seed/--hparams-seed pick one run; a sweep takes --n-trials T and --n-hparams K (seeds 0..T-1, 0..K-1)")
     default = not (args.algorithm or args.dataset or args.algorithms or args.datasets)
+    if default and args.output_dir == Path("bench_output"):
+        args.output_dir = Path("bench_output") / "default"  # keep the default benchmark's runs apart
     if default:
         grid, skipped = sweep.default_grid()
         for name in skipped:
             print(f"warning: default-benchmark algorithm {name!r} is not registered; skipped", file=sys.stderr)
     else:
         grid = sweep.Grid(algorithms=_names(args.algorithms or args.algorithm or "erm"), datasets=_names(args.datasets or args.dataset or "cmnist_irm"))
-    given = {"n_hparams": args.n_hparams, "n_trials": args.n_trials, "test_envs": args.test_envs, "steps": args.steps, "eval_every": args.eval_every, "holdout_fraction": args.holdout_fraction}
+    given = {"n_hparams": args.n_hparams, "n_trials": args.n_trials, "test_envs": args.test_envs, "steps": args.steps, "eval_every": args.eval_every, "holdout_fraction": args.holdout_fraction, "precision": getattr(args, "precision", None)}
     grid = dataclasses.replace(grid, **{k: v for k, v in given.items() if v is not None}, overrides=_json_object(args.hparams))
     if args.size != "full":
         grid = dataclasses.replace(grid, size=args.size)
@@ -275,9 +269,10 @@ def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
     print(report.render_tables(rep, "plain"))
     if default:
         out = Path(args.output_dir) / "leaderboard"
-        page = leaderboard.write(rep, out, records.git_commit(), shlex.join(["python", "-m", "bench", "leaderboard", "--runs", str(args.output_dir), "--out", str(out), "--selection", ",".join(rules)]), "Default benchmark")
+        title = "Default benchmark"
+        page = leaderboard.write(rep, out, records.git_commit(), shlex.join(["python", "-m", "bench", "leaderboard", "--runs", str(args.output_dir), "--out", str(out), "--selection", ",".join(rules), "--title", title]), title)
         print(f"\nleaderboard: {page}")
-    return 1 if counts["diverged"] else 0
+    return 0  # diverged runs are results of the search (shown in the tables), not a failure of the sweep
 
 
 def _add_leaderboard(p: argparse.ArgumentParser) -> None:

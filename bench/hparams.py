@@ -83,6 +83,17 @@ class Uniform(Param):
 
 
 @dataclass(frozen=True)
+class IntUniform(Uniform):
+    """``int(U(low, high))``, e.g. Fishr's annealing steps in DomainBed."""
+
+    def sample(self, gen: np.random.Generator) -> Any:
+        return int(super().sample(gen))
+
+    def describe(self) -> str:
+        return "int(" + super().describe() + ")"
+
+
+@dataclass(frozen=True)
 class LogUniform(Param):
     """``base ** U(log(low), log(high))``; overrides must be positive (or zero if allow_zero)."""
 
@@ -165,6 +176,7 @@ def space_for(algorithm_cls: type, dataset_cls: type) -> Space:
         space.update(klass.__dict__.get("HPARAMS", {}))
     space["featurizer"] = Fixed(dataset_cls.FEATURIZER, "featurizer network (see bench/networks.py)")
     space.update(featurizer_space(dataset_cls.FEATURIZER))
+    space.update(getattr(dataset_cls, "HPARAMS", {}))  # the dataset's own keys, e.g. augmentation
     space.update({k: v for k, v in dataset_cls.HPARAM_OVERRIDES.items() if k in space})
     for klass in reversed(algorithm_cls.__mro__):
         space.update(klass.__dict__.get("DATASET_HPARAMS", {}).get(dataset_cls.NAME, {}))

@@ -138,3 +138,120 @@ SHARED_HEAD_SPACE: dict[str, Param] = {
     "nonlinear_classifier": Fixed(False, "DomainBed's 3-layer MLP head instead of a linear one"),
     "init": Choice("default", "weight init: torch default, or xavier-uniform with zero bias", options=("default", "xavier")),
 }
+
+
+class ConvBlocks(nn.Module):
+    """2D convolutions, each followed by ReLU (and GroupNorm(8) when ``norm``), then global average pooling.
+
+    ``specs`` lists (out_channels, kernel, stride, padding) per layer.
+    """
+
+    def __init__(self, in_channels: int, specs: list[tuple[int, int, int, int]], norm: bool = False, dropout: float = 0.0) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for out_channels, kernel, stride, padding in specs:
+            layers += [nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=padding), nn.ReLU()]
+            if norm:
+                layers.append(nn.GroupNorm(8, out_channels))
+            in_channels = out_channels
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        self.net = nn.Sequential(*layers)
+        self.n_outputs = in_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+@register_featurizer("cdsprites_cnn")
+def _cdsprites_cnn(input_shape: tuple[int, ...], hp: Mapping[str, Any]) -> nn.Module:
+    """The CDSprites-N CNN of Shi et al. (Fish, 2022): five 4x4 stride-2 convs 32, 32, 64, 128, 128 -> 128."""
+    specs = [(32, 4, 2, 1), (32, 4, 2, 1), (64, 4, 2, 1), (128, 4, 2, 1), (128, 4, 2, 0)]
+    return ConvBlocks(input_shape[0], specs)
+
+
+@register_featurizer(
+    "small_cnn",
+    {
+        "cnn_width": Choice(32, "channels of the first conv; doubles at blocks 2 and 3", options=(16, 32, 64)),
+        "cnn_dropout": Choice(0.0, "dropout on the pooled features", options=(0.0, 0.1, 0.5)),
+    },
+)
+def _small_cnn(input_shape: tuple[int, ...], hp: Mapping[str, Any]) -> nn.Module:
+    """A CPU-sized image CNN: four 3x3 stride-2 convs (w, 2w, 4w, 4w) with GroupNorm, average pooled."""
+    w = hp["cnn_width"]
+    specs = [(w, 3, 2, 1), (2 * w, 3, 2, 1), (4 * w, 3, 2, 1), (4 * w, 3, 2, 1)]
+    return ConvBlocks(input_shape[0], specs, norm=True, dropout=hp["cnn_dropout"])
+
+
+class ResNet(nn.Module):
+    """torchvision ResNet-18/50 without its final layer; ImageNet weights only when ``pretrained``.
+
+    Pretrained weights come from torchvision's cache or a download (checksum-verified by torchvision),
+    so ask for them only when online or with a warm cache.
+    """
+
+    def __init__(self, input_shape: tuple[int, ...], depth: int, pretrained: bool, dropout: float) -> None:
+        super().__init__()
+        import torchvision
+
+        factory = {18: torchvision.models.resnet18, 50: torchvision.models.resnet50}[depth]
+        self.network = factory(weights="DEFAULT" if pretrained else None)
+        if input_shape[0] != 3:
+            self.network.conv1 = nn.Conv2d(input_shape[0], 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.n_outputs = self.network.fc.in_features
+        self.network.fc = nn.Identity()
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.network(x))
+
+
+_RESNET_SPACE: dict[str, Param] = {
+    "pretrained": Fixed(False, "ImageNet weights (torchvision; downloads once when not cached)"),
+    "resnet_dropout": Choice(0.0, "dropout on the pooled features (DomainBed's search)", options=(0.0, 0.1, 0.5)),
+}
+
+
+@register_featurizer("resnet18", _RESNET_SPACE)
+def _resnet18(input_shape: tuple[int, ...], hp: Mapping[str, Any]) -> nn.Module:
+    return ResNet(input_shape, 18, hp["pretrained"], hp["resnet_dropout"])
+
+
+@register_featurizer("resnet50", _RESNET_SPACE)
+def _resnet50(input_shape: tuple[int, ...], hp: Mapping[str, Any]) -> nn.Module:
+    return ResNet(input_shape, 50, hp["pretrained"], hp["resnet_dropout"])
+
+
+class SeqCNN(nn.Module):
+    """1D CNN for one-hot DNA (4 x L): same-padded convs + ReLU, max-pool 2 after the first two;
+    global max and mean pooling concatenated (motif presence and composition) -> 2 * width."""
+
+    def __init__(self, in_channels: int, width: int, depth: int, kernel: int, dropout: float) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for i in range(depth):
+            layers += [nn.Conv1d(in_channels if i == 0 else width, width, kernel, padding=kernel // 2), nn.ReLU()]
+            if i < 2:
+                layers.append(nn.MaxPool1d(2, ceil_mode=True))
+        self.convs = nn.Sequential(*layers)
+        self.dropout = nn.Dropout(dropout)
+        self.n_outputs = 2 * width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.convs(x)
+        return self.dropout(torch.cat([h.amax(dim=2), h.mean(dim=2)], dim=1))
+
+
+@register_featurizer(
+    "seq_cnn",
+    {
+        "seq_width": Choice(64, "channels of every conv layer", options=(32, 64, 128)),
+        "seq_depth": Choice(3, "number of conv layers (the first two are followed by max-pool 2)", options=(2, 3, 4)),
+        "seq_kernel": Choice(9, "convolution width in bases", options=(5, 9, 15)),
+        "seq_dropout": Choice(0.0, "dropout on the pooled features", options=(0.0, 0.1, 0.5)),
+    },
+)
+def _seq_cnn(input_shape: tuple[int, ...], hp: Mapping[str, Any]) -> nn.Module:
+    return SeqCNN(input_shape[0], hp["seq_width"], hp["seq_depth"], hp["seq_kernel"], hp["seq_dropout"])

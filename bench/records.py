@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
 import subprocess
 import tempfile
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -92,26 +94,31 @@ def git_commit() -> str | None:
         return None
 
 
-def provenance(device: str) -> dict[str, Any]:
-    """Versions and commit recorded with every run, so a number can be traced to its code."""
-    import numpy
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+@functools.lru_cache(maxsize=None)
+def _static_provenance() -> tuple[tuple[str, Any], ...]:
+    """Computed once per process: git and package metadata do not change during a sweep."""
     import torch
 
     import bench
 
-    try:
-        import torchvision
+    return (
+        ("git", git_commit()),
+        ("bench", bench.__version__),
+        ("python", platform.python_version()),
+        ("torch", torch.__version__),
+        ("torchvision", _version("torchvision")),
+        ("numpy", _version("numpy")),
+        ("host", platform.node()),
+    )
 
-        tv = torchvision.__version__
-    except ImportError:
-        tv = None
-    return {
-        "git": git_commit(),
-        "bench": bench.__version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": tv,
-        "numpy": numpy.__version__,
-        "device": device,
-        "host": platform.node(),
-    }
+
+def provenance(device: str) -> dict[str, Any]:
+    """Versions and commit recorded with every run, so a number can be traced to its code."""
+    return {**dict(_static_provenance()), "device": device}

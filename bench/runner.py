@@ -11,6 +11,7 @@ import fcntl
 import functools
 import logging
 import math
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -22,9 +23,9 @@ import torch
 from torch import Tensor
 
 from bench import records
-from bench.algorithms import ALGORITHMS
-from bench.datasets import DATASETS, MultiEnvDataset
-from bench.evaluation import evaluate
+from bench.algorithms import ALGORITHMS, Algorithm
+from bench.datasets import DATASETS, EnvData, MultiEnvDataset
+from bench.evaluation import evaluate, skipped_splits
 from bench.seeding import rng, stable_hash, torch_generator
 from bench.spec import RunSpec, RuntimeOptions, resolve_hparams
 
@@ -108,29 +109,29 @@ def run(spec: RunSpec, options: RuntimeOptions) -> RunOutcome:
     """Train ``spec`` to completion (resuming from a checkpoint) unless it is done or claimed."""
     directory = records.run_dir(options.output_dir, spec.run_id)
     if (directory / records.DONE).exists():
-        return _finished(spec, directory)
+        return finished_outcome(spec, directory)
     with claim(directory) as mine:
         if not mine:
             return RunOutcome(spec.run_id, directory, "busy", None)
         if (directory / records.DONE).exists():  # finished while we waited for the lock
-            return _finished(spec, directory)
+            return finished_outcome(spec, directory)
         return _train(spec, options, directory)
 
 
-def _finished(spec: RunSpec, directory: Path) -> RunOutcome:
+def finished_outcome(spec: RunSpec, directory: Path) -> RunOutcome:
     found = records.read_records(directory / records.RESULTS)
     done = records.read_json(directory / records.DONE)
     return RunOutcome(spec.run_id, directory, "skipped", found[-1] if found else None, done.get("wall_s", 0.0))
 
 
-def _rng_state(device: torch.device) -> dict[str, Any]:
+def capture_rng_state(device: torch.device) -> dict[str, Any]:
     state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+def restore_rng_state(state: dict[str, Any], device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
@@ -146,49 +147,160 @@ def _seed_everything(spec: RunSpec) -> None:
     np.random.seed(seed % 2**32)
 
 
-def _train(spec: RunSpec, options: RuntimeOptions, directory: Path) -> RunOutcome:
-    from tqdm.auto import tqdm
+def cpu_threads() -> int:
+    """Cores this process may run on (its affinity mask, e.g. a Slurm allocation), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
-    if options.threads:
-        torch.set_num_threads(options.threads)
+
+def precision_context(device: torch.device, precision: str | None) -> contextlib.AbstractContextManager:
+    """Autocast to bfloat16 for ``precision == "bf16"``; fp32 (None) runs unchanged."""
+    if precision in (None, "fp32"):
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def wants_channels_last(model: torch.nn.Module, device: torch.device, choice: bool | None) -> bool:
+    """channels_last for 2-D conv nets on CPU unless told otherwise (measured faster there)."""
+    if choice is not None:
+        return choice
+    return device.type == "cpu" and any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+
+
+@dataclass
+class RunContext:
+    """Everything one run's loop needs; built once by ``prepare``, shared with the stacked trainer."""
+
+    spec: RunSpec
+    options: RuntimeOptions
+    directory: Path
+    device: torch.device
+    hparams: dict[str, Any]
+    envs: dict[str, EnvData]
+    splits: dict[str, dict[str, Tensor]]
+    train_envs: list[str]
+    samplers: dict[str, MinibatchSampler]
+    full: dict[str, EnvData]  # full-batch runs: each training split gathered once, not every step
+    algorithm: Algorithm
+    meta: dict[str, Any]
+    skip: set[tuple[str, str]]
+    start: int = 0
+    wall_offset: float = 0.0
+    rng_state: dict[str, Any] | None = None  # the stacked trainer pins each trial's own RNG state here
+
+    def minibatches(self, step: int) -> list[tuple[Tensor, Tensor]]:
+        out = []
+        for name in self.train_envs:
+            idx = self.samplers[name].indices(step)
+            if idx is None:
+                out.append(self.full[name].batch(None, train=True))
+            else:
+                out.append(self.envs[name].batch(self.splits[name]["in"][idx.to(self.device)], train=True))
+        return out
+
+    def record(self, step: int, wall: float, train: dict[str, float]) -> dict[str, Any]:
+        """Evaluate, append the record and write the checkpoint (in that order, as resume expects)."""
+        spec, hparams = self.spec, self.hparams
+        batch = hparams["batch_size"]
+        with precision_context(self.device, spec.precision):
+            scores = evaluate(self.algorithm, self.envs, self.splits, self.options.eval_batch_size, self.skip)
+        record = {
+            "schema": records.SCHEMA,
+            "run_id": spec.run_id,
+            "step": step,
+            "epoch": (step + 1) * batch / min(len(self.splits[n]["in"]) for n in self.train_envs) if batch else step + 1,
+            "wall_s": wall,
+            "spec": spec.to_dict(),
+            "hparams": hparams,
+            "train": train,
+            "eval": scores,
+            "meta": self.meta,
+        }
+        records.append_record(self.directory / records.RESULTS, record)
+        rng_state = self.rng_state if self.rng_state is not None else capture_rng_state(self.device)
+        state = {"algorithm": self.algorithm.state_dict(), "rng": rng_state, "step": step, "wall_s": wall}
+        records.write_atomic(self.directory / records.CHECKPOINT, lambda f: torch.save(state, f))
+        return record
+
+    def finish(self, status: str, step: int, wall: float, last: dict[str, Any] | None) -> RunOutcome:
+        records.write_json(self.directory / records.DONE, {"status": status, "step": step, "wall_s": wall})
+        results = self.directory / records.RESULTS
+        return RunOutcome(self.spec.run_id, self.directory, status, last or (records.read_records(results) or [None])[-1], wall)
+
+
+def _full_batch(env: EnvData, idx: Tensor) -> EnvData:
+    """The split as its own EnvData; no copy when it is the whole environment (holdout 0)."""
+    if len(idx) == len(env) and bool((idx == torch.arange(len(env), device=idx.device)).all()):
+        return env
+    x, y = env.batch(idx)
+    return EnvData(x, y, env.augment)
+
+
+def prepare(spec: RunSpec, options: RuntimeOptions, directory: Path) -> RunContext:
+    """Data, splits, samplers and the algorithm, restored from the checkpoint when one exists."""
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(options.threads or cpu_threads())
     device = torch.device(options.device)
     hparams = resolve_hparams(spec)
     ds_cls = DATASETS.get(spec.dataset)
     dataset = load_dataset(spec.dataset, options.data_dir, spec.data_seed, spec.size, options.download)
     envs = {name: env.to(device) for name, env in dataset.envs.items()}
+    augment = dataset.augmentation(hparams)
+    for env in envs.values():  # copies made by .to(): the cached dataset stays unaugmented
+        env.augment = augment or env.augment
     splits = {name: {k: v.to(device) for k, v in parts.items()} for name, parts in holdout_splits(dataset, spec.trial_seed, spec.holdout_fraction).items()}
     train_envs = [name for name in envs if name not in spec.test_envs]
     samplers = {name: MinibatchSampler(len(splits[name]["in"]), hparams["batch_size"], spec.trial_seed, name) for name in train_envs}
+    full = {name: _full_batch(envs[name], splits[name]["in"]) for name in train_envs} if hparams["batch_size"] == 0 else {}
 
     _seed_everything(spec)
     algorithm = ALGORITHMS.get(spec.algorithm)(ds_cls.INPUT_SHAPE, ds_cls.num_outputs(), len(train_envs), hparams).to(device)
+    if wants_channels_last(algorithm, device, options.channels_last):
+        algorithm = algorithm.to(memory_format=torch.channels_last)
+    prepare_run = getattr(algorithm, "prepare_run", None)  # transfer recipes load (or pretrain and cache) their start weights
+    setup = prepare_run(spec, options) if prepare_run else None
 
+    ctx = RunContext(spec, options, directory, device, hparams, envs, splits, train_envs, samplers, full, algorithm,
+                     records.provenance(str(device)), skipped_splits(splits, spec.test_envs, options.eval_splits))
     results, checkpoint = directory / records.RESULTS, directory / records.CHECKPOINT
-    meta = records.provenance(str(device))
-    start, wall_offset = 0, 0.0
     if checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)  # RNG states must stay CPU tensors
         algorithm.load_state_dict(state["algorithm"])
-        _set_rng_state(state["rng"], device)
-        start, wall_offset = state["step"] + 1, state["wall_s"]
+        restore_rng_state(state["rng"], device)
+        ctx.start, ctx.wall_offset = state["step"] + 1, state["wall_s"]
         records.truncate_records(results, state["step"])
-        log.info("resuming %s from step %d", spec.run_id, start)
+        log.info("resuming %s from step %d", spec.run_id, ctx.start)
     else:
         results.unlink(missing_ok=True)
     if not (directory / records.SPEC).exists():
-        records.write_json(directory / records.SPEC, {"spec": spec.to_dict(), "run_id": spec.run_id, "hparams": hparams, "command": options.command, "meta": meta})
+        records.write_json(directory / records.SPEC, {"spec": spec.to_dict(), "run_id": spec.run_id, "hparams": hparams, "command": options.command, "meta": ctx.meta, **({"transfer": setup} if setup else {})})
+    return ctx
 
-    t0 = time.perf_counter() - wall_offset
+
+def is_record_step(spec: RunSpec, step: int) -> bool:
+    return step % spec.eval_every == 0 or step == spec.steps - 1
+
+
+def _train(spec: RunSpec, options: RuntimeOptions, directory: Path) -> RunOutcome:
+    return train_loop(prepare(spec, options, directory))
+
+
+def train_loop(ctx: RunContext) -> RunOutcome:
+    """Train a prepared run from ``ctx.start`` to the end, recording every ``eval_every`` steps."""
+    from tqdm.auto import tqdm
+
+    spec, options, algorithm = ctx.spec, ctx.options, ctx.algorithm
+    t0 = time.perf_counter() - ctx.wall_offset
     sums: dict[str, float] = {}
     count, status, last = 0, "ok", None
-    bar = tqdm(range(start, spec.steps), initial=start, total=spec.steps, desc=f"{spec.algorithm}/{spec.dataset}", unit="step", disable=not options.progress, leave=False)
-    step = start - 1
+    bar = tqdm(range(ctx.start, spec.steps), initial=ctx.start, total=spec.steps, desc=f"{spec.algorithm}/{spec.dataset}", unit="step", disable=not options.progress, leave=False)
+    step = ctx.start - 1
     for step in bar:
-        minibatches = []
-        for name in train_envs:
-            idx = samplers[name].indices(step)
-            minibatches.append(envs[name].batch(splits[name]["in"] if idx is None else splits[name]["in"][idx.to(device)], train=True))
-        stats = algorithm.update(minibatches)
+        minibatches = ctx.minibatches(step)
+        with precision_context(ctx.device, spec.precision):
+            stats = algorithm.update(minibatches)
         if not all(math.isfinite(v) for v in stats.values()):
             status = "diverged"
             log.warning("run %s diverged at step %d: %s", spec.run_id, step, stats)
@@ -196,25 +308,9 @@ def _train(spec: RunSpec, options: RuntimeOptions, directory: Path) -> RunOutcom
         for key, value in stats.items():
             sums[key] = sums.get(key, 0.0) + value
         count += 1
-        if step % spec.eval_every == 0 or step == spec.steps - 1:
-            wall = time.perf_counter() - t0
-            last = {
-                "schema": records.SCHEMA,
-                "run_id": spec.run_id,
-                "step": step,
-                "epoch": (step + 1) * hparams["batch_size"] / min(len(splits[n]["in"]) for n in train_envs) if hparams["batch_size"] else step + 1,
-                "wall_s": wall,
-                "spec": spec.to_dict(),
-                "hparams": hparams,
-                "train": {key: value / count for key, value in sums.items()},
-                "eval": evaluate(algorithm, envs, splits, options.eval_batch_size),
-                "meta": meta,
-            }
-            records.append_record(results, last)
-            records.write_atomic(checkpoint, lambda f: torch.save({"algorithm": algorithm.state_dict(), "rng": _rng_state(device), "step": step, "wall_s": wall}, f))
+        if is_record_step(spec, step):
+            last = ctx.record(step, time.perf_counter() - t0, {key: value / count for key, value in sums.items()})
             sums, count = {}, 0
             bar.set_postfix(loss=f"{last['train'].get('loss', float('nan')):.4f}")
     bar.close()
-    wall = time.perf_counter() - t0
-    records.write_json(directory / records.DONE, {"status": status, "step": step, "wall_s": wall})
-    return RunOutcome(spec.run_id, directory, status, last or (records.read_records(results) or [None])[-1], wall)
+    return ctx.finish(status, step, time.perf_counter() - t0, last)

@@ -10,6 +10,8 @@ from typing import Any, Mapping
 from bench.errors import UserError
 from bench.seeding import canonical_json
 
+PRECISIONS = ("fp32", "bf16")
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -27,7 +29,7 @@ class RunSpec:
     size: str
     algorithm_version: int
     dataset_version: int
-    precision: str | None = None  # None = fp32
+    precision: str | None = None  # None = fp32; "bf16" = autocast to bfloat16 around training and evaluation
 
     @property
     def data_seed(self) -> int:
@@ -61,8 +63,10 @@ class RuntimeOptions:
     device: str = "cpu"
     download: bool = False
     progress: bool = True
-    threads: int | None = None
-    eval_batch_size: int = 2048
+    threads: int | None = None  # None: every core this process may use
+    eval_batch_size: int = 128
+    eval_splits: str = "needed"  # "needed": skip splits no selection rule reads (see evaluation.py); "all"
+    channels_last: bool | None = None  # None: on for models with 2-D convolutions on CPU, where it is faster
     command: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -100,6 +104,8 @@ def make_spec(
         raise UserError(f"holdout fraction must lie in [0, 1), got {holdout}")
     if size not in ("full", "tiny"):
         raise UserError(f"size must be 'full' or 'tiny', got {size!r}")
+    if precision is not None and precision not in PRECISIONS:
+        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     spec = RunSpec(
         algorithm=algorithm,
         dataset=dataset,
@@ -113,7 +119,7 @@ def make_spec(
         size=size,
         algorithm_version=alg_cls.VERSION,
         dataset_version=ds_cls.VERSION,
-        precision=precision,
+        precision=None if precision == "fp32" else precision,  # fp32 is the default: same run_id as before
     )
     if spec.steps < 1 or spec.eval_every < 1:
         raise UserError(f"steps and eval_every must be >= 1, got {spec.steps} and {spec.eval_every}")

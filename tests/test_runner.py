@@ -29,8 +29,8 @@ def _numbers(path):
 
 def test_run_records_every_env_by_name_and_is_reproducible(tmp_path):
     spec = make_spec("erm", "debug", test_envs=["e2"], size="tiny", steps=41)
-    a = runner.run(spec, _options(tmp_path, "a"))
-    b = runner.run(spec, _options(tmp_path, "b"))
+    a = runner.run(spec, RuntimeOptions(output_dir=tmp_path / "a", progress=False, threads=1, eval_splits="all"))
+    b = runner.run(spec, RuntimeOptions(output_dir=tmp_path / "b", progress=False, threads=1, eval_splits="all"))
     assert a.status == b.status == "ok"
     recs = records.read_records(a.run_dir / "results.jsonl")
     assert [r["step"] for r in recs] == [0, 20, 40]

@@ -17,12 +17,46 @@ register_algorithm = ALGORITHMS.register
 
 Minibatches = list[tuple[Tensor, Tensor]]
 
+# How a penalty is switched on (shared by IRM, VREx, Fishr).
+ANNEALING_HPARAMS: dict[str, Param] = {
+    "irm_code": Fixed(
+        False,
+        "False: DomainBed's schedule (Adam re-created at the anneal step, loss not rescaled). "
+        "True: the IRM paper's Colored MNIST code (also Fishr's): loss divided by the penalty weight once it exceeds 1, no reset",
+    ),
+}
+
+
+def irm_paper_cmnist(weight_key: str, anneal_key: str, weight: float = 91257.18613115903) -> dict[str, Param]:
+    """The IRM paper's tuned Colored MNIST settings (reproduce_paper_results.sh), reused by the Fishr paper."""
+    return {
+        "lr": Fixed(0.0004898536566546834, "IRM paper's tuned Adam learning rate"),
+        "l2": Fixed(0.00110794568, "IRM paper's tuned L2 weight on sum ||w||^2"),
+        "mlp_width": Fixed(390, "IRM paper's tuned hidden width"),
+        "irm_code": Fixed(True, "the IRM code's schedule: loss / penalty weight after annealing, no Adam reset"),
+        weight_key: Fixed(weight, "IRM paper's tuned penalty weight"),
+        anneal_key: Fixed(190, "IRM paper's tuned annealing steps"),
+    }
+
 
 def classification_loss(logits: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
     """Cross-entropy; a single logit column means binary labels {0, 1} with BCE (the IRM paper's head)."""
     if logits.shape[1] == 1:
         return F.binary_cross_entropy_with_logits(logits[:, 0], y.float(), reduction=reduction)
     return F.cross_entropy(logits, y, reduction=reduction)
+
+
+def mean_pairwise_cosine(vectors: list[Tensor]) -> float:
+    """Mean cosine similarity over all pairs of flattened vectors (one per environment)."""
+    unit = F.normalize(torch.stack([v.reshape(-1) for v in vectors]), dim=1)
+    gram = unit @ unit.T
+    n = len(vectors)
+    return float((gram.sum() - gram.diagonal().sum()) / (n * (n - 1)))
+
+
+def split_by_env(values: Tensor, minibatches: "Minibatches") -> list[Tensor]:
+    """Rows of a tensor computed on the concatenated minibatches, split back per environment."""
+    return list(values.split([len(y) for _, y in minibatches]))
 
 
 def predictions(logits: Tensor) -> Tensor:
@@ -81,6 +115,44 @@ class Algorithm(nn.Module):
         if self.hparams["l2"] == 0:
             return torch.zeros((), device=self.step.device)
         return self.hparams["l2"] * sum(p.pow(2).sum() for p in self.parameters())
+
+    def penalised_loss(self, nll: Tensor, penalty: Tensor, weight: float, anneal_iters: int, before: float = 1.0) -> Tensor:
+        """``nll + l2 + w * penalty``, w = ``before`` until step ``anneal_iters`` and ``weight`` from then on.
+
+        With ``irm_code`` the loss is divided by w when w > 1 (the IRM code); otherwise
+        ``self.optimizer`` is re-created at the anneal step (DomainBed: Adam dislikes the
+        sudden jump in gradient scale). Call before ``zero_grad``.
+        """
+        step = int(self.step)
+        w = weight if step >= anneal_iters else before
+        loss = nll + self.l2_penalty() + w * penalty
+        if self.hparams["irm_code"]:
+            return loss / w if w > 1.0 else loss
+        if step == anneal_iters:
+            self.optimizer = self.make_optimizer(self.network.parameters())
+        return loss
+
+    def head_grad_cos(self, env_losses: list[Tensor]) -> dict[str, float]:
+        """``{"grad_cos": mean pairwise cosine of the per-environment gradients}`` (empty for one env).
+
+        Measured on the classifier head only, every step: backpropagation stops at the
+        head, so the diagnostic costs a few small matrix products even for a ResNet.
+        The losses' graphs are retained for the caller's own backward.
+        """
+        if len(env_losses) < 2:
+            return {}
+        params = [p for p in self.classifier.parameters() if p.requires_grad]
+        grads = [torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params, retain_graph=True)]) for loss in env_losses]
+        return {"grad_cos": mean_pairwise_cosine(grads)}
+
+    def head_grad_cos_at(self, minibatches: Minibatches) -> dict[str, float]:
+        """``head_grad_cos`` at the current parameters from an extra forward (features without grad).
+
+        For methods whose training loss is not a sum of per-environment losses (Fish, Mixup).
+        """
+        with torch.no_grad():
+            features = [self.featurizer(x) for x, _ in minibatches]
+        return self.head_grad_cos([classification_loss(self.classifier(f), y) for f, (_, y) in zip(features, minibatches)])
 
     def get_extra_state(self) -> dict[str, Any]:
         return {name: opt.state_dict() for name, opt in vars(self).items() if isinstance(opt, torch.optim.Optimizer)}

@@ -1,11 +1,15 @@
-"""Empirical Risk Minimisation (Vapnik, 1998): pool all training environments, minimise the average loss."""
+"""Empirical Risk Minimisation (Vapnik, 1998): pool all training environments, minimise the average loss.
+
+Also reports ``grad_cos``, the mean pairwise cosine of the per-environment gradients
+of the classifier head (see ``Algorithm.head_grad_cos``), as the baseline for Fish.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from bench.algorithms.base import Algorithm, Minibatches, classification_loss, register_algorithm
+from bench.algorithms.base import Algorithm, Minibatches, classification_loss, register_algorithm, split_by_env
 
 
 @register_algorithm("erm")
@@ -20,13 +24,15 @@ class ERM(Algorithm):
     def update(self, minibatches: Minibatches, unlabeled=None) -> dict[str, float]:
         x = torch.cat([x for x, _ in minibatches])
         y = torch.cat([y for _, y in minibatches])
-        nll = classification_loss(self.predict(x), y)
+        logits = self.predict(x)
+        nll = classification_loss(logits, y)
+        diagnostics = self.head_grad_cos([classification_loss(l, y) for l, (_, y) in zip(split_by_env(logits, minibatches), minibatches)])
         loss = nll + self.l2_penalty()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.step += 1
-        return {"loss": loss.item(), "nll": nll.item()}
+        return {"loss": loss.item(), "nll": nll.item(), **diagnostics}
 
     def predict(self, x: Tensor) -> Tensor:
         return self.network(x)

@@ -69,6 +69,7 @@ class MultiEnvDataset:
     HOLDOUT_FRACTION: ClassVar[float] = 0.2
     BINARY_LOGIT: ClassVar[bool] = False  # one logit + BCE for 2 classes (the IRM paper's head)
     HPARAM_OVERRIDES: ClassVar[dict[str, Param]] = {}
+    HPARAMS: ClassVar[dict[str, Param]] = {}  # the dataset's own keys (e.g. augment), always in the space
 
     def __init__(self, root: str | None, data_seed: int, size: Size = "full", download: bool = False) -> None:
         if size not in ("full", "tiny"):
@@ -79,6 +80,10 @@ class MultiEnvDataset:
 
     def build(self) -> dict[str, EnvData]:
         raise NotImplementedError
+
+    def augmentation(self, hparams: Mapping[str, Any]) -> Callable[[Tensor], Tensor] | None:
+        """The train-time batch transform these hparams ask for (the runner attaches it to each env); None = none."""
+        return None
 
     @classmethod
     def env_names(cls) -> list[str]:

@@ -1,0 +1,105 @@
+"""Domain-adversarial training, as DomainBed's AbstractDANN.
+
+- DANN: Domain-Adversarial Training of Neural Networks (Ganin, Ustinova, Ajakan, Germain,
+  Larochelle, Laviolette, Marchand & Lempitsky, JMLR 2016, arXiv:1505.07818).
+- CDANN: Deep Domain Generalization via Conditional Invariant Adversarial Networks
+  (Li, Tian, Gong, Liu, Liu, Zhang & Tao, ECCV 2018): the discriminator sees the
+  features plus a learned class embedding, and its loss is class-balanced.
+A discriminator MLP predicts the environment from the features. Instead of a gradient
+reversal layer, steps alternate (DomainBed): ``d_steps_per_g_step`` discriminator
+steps (loss + grad_penalty * squared input gradient), then one step of the featurizer
+and classifier on risk - lambda * discriminator loss. The generator uses the shared
+``lr``/``weight_decay`` (DomainBed's lr_g/weight_decay_g have the same defaults and
+ranges); both Adams use betas (beta1, 0.9).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, autograd, nn
+
+from bench.algorithms.base import Algorithm, Minibatches, classification_loss, register_algorithm, split_by_env
+from bench.hparams import Choice, Fixed, IntLogUniform, LogUniform
+from bench.networks import MLP
+
+
+class AbstractDANN(Algorithm):
+    """Alternating discriminator and generator steps; ``CONDITIONAL`` adds class embeddings."""
+
+    VERSION = 1
+    CONDITIONAL = False
+    HPARAMS = {
+        "lambda": LogUniform(1.0, "weight of the adversarial term in the generator loss", low=1e-2, high=1e2),
+        "lr_d": LogUniform(1e-3, "discriminator Adam learning rate", low=10**-4.5, high=10**-2.5),
+        "weight_decay_d": LogUniform(0.0, "discriminator weight decay", low=1e-6, high=1e-2, allow_zero=True),
+        "d_steps_per_g_step": IntLogUniform(1, "discriminator steps per generator step", low=1, high=8, base=2.0),
+        "grad_penalty": LogUniform(0.0, "weight of the discriminator's squared input gradient", low=1e-2, high=1e1, allow_zero=True),
+        "beta1": Choice(0.5, "Adam beta1 of both optimisers", options=(0.0, 0.5)),
+        "d_mlp_width": IntLogUniform(256, "discriminator hidden width", low=64, high=1024),
+        "d_mlp_depth": Choice(3, "discriminator Linear layers", options=(3, 4, 5)),
+        "d_mlp_dropout": Choice(0.0, "discriminator dropout", options=(0.0, 0.1, 0.5)),
+    }
+
+    def __init__(self, input_shape, num_classes, num_train_envs, hparams):
+        super().__init__(input_shape, num_classes, num_train_envs, hparams)
+        self.build_network()
+        hp, width = self.hparams, self.hparams["d_mlp_width"]
+        self.discriminator = nn.Sequential(
+            MLP(self.featurizer.n_outputs, width, hp["d_mlp_depth"] - 1, hp["d_mlp_dropout"]), nn.Linear(width, num_train_envs)
+        )
+        self.class_embeddings = nn.Embedding(max(num_classes, 2), self.featurizer.n_outputs)
+        betas = (hp["beta1"], 0.9)
+        d_params = list(self.discriminator.parameters()) + list(self.class_embeddings.parameters())
+        self.disc_optimizer = torch.optim.Adam(d_params, lr=hp["lr_d"], weight_decay=hp["weight_decay_d"], betas=betas)
+        self.gen_optimizer = torch.optim.Adam(self.network.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"], betas=betas)
+
+    def update(self, minibatches: Minibatches, unlabeled=None) -> dict[str, float]:
+        self.step += 1  # DomainBed increments first: with one d-step per g-step, step 1 trains the discriminator
+        y = torch.cat([y for _, y in minibatches])
+        z = self.featurizer(torch.cat([x for x, _ in minibatches]))
+        disc_input = z + self.class_embeddings(y) if self.CONDITIONAL else z
+        disc_out = self.discriminator(disc_input)
+        domains = torch.cat([torch.full((len(y_e),), i, dtype=torch.long, device=y.device) for i, (_, y_e) in enumerate(minibatches)])
+        if self.CONDITIONAL:  # class-balanced discriminator loss
+            counts = F.one_hot(y).sum(dim=0)
+            disc_loss = (F.cross_entropy(disc_out, domains, reduction="none") / (counts[y] * counts.shape[0]).float()).sum()
+        else:
+            disc_loss = F.cross_entropy(disc_out, domains)
+        input_grad = autograd.grad(F.cross_entropy(disc_out, domains, reduction="sum"), [disc_input], create_graph=True)[0]
+        disc_loss = disc_loss + self.hparams["grad_penalty"] * input_grad.pow(2).sum(dim=1).mean()
+
+        logits = self.classifier(z)
+        nlls = [classification_loss(l, y_e) for l, (_, y_e) in zip(split_by_env(logits, minibatches), minibatches)]
+        nll = classification_loss(logits, y)
+        diagnostics = self.head_grad_cos(nlls)
+        d_steps = self.hparams["d_steps_per_g_step"]
+        if int(self.step) % (1 + d_steps) < d_steps:
+            self.disc_optimizer.zero_grad(set_to_none=True)
+            disc_loss.backward()
+            self.disc_optimizer.step()
+        else:
+            gen_loss = nll + self.l2_penalty() - self.hparams["lambda"] * disc_loss
+            self.disc_optimizer.zero_grad(set_to_none=True)
+            self.gen_optimizer.zero_grad(set_to_none=True)
+            gen_loss.backward()
+            self.gen_optimizer.step()
+        return {"disc_loss": disc_loss.item(), "nll": nll.item(), **diagnostics}
+
+    def predict(self, x: Tensor) -> Tensor:
+        return self.network(x)
+
+
+@register_algorithm("dann")
+class DANN(AbstractDANN):
+    """DANN (Ganin et al., 2016): features adversarial to an environment discriminator."""
+
+    VERSION = 1
+
+
+@register_algorithm("cdann")
+class CDANN(AbstractDANN):
+    """CDANN (Li et al., 2018): DANN with a class-conditional, class-balanced discriminator."""
+
+    VERSION = 1
+    CONDITIONAL = True

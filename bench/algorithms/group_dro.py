@@ -1,0 +1,46 @@
+"""GroupDRO: Distributionally Robust Neural Networks for Group Shifts (Sagawa, Koh,
+Hashimoto & Liang, ICLR 2020, arXiv:1911.08731), Algorithm 1 with environments as groups.
+
+Weights q over environments follow exponentiated gradient ascent on the environment
+losses, q_e <- q_e * exp(eta * loss_e), renormalised; the model minimises sum_e q_e loss_e.
+q is a buffer (checkpointed). As DomainBed: no group adjustment, no class reweighting.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from bench.algorithms.base import Algorithm, Minibatches, classification_loss, register_algorithm, split_by_env
+from bench.hparams import LogUniform
+
+
+@register_algorithm("group_dro")
+class GroupDRO(Algorithm):
+    """GroupDRO (Sagawa et al., 2020): minimise the q-weighted risk, q ascends on environment losses."""
+
+    VERSION = 1
+    HPARAMS = {"groupdro_eta": LogUniform(1e-2, "step size of the exponentiated-gradient update of the group weights", low=1e-3, high=1e-1)}
+
+    def __init__(self, input_shape, num_classes, num_train_envs, hparams):
+        super().__init__(input_shape, num_classes, num_train_envs, hparams)
+        self.build_network()
+        self.optimizer = self.make_optimizer(self.network.parameters())
+        self.register_buffer("q", torch.ones(num_train_envs))
+
+    def update(self, minibatches: Minibatches, unlabeled=None) -> dict[str, float]:
+        logits = split_by_env(self.predict(torch.cat([x for x, _ in minibatches])), minibatches)
+        nlls = [classification_loss(l, y) for l, (_, y) in zip(logits, minibatches)]
+        losses = torch.stack(nlls)
+        self.q.mul_(torch.exp(self.hparams["groupdro_eta"] * losses.detach()))
+        self.q.div_(self.q.sum())
+        diagnostics = self.head_grad_cos(nlls)
+        loss = torch.dot(losses, self.q) + self.l2_penalty()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        return {"loss": loss.item(), "nll": losses.mean().item(), "q_max": self.q.max().item(), **diagnostics}
+
+    def predict(self, x: Tensor) -> Tensor:
+        return self.network(x)

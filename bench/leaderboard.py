@@ -1,0 +1,205 @@
+"""The published leaderboard: markdown (tables, reference rows, chosen hparams, commands) and figures.
+
+Everything in the markdown is a function of the runs plus the injected ``commit`` and
+``command``, so a golden file can pin it and a re-run reproduces it byte for byte.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from bench import report as rp
+from bench.selection import RULES, Run
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A published number, shown as a row marked ``(published: source)`` under our own rows."""
+
+    dataset: str
+    rule: str
+    algorithm: str
+    cells: Mapping[str, str]
+    source: str
+
+
+_IRM = "Arjovsky et al. 2019 (IRM), Table 1, 10 restarts"
+_FISHR = "Rame et al. 2022 (Fishr), Table 1, IRM hparams"
+_DB = "Gulrajani & Lopez-Paz 2021 (DomainBed); ± there is std(ddof=0)/sqrt(n)"
+REFERENCES: tuple[Reference, ...] = (
+    Reference("cmnist_irm", "last", "ERM", {"train envs": "87.4 ± 0.2", "test": "17.1 ± 0.6"}, _IRM),
+    Reference("cmnist_irm", "last", "IRM", {"train envs": "70.8 ± 0.9", "test": "66.9 ± 2.5"}, _IRM),
+    Reference("cmnist_irm", "last", "ERM grayscale (oracle)", {"train envs": "73.5 ± 0.2", "test": "73.0 ± 0.4"}, _IRM),
+    Reference("cmnist_irm", "last", "V-REx", {"test": "67.2 ± 1.5"}, _FISHR),
+    Reference("cmnist_irm", "last", "Fishr", {"test": "69.5 ± 1.0"}, _FISHR),
+    Reference("cmnist", "train_val", "ERM", {"+90%": "71.7", "+80%": "72.9", "-90%": "10.0", "Avg": "51.5"}, _DB),
+    *(Reference("cmnist", "train_val", a, {"Avg": v}, _DB) for a, v in (("IRM", "52.0"), ("VREx", "51.8"), ("CORAL", "51.5"), ("DANN", "51.5"), ("GroupDRO", "52.1"), ("Mixup", "52.1"), ("MMD", "51.5"))),
+    *(Reference("cmnist", "oracle", a, {"-90%": t, "Avg": v}, _DB) for a, t, v in (("ERM", "28.7", "57.8"), ("IRM", "58.5", "67.7"), ("VREx", "55.2", "67.0"))),
+    Reference("cmnist", "oracle", "Fishr", {"Avg": "68.8 ± 1.4"}, "Rame et al. 2022 (Fishr), DomainBed protocol"),
+    *(Reference("pacs", "train_val", a, {"Avg": v}, "Gulrajani & Lopez-Paz 2021 (DomainBed), ResNet-50 ImageNet") for a, v in (("ERM", "85.5"), ("CORAL", "86.2"), ("IRM", "83.5"), ("DANN", "83.6"))),
+)
+
+
+def _hp_value(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _protocol(runs: Sequence[Run]) -> str:
+    """The budget of a dataset's runs, stated plainly."""
+    spec = runs[0].spec
+
+    def count(key: str) -> int:
+        return len({r.spec[key] for r in runs})
+
+    status = {s: sum(r.status == s for r in runs) for s in ("ok", "diverged", "partial")}
+    envs = sorted({",".join(r.spec["test_envs"]) for r in runs})
+    return (
+        f"{len(runs)} runs ({status['ok']} ok, {status['diverged']} diverged, {status['partial']} partial); "
+        f"algorithms: {', '.join(sorted({r.spec['algorithm'] for r in runs}))}; test envs: {'; '.join(envs)}; "
+        f"{count('hparams_seed')} hparams sample(s), {count('trial_seed')} trial(s); size {spec['size']}, "
+        f"{spec['steps']} steps, eval every {spec.get('eval_every', '?')}, holdout {spec['holdout_fraction']}."
+    )
+
+
+def _hparams_table(report: rp.Report, dataset: str, rule: str) -> str:
+    """Per selected cell trial: the run and the hparams that vary across that algorithm's runs."""
+    chosen = [s for s in report.selected[rule] if s.dataset == dataset and s.acc is not None]
+    varying: dict[str, list[str]] = {}
+    for s in chosen:
+        if s.algorithm not in varying:
+            values = [r.hparams for r in report.dataset_runs(dataset) if r.spec["algorithm"] == s.algorithm]
+            varying[s.algorithm] = sorted(k for k in values[0] if len({repr(v.get(k)) for v in values}) > 1)
+    rows = [[s.algorithm, s.test_env, s.trial_seed, s.hparams_seed, s.step, s.run_id, ", ".join(f"{k}={_hp_value(s.hparams[k])}" for k in varying[s.algorithm]) or "defaults"] for s in chosen]
+    table = rp.Table("", ["algorithm", "test env", "trial", "hparams seed", "step", "run", "searched hparams"], rows).render("markdown")
+    return f"<details><summary>Selected hyperparameters ({rule})</summary>\n\n{table}\n\nFull values: `selected.json`.\n</details>"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()
+
+
+def markdown(report: rp.Report, commit: str | None, command: str, title: str = "Leaderboard", figures: Mapping[str, str] | None = None) -> str:
+    """The whole leaderboard page; ``figures`` maps a dataset label to a PNG file name next to it."""
+    figures = figures or {}
+    statuses = {s: sum(r.status == s for r in report.runs) for s in ("ok", "diverged", "partial")}
+    run_commands = sorted({r.command for r in report.runs if r.command})
+    run_commits = sorted({r.git or "unknown" for r in report.runs})
+    out = [
+        f"# {title}",
+        "",
+        f"{len(report.runs)} runs ({statuses['ok']} ok, {statuses['diverged']} diverged, {statuses['partial']} partial). "
+        f"Written at git commit `{commit or 'unknown'}`; runs trained at {', '.join(f'`{c}`' for c in run_commits)}.",
+        "",
+        "## Regenerate every number",
+        "",
+        "Train, from the directory the paths are relative to (re-running a command resumes it; finished runs are skipped):",
+        "",
+        "```",
+        *(run_commands or ["(runs carry no command)"]),
+        "```",
+        "",
+        "Tables and figures:",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        rp.legend("std", False),
+        "Rows marked *(published: source)* are numbers from papers, for reference; they were not run here.",
+    ]
+    for rule in report.rules:
+        summary = rp.summary_table(report, rule)
+        if summary.headers[1:-1]:
+            out += ["", f"## Summary — {rule}: {RULES[rule][0]}", "", summary.render("markdown")]
+    for dataset in report.datasets:
+        out += ["", f"## {dataset}", "", _protocol(report.dataset_runs(dataset))]
+        for rule in report.rules:
+            if not report.has_values(dataset, rule):
+                out += ["", f"### {rule}", "", f"No values: {_empty_reason(report, dataset, rule)}"]
+                continue
+            table = rp.dataset_table(report, dataset, rule)
+            rows = table.rows + [_reference_row(ref, table.headers) for ref in REFERENCES if ref.dataset == dataset and ref.rule == rule]
+            out += ["", f"### {rule}: {RULES[rule][0]}", "", rp.Table(table.title, table.headers, rows).render("markdown"), ""]
+            out += [n for n in table.notes[2:]] + ([""] if table.notes[2:] else [])
+            out.append(_hparams_table(report, dataset, rule))
+        if dataset in figures:
+            out += ["", f"![{dataset}: train vs test accuracy]({figures[dataset]})"]
+    if "domains" in figures:
+        out += ["", "## Accuracy vs number of training domains", "", f"![accuracy vs number of domains]({figures['domains']})"]
+    return "\n".join(out) + "\n"
+
+
+def _empty_reason(report: rp.Report, dataset: str, rule: str) -> str:
+    reasons = sorted({s.reason for s in report.selected[rule] if s.dataset == dataset})
+    return "; ".join(reasons) or "no runs"
+
+
+def _reference_row(ref: Reference, headers: list[str]) -> list[str]:
+    return [f"{ref.algorithm} (published: {ref.source})", *(ref.cells.get(h, "") for h in headers[1:])]
+
+
+def plot(report: rp.Report, out_dir: Path, rule: str) -> dict[str, str]:
+    """Train vs test accuracy per algorithm for each dataset, and accuracy vs number of domains for ``*_n<N>`` families."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    files: dict[str, str] = {}
+    for dataset in report.datasets:
+        chosen = [s for s in report.selected[rule] if s.dataset == dataset and s.acc is not None]
+        if not chosen:
+            continue
+        algorithms = report.algorithms(dataset)
+        fig, ax = plt.subplots(figsize=(2.5 + 0.9 * len(algorithms), 3.4))
+        x = np.arange(len(algorithms))
+        for offset, key, label in ((-0.2, "train_acc", "train envs"), (0.2, "acc", "test env (in)")):
+            vals = [[100 * getattr(s, key) for s in chosen if s.algorithm == a and getattr(s, key) is not None] for a in algorithms]
+            ax.bar(x + offset, [np.mean(v) if v else 0 for v in vals], 0.4, yerr=[np.std(v, ddof=1) if len(v) > 1 else 0 for v in vals], label=label, capsize=3)
+        ax.set_xticks(x, algorithms, rotation=30)
+        ax.set_ylabel("accuracy (%), mean ± std")
+        ax.set_title(f"{dataset} ({rule})", fontsize=9)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        name = f"{_slug(dataset)}_{rule}_train_test.png"
+        fig.savefig(out_dir / name, dpi=110, metadata={"Software": None})
+        plt.close(fig)
+        files[dataset] = name
+    families: dict[str, list[tuple[int, str]]] = {}
+    for dataset in report.datasets:
+        match = re.fullmatch(r"(.+)_n(\d+)", dataset)
+        if match and report.has_values(dataset, rule):
+            families.setdefault(match.group(1), []).append((int(match.group(2)), dataset))
+    families = {k: sorted(v) for k, v in families.items() if len(v) > 1}
+    if families:
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        for family, members in families.items():
+            for a in report.algorithms():
+                points = [(n, rp.cells(report, d, rule)) for n, d in members]
+                points = [(n, next(iter(c.values()))) if "Avg" not in c else (n, c["Avg"]) for n, c in points]
+                points = [(n, col[a].summary()["mean"]) for n, col in points if a in col and col[a].n]
+                if points:
+                    ax.plot([p[0] for p in points], [100 * p[1] for p in points], marker="o", label=f"{a} ({family})")
+        ax.set_xlabel("number of training domains")
+        ax.set_ylabel("test accuracy (%)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out_dir / f"domains_{rule}.png", dpi=110, metadata={"Software": None})
+        plt.close(fig)
+        files["domains"] = f"domains_{rule}.png"
+    return files
+
+
+def write(report: rp.Report, out_dir: str | Path, commit: str | None, command: str, title: str = "Leaderboard", figures: bool = True) -> Path:
+    """Write README.md, selected.csv/json and the figures into ``out_dir``; return the markdown path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plotted = plot(report, out_dir, report.rules[0]) if figures else {}
+    page = out_dir / "README.md"
+    page.write_text(markdown(report, commit, command, title, plotted))
+    rp.write_selected(report, out_dir / "selected.csv", out_dir / "selected.json")
+    return page

@@ -1,0 +1,271 @@
+"""Select -> aggregate -> tables. Cells are ``mean ± std (n)`` over trials of the selected test accuracy.
+
+std uses ddof=1; n is always shown, and a cell with fewer trials than the dataset's
+sweep shows ``k/n``. Optional SE and a 95% t-interval. Each non-ERM cell gets a paired
+t-test against ERM over the trials both have (scipy); ``*`` marks p < 0.05.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from scipy import stats as st
+from tabulate import tabulate
+
+from bench import records
+from bench.selection import RULES, Run, Selected, dataset_labels, rule_names, select, split_pair_runs
+
+BASELINE = "erm"
+ALPHA = 0.05
+FORMATS = {"markdown": "github", "latex": "latex", "plain": "simple"}
+
+
+def load_runs(output_dir: str | Path, run_ids: Iterable[str] | None = None) -> list[Run]:
+    """Every run under ``output_dir`` (or only ``run_ids``) with its records and status."""
+    wanted = None if run_ids is None else set(run_ids)
+    runs = []
+    for d in records.iter_runs(output_dir):
+        if wanted is not None and d.name not in wanted:
+            continue
+        info = records.read_json(d / records.SPEC)
+        done = d / records.DONE
+        status = records.read_json(done)["status"] if done.exists() else "partial"
+        found = tuple(records.read_records(d / records.RESULTS))
+        runs.append(Run(info["run_id"], info["spec"], info["hparams"], found, status, info.get("command", ""), info.get("meta", {}).get("git")))
+    return runs
+
+
+@dataclass(frozen=True)
+class Cell:
+    """Per-trial selected values of one (dataset, rule, algorithm, column) and their summary."""
+
+    values: dict[int, float]
+    expected: int
+    diverged: int = 0
+    partial: int = 0
+    p_vs_baseline: float | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    def summary(self) -> dict[str, float | None]:
+        v = np.array(list(self.values.values()), dtype=float)
+        if len(v) == 0:
+            return {"mean": None, "std": None, "se": None, "ci_lo": None, "ci_hi": None}
+        mean = float(v.mean())
+        if len(v) < 2:
+            return {"mean": mean, "std": None, "se": None, "ci_lo": None, "ci_hi": None}
+        std = float(v.std(ddof=1))
+        se = std / math.sqrt(len(v))
+        half = float(st.t.ppf(0.975, len(v) - 1)) * se
+        return {"mean": mean, "std": std, "se": se, "ci_lo": mean - half, "ci_hi": mean + half}
+
+    def format(self, spread: str = "std", ci: bool = False) -> str:
+        """``71.7 ± 0.5 (3)``; ``(2/3)`` when trials are missing; ``–`` when none; ``*`` when significant."""
+        count = f"({self.n})" if self.n == self.expected else f"({self.n}/{self.expected})"
+        s = self.summary()
+        if s["mean"] is None:
+            return f"– {count}"
+        text = f"{100 * s['mean']:.1f}"
+        if s["std"] is not None:
+            text += f" ± {100 * s[spread]:.1f}"
+        text += f" {count}"
+        if ci and s["ci_lo"] is not None:
+            text += f" [{100 * s['ci_lo']:.1f}, {100 * s['ci_hi']:.1f}]"
+        if self.p_vs_baseline is not None and self.p_vs_baseline < ALPHA:
+            text += " *"
+        return text
+
+
+@dataclass(frozen=True)
+class Table:
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+
+    def render(self, fmt: str = "markdown") -> str:
+        return tabulate(self.rows, headers=self.headers, tablefmt=FORMATS[fmt], disable_numparse=True)
+
+
+@dataclass
+class Report:
+    """Selections of every rule over one set of runs, with each dataset's environment order."""
+
+    runs: list[Run]
+    rules: list[str]
+    selected: dict[str, list[Selected]]
+    env_order: dict[str, list[str]]
+    labels: dict[str, str]  # run_id -> dataset label
+
+    def dataset_runs(self, dataset: str) -> list[Run]:
+        return [r for r in self.runs if self.labels[r.run_id] == dataset]
+
+    @property
+    def datasets(self) -> list[str]:
+        return sorted(self.env_order)
+
+    def algorithms(self, dataset: str | None = None) -> list[str]:
+        found = {s.algorithm for sel in self.selected.values() for s in sel if dataset is None or s.dataset == dataset}
+        return sorted(found, key=lambda a: (a != BASELINE, a))
+
+    def columns(self, dataset: str) -> list[str]:
+        present = {s.test_env for sel in self.selected.values() for s in sel if s.dataset == dataset}
+        return [e for e in self.env_order[dataset] if e in present]
+
+    def trials(self, dataset: str) -> list[int]:
+        return sorted({s.trial_seed for sel in self.selected.values() for s in sel if s.dataset == dataset})
+
+    def has_values(self, dataset: str, rule: str) -> bool:
+        return any(s.acc is not None for s in self.selected[rule] if s.dataset == dataset)
+
+
+def build_report(runs: Sequence[Run], rules: str | Sequence[str] = ("train_val",)) -> Report:
+    names = rule_names(rules)
+    labels = dataset_labels(runs)
+    env_order: dict[str, list[str]] = {}
+    for run in split_pair_runs(runs)[0]:
+        if run.records:
+            env_order.setdefault(labels[run.run_id], list(run.records[0]["eval"]))
+    return Report(list(runs), names, {rule: select(runs, rule) for rule in names}, env_order, labels)
+
+
+def _paired_p(values: dict[int, float], baseline: dict[int, float]) -> float | None:
+    shared = sorted(set(values) & set(baseline))
+    if len(shared) < 2:
+        return None
+    diff = np.array([values[t] - baseline[t] for t in shared])
+    if np.allclose(diff, diff[0]):  # t undefined; exact ties are not evidence either way
+        return None if diff[0] == 0 else 0.0
+    return float(st.ttest_rel([values[t] for t in shared], [baseline[t] for t in shared]).pvalue)
+
+
+def _with_test(cells: dict[str, Cell]) -> dict[str, Cell]:
+    """Attach each algorithm's paired p-value against the baseline in the same column."""
+    base = cells.get(BASELINE)
+    return {a: c if base is None or a == BASELINE else Cell(c.values, c.expected, c.diverged, c.partial, _paired_p(c.values, base.values)) for a, c in cells.items()}
+
+
+def cells(report: Report, dataset: str, rule: str) -> dict[str, dict[str, Cell]]:
+    """column -> algorithm -> Cell, including the ``Avg`` column (per-trial mean over columns)."""
+    expected = len(report.trials(dataset))
+    columns = report.columns(dataset)
+    chosen = [s for s in report.selected[rule] if s.dataset == dataset]
+    table: dict[str, dict[str, Cell]] = {}
+    for column in columns:
+        table[column] = {}
+        for a in report.algorithms(dataset):
+            mine = [s for s in chosen if s.algorithm == a and s.test_env == column]
+            values = {s.trial_seed: s.acc for s in mine if s.acc is not None}
+            table[column][a] = Cell(values, expected, sum(s.n_diverged for s in mine), sum(s.n_partial for s in mine))
+        table[column] = _with_test(table[column])
+    if len(columns) > 1:
+        avg = {}
+        for a in report.algorithms(dataset):
+            per = [table[c][a].values for c in columns]
+            complete = set.intersection(*(set(v) for v in per))
+            avg[a] = Cell({t: float(np.mean([v[t] for v in per])) for t in sorted(complete)}, expected)
+        table["Avg"] = _with_test(avg)
+    return table
+
+
+def mean_ranks(columns: dict[str, dict[str, Cell]], skip: Sequence[str] = ("Avg",)) -> dict[str, float | None]:
+    """Mean over columns of each algorithm's rank by mean accuracy (1 = best, ties averaged)."""
+    ranks: dict[str, list[float]] = {}
+    for name, column in columns.items():
+        if name in skip:
+            continue
+        present = [(a, c.summary()["mean"]) for a, c in column.items() if c.n]
+        for (a, _), r in zip(present, st.rankdata([-m for _, m in present])):
+            ranks.setdefault(a, []).append(float(r))
+    return {a: float(np.mean(ranks[a])) if a in ranks else None for column in columns.values() for a in column}
+
+
+def legend(spread: str, ci: bool) -> str:
+    text = f"Cells: test-environment accuracy (%), mean ± {'std (ddof=1)' if spread == 'std' else 'SE'} over trials (n trials; k/n when some are missing)"
+    if ci:
+        text += ", [95% t-interval]"
+    return text + f"; * paired t-test vs {BASELINE.upper()} over shared trials, p < {ALPHA}."
+
+
+def dataset_table(report: Report, dataset: str, rule: str, spread: str = "std", ci: bool = False) -> Table:
+    """One row per algorithm: a column per test environment, Avg, mean rank, runs that diverged."""
+    columns = cells(report, dataset, rule)
+    ranks = mean_ranks(columns)
+    chosen = [s for s in report.selected[rule] if s.dataset == dataset]
+    single = len(columns) == 1
+    headers = ["algorithm", *(["train envs"] if single else []), *columns, "rank", "runs diverged / unfinished"]
+    rows = []
+    for a in report.algorithms(dataset):
+        train = Cell({s.trial_seed: s.train_acc for s in chosen if s.algorithm == a and s.train_acc is not None}, len(report.trials(dataset)))
+        rank = ranks.get(a)
+        runs = f"{sum(c[a].diverged for c in columns.values())} / {sum(c[a].partial for c in columns.values())}"
+        rows.append([a, *([train.format(spread)] if single else []), *(columns[c][a].format(spread, ci) for c in columns), "–" if rank is None else f"{rank:.2f}", runs])
+    notes = [legend(spread, ci), f"Selection: {RULES[rule][0]} (`{rule}`)."]
+    if single:
+        notes.append("train envs: mean accuracy over the training environments at the selected checkpoint (their `in` splits, or `out` where `in` was not evaluated).")
+    reasons: dict[str, list[str]] = {}
+    for s in chosen:
+        if s.acc is None:
+            reasons.setdefault(s.reason, []).append(f"{s.algorithm}/{s.test_env}/trial {s.trial_seed}")
+    notes += [f"Missing ({reason}): {', '.join(where)}." for reason, where in reasons.items()]
+    return Table(f"{dataset} — {rule}", headers, rows, notes)
+
+
+def summary_table(report: Report, rule: str, spread: str = "std") -> Table:
+    """Algorithms x datasets (each dataset's Avg, or its single column), with the mean rank over datasets."""
+    datasets = [d for d in report.datasets if report.has_values(d, rule)]
+    per = {}
+    for d in datasets:
+        columns = cells(report, d, rule)
+        per[d] = columns["Avg"] if "Avg" in columns else next(iter(columns.values()))
+    ranks = mean_ranks(per)
+    rows = []
+    for a in report.algorithms():
+        row = [a] + [per[d][a].format(spread) if a in per[d] else "–" for d in datasets]
+        rank = ranks.get(a)
+        rows.append(row + ["–" if rank is None else f"{rank:.2f}"])
+    return Table(f"summary — {rule}", ["algorithm", *datasets, "rank"], rows, [legend(spread, False), f"Selection: {RULES[rule][0]} (`{rule}`); each dataset's average over test environments."])
+
+
+def selected_rows(report: Report) -> list[dict[str, Any]]:
+    """Flat per-trial rows (every rule): the values behind every cell, with the chosen run and hparams."""
+    rows = []
+    for rule in report.rules:
+        for s in report.selected[rule]:
+            row = {"rule": rule, **asdict(s)}
+            row["hparams"] = dict(s.hparams)
+            rows.append(row)
+    return rows
+
+
+def write_selected(report: Report, csv_path: Path, json_path: Path) -> None:
+    rows = selected_rows(report)
+    json_path.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
+    fields = ["rule", *(f for f in Selected.__dataclass_fields__)]
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "hparams": json.dumps(row["hparams"], sort_keys=True)})
+
+
+def render_tables(report: Report, fmt: str = "plain", spread: str = "std", ci: bool = False) -> str:
+    """Summary then every (dataset, rule) table that has values, as one text block (what ``bench run`` prints)."""
+    parts = []
+    for rule in report.rules:
+        parts.append(_render(summary_table(report, rule, spread), fmt))
+        parts += [_render(dataset_table(report, d, rule, spread, ci), fmt) for d in report.datasets]
+    return "\n\n".join(parts)
+
+
+def _render(table: Table, fmt: str) -> str:
+    notes = "\n".join(table.notes)
+    return f"{table.title}\n{table.render(fmt)}\n{notes}"

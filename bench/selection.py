@@ -1,0 +1,228 @@
+"""Model selection rules (DomainBed semantics), each a pure function of runs and their records.
+
+A *cell trial* is one (dataset, algorithm, test env, trial seed); its candidates are the
+finished runs of that trial holding out that environment (with the protocol's other test
+environments, if it declares several), one per hparams sample. Runs that hold out one
+environment more are leave-one-out pair runs, used only by ``loo``. A rule picks one
+(run, checkpoint) per cell trial and reports the test environment's ``in`` accuracy
+there (DomainBed's convention):
+
+- ``train_val``: per run the checkpoint with the best mean ``out`` accuracy over the
+  training environments; then the hparams sample with the best such validation.
+- ``oracle``: per run the last checkpoint, scored by the test environment's ``out``
+  accuracy; the best hparams sample by that score (no early stopping).
+- ``loo``: leave-one-domain-out. Per step, validation is the mean over the training
+  environments ``v`` of the ``in`` accuracy of ``v`` in the run holding out (test, v);
+  best step, then best hparams sample. A missing pair run leaves the trial missing.
+- ``last``: no selection: the default-hparams run (``hparams_seed`` 0) at its last
+  checkpoint, for protocols that fix hyperparameters (e.g. the IRM paper's).
+
+Diverged and unfinished runs are never candidates; they are counted in each result so
+tables can show them. Ties go to the lowest hparams seed, then the earliest checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from bench.errors import UserError
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run directory as selection sees it; ``status`` is ok, diverged or partial."""
+
+    run_id: str
+    spec: Mapping[str, Any]
+    hparams: Mapping[str, Any]
+    records: tuple[Mapping[str, Any], ...]
+    status: str
+    command: str = ""
+    git: str | None = None
+
+
+@dataclass(frozen=True)
+class Selected:
+    """The outcome for one cell trial: a value with where it came from, or ``acc=None`` and why."""
+
+    dataset: str
+    algorithm: str
+    test_env: str
+    trial_seed: int
+    acc: float | None
+    val: float | None = None
+    train_acc: float | None = None
+    run_id: str | None = None
+    step: int | None = None
+    hparams_seed: int | None = None
+    hparams: Mapping[str, Any] = field(default_factory=dict)
+    n_runs: int = 0
+    n_diverged: int = 0
+    n_partial: int = 0
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class _Pick:
+    run: Run
+    record: Mapping[str, Any]
+    val: float | None
+
+
+def _acc(record: Mapping[str, Any], env: str, part: str) -> float | None:
+    return record["eval"][env][part]["acc"]
+
+
+def _mean(values: list[float | None]) -> float | None:
+    return None if not values or any(v is None for v in values) else sum(values) / len(values)  # type: ignore[arg-type]
+
+
+def _train_envs(run: Run, record: Mapping[str, Any]) -> list[str]:
+    return [env for env in record["eval"] if env not in run.spec["test_envs"]]
+
+
+def _best(picks: list[_Pick]) -> _Pick | None:
+    """Highest ``val``; ties keep the earliest (picks arrive sorted by hparams seed, then step)."""
+    best = None
+    for pick in picks:
+        if pick.val is not None and (best is None or pick.val > best.val):
+            best = pick
+    return best
+
+
+def _pick_train_val(run: Run, test_env: str, _: Callable) -> _Pick | None:
+    return _best([_Pick(run, r, _mean([_acc(r, e, "out") for e in _train_envs(run, r)])) for r in run.records])
+
+
+def _pick_oracle(run: Run, test_env: str, _: Callable) -> _Pick | None:
+    last = run.records[-1]
+    return _Pick(run, last, _acc(last, test_env, "out"))
+
+
+def _pick_last(run: Run, test_env: str, _: Callable) -> _Pick | None:
+    return _Pick(run, run.records[-1], 0.0) if run.spec["hparams_seed"] == 0 else None
+
+
+def _pick_loo(run: Run, test_env: str, pair_run: Callable[[Run, str], Run | None]) -> _Pick | None:
+    others = _train_envs(run, run.records[0])
+    pairs = {v: pair_run(run, v) for v in others}
+    if any(p is None for p in pairs.values()):
+        return None
+    by_step = {v: {r["step"]: r for r in p.records} for v, p in pairs.items()}  # type: ignore[union-attr]
+    picks = []
+    for record in run.records:
+        val_records = [by_step[v].get(record["step"]) for v in others]
+        if all(r is not None for r in val_records):
+            picks.append(_Pick(run, record, _mean([_acc(r, v, "in") for r, v in zip(val_records, others)])))  # type: ignore[index]
+    return _best(picks)
+
+
+RULES: dict[str, tuple[str, Callable[[Run, str, Callable], _Pick | None]]] = {
+    "train_val": ("training-domain validation", _pick_train_val),
+    "loo": ("leave-one-domain-out cross-validation", _pick_loo),
+    "oracle": ("test-domain validation (oracle), last checkpoint", _pick_oracle),
+    "last": ("default hparams, last checkpoint (no selection)", _pick_last),
+}
+
+
+def rule_names(text: str | Sequence[str]) -> list[str]:
+    """Validated rule names from ``"train_val,oracle"`` or a list; unknown names raise UserError."""
+    names = [n.strip() for n in text.split(",")] if isinstance(text, str) else list(text)
+    unknown = [n for n in names if n not in RULES]
+    if unknown or not names:
+        raise UserError(f"unknown selection rule(s) {', '.join(unknown) or '(none)'}; rules: {', '.join(RULES)}")
+    return names
+
+
+_PROTOCOL_KEYS = ("size", "steps", "holdout_fraction", "dataset_version", "precision")
+
+
+def dataset_labels(runs: Sequence[Run]) -> dict[str, str]:
+    """run_id -> dataset label; a dataset run under several protocols gets them spelled out, so they never mix."""
+    variants: dict[str, set] = {}
+    for run in runs:
+        variants.setdefault(run.spec["dataset"], set()).add(tuple(run.spec.get(k) for k in _PROTOCOL_KEYS))
+    labels = {}
+    for run in runs:
+        name = run.spec["dataset"]
+        if len(variants[name]) > 1:
+            name += " [" + ", ".join(f"{k}={run.spec.get(k)}" for k in _PROTOCOL_KEYS) + "]"
+        labels[run.run_id] = name
+    return labels
+
+
+def split_pair_runs(runs: Sequence[Run]) -> tuple[list[Run], list[Run]]:
+    """(cell runs, leave-one-out pair runs). A pair run holds out one environment more than another
+    run of the same dataset protocol, algorithm and trial; every other run is a cell run, and
+    each of its test environments is a cell (e.g. CDSprites' ``val`` and ``test``)."""
+    labels = dataset_labels(runs)
+    held: dict[tuple, set] = {}
+    for run in runs:
+        held.setdefault((labels[run.run_id], run.spec["algorithm"], run.spec["trial_seed"]), set()).add(frozenset(run.spec["test_envs"]))
+    cells, pairs = [], []
+    for run in runs:
+        envs = frozenset(run.spec["test_envs"])
+        siblings = held[(labels[run.run_id], run.spec["algorithm"], run.spec["trial_seed"])]
+        (pairs if any(len(o) == len(envs) - 1 and o < envs for o in siblings) else cells).append(run)
+    return cells, pairs
+
+
+def select(runs: Sequence[Run], rule: str) -> list[Selected]:
+    """One Selected per cell trial (dataset, algorithm, test env, trial) in ``runs``, sorted."""
+    pick = RULES[rule_names([rule])[0]][1]
+    labels = dataset_labels(runs)
+    cell_runs, pair_runs = split_pair_runs(runs)
+    groups: dict[tuple, list[Run]] = {}
+    for run in cell_runs:
+        for env in run.spec["test_envs"]:
+            groups.setdefault((labels[run.run_id], run.spec["algorithm"], env, run.spec["trial_seed"]), []).append(run)
+    finished_pairs = {_pair_key(labels, r, r.spec["test_envs"]): r for r in pair_runs if r.status == "ok" and r.records}
+
+    def pair_run(run: Run, other: str) -> Run | None:
+        return finished_pairs.get(_pair_key(labels, run, [*run.spec["test_envs"], other]))
+
+    out = []
+    for (label, algorithm, test_env, trial), members in sorted(groups.items()):
+        members = sorted(members, key=lambda r: r.spec["hparams_seed"])
+        finished = [r for r in members if r.status == "ok" and r.records]
+        counts = {"n_runs": len(members), "n_diverged": sum(r.status == "diverged" for r in members), "n_partial": sum(r.status == "partial" for r in members)}
+        best = _best([p for p in (pick(r, test_env, pair_run) for r in finished) if p is not None])
+        head = dict(dataset=label, algorithm=algorithm, test_env=test_env, trial_seed=trial, **counts)
+        if best is None:
+            out.append(Selected(acc=None, reason=_why_missing(rule, members, finished, counts), **head))
+            continue
+        record = best.record
+        out.append(Selected(
+            acc=_acc(record, test_env, "in"),
+            val=None if rule == "last" else best.val,
+            train_acc=_train_acc(best.run, record),
+            run_id=best.run.run_id,
+            step=record["step"],
+            hparams_seed=best.run.spec["hparams_seed"],
+            hparams=dict(best.run.hparams),
+            **head,
+        ))
+    return out
+
+
+def _train_acc(run: Run, record: Mapping[str, Any]) -> float | None:
+    """Mean accuracy over the training envs: their ``in`` splits, or ``out`` where ``in`` was not evaluated."""
+    envs = _train_envs(run, record)
+    return _mean([_acc(record, e, "in") for e in envs]) or _mean([_acc(record, e, "out") for e in envs])
+
+
+def _pair_key(labels: Mapping[str, str], run: Run, test_envs: Sequence[str]) -> tuple:
+    s = run.spec
+    return (labels[run.run_id], s["algorithm"], s["trial_seed"], s["hparams_seed"], frozenset(test_envs))
+
+
+def _why_missing(rule: str, members: list[Run], finished: list[Run], counts: Mapping[str, int]) -> str:
+    if not finished:
+        parts = [f"{counts[k]} {k[2:]}" for k in ("n_diverged", "n_partial") if counts[k]]
+        return "no finished run" + (f" ({', '.join(parts)})" if parts else "")
+    if rule == "last":
+        return "no default-hparams run (hparams_seed 0)"
+    if rule == "loo":
+        return "missing leave-one-out pair run(s) (sweep with --test-envs pairs)"
+    return "no validation accuracy (empty out splits: holdout fraction 0)"

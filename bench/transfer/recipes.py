@@ -1,0 +1,160 @@
+"""The adaptation-recipe base class: a featurizer + new linear head whose first blocks start from pretraining.
+
+A recipe is an ``Algorithm`` (registered in ``ALGORITHMS`` by
+``bench/algorithms/transfer_recipes.py``) with two policy hooks: how many featurizer
+blocks are copied from the pretrained checkpoint and which blocks are frozen. The
+runner calls ``prepare_run`` once the network is built; it loads (or trains and
+caches) the checkpoint named by the pretraining hparams and returns what spec.json
+records about it. The head is always new: source and target label spaces differ.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from bench.algorithms.base import Algorithm, Minibatches, classification_loss
+from bench.errors import UserError
+from bench.hparams import Choice, Fixed, LogUniform, Param
+from bench.networks import featurizer_space
+from bench.transfer.blocks import block_parameters, named_blocks
+from bench.transfer.diagnostics import BlockDiagnostics
+from bench.transfer.pretrain import OBJECTIVES, PretrainSpec, ensure_pretrained
+
+
+class Setting(Choice):
+    """A choice that random search leaves at its default: it names a protocol, not a tuning knob."""
+
+    def sample(self, gen: Any) -> Any:
+        return self.default
+
+    def describe(self) -> str:
+        return f"fixed, one of {list(self.options)}"
+
+
+class Recipe(Algorithm):
+    """Base recipe: copies ``copied_blocks`` pretrained blocks, freezes ``frozen_blocks``, trains the rest."""
+
+    VERSION = 1
+    PRETRAINED: ClassVar[bool] = True
+    HPARAMS: ClassVar[dict[str, Param]] = {
+        "pretrain_data": Setting("source", "pretrain on the task's source, or on the target's own training inputs (self-pretraining)", options=("source", "target")),
+        "pretrain_objective": Setting("supervised", "supervised on labels, or masked-input prediction (self-supervised)", options=OBJECTIVES),
+        "pretrain_steps": Fixed(1000, "pretraining steps"),
+        "pretrain_lr": Fixed(1e-3, "pretraining Adam learning rate"),
+        "pretrain_batch_size": Fixed(128, "pretraining batch size"),
+        "mask_ratio": Fixed(0.5, "fraction of input positions hidden by the masked objective"),
+        "pretrained_lr_mult": LogUniform(1.0, "learning-rate multiplier of the copied (pretrained) blocks", low=0.01, high=1.0),
+    }
+
+    def __init__(self, input_shape, num_classes, num_train_envs, hparams):
+        super().__init__(input_shape, num_classes, num_train_envs, hparams)
+        self.build_network()
+        self.blocks = named_blocks(self.featurizer)
+        n_blocks = len(self.blocks)
+        self.n_copied = self.copied_blocks(n_blocks) if self.PRETRAINED else 0
+        self.frozen = self.frozen_blocks(n_blocks)
+        if not 0 <= self.n_copied <= n_blocks:
+            raise UserError(f"{self.NAME}: n must lie in [0, {n_blocks}] for this featurizer (blocks: {', '.join(self.block_names)}), got {self.n_copied}")
+        copied, fresh = [], list(self.classifier.parameters())
+        for i, (_, modules) in enumerate(self.blocks):
+            params = block_parameters(modules)
+            for p in params:
+                p.requires_grad_(i not in self.frozen)
+            if i not in self.frozen:
+                (copied if i < self.n_copied else fresh).extend(params)
+        groups = [{"params": fresh, "lr": self.hparams["lr"]}]
+        if copied:
+            groups.append({"params": copied, "lr": self.hparams["lr"] * self.hparams["pretrained_lr_mult"]})
+        self.optimizer = torch.optim.Adam(groups, weight_decay=self.hparams["weight_decay"])
+        self.diagnostics = BlockDiagnostics({**{name: block_parameters(m) for name, m in self.blocks}, "head": list(self.classifier.parameters())})
+
+    @property
+    def block_names(self) -> list[str]:
+        return [name for name, _ in self.blocks]
+
+    # -- policy ---------------------------------------------------------------------------
+    def copied_blocks(self, n_blocks: int) -> int:
+        """How many featurizer blocks, from the input, start from the pretrained weights."""
+        return n_blocks
+
+    def frozen_blocks(self, n_blocks: int) -> set[int]:
+        """Indices (0 = nearest the input) of blocks never updated."""
+        return set()
+
+    def before_update(self) -> None:
+        """Phase changes keyed on ``self.step`` (LP-FT)."""
+
+    # -- training -------------------------------------------------------------------------
+    def update(self, minibatches: Minibatches, unlabeled=None) -> dict[str, float]:
+        self.before_update()
+        x = torch.cat([x for x, _ in minibatches])
+        y = torch.cat([y for _, y in minibatches])
+        nll = classification_loss(self.network(x), y)
+        loss = nll + self.l2_penalty()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        diagnostics = self.diagnostics.measure()
+        self.optimizer.step()
+        self.step += 1
+        return {"loss": loss.item(), "nll": nll.item(), **diagnostics}
+
+    def predict(self, x: Tensor) -> Tensor:
+        return self.network(x)
+
+    # -- pretraining ----------------------------------------------------------------------
+    def prepare_run(self, spec: Any, options: Any) -> dict[str, Any]:
+        """Load the first ``n_copied`` blocks from the cached pretrained featurizer (training it on a miss)."""
+        info: dict[str, Any] = {"recipe": self.NAME, "blocks": self.block_names, "frozen_blocks": [self.block_names[i] for i in sorted(self.frozen)]}
+        if self.n_copied == 0:
+            return {**info, "pretrained": None, "copied_blocks": []}
+        pspec, load_data = self._pretrain_spec(spec, options)
+        device = self.step.device
+        state = ensure_pretrained(pspec, options.output_dir, self.input_shape, load_data, device)
+        qualified = {id(m): name for name, m in self.featurizer.named_modules()}
+        with torch.no_grad():
+            for _, modules in self.blocks[: self.n_copied]:
+                for module in modules:
+                    prefix = qualified[id(module)]
+                    module.load_state_dict({k: state[f"{prefix}.{k}"] for k in module.state_dict()})
+        self.diagnostics.set_reference()
+        return {**info, "pretrained": pspec.pretrain_id, "pretrain": pspec.to_dict(), "copied_blocks": self.block_names[: self.n_copied]}
+
+    def _pretrain_spec(self, spec: Any, options: Any) -> tuple[PretrainSpec, Any]:
+        from bench import runner
+        from bench.datasets import DATASETS
+        from bench.transfer.tasks import TransferTask, concat_envs, subset
+
+        hp = self.hparams
+        dataset = runner.load_dataset(spec.dataset, options.data_dir, spec.data_seed, spec.size, options.download)
+        if hp["pretrain_data"] == "source":
+            if not isinstance(dataset, TransferTask):
+                raise UserError(f"{spec.dataset} is not a transfer task, so it has no source to pretrain on; use pretrain_data='target' (self-pretraining) or a task from `bench list`")
+            data = {"dataset": dataset.SOURCE_ID, "part": "source", "data_seed": spec.data_seed, "size": spec.size, "version": dataset.VERSION}
+
+            def load_data():
+                return dataset.build_source(), dataset.SOURCE_CLASSES
+        else:
+            train_envs = [name for name in dataset.envs if name not in spec.test_envs]
+            data = {"dataset": spec.dataset, "part": "target", "envs": train_envs, "data_seed": spec.data_seed, "size": spec.size,
+                    "version": spec.dataset_version, "trial_seed": spec.trial_seed, "holdout_fraction": spec.holdout_fraction}
+
+            def load_data():
+                splits = runner.holdout_splits(dataset, spec.trial_seed, spec.holdout_fraction)
+                return concat_envs([subset(dataset.envs[name], splits[name]["in"]) for name in train_envs]), DATASETS.get(spec.dataset).NUM_CLASSES
+
+        keys = ["featurizer", "init", *featurizer_space(hp["featurizer"])]
+        pspec = PretrainSpec(
+            objective=hp["pretrain_objective"],
+            data=data,
+            featurizer={k: hp[k] for k in keys if k in hp},
+            modality=getattr(dataset, "MODALITY", {3: "image", 2: "sequence"}.get(len(self.input_shape), "vector")),
+            steps=hp["pretrain_steps"],
+            lr=hp["pretrain_lr"],
+            batch_size=hp["pretrain_batch_size"],
+            mask_ratio=hp["mask_ratio"],
+            seed=spec.trial_seed,
+        )
+        return pspec, load_data

@@ -1,0 +1,51 @@
+"""Effect of ``--precision bf16`` on accuracy: the same runs in fp32 and bf16, side by side.
+
+Usage: nice -n 10 python benchmarks/bf16_accuracy.py [--dataset fish_toy] [--seeds 0,1,2] [--steps N] [--threads 1]
+
+Prints, per trial seed, the test environment's ``in`` accuracy (the reported metric)
+and the mean ``out`` accuracy of the training environments (what train_val selects
+on) at the last step, for both precisions, and the mean absolute difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+from _timing import machine
+from bench import runner
+from bench.spec import RuntimeOptions, make_spec
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="fish_toy")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    print(machine())
+    print(f"| {args.dataset} trial | fp32 test in | bf16 test in | fp32 train-env out | bf16 train-env out | wall fp32 / bf16 s |")
+    print("|---|---|---|---|---|---|")
+    diffs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in map(int, args.seeds.split(",")):
+            row = {}
+            for precision in ("fp32", "bf16"):
+                spec = make_spec("erm", args.dataset, trial_seed=seed, steps=args.steps, precision=precision)
+                outcome = runner.run(spec, RuntimeOptions(output_dir=Path(tmp), progress=False, threads=args.threads))
+                ev = outcome.last_record["eval"]
+                test = spec.test_envs[0]
+                train_out = statistics.mean(ev[e]["out"]["acc"] for e in ev if e not in spec.test_envs and ev[e]["out"]["acc"] is not None) if any(
+                    ev[e]["out"]["n"] for e in ev if e not in spec.test_envs) else float("nan")
+                row[precision] = (ev[test]["in"]["acc"], train_out, outcome.wall_s)
+            (a, b, wa), (c, d, wc) = row["fp32"], row["bf16"]
+            diffs.append(abs(a - c))
+            print(f"| {seed} | {100 * a:.1f} | {100 * c:.1f} | {100 * b:.1f} | {100 * d:.1f} | {wa:.0f} / {wc:.0f} |")
+    print(f"mean |fp32 - bf16| test accuracy: {100 * statistics.mean(diffs):.2f} points over {len(diffs)} trials")
+
+
+if __name__ == "__main__":
+    main()

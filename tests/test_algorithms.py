@@ -1,0 +1,161 @@
+"""Contract, determinism and resume checks for the domain-generalization algorithms."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench.algorithms import ALGORITHMS
+from bench.algorithms.base import classification_loss, mean_pairwise_cosine
+from bench.algorithms.fishr import per_sample_grads
+from bench.datasets import DATASETS
+from bench.hparams import sample, space_for
+from bench.testing import check_algorithm
+
+DG = ["erm", "irm", "vrex", "fish", "idgm", "fishr", "coral", "mmd", "dann", "cdann", "group_dro", "mixup", "sd"]
+STATEFUL = {  # hparams that put a schedule switch, EMA or discriminator step inside the resumed window
+    "irm": {"irm_penalty_anneal_iters": 3},
+    "vrex": {"vrex_penalty_anneal_iters": 3},
+    "fishr": {"penalty_anneal_iters": 3, "ema": 0.9},
+    "dann": {"d_steps_per_g_step": 2, "d_mlp_width": 32},
+    "cdann": {"d_steps_per_g_step": 2, "d_mlp_width": 32},
+    "group_dro": {},
+    "fish": {},
+    "mixup": {},
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: one thread avoids OpenMP overhead, which dominates on a loaded machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def hparams_for(name: str, dataset: str = "debug", hparams_seed: int = 0, **overrides) -> dict:
+    hp = sample(space_for(ALGORITHMS.get(name), DATASETS.get(dataset)), name, dataset, hparams_seed, 0)
+    hp.update(overrides)
+    return hp
+
+
+def batches(n_envs: int, n: int, seed: int, dim: int = 10) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for e in range(n_envs):
+        x = torch.randn(n, dim, generator=g) + 0.3 * e
+        out.append((x, (x[:, 0] > 0.3 * e).long()))
+    return out
+
+
+def test_all_registered():
+    assert set(DG) <= set(ALGORITHMS.names())
+
+
+@pytest.mark.parametrize("name", DG)
+def test_check_algorithm_on_debug(name):
+    check_algorithm(ALGORITHMS.get(name), "debug")
+
+
+@pytest.mark.parametrize("name", DG)
+def test_random_search_sample_trains(name):
+    hp = hparams_for(name, hparams_seed=1)
+    for key, param in space_for(ALGORITHMS.get(name), DATASETS.get("debug")).items():
+        param.validate(key, hp[key])
+    torch.manual_seed(0)
+    alg = ALGORITHMS.get(name)((10,), 2, 2, hp)
+    for step in range(2):
+        stats = alg.update(batches(2, 16, step))
+    assert all(torch.isfinite(torch.tensor(v)) for v in stats.values())
+
+
+@pytest.mark.parametrize("name", DG)
+def test_one_logit_head_and_grad_cos(name):
+    """cmnist_irm's head: one logit + BCE. Every method trains on it and reports grad_cos."""
+    torch.manual_seed(0)
+    alg = ALGORITHMS.get(name)((10,), 1, 3, hparams_for(name))
+    for step in range(3):
+        stats = alg.update(batches(3, 16, step))
+    assert "grad_cos" in stats and -1.0 <= stats["grad_cos"] <= 1.0
+    assert alg.predict(torch.randn(5, 10)).shape == (5, 1)
+
+
+@pytest.mark.parametrize("name", sorted(STATEFUL))
+def test_resume_across_schedule_switch(name):
+    """Stop after 2 updates, restore from state_dict into a fresh model, continue: same as uninterrupted."""
+    hp = hparams_for(name, **STATEFUL[name])
+
+    def run(alg, steps):
+        for step in steps:
+            torch.manual_seed(100 + step)  # the runner restores torch's RNG state; Mixup draws from it
+            alg.update(batches(2, 16, step))
+
+    torch.manual_seed(0)
+    straight = ALGORITHMS.get(name)((10,), 2, 2, hp)
+    run(straight, range(6))
+    torch.manual_seed(0)
+    first = ALGORITHMS.get(name)((10,), 2, 2, hp)
+    run(first, range(2))
+    torch.manual_seed(1)
+    resumed = ALGORITHMS.get(name)((10,), 2, 2, hp)
+    resumed.load_state_dict(first.state_dict())
+    run(resumed, range(2, 6))
+    x = torch.randn(8, 10)
+    assert torch.allclose(straight.predict(x), resumed.predict(x), atol=1e-5)
+
+
+def test_cmnist_irm_uses_the_papers_settings():
+    ds = DATASETS.get("cmnist_irm")
+    for name, weight_key, anneal_key in [("irm", "irm_lambda", "irm_penalty_anneal_iters"), ("vrex", "vrex_lambda", "vrex_penalty_anneal_iters"), ("fishr", "lambda", "penalty_anneal_iters")]:
+        hp = sample(space_for(ALGORITHMS.get(name), ds), name, "cmnist_irm", 0, 0)
+        assert (hp["mlp_width"], hp["l2"], hp["lr"], hp[anneal_key], hp["batch_size"], hp["irm_code"]) == (390, 0.00110794568, 0.0004898536566546834, 190, 0, True)
+        assert hp[weight_key] == 91257.18613115903 * (4 if name == "vrex" else 1)
+    erm = sample(space_for(ALGORITHMS.get("erm"), ds), "erm", "cmnist_irm", 0, 0)
+    assert (erm["mlp_width"], erm["l2"], erm["lr"]) == (256, 0.001, 0.001)
+
+
+@pytest.mark.parametrize("n_outputs", [1, 3])
+def test_fishr_per_sample_grads_match_a_loop(n_outputs):
+    torch.manual_seed(0)
+    head = torch.nn.Linear(5, n_outputs)
+    f = torch.randn(7, 5, requires_grad=True)
+    y = torch.randint(0, max(n_outputs, 2), (7,))
+    loop = torch.stack([
+        torch.cat([g.reshape(-1) for g in torch.autograd.grad(classification_loss(head(f[i : i + 1]), y[i : i + 1]), list(head.parameters()), create_graph=True)])
+        for i in range(7)
+    ])
+    fast = per_sample_grads(head, f, y)
+    assert torch.allclose(fast, loop, atol=1e-6)
+    # differentiable with respect to the features, as the penalty needs
+    assert torch.allclose(torch.autograd.grad(fast.pow(2).sum(), f)[0], torch.autograd.grad(loop.pow(2).sum(), f)[0], atol=1e-5)
+
+
+def test_mean_pairwise_cosine():
+    e1, e2 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    assert mean_pairwise_cosine([e1, e1]) == pytest.approx(1.0)
+    assert mean_pairwise_cosine([e1, -e1]) == pytest.approx(-1.0)
+    assert mean_pairwise_cosine([e1, e2, e1]) == pytest.approx(1 / 3)
+
+
+def test_fish_meta_step_moves_meta_lr_of_the_way_to_the_inner_weights():
+    torch.manual_seed(0)
+    fish = ALGORITHMS.get("fish")((10,), 2, 2, hparams_for("fish", meta_lr=0.1))
+    before = [p.detach().clone() for p in fish.network.parameters()]
+    fish.update(batches(2, 16, 0))
+    for b, after, inner in zip(before, fish.network.parameters(), fish.inner.parameters()):
+        assert torch.allclose(after, b + 0.1 * (inner - b), atol=1e-6)
+    assert any(not torch.equal(b, p) for b, p in zip(before, fish.network.parameters()))
+
+
+def test_irm_penalty_vanishes_at_the_optimal_scale():
+    """The IRMv1 penalty is the squared derivative of the risk w.r.t. a classifier scale: zero at its optimum."""
+    from bench.algorithms.irm import irm_penalty
+
+    torch.manual_seed(0)
+    s = torch.randn(4000)
+    y = (torch.rand(4000) < torch.sigmoid(2.0 * s)).long()
+    assert irm_penalty((2.0 * s)[:, None], y, full_batch=True) < 1e-3
+    assert irm_penalty((6.0 * s)[:, None], y, full_batch=True) > 1e-2
+    # the half-split product estimates the same quantity
+    assert abs(irm_penalty((6.0 * s)[:, None], y, full_batch=False) - irm_penalty((6.0 * s)[:, None], y, full_batch=True)) < 0.02

@@ -1,0 +1,117 @@
+"""The runner's fast path: bf16 precision, split skipping, full-batch caching, channels_last."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from bench import records, runner
+from bench.algorithms import ALGORITHMS
+from bench.datasets.files import data_roots
+from bench.errors import UserError
+from bench.evaluation import skipped_splits
+from bench.spec import RuntimeOptions, make_spec, resolve_hparams
+
+
+def _options(tmp_path, name, **kw):
+    return RuntimeOptions(output_dir=tmp_path / name, progress=False, threads=1, **kw)
+
+
+def _numbers(outcome):
+    out = []
+    for rec in records.read_records(outcome.run_dir / records.RESULTS):
+        rec.pop("wall_s")
+        out.append(rec)
+    return out
+
+
+def test_bf16_run_finishes_and_records_its_precision(tmp_path):
+    fp32 = make_spec("erm", "debug", size="tiny", steps=41)
+    bf16 = make_spec("erm", "debug", size="tiny", steps=41, precision="bf16")
+    assert make_spec("erm", "debug", size="tiny", steps=41, precision="fp32").run_id == fp32.run_id
+    assert bf16.run_id != fp32.run_id
+    outcome = runner.run(bf16, _options(tmp_path, "bf16"))
+    assert outcome.status == "ok"
+    info = records.read_json(outcome.run_dir / records.SPEC)
+    assert info["spec"]["precision"] == "bf16" and "precision" not in fp32.to_dict()
+    test_in = outcome.last_record["eval"]["e0"]["in"]["acc"]
+    assert test_in is not None and test_in > 0.7, "bf16 training still learns the debug signal"
+    with pytest.raises(UserError, match="precision"):
+        make_spec("erm", "debug", size="tiny", precision="fp16")
+
+
+def test_needed_splits_skip_only_training_in_splits_and_leave_numbers_unchanged(tmp_path):
+    spec = make_spec("erm", "debug", test_envs=["e1"], size="tiny", steps=21)
+    needed = runner.run(spec, _options(tmp_path, "needed"))
+    full = runner.run(spec, _options(tmp_path, "all", eval_splits="all"))
+    for a, b in zip(_numbers(needed), _numbers(full)):
+        for env, parts in b["eval"].items():
+            for part, score in parts.items():
+                if env != "e1" and part == "in":
+                    assert a["eval"][env][part] == {"acc": None, "n": score["n"], "skipped": True}
+                else:
+                    assert a["eval"][env][part] == score
+        assert a["train"] == b["train"]
+
+
+def test_without_holdout_training_in_splits_are_kept():
+    splits = {"a": {"in": torch.arange(5), "out": torch.arange(0)}, "t": {"in": torch.arange(5), "out": torch.arange(2)}}
+    assert skipped_splits(splits, ["t"], "needed") == set()
+    splits["a"]["out"] = torch.arange(2)
+    assert skipped_splits(splits, ["t"], "needed") == {("a", "in")}
+    assert skipped_splits(splits, ["t"], "all") == set()
+
+
+def test_full_batch_run_matches_a_hand_written_full_batch_loop(tmp_path):
+    spec = make_spec("erm", "debug", size="tiny", steps=5, eval_every=1, overrides={"batch_size": 0, "l2": 0.01})
+    outcome = runner.run(spec, _options(tmp_path, "fb"))
+    recorded = [r["train"]["loss"] for r in records.read_records(outcome.run_dir / records.RESULTS)]
+
+    dataset = runner.load_dataset("debug", None, spec.data_seed, "tiny")
+    splits = runner.holdout_splits(dataset, spec.trial_seed, spec.holdout_fraction)
+    runner._seed_everything(spec)
+    train = [n for n in dataset.envs if n not in spec.test_envs]
+    algorithm = ALGORITHMS.get("erm")(dataset.INPUT_SHAPE, dataset.num_outputs(), len(train), resolve_hparams(spec))
+    expected = [algorithm.update([dataset.envs[n].batch(splits[n]["in"]) for n in train])["loss"] for _ in range(5)]
+    assert recorded == pytest.approx(expected, rel=1e-6)
+
+
+def test_channels_last_only_for_conv_nets_on_cpu():
+    cpu = torch.device("cpu")
+    conv, mlp = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3)), torch.nn.Sequential(torch.nn.Linear(3, 2))
+    assert runner.wants_channels_last(conv, cpu, None) and not runner.wants_channels_last(mlp, cpu, None)
+    assert not runner.wants_channels_last(conv, cpu, False)
+
+
+def _have_mnist():
+    return any((root / "mnist.npz").exists() for root in data_roots(None))
+
+
+@pytest.mark.skipif(not _have_mnist(), reason="needs mnist.npz (../shared/data or $BENCH_DATA)")
+def test_channels_last_keeps_fp32_cmnist_numbers_within_tolerance(tmp_path):
+    spec = make_spec("erm", "cmnist", size="tiny", steps=2, eval_every=1)
+    base = _options(tmp_path, "x")
+    fast = _numbers(runner.run(spec, dataclasses.replace(base, output_dir=tmp_path / "cl", channels_last=True)))
+    plain = _numbers(runner.run(spec, dataclasses.replace(base, output_dir=tmp_path / "nchw", channels_last=False)))
+    # Step 0 is one forward pass: only summation order differs. After an Adam step, parameters
+    # whose gradient is ~0 may move by +-lr on rounding alone, so allow more there.
+    assert fast[0]["train"] == pytest.approx(plain[0]["train"], rel=1e-5)
+    assert fast[1]["train"] == pytest.approx(plain[1]["train"], rel=1e-3)
+    for a, b in zip(fast, plain):
+        for env, parts in b["eval"].items():
+            for part, score in parts.items():
+                if score["acc"] is not None:  # a prediction may flip on a near-tie
+                    assert abs(a["eval"][env][part]["acc"] - score["acc"]) * score["n"] <= 2
+
+
+def test_cached_listing_is_identical_and_skips_torch(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    first = subprocess.run([sys.executable, "-m", "bench", "list"], env=env, capture_output=True, text=True, check=True).stdout
+    probe = "import sys; from bench.catalog import listing; print(listing(), end=''); assert 'torch' not in sys.modules"
+    again = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.rstrip("\n") == first.rstrip("\n") and "erm" in first and "cmnist" in first
