@@ -60,6 +60,7 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--threads", type=int, default=None, help="torch threads per run")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--eval-splits", choices=("needed", "all"), default="needed", help="needed: skip training envs' in splits that no selection rule reads (default); all: evaluate every split")
     p.add_argument("--precision", choices=("fp32", "bf16"), default=None, help="bf16: autocast training and evaluation (default fp32)")
 
 
@@ -135,6 +136,7 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         progress=not args.no_progress,
         threads=args.threads,
         command=shlex.join(["python", "-m", "bench", *argv]),
+        eval_splits=args.eval_splits,
     )
     outcome = runner.run(spec, options)
     if outcome.status == "busy":
@@ -211,6 +213,7 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-trials", type=int, default=None, help="trial seeds 0..T-1 (default 1)")
     g.add_argument("--launcher", choices=("local", "dask", "slurm"), default=None, help="default local")
     g.add_argument("--jobs", type=int, default=None, help="local: parallel processes (default: one per core; threads per job = cores // jobs)")
+    g.add_argument("--no-stack", action="store_true", help="local: train every run on its own (default: tiny same-shape ERM runs train together)")
     g.add_argument("--scheduler", default=None, metavar="ADDR", help="dask: address of a running scheduler, e.g. tcp://10.0.0.5:8786")
     g.add_argument("--slurm-partition", default=None)
     g.add_argument("--slurm-timeout", type=int, default=60, metavar="MIN", help="slurm: minutes per run")
@@ -253,11 +256,11 @@ def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
         grid = dataclasses.replace(grid, size=args.size)
     specs = sweep.expand(grid)
     command = shlex.join(["python", "-m", "bench", *argv])
-    options = RuntimeOptions(output_dir=args.output_dir, data_dir=args.data_dir, device=args.device, download=args.download, progress=False, threads=args.threads, command=command)
+    options = RuntimeOptions(output_dir=args.output_dir, data_dir=args.data_dir, device=args.device, download=args.download, progress=False, threads=args.threads, command=command, eval_splits=args.eval_splits)
     found = sweep.states(args.output_dir, specs)
     print(f"{'default benchmark: ' if default else ''}{len(specs)} runs: {len(found['done'])} done / {len(found['partial'])} partial / {len(found['new'])} new  (output: {args.output_dir})")
     result = sweep.launch(
-        specs, options, args.launcher or "local", progress=not args.no_progress, jobs=args.jobs, scheduler=args.scheduler,
+        specs, options, args.launcher or "local", progress=not args.no_progress, jobs=args.jobs, scheduler=args.scheduler, stack=not args.no_stack,
         cluster=args.slurm_cluster, partition=args.slurm_partition, timeout_min=args.slurm_timeout,
     )
     counts = result.counts

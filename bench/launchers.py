@@ -7,6 +7,8 @@ never train a run twice. The worker that trains a run appends a line to its
 
 - ``local``: joblib's loky processes on this machine (``jobs``; torch threads per job
   = cores // jobs, so jobs x threads fill the machine without oversubscription).
+  Tiny runs of one shape (ERM on small MLPs, see ``bench.stacked``) are trained
+  together as one unit; their numbers equal separate training up to float rounding.
 - ``dask``: a running Dask cluster by address (``dask.distributed.Client``).
 - ``slurm``: submitit job arrays (``cluster="local"`` / ``"debug"`` run without Slurm).
 """
@@ -40,12 +42,46 @@ class Finished:
 
 def execute(spec: RunSpec, options: RuntimeOptions, launcher: str = "local") -> Finished:
     """Run one spec on this worker; record the training in the run's ``trained.jsonl``."""
-    outcome = runner.run(spec, options)
+    return _report(runner.run(spec, options), launcher)
+
+
+def execute_unit(unit: Sequence[RunSpec], options: RuntimeOptions, launcher: str = "local") -> list[Finished]:
+    """One spec through the runner, or a group of same-shape tiny runs trained together (``bench.stacked``)."""
+    if len(unit) == 1:
+        return [execute(unit[0], options, launcher)]
+    from bench.stacked import run_stacked
+
+    return [_report(outcome, launcher) for outcome in run_stacked(unit, options)]
+
+
+def _report(outcome: runner.RunOutcome, launcher: str) -> Finished:
     host = socket.gethostname()
     if outcome.status in ("ok", "diverged"):
         line = {"host": host, "pid": os.getpid(), "launcher": launcher, "status": outcome.status, "wall_s": outcome.wall_s}
         records.append_record(outcome.run_dir / TRAINED, line)
-    return Finished(spec.run_id, outcome.status, outcome.wall_s, host)
+    return Finished(outcome.run_id, outcome.status, outcome.wall_s, host)
+
+
+STACK_SIZE = 16  # trials per stacked group: enough to amortise per-step overhead, small enough to spread over jobs
+
+
+def work_units(specs: Sequence[RunSpec], stack: bool = True) -> list[list[RunSpec]]:
+    """Runs grouped for stacked training where their shapes match (tiny ERM models), else one run per unit."""
+    if not stack:
+        return [[spec] for spec in specs]
+    from bench.stacked import stack_key
+
+    units: list[list[RunSpec]] = []
+    groups: dict[str, list[RunSpec]] = {}
+    for spec in specs:
+        key = stack_key(spec)
+        if key is None:
+            units.append([spec])
+        else:
+            groups.setdefault(key, []).append(spec)
+    for group in groups.values():
+        units += [group[i : i + STACK_SIZE] for i in range(0, len(group), STACK_SIZE)]
+    return units
 
 
 def cores() -> int:
@@ -68,17 +104,20 @@ def _for_workers(options: RuntimeOptions, threads: int | None) -> RuntimeOptions
     return dataclasses.replace(options, output_dir=Path(options.output_dir).resolve(), progress=False, threads=threads or options.threads)
 
 
-def local(specs: Sequence[RunSpec], options: RuntimeOptions, jobs: int | None = None, **_: Any) -> Iterator[Finished]:
-    n_jobs, threads = plan_local(len(specs), jobs, options.threads)
+def local(specs: Sequence[RunSpec], options: RuntimeOptions, jobs: int | None = None, stack: bool = True, **_: Any) -> Iterator[Finished]:
+    """joblib processes; same-shape tiny runs are trained together unless ``stack`` is False."""
+    units = work_units(specs, stack)
+    n_jobs, threads = plan_local(len(units), jobs, options.threads)
     opts = _for_workers(options, threads)
     if n_jobs == 1:  # in this process: no worker start-up, and the dataset cache is shared
-        for spec in specs:
-            yield execute(spec, opts, "local")
+        for unit in units:
+            yield from execute_unit(unit, opts, "local")
         return
     from joblib import Parallel, delayed
 
     parallel = Parallel(n_jobs=n_jobs, backend="loky", return_as="generator_unordered", batch_size=1, pre_dispatch="n_jobs")
-    yield from parallel(delayed(execute)(spec, opts, "local") for spec in specs)
+    for finished in parallel(delayed(execute_unit)(unit, opts, "local") for unit in units):
+        yield from finished
 
 
 def dask(specs: Sequence[RunSpec], options: RuntimeOptions, scheduler: str | None = None, connect_timeout_s: float = 20.0, **_: Any) -> Iterator[Finished]:

@@ -241,7 +241,8 @@ def _full_batch(env: EnvData, idx: Tensor) -> EnvData:
 def prepare(spec: RunSpec, options: RuntimeOptions, directory: Path) -> RunContext:
     """Data, splits, samplers and the algorithm, restored from the checkpoint when one exists."""
     directory.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(options.threads or cpu_threads())
+    # Default: torch's own choice (physical cores), capped by this process's CPU affinity (e.g. a Slurm allocation).
+    torch.set_num_threads(options.threads or min(torch.get_num_threads(), cpu_threads()))
     device = torch.device(options.device)
     hparams = resolve_hparams(spec)
     ds_cls = DATASETS.get(spec.dataset)

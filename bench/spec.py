@@ -63,7 +63,7 @@ class RuntimeOptions:
     device: str = "cpu"
     download: bool = False
     progress: bool = True
-    threads: int | None = None  # None: every core this process may use
+    threads: int | None = None  # None: torch's default, capped by the cores this process may use
     eval_batch_size: int = 128
     eval_splits: str = "needed"  # "needed": skip splits no selection rule reads (see evaluation.py); "all"
     channels_last: bool | None = None  # None: on for models with 2-D convolutions on CPU, where it is faster

@@ -57,21 +57,26 @@ def main() -> None:
     args = p.parse_args()
 
     t0 = time.perf_counter()
+    ids = set()
     for recipe, hp, trial in grid(args.trials):
         spec = make_spec(recipe, "mnist_ab", trial_seed=trial, overrides=hp, steps=args.steps, size=args.size)
         cmd = command(recipe, hp, trial, args)
         options = RuntimeOptions(output_dir=args.output_dir, data_dir=args.data_dir, progress=False, threads=args.threads, command=cmd)
         out = runner.run(spec, options)
+        ids.add(spec.run_id)
         acc = out.last_record["eval"]["target_test"]["in"]["acc"] if out.last_record else None
         print(f"{out.status:8s} {time.perf_counter() - t0:7.1f}s  acc={acc}  {cmd}", flush=True)
     print(f"total wall time: {time.perf_counter() - t0:.1f}s")
 
     report, runs = transfer_report(args.output_dir, ["last", "train_val"])
+    label = report.labels[next(iter(ids))]  # other experiments may share the output directory (and its cache)
+    runs = [r for r in runs if r.run_id in ids]
     for rule in ("last", "train_val"):
-        table = dataset_table(report, "mnist_ab" if args.size == "full" else report.datasets[0], rule)
+        table = dataset_table(report, label, rule)
         print(f"\n### {table.title}\n\n{table.render('markdown')}\n\n" + "\n".join(table.notes))
     args.figure.parent.mkdir(parents=True, exist_ok=True)
-    values = layer_transfer_figure(report.selected["last"], runs, "target_test", args.figure, "MNIST A (0-4) -> B (5-9), 4-block MLP")
+    selected = [s for s in report.selected["last"] if s.run_id in ids]
+    values = layer_transfer_figure(selected, runs, "target_test", args.figure, "MNIST A (0-4) -> B (5-9), 4-block MLP")
     print(f"\nfigure: {args.figure}")
     print(json.dumps({k: {str(n): v for n, v in s.items()} for k, s in values.items()}))
     fine_tuned = [r for r in runs if r.spec["algorithm"].startswith(("reinit_above_n[n=4", "scratch"))]

@@ -6,7 +6,7 @@ import pytest
 
 from bench import launchers, records, sweep
 from bench.errors import UserError
-from bench.spec import RuntimeOptions
+from bench.spec import RuntimeOptions, make_spec
 
 
 def tiny_specs(n_trials=2):
@@ -32,11 +32,23 @@ def test_plan_local_fills_the_cores(monkeypatch, n_cores, n_runs, jobs, threads,
 
 def test_local_launcher_with_two_loky_processes(tmp_path):
     specs = tiny_specs()
-    finished = list(launchers.local(specs, RuntimeOptions(output_dir=tmp_path), jobs=2))
+    finished = list(launchers.local(specs, RuntimeOptions(output_dir=tmp_path), jobs=2, stack=False))
     assert sorted(f.run_id for f in finished) == sorted(s.run_id for s in specs)
     assert {f.status for f in finished} == {"ok"}
     pids = {line["pid"] for s in specs for line in launchers.trained_log(records.run_dir(tmp_path, s.run_id))}
     assert os.getpid() not in pids  # trained in worker processes
+    assert_all_trained_once(tmp_path, specs)
+
+
+def test_local_launcher_stacks_same_shape_tiny_runs(tmp_path):
+    """ERM trials of one shape form one unit (trained together); other algorithms stay one run per unit."""
+    specs = [make_spec(a, "debug", size="tiny", steps=5, trial_seed=t) for a in ("erm", "vrex") for t in range(3)]
+    units = launchers.work_units(specs)
+    assert sorted(len(u) for u in units) == [1, 1, 1, 3]
+    assert {s.algorithm for u in units if len(u) == 3 for s in u} == {"erm"}
+    assert launchers.work_units(specs, stack=False) == [[s] for s in specs]
+    finished = list(launchers.local(specs, RuntimeOptions(output_dir=tmp_path), jobs=1))
+    assert sorted(f.run_id for f in finished) == sorted(s.run_id for s in specs) and {f.status for f in finished} == {"ok"}
     assert_all_trained_once(tmp_path, specs)
 
 
