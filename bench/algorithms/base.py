@@ -110,6 +110,13 @@ class Algorithm(nn.Module):
     def make_optimizer(self, params, lr: float | None = None) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=self.hparams["lr"] if lr is None else lr, weight_decay=self.hparams["weight_decay"])
 
+    def minimize(self, loss: Tensor) -> None:
+        """One step of ``self.optimizer`` on ``loss``, then count it in ``self.step``."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+
     def l2_penalty(self) -> Tensor:
         """``l2 * sum ||w||^2`` over all parameters (zero when ``l2 == 0``)."""
         if self.hparams["l2"] == 0:

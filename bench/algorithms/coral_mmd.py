@@ -60,10 +60,7 @@ class FeatureMatching(Algorithm):
         penalty = sum((self.distance(features[i], features[j]) for i, j in pairs), nll.new_zeros(())) / max(len(pairs), 1)
         diagnostics = self.head_grad_cos(nlls)
         loss = nll + self.hparams["mmd_gamma"] * penalty + self.l2_penalty()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.step += 1
+        self.minimize(loss)
         return {"loss": loss.item(), "nll": nll.item(), "penalty": penalty.item(), **diagnostics}
 
     def predict(self, x: Tensor) -> Tensor:

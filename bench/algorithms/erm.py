@@ -28,10 +28,7 @@ class ERM(Algorithm):
         nll = classification_loss(logits, y)
         diagnostics = self.head_grad_cos([classification_loss(l, y) for l, (_, y) in zip(split_by_env(logits, minibatches), minibatches)])
         loss = nll + self.l2_penalty()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.step += 1
+        self.minimize(loss)
         return {"loss": loss.item(), "nll": nll.item(), **diagnostics}
 
     def predict(self, x: Tensor) -> Tensor:

@@ -86,10 +86,7 @@ class Fishr(Algorithm):
         diagnostics = self.head_grad_cos(nlls)
         before = 1.0 if self.hparams["irm_code"] else 0.0
         loss = self.penalised_loss(nll, penalty, self.hparams["lambda"], self.hparams["penalty_anneal_iters"], before=before)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.step += 1
+        self.minimize(loss)
         return {"loss": loss.item(), "nll": nll.item(), "penalty": penalty.item(), **diagnostics}
 
     def predict(self, x: Tensor) -> Tensor:

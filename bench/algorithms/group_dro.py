@@ -36,10 +36,7 @@ class GroupDRO(Algorithm):
         self.q.div_(self.q.sum())
         diagnostics = self.head_grad_cos(nlls)
         loss = torch.dot(losses, self.q) + self.l2_penalty()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.step += 1
+        self.minimize(loss)
         return {"loss": loss.item(), "nll": losses.mean().item(), "q_max": self.q.max().item(), **diagnostics}
 
     def predict(self, x: Tensor) -> Tensor:

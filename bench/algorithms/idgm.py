@@ -40,10 +40,7 @@ class IDGM(Algorithm):
         gram = grads @ grads.T
         dot = (gram.sum() - gram.diagonal().sum()) / (n * (n - 1)) if n > 1 else gram.new_zeros(())
         loss = nll + self.l2_penalty() - self.hparams["idgm_gamma"] * dot
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.step += 1
+        self.minimize(loss)
         return {"loss": loss.item(), "nll": nll.item(), "grad_dot": dot.item(), **diagnostics}
 
     def predict(self, x: Tensor) -> Tensor:

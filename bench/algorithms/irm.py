@@ -60,10 +60,7 @@ class IRM(Algorithm):
         penalty = torch.stack([irm_penalty(l, y, full_batch) for l, (_, y) in zip(logits, minibatches)]).mean()
         diagnostics = self.head_grad_cos(nlls)
         loss = self.penalised_loss(nll, penalty, self.hparams["irm_lambda"], self.hparams["irm_penalty_anneal_iters"])
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.step += 1
+        self.minimize(loss)
         return {"loss": loss.item(), "nll": nll.item(), "penalty": penalty.item(), **diagnostics}
 
     def predict(self, x: Tensor) -> Tensor:

@@ -51,10 +51,7 @@ class Mixup(Algorithm):
             objective = objective + lam * classification_loss(logits, yi) + (1 - lam) * classification_loss(logits, yj)
         objective = objective / len(minibatches)
         loss = objective + self.l2_penalty()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.step += 1
+        self.minimize(loss)
         return {"loss": loss.item(), "nll": objective.item(), **diagnostics}
 
     def predict(self, x: Tensor) -> Tensor:

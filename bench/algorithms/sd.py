@@ -32,10 +32,7 @@ class SD(Algorithm):
         diagnostics = self.head_grad_cos([classification_loss(l, y) for l, (_, y) in zip(split_by_env(all_logits, minibatches), minibatches)])
         penalty = all_logits.pow(2).mean()
         loss = nll + self.hparams["sd_reg"] * penalty + self.l2_penalty()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.step += 1
+        self.minimize(loss)
         return {"loss": loss.item(), "nll": nll.item(), "penalty": penalty.item(), **diagnostics}
 
     def predict(self, x: Tensor) -> Tensor:

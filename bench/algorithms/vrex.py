@@ -48,10 +48,7 @@ class VREx(Algorithm):
         penalty = (losses - nll).pow(2).mean()
         diagnostics = self.head_grad_cos(nlls)
         loss = self.penalised_loss(nll, penalty, self.hparams["vrex_lambda"], self.hparams["vrex_penalty_anneal_iters"])
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.step += 1
+        self.minimize(loss)
         return {"loss": loss.item(), "nll": nll.item(), "penalty": penalty.item(), **diagnostics}
 
     def predict(self, x: Tensor) -> Tensor:
