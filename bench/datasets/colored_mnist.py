@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from bench.datasets.base import EnvData, Environment, MultiEnvDataset, register_dataset
-from bench.datasets.files import load_mnist
+from bench.datasets.files import load_mnist, shuffled_mnist
 from bench.hparams import Fixed
 from bench.seeding import rng
 
@@ -53,12 +53,7 @@ class ColoredMNIST(MultiEnvDataset):
     TINY = 1800
 
     def build(self) -> dict[str, EnvData]:
-        x_tr, y_tr, x_te, y_te = load_mnist(self.root, self.download)
-        images, digits = np.concatenate([x_tr, x_te]), np.concatenate([y_tr, y_te])
-        order = rng(self.NAME, self.data_seed, "shuffle").permutation(len(images))
-        if self.size == "tiny":
-            order = order[: self.TINY]
-        images, digits = images[order], digits[order]
+        images, digits = shuffled_mnist(self.root, self.download, self.NAME, self.data_seed, self.TINY if self.size == "tiny" else None)
         n = len(self.ENVIRONMENTS)
         return {
             env.name: colour(images[i::n], digits[i::n], env.params["colour_flip"], rng(self.NAME, self.data_seed, env.name))

@@ -65,3 +65,18 @@ def load_mnist(explicit_root: str | None, download: bool = False) -> tuple["np.n
     train = torchvision.datasets.MNIST(str(path.parents[1]), train=True)
     test = torchvision.datasets.MNIST(str(path.parents[1]), train=False)
     return train.data.numpy(), train.targets.numpy(), test.data.numpy(), test.targets.numpy()
+
+
+def shuffled_mnist(root: str | None, download: bool, stream: str, data_seed: int, limit: int | None = None) -> tuple["np.ndarray", "np.ndarray"]:
+    """MNIST train+test (70k) in the order of the stream (stream, data_seed, "shuffle"), as DomainBed's MNIST datasets.
+
+    ``limit`` keeps the first ``limit`` images of that order (``size="tiny"``). Labels are int64.
+    """
+    import numpy as np
+
+    from bench.seeding import rng
+
+    x_tr, y_tr, x_te, y_te = load_mnist(root, download)
+    images, digits = np.concatenate([x_tr, x_te]), np.concatenate([y_tr, y_te]).astype(np.int64)
+    order = rng(stream, data_seed, "shuffle").permutation(len(images))[:limit]
+    return images[order], digits[order]

@@ -12,8 +12,7 @@ import numpy as np
 import torch
 
 from bench.datasets.base import EnvData, Environment, MultiEnvDataset, register_dataset
-from bench.datasets.files import load_mnist
-from bench.seeding import rng
+from bench.datasets.files import shuffled_mnist
 
 ANGLES = (0, 15, 30, 45, 60, 75)
 
@@ -39,12 +38,7 @@ class RotatedMNIST(MultiEnvDataset):
     TINY = 1200
 
     def build(self) -> dict[str, EnvData]:
-        x_tr, y_tr, x_te, y_te = load_mnist(self.root, self.download)
-        images, digits = np.concatenate([x_tr, x_te]), np.concatenate([y_tr, y_te])
-        order = rng(self.NAME, self.data_seed, "shuffle").permutation(len(images))
-        if self.size == "tiny":
-            order = order[: self.TINY]
-        images, digits = images[order], digits[order].astype(np.int64)
+        images, digits = shuffled_mnist(self.root, self.download, self.NAME, self.data_seed, self.TINY if self.size == "tiny" else None)
         n = len(self.ENVIRONMENTS)
         return {
             env.name: EnvData(rotate(images[i::n], env.params["angle"]), torch.from_numpy(digits[i::n]))
