@@ -38,6 +38,16 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """``--hparams`` plus ``--weights`` (the ResNet featurizers' ``weights`` hparam)."""
+    overrides = _json_object(args.hparams)
+    if args.weights is not None:
+        from bench.start_weights import weights_value
+
+        overrides["weights"] = weights_value(args.weights)
+    return overrides
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE", help="import a plugin module that registers algorithms or datasets")
 
@@ -50,6 +60,7 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trial-seed", type=int, default=0)
     p.add_argument("--hparams-seed", type=int, default=0, help="0 = defaults; K > 0 = K-th random-search sample")
     p.add_argument("--hparams", default="{}", metavar="JSON", help="overrides, e.g. '{\"lr\": 0.001}'")
+    p.add_argument("--weights", default=None, help="start weights of a ResNet featurizer: imagenet (torchvision's, cached or downloaded), none, or a state_dict file")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the dataset's)")
     p.add_argument("--eval-every", type=int, default=None, help="evaluate every N steps (default: the dataset's)")
     p.add_argument("--holdout-fraction", type=float, default=None)
@@ -121,7 +132,7 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         test_envs=args.test_envs.split(",") if args.test_envs else None,
         trial_seed=args.trial_seed,
         hparams_seed=args.hparams_seed,
-        overrides=_json_object(args.hparams),
+        overrides=_overrides(args),
         steps=args.steps,
         eval_every=args.eval_every,
         holdout_fraction=args.holdout_fraction,
@@ -251,7 +262,7 @@ def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
     else:
         grid = sweep.Grid(algorithms=_names(args.algorithms or args.algorithm or "erm"), datasets=_names(args.datasets or args.dataset or "cmnist_irm"))
     given = {"n_hparams": args.n_hparams, "n_trials": args.n_trials, "test_envs": args.test_envs, "steps": args.steps, "eval_every": args.eval_every, "holdout_fraction": args.holdout_fraction, "precision": getattr(args, "precision", None)}
-    grid = dataclasses.replace(grid, **{k: v for k, v in given.items() if v is not None}, overrides=_json_object(args.hparams))
+    grid = dataclasses.replace(grid, **{k: v for k, v in given.items() if v is not None}, overrides=_overrides(args))
     if args.size != "full":
         grid = dataclasses.replace(grid, size=args.size)
     specs = sweep.expand(grid)

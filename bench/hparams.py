@@ -161,21 +161,23 @@ def apply_overrides(space: Mapping[str, Param], values: dict[str, Any], override
     return out
 
 
-def space_for(algorithm_cls: type, dataset_cls: type) -> Space:
+def space_for(algorithm_cls: type, dataset_cls: type, featurizer: str | None = None) -> Space:
     """The merged space of one (algorithm, dataset) pair, most specific layer last.
 
     Layers: the algorithm's HPARAMS along its MRO (base keys lr, weight_decay, ...),
     the dataset's featurizer keys, the dataset's HPARAM_OVERRIDES (only for keys the
     space has, e.g. an lr range for small images), then the algorithm's own
     DATASET_HPARAMS for this dataset (a paper's protocol, e.g. IRM on cmnist_irm).
+    ``featurizer`` (an override of the dataset's) brings that network's keys instead.
     """
     from bench.networks import featurizer_space
 
     space: Space = {}
     for klass in reversed(algorithm_cls.__mro__):
         space.update(klass.__dict__.get("HPARAMS", {}))
-    space["featurizer"] = Fixed(dataset_cls.FEATURIZER, "featurizer network (see bench/networks.py)")
-    space.update(featurizer_space(dataset_cls.FEATURIZER))
+    featurizer = featurizer or dataset_cls.FEATURIZER
+    space["featurizer"] = Fixed(featurizer, "featurizer network (see bench/networks.py)")
+    space.update(featurizer_space(featurizer))
     space.update(getattr(dataset_cls, "HPARAMS", {}))  # the dataset's own keys, e.g. augmentation
     space.update({k: v for k, v in dataset_cls.HPARAM_OVERRIDES.items() if k in space})
     for klass in reversed(algorithm_cls.__mro__):

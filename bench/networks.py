@@ -186,20 +186,21 @@ def _small_cnn(input_shape: tuple[int, ...], hp: Mapping[str, Any]) -> nn.Module
 
 
 class ResNet(nn.Module):
-    """torchvision ResNet-18/50 without its final layer; ImageNet weights only when ``pretrained``.
+    """torchvision ResNet-18/50 without its final layer, started from ``weights`` (see bench/start_weights.py)."""
 
-    Pretrained weights come from torchvision's cache or a download (checksum-verified by torchvision),
-    so ask for them only when online or with a warm cache.
-    """
-
-    def __init__(self, input_shape: tuple[int, ...], depth: int, pretrained: bool, dropout: float) -> None:
+    def __init__(self, input_shape: tuple[int, ...], depth: int, weights: str, dropout: float) -> None:
         super().__init__()
         import torchvision
 
+        from bench.start_weights import NONE, load_resnet_weights
+
         factory = {18: torchvision.models.resnet18, 50: torchvision.models.resnet50}[depth]
-        self.network = factory(weights="DEFAULT" if pretrained else None)
+        self.network = factory(weights=None)
         if input_shape[0] != 3:
+            if weights != NONE:
+                raise UserError(f"start weights need 3 input channels; this dataset has {input_shape[0]}")
             self.network.conv1 = nn.Conv2d(input_shape[0], 64, kernel_size=7, stride=2, padding=3, bias=False)
+        load_resnet_weights(self.network, depth, weights)
         self.n_outputs = self.network.fc.in_features
         self.network.fc = nn.Identity()
         self.dropout = nn.Dropout(dropout)
@@ -209,19 +210,19 @@ class ResNet(nn.Module):
 
 
 _RESNET_SPACE: dict[str, Param] = {
-    "pretrained": Fixed(False, "ImageNet weights (torchvision; downloads once when not cached)"),
+    "weights": Fixed("none", "start weights: none (random), imagenet (torchvision IMAGENET1K_V1, cached or downloaded), or a state_dict file (--weights)"),
     "resnet_dropout": Choice(0.0, "dropout on the pooled features (DomainBed's search)", options=(0.0, 0.1, 0.5)),
 }
 
 
 @register_featurizer("resnet18", _RESNET_SPACE)
 def _resnet18(input_shape: tuple[int, ...], hp: Mapping[str, Any]) -> nn.Module:
-    return ResNet(input_shape, 18, hp["pretrained"], hp["resnet_dropout"])
+    return ResNet(input_shape, 18, hp["weights"], hp["resnet_dropout"])
 
 
 @register_featurizer("resnet50", _RESNET_SPACE)
 def _resnet50(input_shape: tuple[int, ...], hp: Mapping[str, Any]) -> nn.Module:
-    return ResNet(input_shape, 50, hp["pretrained"], hp["resnet_dropout"])
+    return ResNet(input_shape, 50, hp["weights"], hp["resnet_dropout"])
 
 
 class SeqCNN(nn.Module):

@@ -133,6 +133,8 @@ def resolve_hparams(spec: RunSpec) -> dict[str, Any]:
     from bench.algorithms import ALGORITHMS
     from bench.datasets import DATASETS
 
-    space = hp.space_for(ALGORITHMS.get(spec.algorithm), DATASETS.get(spec.dataset))
+    space = hp.space_for(ALGORITHMS.get(spec.algorithm), DATASETS.get(spec.dataset), spec.overrides.get("featurizer"))
+    if "weights" in spec.overrides and "weights" not in space:
+        raise UserError(f"--weights needs a ResNet featurizer; {spec.dataset} uses {space['featurizer'].default}: add --hparams '{{\"featurizer\": \"resnet18\"}}' (or resnet50)")
     values = hp.sample(space, spec.algorithm, spec.dataset, spec.hparams_seed, spec.trial_seed)
     return hp.apply_overrides(space, values, spec.overrides)

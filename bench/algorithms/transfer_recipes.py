@@ -1,7 +1,8 @@
 """Transfer adaptation recipes (see bench/transfer/recipes.py for the mechanics).
 
 - ``scratch``: no pretraining; the target alone.
-- ``linear_probe``: pretrained featurizer frozen; a new linear head trained (Adam on the head).
+- ``linear_probe``: pretrained featurizer frozen; a new linear head trained (Adam on the head, or
+  ``probe="sklearn"``: logistic regression with a C grid selected on the target validation split).
 - ``finetune``: every block starts pretrained and is trained, copied blocks at ``lr * pretrained_lr_mult``.
 - ``lp_ft`` (Kumar et al. 2022): a linear probe for ``probe_steps``, then fine-tuning from it.
 - ``surgical`` (Lee et al. 2023): only the named ``block`` (and the new head) is trained.
@@ -13,7 +14,11 @@
 
 from __future__ import annotations
 
-from bench.algorithms.base import register_algorithm
+from typing import Any
+
+import torch
+
+from bench.algorithms.base import classification_loss, register_algorithm
 from bench.errors import UserError
 from bench.hparams import Fixed, IntLogUniform, LogUniform
 from bench.transfer.pretrain import OBJECTIVES
@@ -27,8 +32,42 @@ class Scratch(Recipe):
 
 @register_algorithm("linear_probe")
 class LinearProbe(Recipe):
+    """``probe="sklearn"``: the head is scikit-learn's logistic regression, C picked on the target validation split
+    (bench/transfer/sklearn_probe.py); it is fitted once before training, and the training steps only log its loss."""
+
+    HPARAMS = {"probe": Setting("adam", "how the head is trained: Adam steps, or scikit-learn logistic regression with a C grid", options=("adam", "sklearn"))}
+
     def frozen_blocks(self, n_blocks: int) -> set[int]:
         return set(range(n_blocks))
+
+    def prepare_run(self, spec: Any, options: Any) -> dict[str, Any]:
+        info = super().prepare_run(spec, options)
+        if self.hparams["probe"] == "sklearn":
+            info["sklearn_probe"] = self._fit_sklearn_head(spec, options)
+            self.classifier.requires_grad_(False)
+        return info
+
+    def _fit_sklearn_head(self, spec: Any, options: Any) -> dict[str, Any]:
+        from bench import runner
+        from bench.transfer.sklearn_probe import fit_logistic_head, frozen_features
+
+        if not spec.holdout_fraction:
+            raise UserError("linear_probe with probe=sklearn picks C on the target validation split; use a holdout fraction > 0")
+        dataset = runner.load_dataset(spec.dataset, options.data_dir, spec.data_seed, spec.size, options.download)
+        splits = runner.holdout_splits(dataset, spec.trial_seed, spec.holdout_fraction)
+        train_envs = [name for name in dataset.envs if name not in spec.test_envs]
+        if len(train_envs) != 1:
+            raise UserError(f"probe=sklearn fits one target environment; {spec.dataset} trains on {train_envs}")
+        env, parts, device = dataset.envs[train_envs[0]], splits[train_envs[0]], self.step.device
+        return fit_logistic_head(self.classifier, frozen_features(self.featurizer, env, parts["in"], device), frozen_features(self.featurizer, env, parts["out"], device))
+
+    def update(self, minibatches, unlabeled=None) -> dict[str, float]:
+        if self.hparams["probe"] != "sklearn":
+            return super().update(minibatches, unlabeled)
+        with torch.no_grad():  # the fitted head is final; report its training loss like any run
+            nll = classification_loss(self.network(torch.cat([x for x, _ in minibatches])), torch.cat([y for _, y in minibatches]))
+        self.step += 1
+        return {"loss": nll.item(), "nll": nll.item()}
 
 
 @register_algorithm("finetune")

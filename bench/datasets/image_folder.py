@@ -16,7 +16,7 @@ fetched once from the HuggingFace hub (``datasets`` library) and written in this
 Note that DomainNet (586k images) needs ~7 GB of memory at 64 px.
 
 Defaults: ``small_cnn``, 5001 steps, evaluation every 100 (DomainBed's cadence), batch 32 per domain.
-For GPU runs, a subclass may set FEATURIZER = "resnet50" (and ``pretrained`` = true).
+For GPU runs, pass ``--hparams '{"featurizer": "resnet50"}' --weights imagenet`` (DomainBed's setting).
 """
 
 from __future__ import annotations

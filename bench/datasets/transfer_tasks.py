@@ -61,3 +61,7 @@ for _component in ("both", "a_only", "b_only", "conflict"):
     env_task(f"bottleneck_to_{_component}", "bottleneck_toy", source=("both", "a_only", "b_only", "conflict"), target=_component, shots=(),
              overrides={"mlp_width": Fixed(4, "the feature bottleneck: 4 hidden units (64 keeps both features)")},
              doc=f"Feature bottleneck (Yang, Zhang & Bottou 2025): pretrain on the mixture of the four distributions, adapt to {_component}")
+_PACS_STYLES = {"sketch": "sketch", "art": "art_painting", "cartoon": "cartoon"}
+for _short, _style in _PACS_STYLES.items():
+    env_task(f"pacs_photo_to_{_short}", "pacs", source=("photo",), target=_style, ood=tuple(s for s in _PACS_STYLES.values() if s != _style), modality="image",
+             doc=f"PACS: pretrain on photos, adapt to {_style}; the other two styles are OOD splits")

@@ -70,6 +70,7 @@ class Recipe(Algorithm):
             groups.append({"params": copied, "lr": self.hparams["lr"] * self.hparams["pretrained_lr_mult"]})
         self.optimizer = torch.optim.Adam(groups, weight_decay=self.hparams["weight_decay"])
         self.diagnostics = BlockDiagnostics({**{name: block_parameters(m) for name, m in self.blocks}, "head": list(self.classifier.parameters())})
+        self.train()  # puts the frozen blocks' norm layers in eval mode from the first step
 
     @property
     def block_names(self) -> list[str]:
@@ -86,6 +87,14 @@ class Recipe(Algorithm):
 
     def before_update(self) -> None:
         """Phase changes keyed on ``self.step`` (LP-FT)."""
+
+    def train(self, mode: bool = True) -> "Recipe":
+        """Frozen blocks stay in eval mode: a BatchNorm's running statistics are weights too."""
+        super().train(mode)
+        for i in self.frozen:
+            for module in self.blocks[i][1]:
+                module.train(False)
+        return self
 
     # -- training -------------------------------------------------------------------------
     def update(self, minibatches: Minibatches, unlabeled=None) -> dict[str, float]:
@@ -108,6 +117,13 @@ class Recipe(Algorithm):
     def prepare_run(self, spec: Any, options: Any) -> dict[str, Any]:
         """Load the first ``n_copied`` blocks from the cached pretrained featurizer (training it on a miss)."""
         info: dict[str, Any] = {"recipe": self.NAME, "blocks": self.block_names, "frozen_blocks": [self.block_names[i] for i in sorted(self.frozen)]}
+        weights = self.hparams.get("weights", "none")
+        if weights != "none":  # the featurizer was built with --weights: they replace the pretraining stage
+            for _, modules in self.blocks[self.n_copied:]:
+                for module in modules:
+                    module.reset_parameters()
+            self.diagnostics.set_reference()
+            return {**info, "pretrained": f"weights:{weights}", "copied_blocks": self.block_names[: self.n_copied]}
         if self.n_copied == 0:
             return {**info, "pretrained": None, "copied_blocks": []}
         pspec, load_data = self._pretrain_spec(spec, options)
