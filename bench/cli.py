@@ -229,7 +229,7 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
     g.add_argument("--slurm-partition", default=None)
     g.add_argument("--slurm-timeout", type=int, default=60, metavar="MIN", help="slurm: minutes per run")
     g.add_argument("--slurm-cluster", choices=("slurm", "local", "debug"), default=None, help="submitit executor (default: slurm if available, else local)")
-    g.add_argument("--selection", default="train_val", help="rules for the printed tables: train_val, loo, oracle, last (comma-separated)")
+    g.add_argument("--selection", default=None, help="rules for the printed tables: train_val, loo, oracle, last (comma-separated; default train_val, or last when no run has a validation split)")
 
 
 def _wants_sweep(args: argparse.Namespace) -> bool:
@@ -249,7 +249,6 @@ def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
     from bench.selection import rule_names
     from bench.spec import RuntimeOptions
 
-    rules = rule_names(args.selection)
     if args.trial_seed or args.hparams_seed:
         raise UserError("--trial-seed/--hparams-seed pick one run; a sweep takes --n-trials T and --n-hparams K (seeds 0..T-1, 0..K-1)")
     default = not (args.algorithm or args.dataset or args.algorithms or args.datasets)
@@ -266,6 +265,10 @@ def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
     if args.size != "full":
         grid = dataclasses.replace(grid, size=args.size)
     specs = sweep.expand(grid)
+    no_validation = all(s.holdout_fraction == 0 for s in specs)
+    if args.selection is None and no_validation:
+        print("no validation split (holdout fraction 0, e.g. the IRM-paper protocol): tables use selection 'last'")
+    rules = rule_names(args.selection or ("last" if no_validation else "train_val"))
     command = shlex.join(["python", "-m", "bench", *argv])
     options = RuntimeOptions(output_dir=args.output_dir, data_dir=args.data_dir, device=args.device, download=args.download, progress=False, threads=args.threads, command=command, eval_splits=args.eval_splits)
     found = sweep.states(args.output_dir, specs)

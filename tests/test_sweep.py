@@ -157,6 +157,16 @@ def test_default_benchmark_runs_without_arguments_and_writes_leaderboard(tmp_pat
     assert "# Default benchmark" in page and "python -m bench run --output-dir" in page
 
 
+def test_sweep_without_validation_split_prints_last_checkpoint_tables(tmp_path, capsys):
+    """train_val needs a validation split; with holdout 0 (the IRM-paper protocol) the tables use `last`, not 'missing'."""
+    args = ["run", "--algorithms", "erm", "--datasets", "debug", "--size", "tiny", "--steps", "5", "--holdout-fraction", "0", "--output-dir", str(tmp_path), "--no-progress", "--jobs", "1"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "tables use selection 'last'" in out and "summary — last" in out and "summary — train_val" not in out
+    assert cli.main([*args, "--selection", "oracle"]) == 0
+    assert "summary — oracle" in capsys.readouterr().out
+
+
 def test_single_run_flags_still_make_one_run(tmp_path, capsys):
     assert cli.main(["run", "--algorithm", "erm", "--dataset", "debug", "--size", "tiny", "--steps", "5", "--output-dir", str(tmp_path), "--no-progress"]) == 0
     assert "status: ok" in capsys.readouterr().out and len(run_dirs(tmp_path)) == 1
