@@ -2,7 +2,9 @@
 
 Usage: python benchmarks/cmnist_irm_table.py /work/runs/cmnist_irm
 Train accuracy is the mean over the two training environments (as the IRM code's
-``train_acc``), test accuracy the test environment's, both at the last step.
+``train_acc``), test accuracy the test environment's, both at the last step. A last
+table gives the ``grad_cos`` diagnostic (mean pairwise cosine of the per-environment
+head gradients, averaged over the steps since the previous record) at every record.
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ def collect(output_dir: Path) -> dict[tuple[str, str], list[dict]]:
         done = records.read_json(run / records.DONE)
         train = [v["in"]["acc"] for env, v in last["eval"].items() if env not in spec["test_envs"]]
         test = [last["eval"][env]["in"]["acc"] for env in spec["test_envs"]]
+        cosines = {r["step"]: r["train"].get("grad_cos") for r in records.read_records(run / records.RESULTS)}
         found.setdefault((spec["algorithm"], spec["dataset"]), []).append(
-            {"seed": spec["trial_seed"], "train": sum(train) / len(train), "test": sum(test) / len(test), "wall": done["wall_s"], "status": done["status"], "step": last["step"], "git": last["meta"]["git"]}
+            {"cos": cosines, "seed": spec["trial_seed"], "train": sum(train) / len(train), "test": sum(test) / len(test), "wall": done["wall_s"], "status": done["status"], "step": last["step"], "git": last["meta"]["git"]}
         )
     return found
 
@@ -62,6 +65,16 @@ def main(output_dir: str) -> None:
     for (algorithm, dataset), runs in sorted(found.items()):
         for r in sorted(runs, key=lambda r: r["seed"]):
             print(f"| {algorithm} | {dataset} | {r['seed']} | {r['step']} | {100 * r['train']:.1f} | {100 * r['test']:.1f} | {r['wall']:.0f} | {r['status']} | {r['git']} |")
+    steps = sorted({step for runs in found.values() for r in runs for step in r["cos"]})
+    print()
+    print("grad_cos (mean over restarts) at each record step:")
+    print()
+    print("| method | " + " | ".join(map(str, steps)) + " |")
+    print("|---|" + "---|" * len(steps))
+    for algorithm, dataset, label in ROWS:
+        ok = [r for r in found.get((algorithm, dataset), []) if r["status"] == "ok"]
+        if ok:
+            print(f"| {label} | " + " | ".join(f"{statistics.mean(r['cos'][step] for r in ok):+.2f}" for step in steps) + " |")
 
 
 if __name__ == "__main__":
