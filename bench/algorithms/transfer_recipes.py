@@ -27,13 +27,18 @@ from bench.transfer.recipes import Recipe, Setting
 
 @register_algorithm("scratch")
 class Scratch(Recipe):
+    """Transfer baseline: the same network trained on the target alone, from random initialisation."""
+
     PRETRAINED = False
 
 
 @register_algorithm("linear_probe")
 class LinearProbe(Recipe):
-    """``probe="sklearn"``: the head is scikit-learn's logistic regression, C picked on the target validation split
-    (bench/transfer/sklearn_probe.py); it is fitted once before training, and the training steps only log its loss."""
+    """Linear probe: pretrained featurizer frozen, a new linear head (Adam, or probe="sklearn" logistic regression).
+
+    With ``probe="sklearn"`` the head is fitted once before training (bench/transfer/sklearn_probe.py);
+    the training steps then only log its loss.
+    """
 
     HPARAMS = {"probe": Setting("adam", "how the head is trained: Adam steps, or scikit-learn logistic regression with a C grid", options=("adam", "sklearn"))}
 
@@ -72,11 +77,15 @@ class LinearProbe(Recipe):
 
 @register_algorithm("finetune")
 class Finetune(Recipe):
+    """Fine-tuning: every block starts pretrained and is trained, pretrained blocks at lr * pretrained_lr_mult."""
+
     HPARAMS = {"pretrained_lr_mult": LogUniform(0.1, "learning-rate multiplier of the pretrained blocks (smaller lr)", low=0.01, high=1.0)}
 
 
 @register_algorithm("lp_ft")
 class LinearProbeThenFinetune(Finetune):
+    """LP-FT (Kumar et al., 2022): a linear probe for probe_steps, then fine-tuning from it."""
+
     HPARAMS = {"probe_steps": IntLogUniform(300, "steps of linear probing before the featurizer is unfrozen", low=50, high=2000, base=10.0, minimum=0)}
 
     def before_update(self) -> None:
@@ -87,6 +96,8 @@ class LinearProbeThenFinetune(Finetune):
 
 @register_algorithm("surgical")
 class Surgical(Recipe):
+    """Surgical fine-tuning (Lee et al., 2023): only the named block (and the new head) is trained."""
+
     HPARAMS = {"block": Fixed("block1", "the one featurizer block fine-tuned (block1 = nearest the input); the new head is trained too")}
 
     def frozen_blocks(self, n_blocks: int) -> set[int]:
@@ -105,17 +116,21 @@ class _FirstN(Recipe):
 
 @register_algorithm("frozen_first_n")
 class FrozenFirstN(_FirstN):
+    """Yosinski et al.'s AnB/BnB: the first n blocks copied and frozen, the blocks above re-initialised and trained."""
+
     def frozen_blocks(self, n_blocks: int) -> set[int]:
         return set(range(min(self.hparams["n"], n_blocks)))
 
 
 @register_algorithm("reinit_above_n")
 class ReinitAboveN(_FirstN):
-    """Copied blocks are fine-tuned at the same learning rate, as Yosinski et al.'s AnB+/BnB+."""
+    """Yosinski et al.'s AnB+/BnB+: the first n blocks copied, the rest re-initialised, all fine-tuned at the same lr."""
 
 
 @register_algorithm("self_pretrain")
 class SelfPretrain(Finetune):
+    """Self-pretraining: masked-input pretraining on the target's own training inputs, then fine-tuning."""
+
     HPARAMS = {
         "pretrain_data": Setting("target", "self-pretraining: the target's own training inputs", options=("source", "target")),
         "pretrain_objective": Setting("masked", "masked-input prediction (self-supervised)", options=OBJECTIVES),
