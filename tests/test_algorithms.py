@@ -25,13 +25,7 @@ STATEFUL = {  # hparams that put a schedule switch, EMA or discriminator step in
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids OpenMP overhead, which dominates on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
 
 
 def hparams_for(name: str, dataset: str = "debug", hparams_seed: int = 0, **overrides) -> dict:

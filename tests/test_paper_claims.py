@@ -22,12 +22,7 @@ SEEDS = (0, 1)
 Envs = list[tuple[torch.Tensor, torch.Tensor]]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
 
 
 def shifted_envs(seed: int, n: int = 500) -> Envs:
