@@ -127,9 +127,20 @@ def markdown(report: rp.Report, commit: str | None, command: str, title: str = "
             out.append(_hparams_table(report, dataset, rule))
         if dataset in figures:
             out += ["", f"![{dataset}: train vs test accuracy]({figures[dataset]})"]
+        diagnostic = rp.diagnostic_table(report, dataset, report.rules[0])
+        if diagnostic is not None:
+            out += ["", f"### Training diagnostic: `{rp.DIAGNOSTIC}`", "", DIAGNOSTIC_NOTE, "", diagnostic.render("markdown"), "", *diagnostic.notes]
+            if f"{rp.DIAGNOSTIC}:{dataset}" in figures:
+                out += ["", f"![{dataset}: {rp.DIAGNOSTIC} over training]({figures[f'{rp.DIAGNOSTIC}:{dataset}']})"]
     if "domains" in figures:
         out += ["", "## Accuracy vs number of training domains", "", f"![accuracy vs number of domains]({figures['domains']})"]
     return "\n".join(out) + "\n"
+
+
+DIAGNOSTIC_NOTE = (
+    "Mean pairwise cosine similarity of the per-environment gradients of the classifier head (1 = the training "
+    "environments pull the same way; the quantity Fish and IDGM are designed to raise)."
+)
 
 
 def _empty_reason(report: rp.Report, dataset: str, rule: str) -> str:
@@ -169,6 +180,25 @@ def plot(report: rp.Report, out_dir: Path, rule: str) -> dict[str, str]:
         fig.savefig(out_dir / name, dpi=110, metadata={"Software": None})
         plt.close(fig)
         files[dataset] = name
+        curves = rp.diagnostic_curves(report, dataset, rule)
+        if curves:
+            fig, ax = plt.subplots(figsize=(5, 3.2))
+            for a in report.algorithms(dataset):
+                if a in curves:
+                    steps = sorted(curves[a])
+                    mean = np.array([np.mean(curves[a][s]) for s in steps])
+                    std = np.array([np.std(curves[a][s], ddof=1) if len(curves[a][s]) > 1 else 0.0 for s in steps])
+                    ax.plot(steps, mean, marker=".", label=a)
+                    ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+            ax.set_xlabel("step")
+            ax.set_ylabel(f"{rp.DIAGNOSTIC}, mean ± std")
+            ax.set_title(f"{dataset} ({rule})", fontsize=9)
+            ax.legend(fontsize=8)
+            fig.tight_layout()
+            name = f"{_slug(dataset)}_{rule}_{rp.DIAGNOSTIC}.png"
+            fig.savefig(out_dir / name, dpi=110, metadata={"Software": None})
+            plt.close(fig)
+            files[f"{rp.DIAGNOSTIC}:{dataset}"] = name
     families: dict[str, list[tuple[int, str]]] = {}
     for dataset in report.datasets:
         match = re.fullmatch(r"(.+)_n(\d+)", dataset)

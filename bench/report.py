@@ -235,6 +235,49 @@ def summary_table(report: Report, rule: str, spread: str = "std") -> Table:
     return Table(f"summary — {rule}", ["algorithm", *datasets, "rank"], rows, [legend(spread, False), f"Selection: {RULES[rule][0]} (`{rule}`); each dataset's average over test environments."])
 
 
+DIAGNOSTIC = "grad_cos"
+
+
+def diagnostic_curves(report: Report, dataset: str, rule: str, key: str = DIAGNOSTIC) -> dict[str, dict[int, list[float]]]:
+    """algorithm -> record step -> ``train[key]`` of the runs ``rule`` selected (one per cell trial).
+
+    Reading the selected runs, not every run, keeps the curve tied to the numbers in the
+    accuracy table: it shows how the reported models trained, e.g. whether Fish's
+    per-environment gradients became more aligned than ERM's.
+    """
+    by_id = {r.run_id: r for r in report.runs}
+    curves: dict[str, dict[int, list[float]]] = {}
+    for s in report.selected[rule]:
+        if s.dataset != dataset or s.run_id is None:
+            continue
+        for rec in by_id[s.run_id].records:
+            value = rec.get("train", {}).get(key)
+            if value is not None:
+                curves.setdefault(s.algorithm, {}).setdefault(rec["step"], []).append(float(value))
+    return curves
+
+
+def diagnostic_table(report: Report, dataset: str, rule: str, key: str = DIAGNOSTIC, max_steps: int = 8) -> Table | None:
+    """Mean ± std over the selected runs of a training diagnostic at up to ``max_steps`` evenly spaced record steps."""
+    curves = diagnostic_curves(report, dataset, rule, key)
+    if not curves:
+        return None
+    steps = sorted({step for curve in curves.values() for step in curve})
+    shown = [steps[i] for i in sorted(set(np.linspace(0, len(steps) - 1, min(max_steps, len(steps))).round().astype(int)))]
+
+    def fmt(values: list[float] | None) -> str:
+        if not values:
+            return "–"
+        return f"{np.mean(values):+.2f}" + (f" ± {np.std(values, ddof=1):.2f}" if len(values) > 1 else "") + f" ({len(values)})"
+
+    rows = [[a, *(fmt(curves[a].get(step)) for step in shown)] for a in report.algorithms(dataset) if a in curves]
+    note = (
+        f"`{key}` recorded by the training loop (averaged over the steps since the previous record) in the runs selected by "
+        f"`{rule}`, one per test environment and trial: mean ± std (ddof=1) over them (n)."
+    )
+    return Table(f"{dataset} — {key} — {rule}", ["algorithm", *(f"step {s}" for s in shown)], rows, [note])
+
+
 def selected_rows(report: Report) -> list[dict[str, Any]]:
     """Flat per-trial rows (every rule): the values behind every cell, with the chosen run and hparams."""
     rows = []

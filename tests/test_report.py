@@ -147,3 +147,26 @@ def test_accuracy_vs_number_of_domains_figure(tmp_path):
     runs = [run(a, ("test",), t, 0, [record(0, {"d0": (0.9, 0.9), "test": (0.5 + 0.05 * n, 0.5)})], dataset=f"shapes_n{n}") for a in ("erm", "irm") for t in (0, 1) for n in (2, 5)]
     files = leaderboard.plot(build_report(runs), tmp_path, "train_val")
     assert files["domains"] == "domains_train_val.png" and (tmp_path / files["domains"]).exists()
+
+
+def test_grad_cos_diagnostic_table_and_figure_follow_the_selected_runs(tmp_path):
+    """The diagnostic section averages train.grad_cos over the runs selection picked, per record step."""
+
+    def rec(step, cos, acc):
+        return {**record(step, {"e0": (0.8, acc), "test": (0.5, 0.5)}), "train": {"grad_cos": cos}}
+
+    runs = []
+    for trial in (0, 1):
+        runs.append(run("erm", ("test",), trial, 0, [rec(s, 0.1 + 0.1 * trial, 0.8) for s in (0, 5, 9)]))
+        runs.append(run("fish", ("test",), trial, 0, [rec(s, 0.1 * s + 0.1 * trial, 0.9) for s in (0, 5, 9)]))
+        # a worse hparams sample whose (different) diagnostic must not enter the table
+        runs.append(run("fish", ("test",), trial, 1, [rec(s, -1.0, 0.6) for s in (0, 5, 9)]))
+    rep = build_report(runs, ["train_val"])
+    table = leaderboard.rp.diagnostic_table(rep, "toy", "train_val")
+    assert table.headers == ["algorithm", "step 0", "step 5", "step 9"]
+    assert table.rows == [["erm", "+0.15 ± 0.07 (2)", "+0.15 ± 0.07 (2)", "+0.15 ± 0.07 (2)"], ["fish", "+0.05 ± 0.07 (2)", "+0.55 ± 0.07 (2)", "+0.95 ± 0.07 (2)"]]
+    files = leaderboard.plot(rep, tmp_path, "train_val")
+    assert (tmp_path / files["grad_cos:toy"]).stat().st_size > 1000
+    page = leaderboard.markdown(rep, "c", "cmd", figures=files)
+    assert "### Training diagnostic: `grad_cos`" in page and "+0.95 ± 0.07 (2) |" in page and files["grad_cos:toy"] in page
+    assert leaderboard.rp.diagnostic_table(build_report(golden_runs(), ["train_val"]), "toy", "train_val") is None
