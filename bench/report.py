@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -110,7 +111,8 @@ class Report:
 
     @property
     def datasets(self) -> list[str]:
-        return sorted(self.env_order)
+        """Natural order, so ``cdsprites_n2`` comes before ``cdsprites_n10``."""
+        return sorted(self.env_order, key=lambda name: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)])
 
     def algorithms(self, dataset: str | None = None) -> list[str]:
         found = {s.algorithm for sel in self.selected.values() for s in sel if dataset is None or s.dataset == dataset}
@@ -246,14 +248,13 @@ def diagnostic_curves(report: Report, dataset: str, rule: str, key: str = DIAGNO
     per-environment gradients became more aligned than ERM's.
     """
     by_id = {r.run_id: r for r in report.runs}
+    chosen = {s.run_id: s.algorithm for s in report.selected[rule] if s.dataset == dataset and s.run_id is not None}
     curves: dict[str, dict[int, list[float]]] = {}
-    for s in report.selected[rule]:
-        if s.dataset != dataset or s.run_id is None:
-            continue
-        for rec in by_id[s.run_id].records:
+    for run_id, algorithm in chosen.items():  # a run holding out several test envs counts once
+        for rec in by_id[run_id].records:
             value = rec.get("train", {}).get(key)
             if value is not None:
-                curves.setdefault(s.algorithm, {}).setdefault(rec["step"], []).append(float(value))
+                curves.setdefault(algorithm, {}).setdefault(rec["step"], []).append(float(value))
     return curves
 
 
@@ -273,7 +274,7 @@ def diagnostic_table(report: Report, dataset: str, rule: str, key: str = DIAGNOS
     rows = [[a, *(fmt(curves[a].get(step)) for step in shown)] for a in report.algorithms(dataset) if a in curves]
     note = (
         f"`{key}` recorded by the training loop (averaged over the steps since the previous record) in the runs selected by "
-        f"`{rule}`, one per test environment and trial: mean ± std (ddof=1) over them (n)."
+        f"`{rule}` (one per test environment and trial; a run holding out several test environments counts once): mean ± std (ddof=1) over them (n)."
     )
     return Table(f"{dataset} — {key} — {rule}", ["algorithm", *(f"step {s}" for s in shown)], rows, [note])
 

@@ -144,7 +144,8 @@ def test_runs_round_trip_through_disk_and_cli(tmp_path, capsys):
 
 
 def test_accuracy_vs_number_of_domains_figure(tmp_path):
-    runs = [run(a, ("test",), t, 0, [record(0, {"d0": (0.9, 0.9), "test": (0.5 + 0.05 * n, 0.5)})], dataset=f"shapes_n{n}") for a in ("erm", "irm") for t in (0, 1) for n in (2, 5)]
+    runs = [run(a, ("test",), t, 0, [record(0, {"d0": (0.9, 0.9), "test": (0.5 + 0.05 * n, 0.5)})], dataset=f"shapes_n{n}") for a in ("erm", "irm") for t in (0, 1) for n in (2, 5, 10)]
+    assert build_report(runs).datasets == ["shapes_n2", "shapes_n5", "shapes_n10"]  # natural order in tables
     files = leaderboard.plot(build_report(runs), tmp_path, "train_val")
     assert files["domains"] == "domains_train_val.png" and (tmp_path / files["domains"]).exists()
 
@@ -170,3 +171,10 @@ def test_grad_cos_diagnostic_table_and_figure_follow_the_selected_runs(tmp_path)
     page = leaderboard.markdown(rep, "c", "cmd", figures=files)
     assert "### Training diagnostic: `grad_cos`" in page and "+0.95 ± 0.07 (2) |" in page and files["grad_cos:toy"] in page
     assert leaderboard.rp.diagnostic_table(build_report(golden_runs(), ["train_val"]), "toy", "train_val") is None
+
+
+def test_grad_cos_counts_a_run_holding_out_two_test_envs_once():
+    recs = [{**record(s, {"e0": (0.8, 0.8), "val": (0.5, 0.5), "test": (0.5, 0.5)}), "train": {"grad_cos": 0.1 * t}} for t in (1, 3) for s in (0, 9)]
+    runs = [run("erm", ("val", "test"), t, 0, recs[2 * i : 2 * i + 2]) for i, t in enumerate((0, 1))]
+    table = leaderboard.rp.diagnostic_table(build_report(runs, ["train_val"]), "toy", "train_val")
+    assert table.rows == [["erm", "+0.20 ± 0.14 (2)", "+0.20 ± 0.14 (2)"]]
