@@ -121,7 +121,7 @@ def markdown(report: rp.Report, commit: str | None, command: str, title: str = "
                 out += ["", f"### {rule}", "", f"No values: {_empty_reason(report, dataset, rule)}"]
                 continue
             table = rp.dataset_table(report, dataset, rule)
-            rows = table.rows + [_reference_row(ref, table.headers) for ref in REFERENCES if ref.dataset == dataset and ref.rule == rule]
+            rows = table.rows + [_reference_row(ref, table.headers) for ref in REFERENCES if ref.dataset == dataset and ref.rule == rule and set(ref.cells) & set(table.headers)]
             out += ["", f"### {rule}: {RULES[rule][0]}", "", rp.Table(table.title, table.headers, rows).render("markdown"), ""]
             out += [n for n in table.notes[2:]] + ([""] if table.notes[2:] else [])
             out.append(_hparams_table(report, dataset, rule))
