@@ -152,6 +152,18 @@ def _reference_row(ref: Reference, headers: list[str]) -> list[str]:
     return [f"{ref.algorithm} (published: {ref.source})", *(ref.cells.get(h, "") for h in headers[1:])]
 
 
+def _save(fig: Any, ax: Any, path: Path, title: str | None = None) -> None:
+    """Legend, optional title, then a PNG without the matplotlib version in it (stable bytes across machines)."""
+    import matplotlib.pyplot as plt
+
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+
+
 def plot(report: rp.Report, out_dir: Path, rule: str) -> dict[str, str]:
     """Train vs test accuracy per algorithm for each dataset, and accuracy vs number of domains for ``*_n<N>`` families."""
     import matplotlib
@@ -173,12 +185,8 @@ def plot(report: rp.Report, out_dir: Path, rule: str) -> dict[str, str]:
             ax.bar(x + offset, [np.mean(v) if v else 0 for v in vals], 0.4, yerr=[np.std(v, ddof=1) if len(v) > 1 else 0 for v in vals], label=label, capsize=3)
         ax.set_xticks(x, algorithms, rotation=30)
         ax.set_ylabel("accuracy (%), mean ± std")
-        ax.set_title(f"{dataset} ({rule})", fontsize=9)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
         name = f"{_slug(dataset)}_{rule}_train_test.png"
-        fig.savefig(out_dir / name, dpi=110, metadata={"Software": None})
-        plt.close(fig)
+        _save(fig, ax, out_dir / name, f"{dataset} ({rule})")
         files[dataset] = name
         curves = rp.diagnostic_curves(report, dataset, rule)
         if curves:
@@ -192,12 +200,8 @@ def plot(report: rp.Report, out_dir: Path, rule: str) -> dict[str, str]:
                     ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
             ax.set_xlabel("step")
             ax.set_ylabel(f"{rp.DIAGNOSTIC}, mean ± std")
-            ax.set_title(f"{dataset} ({rule})", fontsize=9)
-            ax.legend(fontsize=8)
-            fig.tight_layout()
             name = f"{_slug(dataset)}_{rule}_{rp.DIAGNOSTIC}.png"
-            fig.savefig(out_dir / name, dpi=110, metadata={"Software": None})
-            plt.close(fig)
+            _save(fig, ax, out_dir / name, f"{dataset} ({rule})")
             files[f"{rp.DIAGNOSTIC}:{dataset}"] = name
     families: dict[str, list[tuple[int, str]]] = {}
     for dataset in report.datasets:
@@ -216,10 +220,7 @@ def plot(report: rp.Report, out_dir: Path, rule: str) -> dict[str, str]:
                     ax.plot([p[0] for p in points], [100 * p[1] for p in points], marker="o", label=f"{a} ({family})")
         ax.set_xlabel("number of training domains")
         ax.set_ylabel("test accuracy (%)")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out_dir / f"domains_{rule}.png", dpi=110, metadata={"Software": None})
-        plt.close(fig)
+        _save(fig, ax, out_dir / f"domains_{rule}.png")
         files["domains"] = f"domains_{rule}.png"
     return files
 
