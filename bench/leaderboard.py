@@ -81,6 +81,12 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()
 
 
+DIAGNOSTIC_NOTE = (
+    "Mean pairwise cosine similarity of the per-environment gradients of the classifier head (1 = the training "
+    "environments pull the same way; the quantity Fish and IDGM are designed to raise)."
+)
+
+
 def markdown(report: rp.Report, commit: str | None, command: str, title: str = "Leaderboard", figures: Mapping[str, str] | None = None) -> str:
     """The whole leaderboard page; ``figures`` maps a dataset label to a PNG file name next to it."""
     figures = figures or {}
@@ -135,12 +141,6 @@ def markdown(report: rp.Report, commit: str | None, command: str, title: str = "
     if "domains" in figures:
         out += ["", "## Accuracy vs number of training domains", "", f"![accuracy vs number of domains]({figures['domains']})"]
     return "\n".join(out) + "\n"
-
-
-DIAGNOSTIC_NOTE = (
-    "Mean pairwise cosine similarity of the per-environment gradients of the classifier head (1 = the training "
-    "environments pull the same way; the quantity Fish and IDGM are designed to raise)."
-)
 
 
 def _empty_reason(report: rp.Report, dataset: str, rule: str) -> str:

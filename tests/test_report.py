@@ -178,3 +178,11 @@ def test_grad_cos_counts_a_run_holding_out_two_test_envs_once():
     runs = [run("erm", ("val", "test"), t, 0, recs[2 * i : 2 * i + 2]) for i, t in enumerate((0, 1))]
     table = leaderboard.rp.diagnostic_table(build_report(runs, ["train_val"]), "toy", "train_val")
     assert table.rows == [["erm", "+0.20 ± 0.14 (2)", "+0.20 ± 0.14 (2)"]]
+
+
+def test_published_rows_only_where_they_have_a_value_in_the_table():
+    """DomainBed's cmnist train_val rows: ERM has a -90% value, IRM only an Avg, which a -90%-only table lacks."""
+    runs = [run(a, ("-90%",), t, 0, [record(0, {"+90%": (0.7, 0.7), "+80%": (0.7, 0.7), "-90%": (0.1, 0.1)})], dataset="cmnist") for a in ("erm", "irm") for t in (0, 1)]
+    page = leaderboard.markdown(build_report(runs, ["train_val"]), "c", "cmd")
+    assert "ERM (published: Gulrajani" in page and "| 10.0 " in page
+    assert "IRM (published: Gulrajani" not in page
