@@ -49,7 +49,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE", help="import a plugin module that registers algorithms or datasets")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE_OR_FILE",
+                   help="import a plugin (a module name on sys.path, or a .py file) that registers algorithms or datasets; "
+                   "repeatable; this RUNS the plugin's code, in this process and in every worker")
 
 
 def _add_run(p: argparse.ArgumentParser) -> None:
@@ -103,9 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(_join_dash_values(argv))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        from bench.registry import import_plugins
+        from bench.registry import import_plugins, plugin_reference
 
-        import_plugins(getattr(args, "imports", []))
+        if hasattr(args, "imports"):
+            args.imports = [plugin_reference(m) for m in args.imports]
+            import_plugins(args.imports)
         if args.command in (None, "run"):
             if args.command is None:
                 args = parser.parse_args(["run"])
@@ -114,21 +118,65 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the output or data directory: not a folder, read-only, full, ...
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}; check the path, its permissions and free space", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return 130
 
 
+def _device(text: str) -> str:
+    """A device torch knows and this machine has; one line otherwise."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise UserError(f"--device {text}: not a device; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {text}: CUDA is not available on this machine (torch {torch.__version__}); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device {text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise UserError(f"--device {text}: only cpu and cuda are supported")
+    return text
+
+
+def _at_least_one(value: int | None, flag: str) -> int | None:
+    if value is not None and value < 1:
+        raise UserError(f"{flag} must be >= 1, got {value}")
+    return value
+
+
+# Flags that only mean something in some modes: given elsewhere they are refused, never ignored.
+_SWEEP_ONLY = {"selection": "--selection", "no_stack": "--no-stack", "slurm_partition": "--slurm-partition",
+               "slurm_cluster": "--slurm-cluster"}
+
+
+def _refuse(args: argparse.Namespace, flags: dict[str, str], mode: str) -> None:
+    given = [flag for dest, flag in flags.items() if getattr(args, dest, None) not in (None, False)]
+    if given:
+        raise UserError(f"{', '.join(given)} do(es) not apply to {mode}")
+
+
 def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
-    from bench import runner
+    from bench import records, runner
     from bench.report_run import run_table
     from bench.spec import RuntimeOptions, make_spec
+    from bench.transfer.tasks import task_dataset
 
     if _wants_sweep(args):
         return _cmd_sweep(args, argv)
+    _refuse(args, _SWEEP_ONLY, "one run")
+    dataset = args.dataset or "cmnist_irm"
+    if args.shots is not None:
+        dataset = task_dataset(dataset, args.shots)
     spec = make_spec(
         args.algorithm or "erm",
-        args.dataset or "cmnist_irm",
+        dataset,
         test_envs=args.test_envs.split(",") if args.test_envs else None,
         trial_seed=args.trial_seed,
         hparams_seed=args.hparams_seed,
@@ -138,17 +186,21 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         holdout_fraction=args.holdout_fraction,
         size=args.size,
         precision=args.precision,
+        data_dir=args.data_dir,
+        download=args.download,
     )
     options = RuntimeOptions(
         output_dir=args.output_dir,
         data_dir=args.data_dir,
-        device=args.device,
+        device=_device(args.device),
         download=args.download,
         progress=not args.no_progress,
-        threads=args.threads,
+        threads=_at_least_one(args.threads, "--threads"),
         command=shlex.join(["python", "-m", "bench", *argv]),
         eval_splits=args.eval_splits,
+        imports=tuple(args.imports),
     )
+    records.check_output_dir(args.output_dir)
     outcome = runner.run(spec, options)
     if outcome.status == "busy":
         print(f"run {spec.run_id} is being trained by another worker ({outcome.run_dir})")
@@ -175,10 +227,13 @@ def _cmd_transfer(args: argparse.Namespace, argv: list[str]) -> int:
 
     if not args.task or not args.recipe:
         raise UserError(f"a transfer run needs both --task ({', '.join(task_names())}) and --recipe")
+    if args.algorithms or args.datasets or args.algorithm or args.dataset:
+        raise UserError("--task/--recipe name one transfer setting; for several, sweep --algorithms RECIPES --datasets TASKS [--shots K]")
     recipes = [n for n in ALGORITHMS.names() if issubclass(ALGORITHMS.get(n), Recipe)]
     if args.recipe not in recipes:
         raise UserError(f"unknown recipe {args.recipe!r}; recipes: {', '.join(recipes)}")
     args.dataset, args.algorithm = task_dataset(args.task, args.shots), args.recipe
+    args.task = args.recipe = args.shots = None  # translated: the run (or sweep) below sees a plain algorithm x dataset
     return _cmd_run(args, argv)
 
 
@@ -238,6 +293,20 @@ def _wants_sweep(args: argparse.Namespace) -> bool:
     return any(getattr(args, k) is not None for k in _SWEEP_FLAGS) or (args.test_envs or "") in _TEST_ENV_KEYWORDS
 
 
+def _check_launcher_flags(args: argparse.Namespace) -> None:
+    """Counts must be positive and each launcher's flags go with that launcher only."""
+    _at_least_one(args.jobs, "--jobs")
+    _at_least_one(args.threads, "--threads")
+    launcher = args.launcher or "local"
+    if launcher != "local":
+        _refuse(args, {"jobs": "--jobs", "no_stack": "--no-stack"}, f"--launcher {launcher} (they are for --launcher local)")
+    if launcher != "dask":
+        _refuse(args, {"scheduler": "--scheduler"}, f"--launcher {launcher} (it is for --launcher dask)")
+    if launcher != "slurm":
+        _refuse(args, {"slurm_partition": "--slurm-partition", "slurm_cluster": "--slurm-cluster"},
+                f"--launcher {launcher} (they are for --launcher slurm)")
+
+
 def _names(text: str) -> tuple[str, ...]:
     return tuple(n.strip() for n in text.split(",") if n.strip())
 
@@ -251,6 +320,7 @@ def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
 
     if args.trial_seed or args.hparams_seed:
         raise UserError("--trial-seed/--hparams-seed pick one run; a sweep takes --n-trials T and --n-hparams K (seeds 0..T-1, 0..K-1)")
+    _check_launcher_flags(args)
     default = not (args.algorithm or args.dataset or args.algorithms or args.datasets)
     if default and args.output_dir == Path("bench_output"):
         args.output_dir = Path("bench_output") / "default"  # keep the default benchmark's runs apart
@@ -259,20 +329,28 @@ def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
         for name in skipped:
             print(f"warning: default-benchmark algorithm {name!r} is not registered; skipped", file=sys.stderr)
     else:
-        grid = sweep.Grid(algorithms=_names(args.algorithms or args.algorithm or "erm"), datasets=_names(args.datasets or args.dataset or "cmnist_irm"))
+        datasets = _names(args.datasets or args.dataset or "cmnist_irm")
+        if args.shots is not None:
+            from bench.transfer.tasks import task_dataset
+
+            datasets = tuple(task_dataset(d, args.shots) for d in datasets)
+        grid = sweep.Grid(algorithms=_names(args.algorithms or args.algorithm or "erm"), datasets=datasets)
     given = {"n_hparams": args.n_hparams, "n_trials": args.n_trials, "test_envs": args.test_envs, "steps": args.steps, "eval_every": args.eval_every, "holdout_fraction": args.holdout_fraction, "precision": getattr(args, "precision", None)}
     grid = dataclasses.replace(grid, **{k: v for k, v in given.items() if v is not None}, overrides=_overrides(args))
     if args.size != "full":
         grid = dataclasses.replace(grid, size=args.size)
-    specs = sweep.expand(grid)
+    specs = sweep.expand(grid, args.data_dir, args.download)
     no_validation = all(s.holdout_fraction == 0 for s in specs)
     if args.selection is None and no_validation:
         print("no validation split (holdout fraction 0, e.g. the IRM-paper protocol): tables use selection 'last'")
     rules = rule_names(args.selection or ("last" if no_validation else "train_val"))
     command = shlex.join(["python", "-m", "bench", *argv])
-    options = RuntimeOptions(output_dir=args.output_dir, data_dir=args.data_dir, device=args.device, download=args.download, progress=False, threads=args.threads, command=command, eval_splits=args.eval_splits)
+    options = RuntimeOptions(output_dir=args.output_dir, data_dir=args.data_dir, device=_device(args.device), download=args.download,
+                             progress=False, threads=args.threads, command=command, eval_splits=args.eval_splits, imports=tuple(args.imports))
+    records.check_output_dir(args.output_dir)
     found = sweep.states(args.output_dir, specs)
-    print(f"{'default benchmark: ' if default else ''}{len(specs)} runs: {len(found['done'])} done / {len(found['partial'])} partial / {len(found['new'])} new  (output: {args.output_dir})")
+    damaged = f" / {len(found['damaged'])} damaged (trained again)" if found["damaged"] else ""
+    print(f"{'default benchmark: ' if default else ''}{len(specs)} runs: {len(found['done'])} done / {len(found['partial'])} partial{damaged} / {len(found['new'])} new  (output: {args.output_dir})")
     result = sweep.launch(
         specs, options, args.launcher or "local", progress=not args.no_progress, jobs=args.jobs, scheduler=args.scheduler, stack=not args.no_stack,
         cluster=args.slurm_cluster, partition=args.slurm_partition, timeout_min=args.slurm_timeout,
@@ -308,6 +386,8 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from bench.selection import rule_names
 
     rules = rule_names(args.selection)
+    if not args.format and (args.spread != "std" or args.ci):
+        raise UserError("--spread and --ci shape the tables printed with --format; add --format markdown|latex|plain")
     runs = report.load_runs(args.runs)
     if not runs:
         raise UserError(f"no runs under {args.runs}/runs; pass the --output-dir of a sweep")

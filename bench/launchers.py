@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from bench import records, runner
 from bench.errors import UserError
+from bench.registry import import_plugins
 from bench.spec import RunSpec, RuntimeOptions
 
 TRAINED = "trained.jsonl"
@@ -42,11 +43,13 @@ class Finished:
 
 def execute(spec: RunSpec, options: RuntimeOptions, launcher: str = "local") -> Finished:
     """Run one spec on this worker; record the training in the run's ``trained.jsonl``."""
+    import_plugins(options.imports)  # a fresh worker process has not seen the sweep's --import modules
     return _report(runner.run(spec, options), launcher)
 
 
 def execute_unit(unit: Sequence[RunSpec], options: RuntimeOptions, launcher: str = "local") -> list[Finished]:
     """One spec through the runner, or a group of same-shape tiny runs trained together (``bench.stacked``)."""
+    import_plugins(options.imports)
     if len(unit) == 1:
         return [execute(unit[0], options, launcher)]
     from bench.stacked import run_stacked

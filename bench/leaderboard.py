@@ -54,14 +54,18 @@ def _protocol(runs: Sequence[Run]) -> str:
     def count(key: str) -> int:
         return len({r.spec[key] for r in runs})
 
-    status = {s: sum(r.status == s for r in runs) for s in ("ok", "diverged", "partial")}
     envs = sorted({",".join(r.spec["test_envs"]) for r in runs})
     return (
-        f"{len(runs)} runs ({status['ok']} ok, {status['diverged']} diverged, {status['partial']} partial); "
+        f"{_status_counts(runs)}; "
         f"algorithms: {', '.join(sorted({r.spec['algorithm'] for r in runs}))}; test envs: {'; '.join(envs)}; "
         f"{count('hparams_seed')} hparams sample(s), {count('trial_seed')} trial(s); size {spec['size']}, "
         f"{spec['steps']} steps, eval every {spec.get('eval_every', '?')}, holdout {spec['holdout_fraction']}."
     )
+
+
+def _status_counts(runs: Sequence[Run]) -> str:
+    counts = {s: sum(r.status == s for r in runs) for s in ("ok", "diverged", "partial", "damaged")}
+    return f"{len(runs)} runs ({', '.join(f'{n} {s}' for s, n in counts.items())})"
 
 
 def _hparams_table(report: rp.Report, dataset: str, rule: str) -> str:
@@ -70,7 +74,7 @@ def _hparams_table(report: rp.Report, dataset: str, rule: str) -> str:
     varying: dict[str, list[str]] = {}
     for s in chosen:
         if s.algorithm not in varying:
-            values = [r.hparams for r in report.dataset_runs(dataset) if r.spec["algorithm"] == s.algorithm]
+            values = [r.hparams for r in report.dataset_runs(dataset) if report.rows[r.run_id] == s.algorithm]
             varying[s.algorithm] = sorted(k for k in values[0] if len({repr(v.get(k)) for v in values}) > 1)
     rows = [[s.algorithm, s.test_env, s.trial_seed, s.hparams_seed, s.step, s.run_id, ", ".join(f"{k}={_hp_value(s.hparams[k])}" for k in varying[s.algorithm]) or "defaults"] for s in chosen]
     table = rp.Table("", ["algorithm", "test env", "trial", "hparams seed", "step", "run", "searched hparams"], rows).render("markdown")
@@ -90,13 +94,12 @@ DIAGNOSTIC_NOTE = (
 def markdown(report: rp.Report, commit: str | None, command: str, title: str = "Leaderboard", figures: Mapping[str, str] | None = None) -> str:
     """The whole leaderboard page; ``figures`` maps a dataset label to a PNG file name next to it."""
     figures = figures or {}
-    statuses = {s: sum(r.status == s for r in report.runs) for s in ("ok", "diverged", "partial")}
     run_commands = sorted({r.command for r in report.runs if r.command})
     run_commits = sorted({r.git or "unknown" for r in report.runs})
     out = [
         f"# {title}",
         "",
-        f"{len(report.runs)} runs ({statuses['ok']} ok, {statuses['diverged']} diverged, {statuses['partial']} partial). "
+        f"{_status_counts(report.runs + [r for r in report.damaged if not r.spec])}. "
         f"Written at git commit `{commit or 'unknown'}`; runs trained at {', '.join(f'`{c}`' for c in run_commits)}.",
         "",
         "## Regenerate every number",
@@ -115,6 +118,7 @@ def markdown(report: rp.Report, commit: str | None, command: str, title: str = "
         "",
         rp.legend("std", False),
         "Rows marked *(published: source)* are numbers from papers, for reference; they were not run here.",
+        *(["", *rp.damage_notes(report)] if report.damaged else []),
     ]
     for rule in report.rules:
         summary = rp.summary_table(report, rule)

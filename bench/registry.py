@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib
+import importlib.util
 import re
-from typing import Callable, Generic, TypeVar
+import sys
+from pathlib import Path
+from typing import Callable, Generic, Iterable, TypeVar
 
 from bench.errors import UserError
 
@@ -45,8 +49,9 @@ class Registry(Generic[T]):
     def get(self, name: str) -> type[T]:
         self._load()
         if name not in self._entries:
-            close = difflib.get_close_matches(name, self._entries, n=3, cutoff=0.5)
-            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            lowered = {n.lower(): n for n in self._entries}
+            close = difflib.get_close_matches(name.lower(), lowered, n=3, cutoff=0.5)
+            hint = f" Did you mean {', '.join(lowered[c] for c in close)}?" if close else " A plugin's? Add --import MODULE_OR_FILE."
             raise UserError(f"unknown {self.kind} {name!r}.{hint} Known: {', '.join(self.names())}")
         return self._entries[name]
 
@@ -59,10 +64,48 @@ class Registry(Generic[T]):
         return name in self._entries
 
 
-def import_plugins(modules: list[str]) -> None:
-    """Import user modules (``--import mylab.algos``) so their decorators register classes."""
+def plugin_reference(text: str) -> str:
+    """``--import`` value as workers need it: a module name as given, a ``.py`` file as an absolute path."""
+    if text.endswith(".py"):
+        path = Path(text).expanduser().resolve()
+        if not path.is_file():
+            raise UserError(f"--import {text}: no such file")
+        return str(path)
+    return text
+
+
+def import_plugins(modules: Iterable[str]) -> None:
+    """Import user modules (``--import mylab.algos`` or ``--import path/to/algos.py``): this runs their code.
+
+    Their decorators register algorithms and datasets. Importing twice is a no-op, so
+    every worker process can call this before it runs anything.
+    """
     for module in modules:
         try:
-            importlib.import_module(module)
+            _import(module)
+        except UserError:
+            raise
+        except SyntaxError as exc:
+            raise UserError(f"plugin {module}: syntax error at {exc.filename}:{exc.lineno}: {exc.msg}") from None
         except ImportError as exc:
-            raise UserError(f"cannot import plugin module {module!r}: {exc}") from exc
+            raise UserError(f"cannot import plugin module {module!r}: {exc} (is its folder on PYTHONPATH? or pass a .py path)") from None
+        except Exception as exc:  # the plugin's own code failed: say where, in one line
+            raise UserError(f"plugin {module} failed while importing: {type(exc).__name__}: {exc}") from None
+
+
+def _import(module: str) -> None:
+    if not module.endswith(".py"):
+        importlib.import_module(module)
+        return
+    path = Path(plugin_reference(module))
+    name = "bench_plugin_" + hashlib.sha256(str(path).encode()).hexdigest()[:12] + "_" + re.sub(r"\W", "_", path.stem)
+    if name in sys.modules:
+        return
+    spec = importlib.util.spec_from_file_location(name, path)
+    loaded = importlib.util.module_from_spec(spec)
+    sys.modules[name] = loaded
+    try:
+        spec.loader.exec_module(loaded)
+    except BaseException:
+        del sys.modules[name]
+        raise

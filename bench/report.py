@@ -8,6 +8,7 @@ t-test against ERM over the trials both have (scipy); ``*`` marks p < 0.05.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import re
@@ -20,7 +21,7 @@ from scipy import stats as st
 from tabulate import tabulate
 
 from bench import records
-from bench.selection import RULES, Run, Selected, dataset_labels, rule_names, select, split_pair_runs
+from bench.selection import RULES, Run, Selected, algorithm_labels, dataset_labels, rule_names, select, split_pair_runs
 
 BASELINE = "erm"
 ALPHA = 0.05
@@ -28,18 +29,32 @@ FORMATS = {"markdown": "github", "latex": "latex", "plain": "simple"}
 
 
 def load_runs(output_dir: str | Path, run_ids: Iterable[str] | None = None) -> list[Run]:
-    """Every run under ``output_dir`` (or only ``run_ids``) with its records and status."""
+    """Every run under ``output_dir`` (or only ``run_ids``) with its records and status.
+
+    A run whose files are unreadable or inconsistent comes back with status ``damaged``,
+    no records and the reason; its spec too if that was readable (``{}`` otherwise).
+    """
+    records.check_output_dir(output_dir)
     wanted = None if run_ids is None else set(run_ids)
     runs = []
     for d in records.iter_runs(output_dir):
         if wanted is not None and d.name not in wanted:
             continue
-        info = records.read_json(d / records.SPEC)
-        done = d / records.DONE
-        status = records.read_json(done)["status"] if done.exists() else "partial"
-        found = tuple(records.read_records(d / records.RESULTS))
-        runs.append(Run(info["run_id"], info["spec"], info["hparams"], found, status, info.get("command", ""), info.get("meta", {}).get("git")))
+        try:
+            info = records.read_spec(d)
+            status, found = records.check_run(d)
+        except records.DamagedRun as exc:
+            runs.append(Run(d.name, _readable_spec(d), {}, (), "damaged", damage=str(exc)))
+            continue
+        runs.append(Run(info["run_id"], info["spec"], info["hparams"], tuple(found), status, info.get("command", ""), info.get("meta", {}).get("git")))
     return runs
+
+
+def _readable_spec(directory: Path) -> dict[str, Any]:
+    try:
+        return records.read_spec(directory)["spec"]
+    except records.DamagedRun:
+        return {}
 
 
 @dataclass(frozen=True)
@@ -50,6 +65,7 @@ class Cell:
     expected: int
     diverged: int = 0
     partial: int = 0
+    damaged: int = 0
     p_vs_baseline: float | None = None
 
     @property
@@ -105,6 +121,8 @@ class Report:
     selected: dict[str, list[Selected]]
     env_order: dict[str, list[str]]
     labels: dict[str, str]  # run_id -> dataset label
+    rows: dict[str, str] = field(default_factory=dict)  # run_id -> row label (algorithm, and its config if several)
+    damaged: list[Run] = field(default_factory=list)  # every damaged run, excluded from every cell
 
     def dataset_runs(self, dataset: str) -> list[Run]:
         return [r for r in self.runs if self.labels[r.run_id] == dataset]
@@ -131,12 +149,20 @@ class Report:
 
 def build_report(runs: Sequence[Run], rules: str | Sequence[str] = ("train_val",)) -> Report:
     names = rule_names(rules)
+    damaged = [r for r in runs if r.status == "damaged"]
+    runs = [r for r in runs if r.spec]  # a damaged run with a readable spec still counts in its cells
     labels = dataset_labels(runs)
     env_order: dict[str, list[str]] = {}
     for run in split_pair_runs(runs)[0]:
         if run.records:
             env_order.setdefault(labels[run.run_id], list(run.records[0]["eval"]))
-    return Report(list(runs), names, {rule: select(runs, rule) for rule in names}, env_order, labels)
+    rows = algorithm_labels(runs, labels)
+    return Report(list(runs), names, {rule: select(runs, rule) for rule in names}, env_order, labels, rows, damaged)
+
+
+def damage_notes(report: Report) -> list[str]:
+    """One line per damaged run: excluded from every table, re-run by the sweep command."""
+    return [f"Damaged run {r.run_id} (excluded; re-running its sweep trains it again): {r.damage}" for r in report.damaged]
 
 
 def _paired_p(values: dict[int, float], baseline: dict[int, float]) -> float | None:
@@ -152,7 +178,7 @@ def _paired_p(values: dict[int, float], baseline: dict[int, float]) -> float | N
 def _with_test(cells: dict[str, Cell]) -> dict[str, Cell]:
     """Attach each algorithm's paired p-value against the baseline in the same column."""
     base = cells.get(BASELINE)
-    return {a: c if base is None or a == BASELINE else Cell(c.values, c.expected, c.diverged, c.partial, _paired_p(c.values, base.values)) for a, c in cells.items()}
+    return {a: c if base is None or a == BASELINE else dataclasses.replace(c, p_vs_baseline=_paired_p(c.values, base.values)) for a, c in cells.items()}
 
 
 def cells(report: Report, dataset: str, rule: str) -> dict[str, dict[str, Cell]]:
@@ -166,7 +192,7 @@ def cells(report: Report, dataset: str, rule: str) -> dict[str, dict[str, Cell]]
         for a in report.algorithms(dataset):
             mine = [s for s in chosen if s.algorithm == a and s.test_env == column]
             values = {s.trial_seed: s.acc for s in mine if s.acc is not None}
-            table[column][a] = Cell(values, expected, sum(s.n_diverged for s in mine), sum(s.n_partial for s in mine))
+            table[column][a] = Cell(values, expected, *(sum(getattr(s, f"n_{k}") for s in mine) for k in ("diverged", "partial", "damaged")))
         table[column] = _with_test(table[column])
     if len(columns) > 1:
         avg = {}
@@ -203,12 +229,12 @@ def dataset_table(report: Report, dataset: str, rule: str, spread: str = "std", 
     ranks = mean_ranks(columns)
     chosen = [s for s in report.selected[rule] if s.dataset == dataset]
     single = len(columns) == 1
-    headers = ["algorithm", *(["train envs"] if single else []), *columns, "rank", "runs diverged / unfinished"]
+    headers = ["algorithm", *(["train envs"] if single else []), *columns, "rank", "runs diverged / unfinished / damaged"]
     rows = []
     for a in report.algorithms(dataset):
         train = Cell({s.trial_seed: s.train_acc for s in chosen if s.algorithm == a and s.train_acc is not None}, len(report.trials(dataset)))
         rank = ranks.get(a)
-        runs = f"{sum(c[a].diverged for c in columns.values())} / {sum(c[a].partial for c in columns.values())}"
+        runs = " / ".join(str(sum(getattr(c[a], k) for c in columns.values())) for k in ("diverged", "partial", "damaged"))
         rows.append([a, *([train.format(spread)] if single else []), *(columns[c][a].format(spread, ci) for c in columns), "–" if rank is None else f"{rank:.2f}", runs])
     notes = [legend(spread, ci), f"Selection: {RULES[rule][0]} (`{rule}`)."]
     if single:

@@ -27,30 +27,44 @@ def run_table(record: dict[str, Any] | None, test_envs: tuple[str, ...] | list[s
 
 
 def show(path: Path) -> str:
-    """Summary of one run directory, or a one-line-per-run list for an output directory."""
+    """Summary of one run directory, or a one-line-per-run list for an output directory; damaged runs say why."""
     path = Path(path)
     if (path / records.SPEC).exists():
-        info = records.read_json(path / records.SPEC)
-        found = records.read_records(path / records.RESULTS)
-        done = records.read_json(path / records.DONE) if (path / records.DONE).exists() else None
-        spec = info["spec"]
-        lines = [
-            f"run {info['run_id']}: {spec['algorithm']} on {spec['dataset']}, test envs {', '.join(spec['test_envs'])}, "
-            f"trial {spec['trial_seed']}, hparams seed {spec['hparams_seed']}",
-            f"status: {done['status'] + ' at step ' + str(done['step']) if done else 'partial'}; {len(found)} evaluations; "
-            f"wall {done['wall_s']:.1f}s" if done else f"status: partial; {len(found)} evaluations",
-            f"command: {info.get('command') or '-'}",
-            f"git: {info['meta'].get('git')}  torch: {info['meta'].get('torch')}",
-            "hparams: " + ", ".join(f"{k}={v}" for k, v in sorted(info["hparams"].items())),
-            run_table(found[-1] if found else None, spec["test_envs"]),
-        ]
-        return "\n".join(lines)
+        return _show_run(path)
     runs = list(records.iter_runs(path))
     if not runs:
         raise UserError(f"{path} is neither a run directory (no {records.SPEC}) nor an output directory with runs/")
+    records.check_output_dir(path)
     rows = []
     for d in runs:
-        spec = records.read_json(d / records.SPEC)["spec"]
-        status = records.read_json(d / records.DONE)["status"] if (d / records.DONE).exists() else "partial"
+        try:
+            spec = records.read_spec(d)["spec"]
+            status = records.check_run(d)[0]
+        except records.DamagedRun as exc:
+            rows.append([d.name, "?", "?", "?", "?", "?", f"damaged: {exc}"])
+            continue
         rows.append([d.name, spec["algorithm"], spec["dataset"], ",".join(spec["test_envs"]), spec["trial_seed"], spec["hparams_seed"], status])
     return tabulate(rows, headers=["run", "algorithm", "dataset", "test envs", "trial", "hparams", "status"])
+
+
+def _show_run(path: Path) -> str:
+    info = records.read_spec(path)
+    spec = info["spec"]
+    head = [
+        f"run {info['run_id']}: {spec['algorithm']} on {spec['dataset']}, test envs {', '.join(spec['test_envs'])}, "
+        f"trial {spec['trial_seed']}, hparams seed {spec['hparams_seed']}",
+    ]
+    try:
+        status, found = records.check_run(path)
+    except records.DamagedRun as exc:
+        return "\n".join([*head, f"status: damaged: {exc}", "re-run its command to train it again"])
+    done = records.read_json(path / records.DONE) if status != "partial" else None
+    lines = [
+        *head,
+        f"status: {status} at step {done['step']}; {len(found)} evaluations; wall {done['wall_s']:.1f}s" if done else f"status: partial; {len(found)} evaluations",
+        f"command: {info.get('command') or '-'}",
+        f"git: {info['meta'].get('git')}  torch: {info['meta'].get('torch')}  data: {spec['data']}",
+        "hparams: " + ", ".join(f"{k}={v}" for k, v in sorted(info["hparams"].items())),
+        run_table(found[-1] if found else None, spec["test_envs"]),
+    ]
+    return "\n".join(lines)

@@ -108,14 +108,40 @@ def claim(run_dir: Path) -> Iterator[bool]:
 def run(spec: RunSpec, options: RuntimeOptions) -> RunOutcome:
     """Train ``spec`` to completion (resuming from a checkpoint) unless it is done or claimed."""
     directory = records.run_dir(options.output_dir, spec.run_id)
-    if (directory / records.DONE).exists():
+    if (directory / records.DONE).exists() and is_finished(spec, directory):
         return finished_outcome(spec, directory)
     with claim(directory) as mine:
         if not mine:
             return RunOutcome(spec.run_id, directory, "busy", None)
-        if (directory / records.DONE).exists():  # finished while we waited for the lock
+        if inspect_run(spec, directory) == "finished":  # finished while we waited for the lock
             return finished_outcome(spec, directory)
         return _train(spec, options, directory)
+
+
+def is_finished(spec: RunSpec, directory: Path) -> bool:
+    """Done and intact (records complete, spec equal to the request)."""
+    try:
+        return records.check_run(directory, spec.to_dict())[0] in ("ok", "diverged")
+    except records.DamagedRun:
+        return False
+
+
+def inspect_run(spec: RunSpec, directory: Path) -> str:
+    """finished, partial or new; a damaged run is reset (one warning line) and trained again as new.
+
+    Call while holding the run's lock.
+    """
+    if not (directory / records.SPEC).exists():
+        records.reset_run(directory)  # records or a checkpoint without a spec cannot be trusted
+        return "new"
+    try:
+        status, _ = records.check_run(directory, spec.to_dict())
+    except records.DamagedRun as exc:
+        log.warning("run %s is damaged (%s); training it again from scratch", spec.run_id, exc)
+        records.reset_run(directory)
+        return "new"
+    records.clean_temp_files(directory)
+    return "finished" if status in ("ok", "diverged") else "partial"
 
 
 def finished_outcome(spec: RunSpec, directory: Path) -> RunOutcome:
@@ -125,7 +151,13 @@ def finished_outcome(spec: RunSpec, directory: Path) -> RunOutcome:
 
 
 def capture_rng_state(device: torch.device) -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    """Every RNG the run draws from, as tensors and plain types (checkpoints load with weights_only=True)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)),
+    }
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
@@ -134,9 +166,23 @@ def capture_rng_state(device: torch.device) -> dict[str, Any]:
 def restore_rng_state(state: dict[str, Any], device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     if "cuda" in state and device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any] | None:
+    """The checkpoint's state (tensors and plain types only: a planted file cannot run code), or None if unreadable."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)  # RNG states must stay CPU tensors
+    except Exception as exc:  # torch raises many types for a corrupt or hostile file; all mean "do not resume"
+        log.warning("checkpoint %s is unreadable (%s: %s)", path, type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")
+        return None
+    if not isinstance(state, dict) or not {"algorithm", "rng", "step", "wall_s"} <= set(state):
+        log.warning("checkpoint %s is not a bench checkpoint", path)
+        return None
+    return state
 
 
 def _seed_everything(spec: RunSpec) -> None:
@@ -213,7 +259,6 @@ class RunContext:
             "epoch": (step + 1) * batch / min(len(self.splits[n]["in"]) for n in self.train_envs) if batch else step + 1,
             "wall_s": wall,
             "spec": spec.to_dict(),
-            "hparams": hparams,
             "train": train,
             "eval": scores,
             "meta": self.meta,
@@ -266,8 +311,8 @@ def prepare(spec: RunSpec, options: RuntimeOptions, directory: Path) -> RunConte
     ctx = RunContext(spec, options, directory, device, hparams, envs, splits, train_envs, samplers, full, algorithm,
                      records.provenance(str(device)), skipped_splits(splits, spec.test_envs, options.eval_splits))
     results, checkpoint = directory / records.RESULTS, directory / records.CHECKPOINT
-    if checkpoint.exists():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)  # RNG states must stay CPU tensors
+    state = _consistent_checkpoint(spec, directory) if checkpoint.exists() else None
+    if state is not None:
         algorithm.load_state_dict(state["algorithm"])
         restore_rng_state(state["rng"], device)
         ctx.start, ctx.wall_offset = state["step"] + 1, state["wall_s"]
@@ -275,9 +320,24 @@ def prepare(spec: RunSpec, options: RuntimeOptions, directory: Path) -> RunConte
         log.info("resuming %s from step %d", spec.run_id, ctx.start)
     else:
         results.unlink(missing_ok=True)
+        checkpoint.unlink(missing_ok=True)
     if not (directory / records.SPEC).exists():
         records.write_json(directory / records.SPEC, {"spec": spec.to_dict(), "run_id": spec.run_id, "hparams": hparams, "command": options.command, "meta": ctx.meta, **({"transfer": setup} if setup else {})})
     return ctx
+
+
+def _consistent_checkpoint(spec: RunSpec, directory: Path) -> dict[str, Any] | None:
+    """The checkpoint if it is readable and its step has a record; else None (one warning: restart from scratch)."""
+    state = load_checkpoint(directory / records.CHECKPOINT)
+    if state is None:
+        log.warning("run %s: its checkpoint is unreadable; restarting it from scratch", spec.run_id)
+        return None
+    steps = [r["step"] for r in records.read_records(directory / records.RESULTS)]
+    if state["step"] not in steps:
+        log.warning("run %s: checkpoint at step %s has no record (records end at %s); restarting it from scratch",
+                    spec.run_id, state["step"], steps[-1] if steps else "none")
+        return None
+    return state
 
 
 def is_record_step(spec: RunSpec, step: int) -> bool:

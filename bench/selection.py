@@ -17,12 +17,16 @@ there (DomainBed's convention):
 - ``last``: no selection: the default-hparams run (``hparams_seed`` 0) at its last
   checkpoint, for protocols that fix hyperparameters (e.g. the IRM paper's).
 
-Diverged and unfinished runs are never candidates; they are counted in each result so
-tables can show them. Ties go to the lowest hparams seed, then the earliest checkpoint.
+Diverged, unfinished and damaged runs are never candidates; they are counted in each
+result so tables can show them. Runs that differ in anything but their seeds are never
+pooled: they get separate dataset labels or algorithm rows (``dataset_labels``,
+``algorithm_labels``), so one cell holds one configuration and, per trial, at most one
+run per hparams seed. Ties go to the lowest hparams seed, then the earliest checkpoint.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -31,7 +35,7 @@ from bench.errors import UserError
 
 @dataclass(frozen=True)
 class Run:
-    """One run directory as selection sees it; ``status`` is ok, diverged or partial."""
+    """One run directory as selection sees it; ``status`` is ok, diverged, partial or damaged (never a candidate)."""
 
     run_id: str
     spec: Mapping[str, Any]
@@ -40,6 +44,7 @@ class Run:
     status: str
     command: str = ""
     git: str | None = None
+    damage: str = ""  # why a damaged run cannot be used
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ class Selected:
     n_runs: int = 0
     n_diverged: int = 0
     n_partial: int = 0
+    n_damaged: int = 0
     reason: str = ""
 
 
@@ -135,20 +141,55 @@ def rule_names(text: str | Sequence[str]) -> list[str]:
     return names
 
 
-_PROTOCOL_KEYS = ("size", "steps", "holdout_fraction", "dataset_version", "precision")
+# A cell pools runs that differ only in seeds (and the hparams drawn from them). Runs that
+# differ in anything else are labelled apart: protocol fields split a dataset's table,
+# configuration fields split an algorithm's row (e.g. ``erm [lr=1e-05]``).
+_PROTOCOL_KEYS = ("size", "steps", "eval_every", "holdout_fraction", "dataset_version", "precision", "data")
+_CONFIG_KEYS = ("algorithm_version", "space", "code")
+
+
+def _canon(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _differing(specs: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> list[str]:
+    return [k for k in keys if len({_canon(s.get(k)) for s in specs}) > 1]
+
+
+def _show(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def dataset_labels(runs: Sequence[Run]) -> dict[str, str]:
-    """run_id -> dataset label; a dataset run under several protocols gets them spelled out, so they never mix."""
-    variants: dict[str, set] = {}
+    """run_id -> dataset label; a dataset run under several protocols gets the differing fields spelled out."""
+    by_name: dict[str, list[Run]] = {}
     for run in runs:
-        variants.setdefault(run.spec["dataset"], set()).add(tuple(run.spec.get(k) for k in _PROTOCOL_KEYS))
+        by_name.setdefault(run.spec["dataset"], []).append(run)
     labels = {}
+    for name, members in by_name.items():
+        keys = _differing([r.spec for r in members], _PROTOCOL_KEYS)
+        for run in members:
+            labels[run.run_id] = name + (" [" + ", ".join(f"{k}={_show(run.spec.get(k))}" for k in keys) + "]" if keys else "")
+    return labels
+
+
+def algorithm_labels(runs: Sequence[Run], datasets: Mapping[str, str]) -> dict[str, str]:
+    """run_id -> row label; within one dataset label, an algorithm run in several configurations gets one row each.
+
+    The label spells the run's hparam overrides and any other configuration field that
+    differs (algorithm version, search-space digest, plugin code digest).
+    """
+    groups: dict[tuple[str, str], list[Run]] = {}
     for run in runs:
-        name = run.spec["dataset"]
-        if len(variants[name]) > 1:
-            name += " [" + ", ".join(f"{k}={run.spec.get(k)}" for k in _PROTOCOL_KEYS) + "]"
-        labels[run.run_id] = name
+        groups.setdefault((datasets[run.run_id], run.spec["algorithm"]), []).append(run)
+    labels = {}
+    for (_, algorithm), members in groups.items():
+        configs = {_canon([r.spec.get("overrides", {}), *(r.spec.get(k) for k in _CONFIG_KEYS)]) for r in members}
+        keys = _differing([r.spec for r in members], _CONFIG_KEYS)
+        for run in members:
+            parts = [f"{k}={_show(v)}" for k, v in sorted(run.spec.get("overrides", {}).items())] if len(configs) > 1 else []
+            parts += [f"{k}={_show(run.spec.get(k))}" for k in keys]
+            labels[run.run_id] = algorithm + (f" [{', '.join(parts)}]" if parts else "")
     return labels
 
 
@@ -157,13 +198,14 @@ def split_pair_runs(runs: Sequence[Run]) -> tuple[list[Run], list[Run]]:
     run of the same dataset protocol, algorithm and trial; every other run is a cell run, and
     each of its test environments is a cell (e.g. CDSprites' ``val`` and ``test``)."""
     labels = dataset_labels(runs)
+    rows = algorithm_labels(runs, labels)
     held: dict[tuple, set] = {}
     for run in runs:
-        held.setdefault((labels[run.run_id], run.spec["algorithm"], run.spec["trial_seed"]), set()).add(frozenset(run.spec["test_envs"]))
+        held.setdefault((labels[run.run_id], rows[run.run_id], run.spec["trial_seed"]), set()).add(frozenset(run.spec["test_envs"]))
     cells, pairs = [], []
     for run in runs:
         envs = frozenset(run.spec["test_envs"])
-        siblings = held[(labels[run.run_id], run.spec["algorithm"], run.spec["trial_seed"])]
+        siblings = held[(labels[run.run_id], rows[run.run_id], run.spec["trial_seed"])]
         (pairs if any(len(o) == len(envs) - 1 and o < envs for o in siblings) else cells).append(run)
     return cells, pairs
 
@@ -172,21 +214,22 @@ def select(runs: Sequence[Run], rule: str) -> list[Selected]:
     """One Selected per cell trial (dataset, algorithm, test env, trial) in ``runs``, sorted."""
     pick = RULES[rule_names([rule])[0]][1]
     labels = dataset_labels(runs)
+    rows = algorithm_labels(runs, labels)
     cell_runs, pair_runs = split_pair_runs(runs)
     groups: dict[tuple, list[Run]] = {}
     for run in cell_runs:
         for env in run.spec["test_envs"]:
-            groups.setdefault((labels[run.run_id], run.spec["algorithm"], env, run.spec["trial_seed"]), []).append(run)
-    finished_pairs = {_pair_key(labels, r, r.spec["test_envs"]): r for r in pair_runs if r.status == "ok" and r.records}
+            groups.setdefault((labels[run.run_id], rows[run.run_id], env, run.spec["trial_seed"]), []).append(run)
+    finished_pairs = {_pair_key(labels, rows, r, r.spec["test_envs"]): r for r in pair_runs if r.status == "ok" and r.records}
 
     def pair_run(run: Run, other: str) -> Run | None:
-        return finished_pairs.get(_pair_key(labels, run, [*run.spec["test_envs"], other]))
+        return finished_pairs.get(_pair_key(labels, rows, run, [*run.spec["test_envs"], other]))
 
     out = []
     for (label, algorithm, test_env, trial), members in sorted(groups.items()):
         members = sorted(members, key=lambda r: r.spec["hparams_seed"])
         finished = [r for r in members if r.status == "ok" and r.records]
-        counts = {"n_runs": len(members), "n_diverged": sum(r.status == "diverged" for r in members), "n_partial": sum(r.status == "partial" for r in members)}
+        counts = {"n_runs": len(members), **{f"n_{s}": sum(r.status == s for r in members) for s in ("diverged", "partial", "damaged")}}
         best = _best([p for p in (pick(r, test_env, pair_run) for r in finished) if p is not None])
         head = dict(dataset=label, algorithm=algorithm, test_env=test_env, trial_seed=trial, **counts)
         if best is None:
@@ -212,14 +255,14 @@ def _train_acc(run: Run, record: Mapping[str, Any]) -> float | None:
     return _mean([_acc(record, e, "in") for e in envs]) or _mean([_acc(record, e, "out") for e in envs])
 
 
-def _pair_key(labels: Mapping[str, str], run: Run, test_envs: Sequence[str]) -> tuple:
+def _pair_key(labels: Mapping[str, str], rows: Mapping[str, str], run: Run, test_envs: Sequence[str]) -> tuple:
     s = run.spec
-    return (labels[run.run_id], s["algorithm"], s["trial_seed"], s["hparams_seed"], frozenset(test_envs))
+    return (labels[run.run_id], rows[run.run_id], s["trial_seed"], s["hparams_seed"], frozenset(test_envs))
 
 
 def _why_missing(rule: str, members: list[Run], finished: list[Run], counts: Mapping[str, int]) -> str:
     if not finished:
-        parts = [f"{counts[k]} {k[2:]}" for k in ("n_diverged", "n_partial") if counts[k]]
+        parts = [f"{counts[k]} {k[2:]}" for k in ("n_diverged", "n_partial", "n_damaged") if counts[k]]
         return "no finished run" + (f" ({', '.join(parts)})" if parts else "")
     if rule == "last":
         return "no default-hparams run (hparams_seed 0)"

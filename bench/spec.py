@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from bench.errors import UserError
+from bench.fingerprint import code_digests, data_fingerprint
+from bench.records import IDENTITY, record_steps
 from bench.seeding import canonical_json
 
 PRECISIONS = ("fp32", "bf16")
@@ -15,7 +17,13 @@ PRECISIONS = ("fp32", "bf16")
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One run. Optional fields left at None are omitted from the hash, so adding one keeps old run_ids."""
+    """One run, fully resolved: every field changes its numbers and is hashed into ``run_id``.
+
+    ``hparams`` are the resolved values (defaults or the random draw, then overrides),
+    ``space`` a digest of the search space they were drawn from, ``data`` the content
+    fingerprint of the dataset's files (``generated`` for generated data) and ``code``
+    the source digests of plugin modules that define the algorithm or dataset.
+    """
 
     algorithm: str
     dataset: str
@@ -29,7 +37,12 @@ class RunSpec:
     size: str
     algorithm_version: int
     dataset_version: int
-    precision: str | None = None  # None = fp32; "bf16" = autocast to bfloat16 around training and evaluation
+    precision: str
+    hparams: Mapping[str, Any]
+    space: str
+    data: str
+    code: Mapping[str, str]
+    identity: int = IDENTITY
 
     @property
     def data_seed(self) -> int:
@@ -39,19 +52,29 @@ class RunSpec:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["test_envs"] = list(self.test_envs)
-        d["overrides"] = dict(self.overrides)
-        return {k: v for k, v in d.items() if v is not None}
+        for key in ("overrides", "hparams", "code"):
+            d[key] = dict(d[key])
+        return d
 
     @property
     def run_id(self) -> str:
         return hashlib.sha256(canonical_json(self.to_dict()).encode()).hexdigest()[:16]
 
+    @property
+    def record_steps(self) -> list[int]:
+        """The steps a complete run has records for, in order."""
+        return record_steps(self.steps, self.eval_every)
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "RunSpec":
-        known = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in d.items() if k in known}
-        kwargs["test_envs"] = tuple(kwargs["test_envs"])
-        return cls(**kwargs)
+        """The spec recorded in a spec.json; UserError when it is not one of this scheme."""
+        if d.get("identity") != IDENTITY:
+            raise UserError(f"spec of identity scheme {d.get('identity', 1)}, expected {IDENTITY}")
+        names = {f.name for f in fields(cls)}
+        missing = sorted(names - set(d))
+        if missing:
+            raise UserError(f"spec lacks {', '.join(missing)}")
+        return cls(**{**{k: d[k] for k in names}, "test_envs": tuple(d["test_envs"])})
 
 
 @dataclass
@@ -68,6 +91,7 @@ class RuntimeOptions:
     eval_splits: str = "needed"  # "needed": skip splits no selection rule reads (see evaluation.py); "all"
     channels_last: bool | None = None  # None: on for models with 2-D convolutions on CPU, where it is faster
     command: str = ""
+    imports: tuple[str, ...] = ()  # plugin modules (--import) every worker imports before it runs
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -83,8 +107,13 @@ def make_spec(
     holdout_fraction: float | None = None,
     size: str = "full",
     precision: str | None = None,
+    data_dir: str | None = None,
+    download: bool = False,
 ) -> RunSpec:
-    """A validated RunSpec; defaults come from the dataset. Bad input raises UserError."""
+    """A validated, fully resolved RunSpec; defaults come from the dataset. Bad input raises UserError.
+
+    ``data_dir``/``download`` locate the dataset's files, whose content is fingerprinted.
+    """
     from bench.algorithms import ALGORITHMS
     from bench.datasets import DATASETS
 
@@ -104,37 +133,75 @@ def make_spec(
         raise UserError(f"holdout fraction must lie in [0, 1), got {holdout}")
     if size not in ("full", "tiny"):
         raise UserError(f"size must be 'full' or 'tiny', got {size!r}")
-    if precision is not None and precision not in PRECISIONS:
+    precision = precision or "fp32"
+    if precision not in PRECISIONS:
         raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    spec = RunSpec(
+    steps = ds_cls.N_STEPS if steps is None else steps
+    eval_every = ds_cls.EVAL_EVERY if eval_every is None else eval_every
+    if steps < 1 or eval_every < 1:
+        raise UserError(f"steps and eval_every must be >= 1, got {steps} and {eval_every}")
+    overrides = dict(overrides or {})
+    space = _space(alg_cls, ds_cls, overrides)
+    return RunSpec(
         algorithm=algorithm,
         dataset=dataset,
         test_envs=tuple(e for e in names if e in chosen),
         trial_seed=trial_seed,
         hparams_seed=hparams_seed,
-        overrides=dict(overrides or {}),
-        steps=ds_cls.N_STEPS if steps is None else steps,
-        eval_every=ds_cls.EVAL_EVERY if eval_every is None else eval_every,
+        overrides=overrides,
+        steps=steps,
+        eval_every=eval_every,
         holdout_fraction=holdout,
         size=size,
         algorithm_version=alg_cls.VERSION,
         dataset_version=ds_cls.VERSION,
-        precision=None if precision == "fp32" else precision,  # fp32 is the default: same run_id as before
+        precision=precision,
+        hparams=_resolve(space, algorithm, dataset, hparams_seed, trial_seed, overrides),
+        space=space_digest(space),
+        data=dataset_fingerprint(dataset, data_dir, download),
+        code=code_digests(alg_cls, ds_cls),
     )
-    if spec.steps < 1 or spec.eval_every < 1:
-        raise UserError(f"steps and eval_every must be >= 1, got {spec.steps} and {spec.eval_every}")
-    resolve_hparams(spec)  # validates the overrides now, not inside a worker
-    return spec
+
+
+def _space(alg_cls: type, ds_cls: type, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    from bench import hparams as hp
+
+    space = hp.space_for(alg_cls, ds_cls, overrides.get("featurizer"))
+    if "weights" in overrides and "weights" not in space:
+        raise UserError(f"--weights needs a ResNet featurizer; {ds_cls.NAME} uses {space['featurizer'].default}: add --hparams '{{\"featurizer\": \"resnet18\"}}' (or resnet50)")
+    return space
+
+
+def _resolve(space: Mapping[str, Any], algorithm: str, dataset: str, hparams_seed: int, trial_seed: int, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Defaults or this (hparams_seed, trial_seed)'s random draw, then the validated overrides."""
+    from bench import hparams as hp
+
+    values = hp.sample(space, algorithm, dataset, hparams_seed, trial_seed)
+    return hp.apply_overrides(space, values, overrides)
+
+
+def space_digest(space: Mapping[str, Any]) -> str:
+    """Digest of the search space (defaults, distributions, ranges; not the docs)."""
+    described = {key: [type(p).__name__, {k: v for k, v in asdict(p).items() if k != "doc"}] for key, p in sorted(space.items())}
+    return hashlib.sha256(canonical_json(described).encode()).hexdigest()[:16]
+
+
+def dataset_fingerprint(dataset: str, data_dir: str | None, download: bool = False) -> str:
+    """The content fingerprint of ``dataset``'s files; with ``download``, missing files are fetched first."""
+    from bench.datasets import DATASETS
+    from bench.errors import DataNotFoundError
+
+    ds_cls = DATASETS.get(dataset)
+    try:
+        paths = ds_cls.data_paths(data_dir)
+    except DataNotFoundError:
+        if not download:
+            raise
+        ds_cls(data_dir, 0, size="tiny", download=True)  # fetches the files once, here, not in every worker
+        paths = ds_cls.data_paths(data_dir)
+    return data_fingerprint(paths)
 
 
 def resolve_hparams(spec: RunSpec) -> dict[str, Any]:
-    """Defaults or this (hparams_seed, trial_seed)'s random draw, then the validated overrides."""
-    from bench import hparams as hp
-    from bench.algorithms import ALGORITHMS
-    from bench.datasets import DATASETS
-
-    space = hp.space_for(ALGORITHMS.get(spec.algorithm), DATASETS.get(spec.dataset), spec.overrides.get("featurizer"))
-    if "weights" in spec.overrides and "weights" not in space:
-        raise UserError(f"--weights needs a ResNet featurizer; {spec.dataset} uses {space['featurizer'].default}: add --hparams '{{\"featurizer\": \"resnet18\"}}' (or resnet50)")
-    values = hp.sample(space, spec.algorithm, spec.dataset, spec.hparams_seed, spec.trial_seed)
-    return hp.apply_overrides(space, values, spec.overrides)
+    """The run's resolved hyperparameters (a copy)."""
+    return dict(spec.hparams)

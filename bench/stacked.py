@@ -85,11 +85,11 @@ def _run_group(specs: list[RunSpec], options: RuntimeOptions) -> list[runner.Run
         contexts: list[tuple[int, runner.RunContext]] = []
         for i, spec in enumerate(specs):
             directory = records.run_dir(options.output_dir, spec.run_id)
-            if (directory / records.DONE).exists():
+            if (directory / records.DONE).exists() and runner.is_finished(spec, directory):
                 outcomes[i] = runner.finished_outcome(spec, directory)
             elif not locks.enter_context(runner.claim(directory)):
                 outcomes[i] = runner.RunOutcome(spec.run_id, directory, "busy", None)
-            elif (directory / records.DONE).exists():
+            elif runner.inspect_run(spec, directory) == "finished":
                 outcomes[i] = runner.finished_outcome(spec, directory)
             else:
                 ctx = runner.prepare(spec, options, directory)

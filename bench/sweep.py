@@ -64,8 +64,11 @@ def test_env_choices(dataset: str, mode: str) -> list[tuple[str, ...]]:
     return [tuple(e.strip() for e in mode.split(",") if e.strip())]
 
 
-def expand(grid: Grid) -> list[RunSpec]:
-    """Every RunSpec of the grid, trial-major (an interrupted sweep holds whole trials), validated up front."""
+def expand(grid: Grid, data_dir: str | None = None, download: bool = False) -> list[RunSpec]:
+    """Every RunSpec of the grid, trial-major (an interrupted sweep holds whole trials), validated up front.
+
+    ``data_dir``/``download`` locate each dataset's files, whose content fingerprint is part of every run id.
+    """
     for value, what in ((grid.n_hparams, "--n-hparams"), (grid.n_trials, "--n-trials")):
         if value < 1:
             raise UserError(f"{what} must be >= 1, got {value}")
@@ -78,20 +81,27 @@ def expand(grid: Grid) -> list[RunSpec]:
             specs.append(make_spec(
                 algorithm, dataset, test_envs=list(test_envs), trial_seed=trial, hparams_seed=hseed, overrides=grid.overrides,
                 steps=grid.steps, eval_every=grid.eval_every, holdout_fraction=grid.holdout_fraction, size=grid.size, precision=grid.precision,
+                data_dir=data_dir, download=download,
             ))
     return list({s.run_id: s for s in specs}.values())  # explicit test-env sets may repeat
 
 
 def state(output_dir: str | Path, spec: RunSpec) -> str:
-    """done (has its ``done`` file), partial (its directory was started), or new."""
+    """done (finished and intact), damaged (finished but short or corrupt: trained again), partial (started), or new."""
     directory = records.run_dir(output_dir, spec.run_id)
-    if (directory / records.DONE).exists():
-        return "done"
-    return "partial" if directory.exists() else "new"
+    if not directory.exists():
+        return "new"
+    if not (directory / records.DONE).exists():
+        return "partial"
+    try:
+        records.check_run(directory, spec.to_dict())
+    except records.DamagedRun:
+        return "damaged"
+    return "done"
 
 
 def states(output_dir: str | Path, specs: Iterable[RunSpec]) -> dict[str, list[RunSpec]]:
-    found: dict[str, list[RunSpec]] = {"done": [], "partial": [], "new": []}
+    found: dict[str, list[RunSpec]] = {"done": [], "damaged": [], "partial": [], "new": []}
     for spec in specs:
         found[state(output_dir, spec)].append(spec)
     return found
@@ -118,7 +128,7 @@ def launch(
     from tqdm.auto import tqdm
 
     found = states(options.output_dir, specs)
-    todo = found["partial"] + found["new"]  # partial first: they hold checkpoints
+    todo = found["partial"] + found["damaged"] + found["new"]  # partial first: they hold checkpoints
     before = {k: len(v) for k, v in found.items()}
     finished: list[Finished] = []
     if todo:

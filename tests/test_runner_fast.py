@@ -33,7 +33,7 @@ def test_bf16_run_finishes_and_records_its_precision(tmp_path):
     outcome = runner.run(bf16, _options(tmp_path, "bf16"))
     assert outcome.status == "ok"
     info = records.read_json(outcome.run_dir / records.SPEC)
-    assert info["spec"]["precision"] == "bf16" and "precision" not in fp32.to_dict()
+    assert info["spec"]["precision"] == "bf16" and fp32.to_dict()["precision"] == "fp32"
     test_in = outcome.last_record["eval"]["e0"]["in"]["acc"]
     assert test_in is not None and test_in > 0.7, "bf16 training still learns the debug signal"
     with pytest.raises(UserError, match="precision"):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import cli, records, sweep
+from bench import cli, records, runner, sweep
 from bench.errors import UserError
 from bench.launchers import trained_log
 from bench.report import build_report, load_runs, render_tables
@@ -94,12 +94,15 @@ def test_bad_grids_are_user_errors(grid, match):
 
 
 def test_state_comes_from_run_directories(tmp_path):
-    specs = sweep.expand(sweep.Grid(("erm",), ("debug",), n_trials=3, test_envs="e0", size="tiny", steps=5))
+    specs = sweep.expand(sweep.Grid(("erm",), ("debug",), n_trials=4, test_envs="e0", size="tiny", steps=5))
     records.run_dir(tmp_path, specs[0].run_id).mkdir(parents=True)
-    done = records.run_dir(tmp_path, specs[1].run_id)
-    done.mkdir(parents=True)
-    records.write_json(done / records.DONE, {"status": "ok"})
-    assert {k: [s.run_id for s in v] for k, v in sweep.states(tmp_path, specs).items()} == {"done": [specs[1].run_id], "partial": [specs[0].run_id], "new": [specs[2].run_id]}
+    options = RuntimeOptions(output_dir=tmp_path, progress=False, threads=1)
+    runner.run(specs[1], options)
+    fake = records.run_dir(tmp_path, specs[3].run_id)  # "done" without records: never trusted
+    fake.mkdir(parents=True)
+    records.write_json(fake / records.DONE, {"status": "ok"})
+    found = {k: [s.run_id for s in v] for k, v in sweep.states(tmp_path, specs).items()}
+    assert found == {"done": [specs[1].run_id], "damaged": [specs[3].run_id], "partial": [specs[0].run_id], "new": [specs[2].run_id]}
 
 
 def test_sigkill_mid_sweep_then_rerun_completes_without_retraining(tmp_path, reference, capsys):
@@ -175,7 +178,7 @@ def test_single_run_flags_still_make_one_run(tmp_path, capsys):
 def test_launch_uses_given_options(tmp_path):
     specs = sweep.expand(sweep.Grid(("erm",), ("debug",), test_envs="e0", size="tiny", steps=5))
     result = sweep.launch(specs, RuntimeOptions(output_dir=tmp_path, threads=1), "local", progress=False, jobs=1)
-    assert result.before == {"done": 0, "partial": 0, "new": 1} and result.counts == {"ok": 1}
+    assert result.before == {"done": 0, "damaged": 0, "partial": 0, "new": 1} and result.counts == {"ok": 1}
     assert trained_log(run_dirs(tmp_path)[0])[0]["launcher"] == "local"
 
 

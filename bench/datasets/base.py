@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal, Mapping
 
 import torch
@@ -80,6 +81,15 @@ class MultiEnvDataset:
 
     def build(self) -> dict[str, EnvData]:
         raise NotImplementedError
+
+    @classmethod
+    def data_paths(cls, root: str | None) -> list[Path]:
+        """The files or folders this dataset reads (their content is part of every run's identity).
+
+        A dataset that reads files must list them here; the default, none, means generated
+        data, identified by its VERSION and the data seed. Missing data raises DataNotFoundError.
+        """
+        return []
 
     def augmentation(self, hparams: Mapping[str, Any]) -> Callable[[Tensor], Tensor] | None:
         """The train-time batch transform these hparams ask for (the runner attaches it to each env); None = none."""

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from bench.datasets.base import EnvData, Environment, MultiEnvDataset, register_dataset
-from bench.datasets.files import load_mnist, shuffled_mnist
+from bench.datasets.files import MNISTFiles, load_mnist, shuffled_mnist
 from bench.hparams import Fixed
 from bench.seeding import rng
 
@@ -38,7 +38,7 @@ def _colour_params(e: float) -> dict[str, float]:
 
 
 @register_dataset("cmnist")
-class ColoredMNIST(MultiEnvDataset):
+class ColoredMNIST(MNISTFiles, MultiEnvDataset):
     VERSION = 1
     ENVIRONMENTS = (
         Environment("+90%", _colour_params(0.1)),
@@ -62,7 +62,7 @@ class ColoredMNIST(MultiEnvDataset):
 
 
 @register_dataset("cmnist_irm")
-class ColoredMNISTIRM(MultiEnvDataset):
+class ColoredMNISTIRM(MNISTFiles, MultiEnvDataset):
     VERSION = 1
     ENVIRONMENTS = (
         Environment("train_0.2", _colour_params(0.2)),

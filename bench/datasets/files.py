@@ -37,6 +37,21 @@ def find_data(explicit: str | None, candidates: list[str], what: str, how_to_get
     )
 
 
+MNIST_CANDIDATES = ["mnist.npz", "MNIST/raw"]
+MNIST_HOW = (
+    "Get mnist.npz (arrays x_train, y_train, x_test, y_test; the repository's ../shared/data has one), "
+    "or add --download to fetch MNIST with torchvision into DIR/MNIST/raw."
+)
+
+
+class MNISTFiles:
+    """Mixin for datasets built from MNIST: declares the file they read."""
+
+    @classmethod
+    def data_paths(cls, root: str | None) -> list[Path]:
+        return [find_data(root, MNIST_CANDIDATES, "MNIST", MNIST_HOW)]
+
+
 def load_mnist(explicit_root: str | None, download: bool = False) -> tuple["np.ndarray", "np.ndarray", "np.ndarray", "np.ndarray"]:
     """MNIST in the official order as uint8 arrays (x_train, y_train, x_test, y_test).
 

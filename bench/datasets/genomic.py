@@ -148,10 +148,21 @@ class SequenceDataset(MultiEnvDataset):
     def augmentation(self, hparams: Mapping[str, Any]) -> Callable[[Tensor], Tensor] | None:
         return reverse_complement if hparams.get("revcomp") else None
 
+    @classmethod
+    def _locate(cls, root: str | None, name: str) -> Path:
+        if Path(name).is_absolute():
+            return Path(name)
+        return find_data(root, [f"genomic/{name}", name], f"{cls.NAME} file {name}", HOW_TO_GET)
+
+    @classmethod
+    def data_paths(cls, root: str | None) -> list[Path]:
+        files = dict.fromkeys(env.params["file"] for env in cls.ENVIRONMENTS)
+        return [cls._locate(root, name) for name in files if "://" not in name]
+
     def _read(self, name: str) -> dict[str, np.ndarray]:
-        if "://" in name or Path(name).is_absolute():
+        if "://" in name:
             return read_sequence_file(name)
-        path = find_data(self.root, [f"genomic/{name}", name], f"{self.NAME} file {name}", HOW_TO_GET)
+        path = self._locate(self.root, name)
         columns = read_sequence_file(path)
         task = name.removeprefix("gue_").removesuffix(".csv.gz")
         if self.CHECK_GUE_SPLITS and task in GUE_SPLITS:

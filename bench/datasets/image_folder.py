@@ -119,11 +119,15 @@ class ImageFolderDataset(MultiEnvDataset):
     def augmentation(self, hparams: Mapping[str, Any]) -> Callable[[Tensor], Tensor] | None:
         return augment_batch if hparams.get("augment") else None
 
+    @classmethod
+    def data_paths(cls, root: str | None) -> list[Path]:
+        layout = f"{cls.DIRNAME}/<domain>/<class>/*.jpg with domains {', '.join(cls.env_names())}"
+        how = f"Expected layout: {layout}." + (" Or add --download to fetch it from the HuggingFace hub." if cls.HUB_ID else "")
+        return [find_data(root, [cls.DIRNAME], cls.NAME, how)]
+
     def _root(self) -> Path:
-        layout = f"{self.DIRNAME}/<domain>/<class>/*.jpg with domains {', '.join(self.env_names())}"
-        how = f"Expected layout: {layout}." + (" Or add --download to fetch it from the HuggingFace hub." if self.HUB_ID else "")
         try:
-            return find_data(self.root, [self.DIRNAME], self.NAME, how)
+            return self.data_paths(self.root)[0]
         except DataNotFoundError:
             if not (self.download and self.HUB_ID):
                 raise

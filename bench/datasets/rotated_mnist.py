@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from bench.datasets.base import EnvData, Environment, MultiEnvDataset, register_dataset
-from bench.datasets.files import shuffled_mnist
+from bench.datasets.files import MNISTFiles, shuffled_mnist
 
 ANGLES = (0, 15, 30, 45, 60, 75)
 
@@ -27,7 +27,7 @@ def rotate(images: np.ndarray, angle: float) -> torch.Tensor:
 
 
 @register_dataset("rmnist")
-class RotatedMNIST(MultiEnvDataset):
+class RotatedMNIST(MNISTFiles, MultiEnvDataset):
     VERSION = 1
     ENVIRONMENTS = tuple(Environment(f"{a}", {"angle": a}) for a in ANGLES)
     INPUT_SHAPE = (1, 28, 28)

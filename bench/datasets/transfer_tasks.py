@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from bench.datasets.base import EnvData, Environment
-from bench.datasets.files import load_mnist
+from bench.datasets.files import MNISTFiles, load_mnist
 from bench.hparams import Fixed
 from bench.transfer.tasks import TransferTask, env_task, register_task
 
@@ -19,7 +19,7 @@ def _mnist_digits(x: np.ndarray, y: np.ndarray, digits: range, limit: int | None
 
 
 @register_task("mnist_ab")
-class MnistAB(TransferTask):
+class MnistAB(MNISTFiles, TransferTask):
     """MNIST class split of Yosinski et al. (2014): digits 0-4 (task A, source) -> digits 5-9 (task B, target)."""
 
     VERSION = 1

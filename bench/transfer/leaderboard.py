@@ -39,7 +39,7 @@ def transfer_views(runs: Sequence[Run]) -> list[Run]:
     from bench.transfer.recipes import Recipe
 
     recipes = {n for n in ALGORITHMS.names() if issubclass(ALGORITHMS.get(n), Recipe)}
-    return [_view(run, t) for run in runs if run.spec["algorithm"] in recipes for t in run.spec["test_envs"]]
+    return [_view(run, t) for run in runs if run.spec.get("algorithm") in recipes for t in run.spec["test_envs"]]
 
 
 def load_transfer_runs(output_dir: str | Path) -> list[Run]:

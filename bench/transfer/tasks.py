@@ -11,6 +11,7 @@ every larger one.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -111,6 +112,10 @@ class EnvTransferTask(TransferTask):
     TARGET_ENV: ClassVar[str]
     OOD_ENVS: ClassVar[tuple[str, ...]] = ()
     TEST_FRACTION: ClassVar[float] = 0.3
+
+    @classmethod
+    def data_paths(cls, root: str | None) -> list[Path]:
+        return DATASETS.get(cls.BASE).data_paths(root)
 
     def _base(self) -> MultiEnvDataset:
         from bench.runner import load_dataset  # cached per process: built once for target and source
