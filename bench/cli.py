@@ -159,7 +159,7 @@ _SWEEP_ONLY = {"selection": "--selection", "no_stack": "--no-stack", "slurm_part
 def _refuse(args: argparse.Namespace, flags: dict[str, str], mode: str) -> None:
     given = [flag for dest, flag in flags.items() if getattr(args, dest, None) not in (None, False)]
     if given:
-        raise UserError(f"{', '.join(given)} do(es) not apply to {mode}")
+        raise UserError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to {mode}")
 
 
 def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:

@@ -66,12 +66,19 @@ def _write_cache(cache: dict[str, Any]) -> None:
         pass
 
 
-@functools.lru_cache(maxsize=64)
 def path_digest(path: Path) -> str:
-    """SHA-256 of the manifest (relative path, size, content digest) of a file or folder."""
+    """SHA-256 of the manifest (relative path, size, content digest) of a file or folder.
+
+    Files are read again only when a size or modification time changed since the last digest.
+    """
     path = Path(path).resolve()
     files = _files(path)
-    signature = _stat_signature(path, files)
+    return _digest(path, _stat_signature(path, files))
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: Path, signature: str) -> str:
+    files = _files(path)
     cache = _read_cache()
     entry = cache.get(str(path))
     if entry and entry.get("signature") == signature:
@@ -81,7 +88,8 @@ def path_digest(path: Path) -> str:
         for f in files
     ]
     digest = hashlib.sha256(json.dumps(manifest).encode()).hexdigest()
-    cache[str(path)] = {"signature": signature, "digest": digest}
+    if _stat_signature(path, files) == signature:  # unchanged while it was read
+        cache[str(path)] = {"signature": signature, "digest": digest}
     _write_cache(cache)
     return digest
 

@@ -109,10 +109,12 @@ def make_spec(
     precision: str | None = None,
     data_dir: str | None = None,
     download: bool = False,
+    data: str | None = None,
 ) -> RunSpec:
     """A validated, fully resolved RunSpec; defaults come from the dataset. Bad input raises UserError.
 
-    ``data_dir``/``download`` locate the dataset's files, whose content is fingerprinted.
+    ``data_dir``/``download`` locate the dataset's files, whose content is fingerprinted;
+    ``data`` passes that fingerprint when the caller computed it already (a sweep, once per dataset).
     """
     from bench.algorithms import ALGORITHMS
     from bench.datasets import DATASETS
@@ -158,7 +160,7 @@ def make_spec(
         precision=precision,
         hparams=_resolve(space, algorithm, dataset, hparams_seed, trial_seed, overrides),
         space=space_digest(space),
-        data=dataset_fingerprint(dataset, data_dir, download),
+        data=data or dataset_fingerprint(dataset, data_dir, download),
         code=code_digests(alg_cls, ds_cls),
     )
 

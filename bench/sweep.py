@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from bench import records
 from bench.errors import UserError
 from bench.launchers import Finished, get
-from bench.spec import RunSpec, RuntimeOptions, make_spec
+from bench.spec import RunSpec, RuntimeOptions, dataset_fingerprint, make_spec
 
 TEST_ENV_MODES = ("single", "all", "pairs")
 
@@ -75,13 +75,14 @@ def expand(grid: Grid, data_dir: str | None = None, download: bool = False) -> l
     if not grid.algorithms or not grid.datasets:
         raise UserError("a sweep needs at least one algorithm and one dataset")
     specs = []
+    fingerprints = {d: dataset_fingerprint(d, data_dir, download) for d in grid.datasets}
     for trial, dataset in itertools.product(range(grid.n_trials), grid.datasets):
         choices = test_env_choices(dataset, grid.test_envs)
         for algorithm, test_envs, hseed in itertools.product(grid.algorithms, choices, range(grid.n_hparams)):
             specs.append(make_spec(
                 algorithm, dataset, test_envs=list(test_envs), trial_seed=trial, hparams_seed=hseed, overrides=grid.overrides,
                 steps=grid.steps, eval_every=grid.eval_every, holdout_fraction=grid.holdout_fraction, size=grid.size, precision=grid.precision,
-                data_dir=data_dir, download=download,
+                data=fingerprints[dataset],
             ))
     return list({s.run_id: s for s in specs}.values())  # explicit test-env sets may repeat
 
