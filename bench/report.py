@@ -2,7 +2,8 @@
 
 std uses ddof=1; n is always shown, and a cell with fewer trials than the dataset's
 sweep shows ``k/n``. Optional SE and a 95% t-interval. Each non-ERM cell gets a paired
-t-test against ERM over the trials both have (scipy); ``*`` marks p < 0.05.
+t-test against ERM over the trials both have (scipy); the p-values of one table (every
+algorithm x column) are Holm-adjusted as one family, and ``*`` marks adjusted p < 0.05.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ class Cell:
     diverged: int = 0
     partial: int = 0
     damaged: int = 0
-    p_vs_baseline: float | None = None
+    p_vs_baseline: float | None = None  # Holm-adjusted within the cell's table
+    p_raw: float | None = None  # the paired t-test's own p-value
 
     @property
     def n(self) -> int:
@@ -176,9 +178,26 @@ def _paired_p(values: dict[int, float], baseline: dict[int, float]) -> float | N
 
 
 def _with_test(cells: dict[str, Cell]) -> dict[str, Cell]:
-    """Attach each algorithm's paired p-value against the baseline in the same column."""
+    """Attach each algorithm's raw paired p-value against the baseline in the same column."""
     base = cells.get(BASELINE)
-    return {a: c if base is None or a == BASELINE else dataclasses.replace(c, p_vs_baseline=_paired_p(c.values, base.values)) for a, c in cells.items()}
+    return {a: c if base is None or a == BASELINE else dataclasses.replace(c, p_raw=_paired_p(c.values, base.values)) for a, c in cells.items()}
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment: controls the family-wise error rate over all the comparisons."""
+    order = np.argsort(pvalues, kind="stable")
+    m, running, adjusted = len(pvalues), 0.0, [0.0] * len(pvalues)
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def _holm_table(table: dict[str, dict[str, Cell]]) -> dict[str, dict[str, Cell]]:
+    """Every comparison with the baseline in one table is one family."""
+    keys = [(col, a) for col, column in table.items() for a, c in column.items() if c.p_raw is not None]
+    adjusted = dict(zip(keys, holm([table[col][a].p_raw for col, a in keys])))
+    return {col: {a: dataclasses.replace(c, p_vs_baseline=adjusted.get((col, a))) for a, c in column.items()} for col, column in table.items()}
 
 
 def cells(report: Report, dataset: str, rule: str) -> dict[str, dict[str, Cell]]:
@@ -201,7 +220,7 @@ def cells(report: Report, dataset: str, rule: str) -> dict[str, dict[str, Cell]]
             complete = set.intersection(*(set(v) for v in per))
             avg[a] = Cell({t: float(np.mean([v[t] for v in per])) for t in sorted(complete)}, expected)
         table["Avg"] = _with_test(avg)
-    return table
+    return _holm_table(table)
 
 
 def mean_ranks(columns: dict[str, dict[str, Cell]], skip: Sequence[str] = ("Avg",)) -> dict[str, float | None]:
@@ -220,7 +239,8 @@ def legend(spread: str, ci: bool) -> str:
     text = f"Cells: test-environment accuracy (%), mean ± {'std (ddof=1)' if spread == 'std' else 'SE'} over trials (n trials; k/n when some are missing)"
     if ci:
         text += ", [95% t-interval]"
-    return text + f"; * paired t-test vs {BASELINE.upper()} over shared trials, p < {ALPHA}."
+    return text + (f"; * paired t-test vs {BASELINE.upper()} over shared trials, p < {ALPHA} after Holm's correction "
+                   "over all comparisons in the table (p-values in selected.csv/json).")
 
 
 def dataset_table(report: Report, dataset: str, rule: str, spread: str = "std", ci: bool = False) -> Table:
@@ -306,11 +326,14 @@ def diagnostic_table(report: Report, dataset: str, rule: str, key: str = DIAGNOS
 
 
 def selected_rows(report: Report) -> list[dict[str, Any]]:
-    """Flat per-trial rows (every rule): the values behind every cell, with the chosen run and hparams."""
+    """Flat per-trial rows (every rule): the values behind every cell, with the chosen run and hparams,
+    and the cell's paired test against the baseline (raw and Holm-adjusted p)."""
     rows = []
     for rule in report.rules:
+        tables = {d: cells(report, d, rule) for d in report.datasets}
         for s in report.selected[rule]:
-            row = {"rule": rule, **asdict(s)}
+            cell = tables.get(s.dataset, {}).get(s.test_env, {}).get(s.algorithm)
+            row = {"rule": rule, **asdict(s), "p_vs_erm": cell and cell.p_raw, "p_vs_erm_holm": cell and cell.p_vs_baseline}
             row["hparams"] = dict(s.hparams)
             rows.append(row)
     return rows
@@ -319,7 +342,7 @@ def selected_rows(report: Report) -> list[dict[str, Any]]:
 def write_selected(report: Report, csv_path: Path, json_path: Path) -> None:
     rows = selected_rows(report)
     json_path.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
-    fields = ["rule", *(f for f in Selected.__dataclass_fields__)]
+    fields = ["rule", *(f for f in Selected.__dataclass_fields__), "p_vs_erm", "p_vs_erm_holm"]
     with open(csv_path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()

@@ -186,3 +186,24 @@ def test_published_rows_only_where_they_have_a_value_in_the_table():
     page = leaderboard.markdown(build_report(runs, ["train_val"]), "c", "cmd")
     assert "ERM (published: Gulrajani" in page and "| 10.0 " in page
     assert "IRM (published: Gulrajani" not in page
+
+
+def test_holm_adjustment_by_hand():
+    from bench.report import holm
+
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])
+    assert holm([]) == []
+
+
+def test_stars_use_holm_adjusted_p_values_and_both_are_in_selected_rows():
+    rules = ["train_val", "oracle", "last"]
+    rep = build_report(golden_runs(), rules)
+    found = [(rule, col, a, c) for rule in rules for col, column in cells(rep, "toy", rule).items() for a, c in column.items()
+             if c.p_raw is not None and c.p_raw < 0.05 <= c.p_vs_baseline]
+    assert found, "the golden runs should hold a cell significant alone but not after correcting for its table"
+    rule, col, a, cell = found[0]
+    assert cell.format().endswith(")") and cell.p_vs_baseline > cell.p_raw
+    if col != "Avg":
+        row = next(r for r in selected_rows(rep) if (r["rule"], r["algorithm"], r["test_env"]) == (rule, a, col))
+        assert row["p_vs_erm"] == cell.p_raw and row["p_vs_erm_holm"] == cell.p_vs_baseline
