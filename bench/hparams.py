@@ -62,6 +62,16 @@ class Choice(Param):
         return f"choice{list(self.options)}"
 
 
+class Setting(Choice):
+    """A choice that random search leaves at its default: it names a protocol, not a tuning knob."""
+
+    def sample(self, gen: np.random.Generator) -> Any:
+        return self.default
+
+    def describe(self) -> str:
+        return f"fixed, one of {list(self.options)}"
+
+
 @dataclass(frozen=True)
 class Uniform(Param):
     low: float = 0.0

@@ -45,7 +45,7 @@ def golden_runs():
     for alg, boost in (("erm", -0.2), ("irm", 0.2)):
         for trial in range(3):
             recs = [record(s, {"train_0.2": (0.8 - boost / 4, None), "train_0.1": (0.85 - boost / 4, None), "test": (0.3 + boost + 0.01 * trial + 0.0001 * s, None)}) for s in (0, 250, 500)]
-            runs.append(run(alg, ("test",), trial, 0, recs, dataset="cmnist_irm", holdout_fraction=0.0, steps=501, eval_every=250))
+            runs.append(run(alg, ("test",), trial, 0, recs, dataset="cmnist_irm", holdout_fraction=0.0, steps=501, eval_every=250, size="full"))
     return runs
 
 
@@ -182,10 +182,20 @@ def test_grad_cos_counts_a_run_holding_out_two_test_envs_once():
 
 def test_published_rows_only_where_they_have_a_value_in_the_table():
     """DomainBed's cmnist train_val rows: ERM has a -90% value, IRM only an Avg, which a -90%-only table lacks."""
-    runs = [run(a, ("-90%",), t, 0, [record(0, {"+90%": (0.7, 0.7), "+80%": (0.7, 0.7), "-90%": (0.1, 0.1)})], dataset="cmnist") for a in ("erm", "irm") for t in (0, 1)]
+    runs = [run(a, ("-90%",), t, 0, [record(0, {"+90%": (0.7, 0.7), "+80%": (0.7, 0.7), "-90%": (0.1, 0.1)})], dataset="cmnist",
+                size="full", steps=5001, eval_every=100) for a in ("erm", "irm") for t in (0, 1)]
     page = leaderboard.markdown(build_report(runs, ["train_val"]), "c", "cmd")
     assert "ERM (published: Gulrajani" in page and "| 10.0 " in page
     assert "IRM (published: Gulrajani" not in page
+
+
+def test_published_rows_are_hidden_beside_another_protocol_and_the_difference_is_named():
+    """DomainBed's 5001-step numbers never sit beside a reduced-budget or tiny run."""
+    runs = [run(a, ("-90%",), t, 0, [record(0, {"+90%": (0.7, 0.7), "+80%": (0.7, 0.7), "-90%": (0.1, 0.1)})], dataset="cmnist",
+                size="full", steps=500, eval_every=100) for a in ("erm", "irm") for t in (0, 1)]
+    page = leaderboard.markdown(build_report(runs, ["train_val"]), "c", "cmd")
+    assert "(published: Gulrajani" not in page
+    assert "their protocol differs (steps 5001 vs 500)" in page
 
 
 def test_holm_adjustment_by_hand():

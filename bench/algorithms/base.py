@@ -27,6 +27,9 @@ ANNEALING_HPARAMS: dict[str, Param] = {
 }
 
 
+IRM_CMNIST_DATASETS = ("cmnist_irm", "cmnist_fishr")  # the IRM paper's data, under its two conventions
+
+
 def irm_paper_cmnist(weight_key: str, anneal_key: str, weight: float = 91257.18613115903) -> dict[str, Param]:
     """The IRM paper's tuned Colored MNIST settings (reproduce_paper_results.sh), reused by the Fishr paper."""
     return {

@@ -22,7 +22,8 @@ from torch import Tensor
 from torch.func import functional_call, grad, vmap
 
 from bench.algorithms.base import (
-    ANNEALING_HPARAMS, Algorithm, Minibatches, classification_loss, irm_paper_cmnist, register_algorithm, split_by_env,
+    ANNEALING_HPARAMS, IRM_CMNIST_DATASETS, Algorithm, Minibatches, classification_loss, irm_paper_cmnist, register_algorithm,
+    split_by_env,
 )
 from bench.hparams import Fixed, IntUniform, LogUniform, Uniform
 
@@ -50,10 +51,11 @@ class Fishr(Algorithm):
         **ANNEALING_HPARAMS,
     }
     DATASET_HPARAMS = {
-        "cmnist_irm": {
+        name: {
             **irm_paper_cmnist("lambda", "penalty_anneal_iters"),
             "ema": Fixed(0.0, "the Fishr Colored MNIST code has no moving average"),
         }
+        for name in IRM_CMNIST_DATASETS
     }
 
     def __init__(self, input_shape, num_classes, num_train_envs, hparams):

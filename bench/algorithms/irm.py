@@ -18,7 +18,8 @@ import torch
 from torch import Tensor, autograd
 
 from bench.algorithms.base import (
-    ANNEALING_HPARAMS, Algorithm, Minibatches, classification_loss, irm_paper_cmnist, register_algorithm, split_by_env,
+    ANNEALING_HPARAMS, IRM_CMNIST_DATASETS, Algorithm, Minibatches, classification_loss, irm_paper_cmnist, register_algorithm,
+    split_by_env,
 )
 from bench.hparams import IntLogUniform, LogUniform
 
@@ -45,7 +46,7 @@ class IRM(Algorithm):
         "irm_penalty_anneal_iters": IntLogUniform(500, "steps with penalty weight 1 before irm_lambda", low=1, high=1e4, base=10.0, minimum=0),
         **ANNEALING_HPARAMS,
     }
-    DATASET_HPARAMS = {"cmnist_irm": irm_paper_cmnist("irm_lambda", "irm_penalty_anneal_iters")}
+    DATASET_HPARAMS = {name: irm_paper_cmnist("irm_lambda", "irm_penalty_anneal_iters") for name in IRM_CMNIST_DATASETS}
 
     def __init__(self, input_shape, num_classes, num_train_envs, hparams):
         super().__init__(input_shape, num_classes, num_train_envs, hparams)

@@ -20,9 +20,9 @@ import torch
 
 from bench.algorithms.base import classification_loss, register_algorithm
 from bench.errors import UserError
-from bench.hparams import Fixed, IntLogUniform, LogUniform
+from bench.hparams import Fixed, IntLogUniform, LogUniform, Setting
 from bench.transfer.pretrain import OBJECTIVES
-from bench.transfer.recipes import Recipe, Setting
+from bench.transfer.recipes import Recipe
 
 
 @register_algorithm("scratch")

@@ -5,9 +5,12 @@ Loss = mean of the per-environment risks + weight * their variance (population v
 as DomainBed). Annealing as IRM: weight 1 for ``vrex_penalty_anneal_iters`` steps, then
 ``vrex_lambda`` (see ``Algorithm.penalised_loss``).
 
-On ``cmnist_irm`` (the Fishr paper's V-REx run with the IRM paper's settings) the Fishr
-code penalises (R_0 - R_1)^2 with weight 91257.186; for two environments that is
-4 * Var(R), so ``vrex_lambda`` there is 4 * 91257.186 and the objective is the same.
+On ``cmnist_irm`` and ``cmnist_fishr`` V-REx is the Fishr paper's run (its
+coloredmnist/train_coloredmnist.py, algorithm ``rex``): the penalty is the squared risk
+difference (R_0 - R_1)^2 (``vrex_penalty: squared_difference``, two training
+environments only), weight 1 for 190 steps, then 91257.186 with the loss divided by it.
+For two environments that is 4 * Var(R), so after annealing only the loss scale differs
+from the variance form, but before it the penalty is 4x DomainBed's.
 """
 
 from __future__ import annotations
@@ -16,27 +19,38 @@ import torch
 from torch import Tensor
 
 from bench.algorithms.base import (
-    ANNEALING_HPARAMS, Algorithm, Minibatches, classification_loss, irm_paper_cmnist, register_algorithm, split_by_env,
+    ANNEALING_HPARAMS, IRM_CMNIST_DATASETS, Algorithm, Minibatches, classification_loss, irm_paper_cmnist, register_algorithm,
+    split_by_env,
 )
-from bench.hparams import IntLogUniform, LogUniform
+from bench.errors import UserError
+from bench.hparams import IntLogUniform, LogUniform, Setting
 
-IRM_PAPER_WEIGHT = 91257.18613115903
+PENALTIES = ("variance", "squared_difference")
 
 
 @register_algorithm("vrex")
 class VREx(Algorithm):
     """V-REx (Krueger et al., 2021): mean risk + weight * variance of the environment risks."""
 
-    VERSION = 1
+    VERSION = 2
     HPARAMS = {
         "vrex_lambda": LogUniform(1e1, "weight of the variance of the environment risks after annealing", low=1e-1, high=1e5),
         "vrex_penalty_anneal_iters": IntLogUniform(500, "steps with penalty weight 1 before vrex_lambda", low=1, high=1e4, base=10.0, minimum=0),
+        "vrex_penalty": Setting("variance", "variance of the risks (DomainBed), or (R_0 - R_1)^2 (the Fishr code)", options=PENALTIES),
         **ANNEALING_HPARAMS,
     }
-    DATASET_HPARAMS = {"cmnist_irm": irm_paper_cmnist("vrex_lambda", "vrex_penalty_anneal_iters", weight=4 * IRM_PAPER_WEIGHT)}
+    DATASET_HPARAMS = {
+        name: {
+            **irm_paper_cmnist("vrex_lambda", "vrex_penalty_anneal_iters"),
+            "vrex_penalty": Setting("squared_difference", "the Fishr code's rex penalty", options=PENALTIES),
+        }
+        for name in IRM_CMNIST_DATASETS
+    }
 
     def __init__(self, input_shape, num_classes, num_train_envs, hparams):
         super().__init__(input_shape, num_classes, num_train_envs, hparams)
+        if hparams["vrex_penalty"] == "squared_difference" and num_train_envs != 2:
+            raise UserError(f"vrex_penalty squared_difference needs exactly 2 training environments, got {num_train_envs}")
         self.build_network()
         self.optimizer = self.make_optimizer(self.network.parameters())
 
@@ -45,7 +59,10 @@ class VREx(Algorithm):
         nlls = [classification_loss(l, y) for l, (_, y) in zip(logits, minibatches)]
         losses = torch.stack(nlls)
         nll = losses.mean()
-        penalty = (losses - nll).pow(2).mean()
+        if self.hparams["vrex_penalty"] == "squared_difference":
+            penalty = (losses[0] - losses[1]).pow(2)
+        else:
+            penalty = (losses - nll).pow(2).mean()
         diagnostics = self.head_grad_cos(nlls)
         loss = self.penalised_loss(nll, penalty, self.hparams["vrex_lambda"], self.hparams["vrex_penalty_anneal_iters"])
         self.minimize(loss)

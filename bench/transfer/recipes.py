@@ -17,21 +17,12 @@ from torch import Tensor
 
 from bench.algorithms.base import Algorithm, Minibatches, classification_loss
 from bench.errors import UserError
-from bench.hparams import Choice, Fixed, LogUniform, Param
+from bench.hparams import Fixed, LogUniform, Param, Setting
 from bench.networks import featurizer_space
 from bench.transfer.blocks import block_parameters, named_blocks
 from bench.transfer.diagnostics import BlockDiagnostics
 from bench.transfer.pretrain import OBJECTIVES, PretrainSpec, ensure_pretrained
 
-
-class Setting(Choice):
-    """A choice that random search leaves at its default: it names a protocol, not a tuning knob."""
-
-    def sample(self, gen: Any) -> Any:
-        return self.default
-
-    def describe(self) -> str:
-        return f"fixed, one of {list(self.options)}"
 
 
 class Recipe(Algorithm):
