@@ -9,6 +9,7 @@ from bench.algorithms import ALGORITHMS
 from bench.algorithms.base import classification_loss, mean_pairwise_cosine
 from bench.algorithms.fishr import per_sample_grads
 from bench.datasets import DATASETS
+from bench.errors import UserError
 from bench.hparams import sample, space_for
 from bench.testing import check_algorithm
 
@@ -99,14 +100,51 @@ def test_resume_across_schedule_switch(name):
     assert torch.allclose(straight.predict(x), resumed.predict(x), atol=1e-5)
 
 
-def test_cmnist_irm_uses_the_papers_settings():
-    ds = DATASETS.get("cmnist_irm")
-    for name, weight_key, anneal_key in [("irm", "irm_lambda", "irm_penalty_anneal_iters"), ("vrex", "vrex_lambda", "vrex_penalty_anneal_iters"), ("fishr", "lambda", "penalty_anneal_iters")]:
-        hp = sample(space_for(ALGORITHMS.get(name), ds), name, "cmnist_irm", 0, 0)
-        assert (hp["mlp_width"], hp["l2"], hp["lr"], hp[anneal_key], hp["batch_size"], hp["irm_code"]) == (390, 0.00110794568, 0.0004898536566546834, 190, 0, True)
-        assert hp[weight_key] == 91257.18613115903 * (4 if name == "vrex" else 1)
-    erm = sample(space_for(ALGORITHMS.get("erm"), ds), "erm", "cmnist_irm", 0, 0)
-    assert (erm["mlp_width"], erm["l2"], erm["lr"]) == (256, 0.001, 0.001)
+# Literals from the reference code, not read back from bench: the IRM repository's
+# code/colored_mnist/reproduce_paper_results.sh (IRM, ERM and grayscale-oracle commands)
+# and the Fishr repository's coloredmnist/train_coloredmnist.py (defaults = IRM-tuned).
+IRM_TUNED = {"mlp_width": 390, "l2": 0.00110794568, "lr": 0.0004898536566546834}
+IRM_CODE_ERM = {"mlp_width": 256, "l2": 0.001, "lr": 0.001}
+ORACLE = {"mlp_width": 83, "l2": 0.0008602868865288383, "lr": 0.0028171488133821726}
+PENALISED = [("irm", "irm_lambda", "irm_penalty_anneal_iters"), ("vrex", "vrex_lambda", "vrex_penalty_anneal_iters"),
+             ("fishr", "lambda", "penalty_anneal_iters")]
+
+
+def _defaults(algorithm: str, dataset: str) -> dict:
+    return sample(space_for(ALGORITHMS.get(algorithm), DATASETS.get(dataset)), algorithm, dataset, 0, 0)
+
+
+@pytest.mark.parametrize("dataset", ["cmnist_irm", "cmnist_fishr"])
+def test_irm_data_penalised_methods_use_the_irm_papers_tuned_settings(dataset):
+    for name, weight_key, anneal_key in PENALISED:
+        hp = _defaults(name, dataset)
+        assert {k: hp[k] for k in IRM_TUNED} == IRM_TUNED
+        assert (hp[weight_key], hp[anneal_key], hp["batch_size"], hp["irm_code"]) == (91257.18613115903, 190, 0, True)
+    assert _defaults("vrex", dataset)["vrex_penalty"] == "squared_difference"  # the Fishr code's (R0 - R1)^2
+    assert _defaults("fishr", dataset)["ema"] == 0.0
+
+
+def test_irm_data_conventions_for_everything_else():
+    """cmnist_irm: ERM (and every untuned method) at the IRM code's ERM flags; cmnist_fishr: at the IRM-tuned ones."""
+    for name in ("erm", "coral", "group_dro"):
+        assert {k: _defaults(name, "cmnist_irm")[k] for k in IRM_CODE_ERM} == IRM_CODE_ERM
+        assert {k: _defaults(name, "cmnist_fishr")[k] for k in IRM_TUNED} == IRM_TUNED
+    oracle = _defaults("erm", "cmnist_irm_gray")
+    assert {k: oracle[k] for k in ORACLE} == ORACLE
+    assert (DATASETS.get("cmnist_irm_gray").N_STEPS, DATASETS.get("cmnist_irm").N_STEPS, DATASETS.get("cmnist_fishr").N_STEPS) == (101, 501, 501)
+
+
+def test_vrex_squared_difference_penalty_is_four_times_the_variance_for_two_envs():
+    torch.manual_seed(0)
+    batches = [(torch.randn(32, 2, 14, 14), torch.randint(0, 2, (32,))) for _ in range(2)]
+    values = {}
+    for form in ("variance", "squared_difference"):
+        torch.manual_seed(1)
+        hp = {**_defaults("vrex", "cmnist_irm"), "vrex_penalty": form}
+        values[form] = ALGORITHMS.get("vrex")((2, 14, 14), 1, 2, hp).update(batches)["penalty"]
+    assert values["squared_difference"] == pytest.approx(4 * values["variance"], rel=1e-5)
+    with pytest.raises(UserError, match="exactly 2 training environments"):
+        ALGORITHMS.get("vrex")((2, 14, 14), 1, 3, {**_defaults("vrex", "cmnist_irm")})
 
 
 @pytest.mark.parametrize("n_outputs", [1, 3])
