@@ -373,7 +373,7 @@ def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
 def _add_leaderboard(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", type=Path, required=True, help="output directory of the sweep(s) (holds runs/)")
     p.add_argument("--out", type=Path, default=Path("leaderboard"), help="directory for README.md, selected.csv/json and PNGs")
-    p.add_argument("--selection", default="train_val,oracle,last", help="comma-separated rules: train_val, loo, oracle, last")
+    p.add_argument("--selection", default="train_val,oracle,last", help="comma-separated rules: train_val, loo, oracle, last, val_env")
     p.add_argument("--title", default="Leaderboard")
     p.add_argument("--format", choices=("markdown", "latex", "plain"), default=None, help="also print the tables in this format")
     p.add_argument("--spread", choices=("std", "se"), default="std", help="spread printed after ± (with --format)")

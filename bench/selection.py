@@ -16,6 +16,11 @@ there (DomainBed's convention):
   best step, then best hparams sample. A missing pair run leaves the trial missing.
 - ``last``: no selection: the default-hparams run (``hparams_seed`` 0) at its last
   checkpoint, for protocols that fix hyperparameters (e.g. the IRM paper's).
+- ``val_env``: a declared validation environment (the dataset's ``VALIDATION_ENV``,
+  held out like a test environment, e.g. CDSprites' colour-scrambled ``val`` as in the
+  Fish code): per run the checkpoint with the best accuracy over that whole
+  environment, then the best hparams sample; the validation environment itself gets
+  no value.
 
 Diverged, unfinished and damaged runs are never candidates; they are counted in each
 result so tables can show them. Runs that differ in anything but their seeds are never
@@ -110,6 +115,26 @@ def _pick_last(run: Run, test_env: str, _: Callable) -> _Pick | None:
     return _Pick(run, run.records[-1], 0.0) if run.spec["hparams_seed"] == 0 else None
 
 
+def validation_env(dataset: str) -> str | None:
+    """The environment a dataset declares for model selection (``VALIDATION_ENV``), if any."""
+    from bench.datasets import DATASETS  # registered datasets only; hand-made runs have none
+
+    return getattr(DATASETS.get(dataset), "VALIDATION_ENV", None) if dataset in DATASETS else None
+
+
+def _whole_env_acc(record: Mapping[str, Any], env: str) -> float | None:
+    parts = [record["eval"][env][p] for p in ("in", "out")]
+    parts = [p for p in parts if p.get("acc") is not None and p.get("n")]
+    return sum(p["acc"] * p["n"] for p in parts) / sum(p["n"] for p in parts) if parts else None
+
+
+def _pick_val_env(run: Run, test_env: str, _: Callable) -> _Pick | None:
+    val = validation_env(run.spec["dataset"])
+    if val is None or val == test_env or val not in run.spec["test_envs"]:
+        return None
+    return _best([_Pick(run, r, _whole_env_acc(r, val)) for r in run.records])
+
+
 def _pick_loo(run: Run, test_env: str, pair_run: Callable[[Run, str], Run | None]) -> _Pick | None:
     others = _train_envs(run, run.records[0])
     pairs = {v: pair_run(run, v) for v in others}
@@ -129,6 +154,7 @@ RULES: dict[str, tuple[str, Callable[[Run, str, Callable], _Pick | None]]] = {
     "loo": ("leave-one-domain-out cross-validation", _pick_loo),
     "oracle": ("test-domain validation (oracle), last checkpoint", _pick_oracle),
     "last": ("default hparams, last checkpoint (no selection)", _pick_last),
+    "val_env": ("declared validation environment (the Fish code's rule)", _pick_val_env),
 }
 
 
@@ -268,4 +294,6 @@ def _why_missing(rule: str, members: list[Run], finished: list[Run], counts: Map
         return "no default-hparams run (hparams_seed 0)"
     if rule == "loo":
         return "missing leave-one-out pair run(s) (sweep with --test-envs pairs)"
+    if rule == "val_env":
+        return "no declared validation environment held out by these runs (or this is it)"
     return "no validation accuracy (empty out splits: holdout fraction 0)"

@@ -129,3 +129,20 @@ def test_protocol_with_several_test_envs_gives_a_cell_per_env_and_loo_pairs_exte
     pairs = [run("erm", ("d0", "val", "test"), 0, 0, [record(0, {**accs, "d0": (0.7, 0.0)})]), run("erm", ("d1", "val", "test"), 0, 0, [record(0, {**accs, "d1": (0.5, 0.0)})])]
     loo = select([cell, *pairs], "loo")
     assert len(loo) == 2 and all(s.val == pytest.approx(0.6) for s in loo)
+
+
+def test_val_env_selects_on_the_declared_validation_environment_and_reports_test():
+    """CDSprites declares ``val`` (the Fish code's rule): best whole-``val`` checkpoint, then ``test``'s in accuracy."""
+    def rec(step, val_in, val_out, test_in):
+        return {"step": step, "eval": {"d0": {"in": {"acc": 0.9, "n": 80}, "out": {"acc": 0.9, "n": 20}},
+                                       "val": {"in": {"acc": val_in, "n": 80}, "out": {"acc": val_out, "n": 20}},
+                                       "test": {"in": {"acc": test_in, "n": 80}, "out": {"acc": 0.5, "n": 20}}}}
+    runs = [
+        run("fish", ("val", "test"), 0, 0, [rec(0, 0.6, 0.6, 0.61), rec(5, 0.8, 0.4, 0.72), rec(9, 0.7, 0.7, 0.55)], dataset="cdsprites_n2"),
+        run("fish", ("val", "test"), 0, 1, [rec(0, 0.5, 0.5, 0.50), rec(5, 0.5, 0.5, 0.99), rec(9, 0.5, 0.5, 0.50)], dataset="cdsprites_n2"),
+    ]
+    chosen = {s.test_env: s for s in select(runs, "val_env")}
+    assert chosen["test"].acc == 0.72 and chosen["test"].step == 5 and chosen["test"].hparams_seed == 0
+    assert chosen["test"].val == pytest.approx(0.8 * 0.8 + 0.4 * 0.2)  # whole-environment accuracy, weighted by n
+    assert chosen["val"].acc is None and "validation environment" in chosen["val"].reason
+    assert all(s.acc is None for s in select([run("erm", ("test",), 0, 0, [rec(0, 0.6, 0.6, 0.6)])], "val_env"))
