@@ -284,7 +284,7 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
     g.add_argument("--slurm-partition", default=None)
     g.add_argument("--slurm-timeout", type=int, default=60, metavar="MIN", help="slurm: minutes per run")
     g.add_argument("--slurm-cluster", choices=("slurm", "local", "debug"), default=None, help="submitit executor (default: slurm if available, else local)")
-    g.add_argument("--selection", default=None, help="rules for the printed tables: train_val, loo, oracle, last (comma-separated; default train_val, or last when no run has a validation split)")
+    g.add_argument("--selection", default=None, help="rules for the printed tables: train_val, loo, oracle, last, val_env (comma-separated; default train_val, or last when no run has a validation split)")
 
 
 def _wants_sweep(args: argparse.Namespace) -> bool:
