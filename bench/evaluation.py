@@ -6,10 +6,15 @@ evaluated when that environment has an ``out`` split: no selection rule reads it
 the reported metric the test envs' ``in``), and on cmnist it is 40% of the images.
 Such a split is recorded as ``{"acc": None, "n": n, "skipped": True}`` so every record
 keeps the shape ``{env: {"in": ..., "out": ...}}``. ``eval_splits="all"`` evaluates all.
+
+Each evaluated split also records its confusion counts (``[[true, predicted, count], ...]``,
+non-zero cells only), so any metric can be recomputed from the records, and Matthews'
+correlation (``mcc``), the primary metric of the GUE tasks.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Collection, Mapping
 
 import torch
@@ -31,15 +36,27 @@ def skipped_splits(splits: Mapping[str, Mapping[str, Tensor]], test_envs: Collec
 
 
 def accuracy(algorithm: Algorithm, env: EnvData, idx: Tensor, batch_size: int) -> dict[str, Any]:
-    """``{"acc": fraction correct, "n": examples}``; acc is None for an empty split."""
+    """``{"acc", "mcc", "n", "confusion"}`` of one split; the metrics are None for an empty split."""
     n = len(idx)
     if n == 0:
-        return {"acc": None, "n": 0}
-    correct = 0
+        return {"acc": None, "mcc": None, "n": 0, "confusion": []}
+    pairs = []
     for start in range(0, n, batch_size):
         x, y = env.batch(idx[start : start + batch_size])
-        correct += int((predictions(algorithm.predict(x)) == y).sum())
-    return {"acc": correct / n, "n": n}
+        pairs.append(torch.stack([y, predictions(algorithm.predict(x))], dim=1))
+    cells, counts = torch.cat(pairs).unique(dim=0, return_counts=True)
+    confusion = [[int(t), int(p), int(c)] for (t, p), c in zip(cells.tolist(), counts.tolist())]
+    return {"acc": sum(c for t, p, c in confusion if t == p) / n, "mcc": mcc(confusion), "n": n, "confusion": confusion}
+
+
+def mcc(confusion: list[list[int]]) -> float:
+    """Matthews correlation (multi-class form) from sparse confusion counts ``[true, predicted, count]``."""
+    from sklearn.metrics import matthews_corrcoef
+
+    true, pred, count = zip(*confusion)
+    with warnings.catch_warnings():  # one class present: MCC is 0 by definition, no warning needed
+        warnings.simplefilter("ignore", UserWarning)
+        return float(matthews_corrcoef(true, pred, sample_weight=count))
 
 
 def evaluate(

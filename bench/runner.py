@@ -259,6 +259,7 @@ class RunContext:
             "epoch": (step + 1) * batch / min(len(self.splits[n]["in"]) for n in self.train_envs) if batch else step + 1,
             "wall_s": wall,
             "spec": spec.to_dict(),
+            "metric": DATASETS.get(spec.dataset).METRIC,
             "train": train,
             "eval": scores,
             "meta": self.meta,

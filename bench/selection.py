@@ -82,7 +82,8 @@ class _Pick:
 
 
 def _acc(record: Mapping[str, Any], env: str, part: str) -> float | None:
-    return record["eval"][env][part]["acc"]
+    """The dataset's primary metric (recorded with each record; accuracy by default) of one split."""
+    return record["eval"][env][part].get(record.get("metric", "acc"))
 
 
 def _mean(values: list[float | None]) -> float | None:

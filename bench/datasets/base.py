@@ -68,6 +68,7 @@ class MultiEnvDataset:
     N_STEPS: ClassVar[int] = 5001
     EVAL_EVERY: ClassVar[int] = 100
     HOLDOUT_FRACTION: ClassVar[float] = 0.2
+    METRIC: ClassVar[str] = "acc"  # the primary metric selection and tables use: acc or mcc (see evaluation.py)
     VALIDATION_ENV: ClassVar[str | None] = None  # a held-out environment the ``val_env`` selection rule reads
     BINARY_LOGIT: ClassVar[bool] = False  # one logit + BCE for 2 classes (the IRM paper's head)
     HPARAM_OVERRIDES: ClassVar[dict[str, Param]] = {}

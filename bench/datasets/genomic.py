@@ -144,6 +144,7 @@ class SequenceDataset(MultiEnvDataset):
     TINY = 96
     HPARAMS = {"revcomp": Choice(True, "reverse-complement a random half of each training batch", options=(True, False))}
     CHECK_GUE_SPLITS: ClassVar[bool] = True
+    METRIC = "mcc"  # GUE's (Zhou et al., 2024, DNABERT-2) standard metric for its classification tasks
 
     def augmentation(self, hparams: Mapping[str, Any]) -> Callable[[Tensor], Tensor] | None:
         return reverse_complement if hparams.get("revcomp") else None
