@@ -18,7 +18,7 @@ from torch import Tensor
 from bench.algorithms.base import (
     ANNEALING_HPARAMS, Algorithm, Minibatches, classification_loss, irm_paper_cmnist, register_algorithm, split_by_env,
 )
-from bench.hparams import IntLogUniform, LogUniform
+from bench.hparams import NON_NEGATIVE, IntLogUniform, LogUniform
 
 IRM_PAPER_WEIGHT = 91257.18613115903
 
@@ -29,8 +29,8 @@ class VREx(Algorithm):
 
     VERSION = 1
     HPARAMS = {
-        "vrex_lambda": LogUniform(1e1, "weight of the variance of the environment risks after annealing", low=1e-1, high=1e5),
-        "vrex_penalty_anneal_iters": IntLogUniform(500, "steps with penalty weight 1 before vrex_lambda", low=1, high=1e4, base=10.0, minimum=0),
+        "vrex_lambda": LogUniform(1e1, "weight of the variance of the environment risks after annealing", low=1e-1, high=1e5, domain=NON_NEGATIVE),
+        "vrex_penalty_anneal_iters": IntLogUniform(500, "steps with penalty weight 1 before vrex_lambda", low=1, high=1e4, base=10.0, domain=NON_NEGATIVE),
         **ANNEALING_HPARAMS,
     }
     DATASET_HPARAMS = {"cmnist_irm": irm_paper_cmnist("vrex_lambda", "vrex_penalty_anneal_iters", weight=4 * IRM_PAPER_WEIGHT)}

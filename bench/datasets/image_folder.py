@@ -114,7 +114,7 @@ class ImageFolderDataset(MultiEnvDataset):
     EVAL_EVERY = 100
     TINY_PER_CLASS = 4
     HPARAMS = {"augment": Choice(True, "train-time augmentation (random resized crop, flip, colour jitter, grayscale)", options=(True, False))}
-    HPARAM_OVERRIDES = {"batch_size": IntLogUniform(32, "images per domain per step", low=8, high=64, minimum=0)}
+    HPARAM_OVERRIDES = {"batch_size": IntLogUniform(32, "images per domain per step", low=8, high=64)}
 
     def augmentation(self, hparams: Mapping[str, Any]) -> Callable[[Tensor], Tensor] | None:
         return augment_batch if hparams.get("augment") else None
