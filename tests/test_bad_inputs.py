@@ -240,6 +240,8 @@ IMAGE_CASES = [
          id="hub-domain-name-dot-dot"),
     case(PACS + " --download", "hub label name '.' is not usable", _hub([("photo", ".")]),
          id="hub-class-name-dot"),
+    case(PACS + " --download", "'a/b' and 'a_b' both become", _hub([("a/b", "x"), ("a_b", "x")]),
+         id="hub-domain-names-collide"),
 ]
 
 CSV = b"sequence,label,split\n"
