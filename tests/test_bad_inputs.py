@@ -339,10 +339,19 @@ def test_dask_scheduler_address_of_a_non_dask_service_fails_fast(mode, tmp_path,
 def test_offline_download_fails_fast_even_when_the_connection_hangs(monkeypatch):
     from bench.datasets.files import unreachable
 
-    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: time.sleep(30))
+    release = threading.Event()
+
+    def hang(*args, **kwargs):
+        release.wait(30)
+        raise OSError("released by the test")
+
+    monkeypatch.setattr(socket, "create_connection", hang)
     start = time.monotonic()
-    assert unreachable("example.invalid", 443, timeout_s=0.3) == "no answer within 0.3 s"
-    assert time.monotonic() - start < 2
+    try:
+        assert unreachable("example.invalid", 443, timeout_s=0.3) == "no answer within 0.3 s"
+        assert time.monotonic() - start < 2
+    finally:
+        release.set()
 
 
 def test_hub_names_are_single_safe_path_parts(tmp_path, monkeypatch):
