@@ -7,3 +7,13 @@ class UserError(ValueError):
 
 class DataNotFoundError(UserError, FileNotFoundError):
     """A dataset's files are missing; the message says what to get and where to put it."""
+
+
+def reason(exc: BaseException) -> str:
+    """``Type: first sentence`` of an exception from a library, for the one error line.
+
+    Library messages run to several lines or paragraphs of advice (some unsafe, such as
+    loading pickles); the type and first sentence name the fault.
+    """
+    text = (str(exc).strip().splitlines() or [""])[0].split(". ")[0]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

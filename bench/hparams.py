@@ -8,7 +8,7 @@ never changes the values drawn for the others (DomainBed's convention, per key).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -18,11 +18,46 @@ from bench.seeding import rng
 
 
 @dataclass(frozen=True)
+class Domain:
+    """The values a numeric hparam may take, checked on every override (defaults included in tests).
+
+    Bounds are inclusive unless ``open_low``/``open_high``; e.g. a learning rate is ``> 0``.
+    """
+
+    low: float = -math.inf
+    high: float = math.inf
+    open_low: bool = False
+    open_high: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        above = value > self.low if self.open_low else value >= self.low
+        below = value < self.high if self.open_high else value <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        if self.high == math.inf:
+            return f"{'>' if self.open_low else '>='} {self.low:g}"
+        left, right = "(" if self.open_low else "[", ")" if self.open_high else "]"
+        return f"in {left}{self.low:g}, {self.high:g}{right}"
+
+
+POSITIVE = Domain(0, open_low=True)  # learning rates, step sizes, Beta parameters
+NON_NEGATIVE = Domain(0)  # penalty weights, weight decay, step counts where 0 = off
+AT_LEAST_ONE = Domain(1)  # widths, depths, kernel sizes
+DROPOUT = Domain(0, 1, open_high=True)  # a probability that must leave something
+
+
+@dataclass(frozen=True)
 class Param:
-    """Base: a fixed value. Subclasses add a search distribution and a domain check."""
+    """Base: a fixed value. Subclasses add a search distribution.
+
+    ``domain`` bounds every numeric value (``None`` for strings and booleans); a later
+    layer of ``space_for`` that redefines a key without a domain keeps the earlier one.
+    """
 
     default: Any
     doc: str = ""
+    domain: Domain | None = None
 
     def sample(self, gen: np.random.Generator) -> Any:
         return self.default
@@ -31,11 +66,13 @@ class Param:
         """Return ``value`` coerced to this parameter's type, or raise UserError."""
         expected = type(self.default)
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
+            value = float(value)
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             raise UserError(f"hparam {key!r} must be {expected.__name__}, got {value!r}")
         if isinstance(value, float) and not math.isfinite(value):
             raise UserError(f"hparam {key!r} must be finite, got {value!r}")
+        if self.domain is not None and value not in self.domain:
+            raise UserError(f"hparam {key!r} must be {self.domain}, got {value!r}")
         return value
 
     def describe(self) -> str:
@@ -43,7 +80,7 @@ class Param:
 
 
 class Fixed(Param):
-    """Not searched; an override may still set any value of the same type."""
+    """Not searched; an override may set any value of the same type inside the domain."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +91,7 @@ class Choice(Param):
         return self.options[int(gen.integers(len(self.options)))]
 
     def validate(self, key: str, value: Any) -> Any:
+        value = super().validate(key, value)
         if value not in self.options:
             raise UserError(f"hparam {key!r} must be one of {list(self.options)}, got {value!r}")
         return value
@@ -74,19 +112,13 @@ class Setting(Choice):
 
 @dataclass(frozen=True)
 class Uniform(Param):
+    """``U(low, high)``; ``domain`` (not the search range) bounds overrides."""
+
     low: float = 0.0
     high: float = 1.0
-    minimum: float | None = None  # hard domain bound for overrides (search range is low..high)
-    maximum: float | None = None
 
     def sample(self, gen: np.random.Generator) -> Any:
         return float(gen.uniform(self.low, self.high))
-
-    def validate(self, key: str, value: Any) -> Any:
-        value = super().validate(key, value)
-        if (self.minimum is not None and value < self.minimum) or (self.maximum is not None and value > self.maximum):
-            raise UserError(f"hparam {key!r} must lie in [{self.minimum}, {self.maximum}], got {value!r}")
-        return value
 
     def describe(self) -> str:
         return f"U({self.low:g}, {self.high:g})"
@@ -105,22 +137,15 @@ class IntUniform(Uniform):
 
 @dataclass(frozen=True)
 class LogUniform(Param):
-    """``base ** U(log(low), log(high))``; overrides must be positive (or zero if allow_zero)."""
+    """``base ** U(log(low), log(high))``; ``domain`` (not the search range) bounds overrides."""
 
     low: float = 1e-5
     high: float = 1e-1
     base: float = 10.0
-    allow_zero: bool = False
 
     def sample(self, gen: np.random.Generator) -> Any:
         exponent = gen.uniform(math.log(self.low, self.base), math.log(self.high, self.base))
         return float(self.base**exponent)
-
-    def validate(self, key: str, value: Any) -> Any:
-        value = super().validate(key, value)
-        if value < 0 or (value == 0 and not self.allow_zero):
-            raise UserError(f"hparam {key!r} must be {'>= 0' if self.allow_zero else '> 0'}, got {value!r}")
-        return value
 
     def describe(self) -> str:
         lo, hi = math.log(self.low, self.base), math.log(self.high, self.base)
@@ -132,16 +157,9 @@ class IntLogUniform(LogUniform):
     """``int(base ** U(log(low), log(high)))``, e.g. DomainBed's batch size 2^U(3, 9)."""
 
     base: float = 2.0
-    minimum: int = 1
 
     def sample(self, gen: np.random.Generator) -> Any:
         return int(super().sample(gen))
-
-    def validate(self, key: str, value: Any) -> Any:
-        value = Param.validate(self, key, value)
-        if value < self.minimum:
-            raise UserError(f"hparam {key!r} must be an integer >= {self.minimum}, got {value!r}")
-        return value
 
     def describe(self) -> str:
         return "int(" + super().describe() + ")"
@@ -178,18 +196,28 @@ def space_for(algorithm_cls: type, dataset_cls: type, featurizer: str | None = N
     the dataset's featurizer keys, the dataset's HPARAM_OVERRIDES (only for keys the
     space has, e.g. an lr range for small images), then the algorithm's own
     DATASET_HPARAMS for this dataset (a paper's protocol, e.g. IRM on cmnist_irm).
+    A key keeps the domain of its first declaration unless a later layer declares one.
     ``featurizer`` (an override of the dataset's) brings that network's keys instead.
     """
     from bench.networks import featurizer_space
 
     space: Space = {}
     for klass in reversed(algorithm_cls.__mro__):
-        space.update(klass.__dict__.get("HPARAMS", {}))
+        _layer(space, klass.__dict__.get("HPARAMS", {}))
     featurizer = featurizer or dataset_cls.FEATURIZER
     space["featurizer"] = Fixed(featurizer, "featurizer network (see bench/networks.py)")
-    space.update(featurizer_space(featurizer))
-    space.update(getattr(dataset_cls, "HPARAMS", {}))  # the dataset's own keys, e.g. augmentation
-    space.update({k: v for k, v in dataset_cls.HPARAM_OVERRIDES.items() if k in space})
+    _layer(space, featurizer_space(featurizer))
+    _layer(space, getattr(dataset_cls, "HPARAMS", {}))  # the dataset's own keys, e.g. augmentation
+    _layer(space, {k: v for k, v in dataset_cls.HPARAM_OVERRIDES.items() if k in space})
     for klass in reversed(algorithm_cls.__mro__):
-        space.update(klass.__dict__.get("DATASET_HPARAMS", {}).get(dataset_cls.NAME, {}))
+        _layer(space, klass.__dict__.get("DATASET_HPARAMS", {}).get(dataset_cls.NAME, {}))
     return space
+
+
+def _layer(space: Space, params: Mapping[str, Param]) -> None:
+    """Put ``params`` over ``space``; a redefinition without a domain keeps the earlier domain."""
+    for key, param in params.items():
+        earlier = space.get(key)
+        if param.domain is None and earlier is not None and earlier.domain is not None:
+            param = replace(param, domain=earlier.domain)
+        space[key] = param

@@ -123,18 +123,40 @@ def local(specs: Sequence[RunSpec], options: RuntimeOptions, jobs: int | None = 
         yield from finished
 
 
-def dask(specs: Sequence[RunSpec], options: RuntimeOptions, scheduler: str | None = None, connect_timeout_s: float = 20.0, **_: Any) -> Iterator[Finished]:
-    """Submit every run to the cluster at ``scheduler``; task keys are run ids, so clients sharing a scheduler dedupe."""
+def dask(
+    specs: Sequence[RunSpec],
+    options: RuntimeOptions,
+    scheduler: str | None = None,
+    connect_timeout_s: float = 5.0,
+    **_: Any,
+) -> Iterator[Finished]:
+    """Submit every run to the cluster at ``scheduler``; task keys are run ids, so clients dedupe.
+
+    A malformed address, nothing listening or a service that is not a Dask scheduler each end
+    in one UserError within about ``connect_timeout_s``.
+    """
     if not scheduler:
         raise UserError("--launcher dask needs --scheduler ADDRESS of a running scheduler, e.g. tcp://10.0.0.5:8786")
+    from bench.errors import reason  # imported here: this change keeps to the dask launcher
+
     try:
         from distributed import Client, as_completed
+        from distributed.comm import parse_address
+        from distributed.comm.addressing import parse_host_port
     except ImportError:
         raise UserError("--launcher dask needs dask.distributed: pip install 'bench[dask]'") from None
     try:
+        host, port = parse_host_port(parse_address(scheduler)[1])
+    except ValueError:
+        host, port = "", 0
+    if not host or not 0 < port < 65536:
+        expected = "expected PROTOCOL://HOST:PORT, e.g. tcp://10.0.0.5:8786"
+        raise UserError(f"--scheduler {scheduler!r} is not a scheduler address; {expected}")
+    try:
         client = Client(scheduler, timeout=f"{connect_timeout_s}s")
-    except (OSError, TimeoutError) as exc:
-        raise UserError(f"cannot connect to the Dask scheduler at {scheduler}: {exc}") from None
+    except Exception as exc:  # refused, no answer, a peer not speaking Dask (even AssertionError)
+        failed = f"cannot connect to a Dask scheduler at {scheduler} within {connect_timeout_s:g} s"
+        raise UserError(f"{failed} ({reason(exc)}); is one listening there?") from None
     opts = _for_workers(options, options.threads or 1)
     try:
         futures = [client.submit(execute, spec, opts, "dask", key=f"bench-run-{spec.run_id}", pure=False) for spec in specs]

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from bench.errors import UserError
-from bench.hparams import Choice, Fixed, IntLogUniform, Param
+from bench.hparams import AT_LEAST_ONE, DROPOUT, Choice, Fixed, IntLogUniform, Param
 
 FeaturizerFactory = Callable[[tuple[int, ...], Mapping[str, Any]], nn.Module]
 _FEATURIZERS: dict[str, tuple[FeaturizerFactory, dict[str, Param]]] = {}
@@ -98,9 +98,9 @@ class MLP(nn.Module):
 @register_featurizer(
     "mlp",
     {
-        "mlp_width": IntLogUniform(256, "hidden width", low=64, high=1024),
-        "mlp_depth": Choice(3, "number of hidden Linear+ReLU blocks", options=(3, 4, 5)),
-        "mlp_dropout": Choice(0.0, "dropout after each hidden block", options=(0.0, 0.1, 0.5)),
+        "mlp_width": IntLogUniform(256, "hidden width", low=64, high=1024, domain=AT_LEAST_ONE),
+        "mlp_depth": Choice(3, "number of hidden Linear+ReLU blocks", options=(3, 4, 5), domain=AT_LEAST_ONE),
+        "mlp_dropout": Choice(0.0, "dropout after each hidden block", options=(0.0, 0.1, 0.5), domain=DROPOUT),
     },
 )
 def _mlp(input_shape: tuple[int, ...], hp: Mapping[str, Any]) -> nn.Module:
@@ -174,8 +174,8 @@ def _cdsprites_cnn(input_shape: tuple[int, ...], hp: Mapping[str, Any]) -> nn.Mo
 @register_featurizer(
     "small_cnn",
     {
-        "cnn_width": Choice(32, "channels of the first conv; doubles at blocks 2 and 3", options=(16, 32, 64)),
-        "cnn_dropout": Choice(0.0, "dropout on the pooled features", options=(0.0, 0.1, 0.5)),
+        "cnn_width": Choice(32, "channels of the first conv; doubles at blocks 2 and 3", options=(16, 32, 64), domain=AT_LEAST_ONE),
+        "cnn_dropout": Choice(0.0, "dropout on the pooled features", options=(0.0, 0.1, 0.5), domain=DROPOUT),
     },
 )
 def _small_cnn(input_shape: tuple[int, ...], hp: Mapping[str, Any]) -> nn.Module:
@@ -211,7 +211,7 @@ class ResNet(nn.Module):
 
 _RESNET_SPACE: dict[str, Param] = {
     "weights": Fixed("none", "start weights: none (random), imagenet (torchvision IMAGENET1K_V1, cached or downloaded), or a state_dict file (--weights)"),
-    "resnet_dropout": Choice(0.0, "dropout on the pooled features (DomainBed's search)", options=(0.0, 0.1, 0.5)),
+    "resnet_dropout": Choice(0.0, "dropout on the pooled features (DomainBed's search)", options=(0.0, 0.1, 0.5), domain=DROPOUT),
 }
 
 
@@ -248,10 +248,10 @@ class SeqCNN(nn.Module):
 @register_featurizer(
     "seq_cnn",
     {
-        "seq_width": Choice(64, "channels of every conv layer", options=(32, 64, 128)),
-        "seq_depth": Choice(3, "number of conv layers (the first two are followed by max-pool 2)", options=(2, 3, 4)),
-        "seq_kernel": Choice(9, "convolution width in bases", options=(5, 9, 15)),
-        "seq_dropout": Choice(0.0, "dropout on the pooled features", options=(0.0, 0.1, 0.5)),
+        "seq_width": Choice(64, "channels of every conv layer", options=(32, 64, 128), domain=AT_LEAST_ONE),
+        "seq_depth": Choice(3, "number of conv layers (the first two are followed by max-pool 2)", options=(2, 3, 4), domain=AT_LEAST_ONE),
+        "seq_kernel": Choice(9, "convolution width in bases", options=(5, 9, 15), domain=AT_LEAST_ONE),
+        "seq_dropout": Choice(0.0, "dropout on the pooled features", options=(0.0, 0.1, 0.5), domain=DROPOUT),
     },
 )
 def _seq_cnn(input_shape: tuple[int, ...], hp: Mapping[str, Any]) -> nn.Module:

@@ -10,15 +10,20 @@ when the file does and a run never resumes from different start weights.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from bench.errors import UserError
+from bench.errors import UserError, reason
 
 NONE, IMAGENET = "none", "imagenet"
 _DIGEST = "@sha256:"
+_WHAT_TO_PASS = (
+    "pass 'imagenet' (torchvision's ImageNet weights), 'none', "
+    "or a file saved with torch.save(model.state_dict(), PATH)"
+)
 
 
 def file_digest(path: Path) -> str:
@@ -35,8 +40,28 @@ def weights_value(text: str) -> str:
         return text
     path = Path(text).expanduser().resolve()
     if not path.is_file():
-        raise UserError(f"--weights {text}: no such file; pass 'imagenet' (torchvision's ImageNet weights), 'none', or a state_dict saved with torch.save")
+        raise UserError(f"--weights {text}: no such file; {_WHAT_TO_PASS}")
+    read_state_dict(path)  # a file that is not a state dict fails here, before any run directory
     return f"{path}{_DIGEST}{file_digest(path)}"
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a ``torch.save``d state dict (or its ``state_dict`` entry), else UserError."""
+    try:
+        with warnings.catch_warnings():  # e.g. "pickle protocol 4": the one error line says enough
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a foreign file raises many types (pickle, zip, EOF, key errors)
+        message = f"--weights {path} is not a torch state_dict ({reason(exc)})"
+        raise UserError(f"{message}; {_WHAT_TO_PASS}") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    named = isinstance(state, dict) and state and all(isinstance(k, str) for k in state)
+    if not (named and all(isinstance(v, torch.Tensor) for v in state.values())):
+        kind = type(state).__name__
+        message = f"--weights {path} holds a {kind}, not a state_dict of named tensors"
+        raise UserError(f"{message}; {_WHAT_TO_PASS}")
+    return state
 
 
 def imagenet_state(depth: int) -> dict[str, torch.Tensor]:
@@ -62,8 +87,7 @@ def file_state(value: str) -> dict[str, torch.Tensor]:
         raise UserError(f"start weights {path} not found; this run was started with that file (sha256 {digest or '?'})")
     if digest and file_digest(path) != digest:
         raise UserError(f"start weights {path} changed since this run was specified (sha256 {digest} expected); pass --weights again for a new run")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("state_dict", state) if isinstance(state, dict) else state
+    return read_state_dict(path)
 
 
 def load_resnet_weights(network: nn.Module, depth: int, value: str) -> None:

@@ -144,6 +144,7 @@ def test_download_writes_the_hub_copy_in_the_folder_layout(tmp_path, monkeypatch
     rows = [{"image": Image.new("RGB", (90, 90), (i, 0, 0)), "domain": d, "label": i} for d in pacs.env_names() for i in range(7)]
     fake = types.SimpleNamespace(load_dataset=lambda hub_id, split: _FakeHub(rows, pacs.CLASSES))
     monkeypatch.setitem(sys.modules, "datasets", fake)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")  # the fake hub is local: no reachability check
     data = pacs(str(tmp_path), data_seed=0, size="tiny", download=True)
     assert (tmp_path / "pacs" / "sketch" / "person").is_dir()
     assert data.envs["cartoon"].y.tolist() == list(range(7)) and data.envs["cartoon"].x.shape[1:] == (3, 64, 64)

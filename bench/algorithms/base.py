@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench import networks
-from bench.hparams import Fixed, IntLogUniform, LogUniform, Param
+from bench.hparams import NON_NEGATIVE, POSITIVE, Fixed, IntLogUniform, LogUniform, Param
 from bench.registry import Registry
 
 ALGORITHMS: Registry["Algorithm"] = Registry("algorithm", "bench.algorithms")
@@ -81,10 +81,10 @@ class Algorithm(nn.Module):
     VERSION: ClassVar[int] = 1
     NAME: ClassVar[str]
     HPARAMS: ClassVar[dict[str, Param]] = {
-        "lr": LogUniform(1e-3, "Adam learning rate", low=10**-4.5, high=10**-2.5),
-        "weight_decay": LogUniform(0.0, "Adam weight decay", low=1e-6, high=1e-2, allow_zero=True),
-        "batch_size": IntLogUniform(64, "examples per training environment per step (0 = whole environment)", low=8, high=512, minimum=0),
-        "l2": Fixed(0.0, "explicit L2 penalty sum(||w||^2) added to the loss (the IRM paper's regulariser)"),
+        "lr": LogUniform(1e-3, "Adam learning rate", low=10**-4.5, high=10**-2.5, domain=POSITIVE),
+        "weight_decay": LogUniform(0.0, "Adam weight decay", low=1e-6, high=1e-2, domain=NON_NEGATIVE),
+        "batch_size": IntLogUniform(64, "examples per training environment per step (0 = whole environment)", low=8, high=512, domain=NON_NEGATIVE),
+        "l2": Fixed(0.0, "explicit L2 penalty sum(||w||^2) added to the loss (the IRM paper's regulariser)", domain=NON_NEGATIVE),
         **networks.SHARED_HEAD_SPACE,
     }
     DATASET_HPARAMS: ClassVar[dict[str, dict[str, Param]]] = {}

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from bench.algorithms.base import Algorithm, Minibatches, classification_loss, register_algorithm, split_by_env
-from bench.hparams import LogUniform
+from bench.hparams import NON_NEGATIVE, LogUniform
 
 BANDWIDTHS = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 
@@ -41,7 +41,7 @@ class FeatureMatching(Algorithm):
     """Risk + mmd_gamma * mean over environment pairs of ``distance`` between their features."""
 
     VERSION = 1
-    HPARAMS = {"mmd_gamma": LogUniform(1.0, "weight of the feature-distribution distance", low=1e-1, high=1e1)}
+    HPARAMS = {"mmd_gamma": LogUniform(1.0, "weight of the feature-distribution distance", low=1e-1, high=1e1, domain=NON_NEGATIVE)}
 
     @staticmethod
     def distance(a: Tensor, b: Tensor) -> Tensor:

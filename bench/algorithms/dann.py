@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, autograd, nn
 
 from bench.algorithms.base import Algorithm, Minibatches, classification_loss, register_algorithm, split_by_env
-from bench.hparams import Choice, Fixed, IntLogUniform, LogUniform
+from bench.hparams import AT_LEAST_ONE, DROPOUT, NON_NEGATIVE, POSITIVE, Choice, Domain, Fixed, IntLogUniform, LogUniform
 from bench.networks import MLP
 
 
@@ -30,15 +30,15 @@ class AbstractDANN(Algorithm):
     VERSION = 1
     CONDITIONAL = False
     HPARAMS = {
-        "lambda": LogUniform(1.0, "weight of the adversarial term in the generator loss", low=1e-2, high=1e2),
-        "lr_d": LogUniform(1e-3, "discriminator Adam learning rate", low=10**-4.5, high=10**-2.5),
-        "weight_decay_d": LogUniform(0.0, "discriminator weight decay", low=1e-6, high=1e-2, allow_zero=True),
-        "d_steps_per_g_step": IntLogUniform(1, "discriminator steps per generator step", low=1, high=8, base=2.0),
-        "grad_penalty": LogUniform(0.0, "weight of the discriminator's squared input gradient", low=1e-2, high=1e1, allow_zero=True),
-        "beta1": Choice(0.5, "Adam beta1 of both optimisers", options=(0.0, 0.5)),
-        "d_mlp_width": IntLogUniform(256, "discriminator hidden width", low=64, high=1024),
-        "d_mlp_depth": Choice(3, "discriminator Linear layers", options=(3, 4, 5)),
-        "d_mlp_dropout": Choice(0.0, "discriminator dropout", options=(0.0, 0.1, 0.5)),
+        "lambda": LogUniform(1.0, "weight of the adversarial term in the generator loss", low=1e-2, high=1e2, domain=NON_NEGATIVE),
+        "lr_d": LogUniform(1e-3, "discriminator Adam learning rate", low=10**-4.5, high=10**-2.5, domain=POSITIVE),
+        "weight_decay_d": LogUniform(0.0, "discriminator weight decay", low=1e-6, high=1e-2, domain=NON_NEGATIVE),
+        "d_steps_per_g_step": IntLogUniform(1, "discriminator steps per generator step", low=1, high=8, base=2.0, domain=AT_LEAST_ONE),
+        "grad_penalty": LogUniform(0.0, "weight of the discriminator's squared input gradient", low=1e-2, high=1e1, domain=NON_NEGATIVE),
+        "beta1": Choice(0.5, "Adam beta1 of both optimisers", options=(0.0, 0.5), domain=Domain(0, 1, open_high=True)),
+        "d_mlp_width": IntLogUniform(256, "discriminator hidden width", low=64, high=1024, domain=AT_LEAST_ONE),
+        "d_mlp_depth": Choice(3, "discriminator Linear layers", options=(3, 4, 5), domain=Domain(2)),
+        "d_mlp_dropout": Choice(0.0, "discriminator dropout", options=(0.0, 0.1, 0.5), domain=DROPOUT),
     }
 
     def __init__(self, input_shape, num_classes, num_train_envs, hparams):

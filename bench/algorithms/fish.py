@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from bench.algorithms.base import Algorithm, Minibatches, classification_loss, register_algorithm
-from bench.hparams import Choice
+from bench.hparams import POSITIVE, Choice
 
 
 @register_algorithm("fish")
@@ -28,7 +28,7 @@ class Fish(Algorithm):
     """Fish (Shi et al., 2022): one inner step per environment on a copy, then a meta step towards it."""
 
     VERSION = 1
-    HPARAMS = {"meta_lr": Choice(0.5, "step size of the meta update towards the inner-loop weights", options=(0.05, 0.1, 0.5))}
+    HPARAMS = {"meta_lr": Choice(0.5, "step size of the meta update towards the inner-loop weights", options=(0.05, 0.1, 0.5), domain=POSITIVE)}
 
     def __init__(self, input_shape, num_classes, num_train_envs, hparams):
         super().__init__(input_shape, num_classes, num_train_envs, hparams)

@@ -25,7 +25,7 @@ from bench.algorithms.base import (
     ANNEALING_HPARAMS, IRM_CMNIST_DATASETS, Algorithm, Minibatches, classification_loss, irm_paper_cmnist, register_algorithm,
     split_by_env,
 )
-from bench.hparams import Fixed, IntUniform, LogUniform, Uniform
+from bench.hparams import NON_NEGATIVE, Domain, Fixed, IntUniform, LogUniform, Uniform
 
 
 def per_sample_grads(head: torch.nn.Module, features: Tensor, y: Tensor) -> Tensor:
@@ -45,9 +45,9 @@ class Fishr(Algorithm):
 
     VERSION = 1
     HPARAMS = {
-        "lambda": LogUniform(1000.0, "penalty weight after annealing", low=1e1, high=1e4),
-        "penalty_anneal_iters": IntUniform(1500, "steps before the penalty is switched on", low=0, high=5000, minimum=0),
-        "ema": Uniform(0.95, "moving-average rate of the gradient variances (0 = none)", low=0.90, high=0.99, minimum=0.0, maximum=0.999),
+        "lambda": LogUniform(1000.0, "penalty weight after annealing", low=1e1, high=1e4, domain=NON_NEGATIVE),
+        "penalty_anneal_iters": IntUniform(1500, "steps before the penalty is switched on", low=0, high=5000, domain=NON_NEGATIVE),
+        "ema": Uniform(0.95, "moving-average rate of the gradient variances (0 = none)", low=0.90, high=0.99, domain=Domain(0, 1, open_high=True)),
         **ANNEALING_HPARAMS,
     }
     DATASET_HPARAMS = {

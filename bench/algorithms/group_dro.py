@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from bench.algorithms.base import Algorithm, Minibatches, classification_loss, register_algorithm, split_by_env
-from bench.hparams import LogUniform
+from bench.hparams import POSITIVE, LogUniform
 
 
 @register_algorithm("group_dro")
@@ -20,7 +20,7 @@ class GroupDRO(Algorithm):
     """GroupDRO (Sagawa et al., 2020): minimise the q-weighted risk, q ascends on environment losses."""
 
     VERSION = 1
-    HPARAMS = {"groupdro_eta": LogUniform(1e-2, "step size of the exponentiated-gradient update of the group weights", low=1e-3, high=1e-1)}
+    HPARAMS = {"groupdro_eta": LogUniform(1e-2, "step size of the exponentiated-gradient update of the group weights", low=1e-3, high=1e-1, domain=POSITIVE)}
 
     def __init__(self, input_shape, num_classes, num_train_envs, hparams):
         super().__init__(input_shape, num_classes, num_train_envs, hparams)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, autograd
 
 from bench.algorithms.base import Algorithm, Minibatches, classification_loss, register_algorithm, split_by_env
-from bench.hparams import LogUniform
+from bench.hparams import NON_NEGATIVE, LogUniform
 
 
 @register_algorithm("idgm")
@@ -22,7 +22,7 @@ class IDGM(Algorithm):
     """IDGM (Shi et al., 2022): risk - gamma * mean pairwise inner product of environment gradients."""
 
     VERSION = 1
-    HPARAMS = {"idgm_gamma": LogUniform(0.01, "weight of the mean pairwise gradient inner product (maximised)", low=1e-3, high=1.0)}
+    HPARAMS = {"idgm_gamma": LogUniform(0.01, "weight of the mean pairwise gradient inner product (maximised)", low=1e-3, high=1.0, domain=NON_NEGATIVE)}
 
     def __init__(self, input_shape, num_classes, num_train_envs, hparams):
         super().__init__(input_shape, num_classes, num_train_envs, hparams)

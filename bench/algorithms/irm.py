@@ -21,7 +21,7 @@ from bench.algorithms.base import (
     ANNEALING_HPARAMS, IRM_CMNIST_DATASETS, Algorithm, Minibatches, classification_loss, irm_paper_cmnist, register_algorithm,
     split_by_env,
 )
-from bench.hparams import IntLogUniform, LogUniform
+from bench.hparams import NON_NEGATIVE, IntLogUniform, LogUniform
 
 
 def dummy_scale_grad(logits: Tensor, y: Tensor) -> Tensor:
@@ -42,8 +42,8 @@ class IRM(Algorithm):
 
     VERSION = 1
     HPARAMS = {
-        "irm_lambda": LogUniform(1e2, "penalty weight after annealing", low=1e-1, high=1e5),
-        "irm_penalty_anneal_iters": IntLogUniform(500, "steps with penalty weight 1 before irm_lambda", low=1, high=1e4, base=10.0, minimum=0),
+        "irm_lambda": LogUniform(1e2, "penalty weight after annealing", low=1e-1, high=1e5, domain=NON_NEGATIVE),
+        "irm_penalty_anneal_iters": IntLogUniform(500, "steps with penalty weight 1 before irm_lambda", low=1, high=1e4, base=10.0, domain=NON_NEGATIVE),
         **ANNEALING_HPARAMS,
     }
     DATASET_HPARAMS = {name: irm_paper_cmnist("irm_lambda", "irm_penalty_anneal_iters") for name in IRM_CMNIST_DATASETS}

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from bench.algorithms.base import Algorithm, Minibatches, classification_loss, register_algorithm
-from bench.hparams import LogUniform
+from bench.hparams import POSITIVE, LogUniform
 
 
 def random_pairs(minibatches: Minibatches) -> list[tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]]:
@@ -33,7 +33,7 @@ class Mixup(Algorithm):
     """Inter-domain Mixup (Yan et al., 2020): train on convex mixes of two environments' batches."""
 
     VERSION = 1
-    HPARAMS = {"mixup_alpha": LogUniform(0.2, "Beta(alpha, alpha) parameter of the mixing weight", low=1e-1, high=1e1)}
+    HPARAMS = {"mixup_alpha": LogUniform(0.2, "Beta(alpha, alpha) parameter of the mixing weight", low=1e-1, high=1e1, domain=POSITIVE)}
 
     def __init__(self, input_shape, num_classes, num_train_envs, hparams):
         super().__init__(input_shape, num_classes, num_train_envs, hparams)

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from bench.algorithms.base import Algorithm, Minibatches, classification_loss, register_algorithm, split_by_env
-from bench.hparams import LogUniform
+from bench.hparams import NON_NEGATIVE, LogUniform
 
 
 @register_algorithm("sd")
@@ -19,7 +19,7 @@ class SD(Algorithm):
     """Spectral decoupling (Pezeshki et al., 2021): cross-entropy + sd_reg * mean squared logit."""
 
     VERSION = 1
-    HPARAMS = {"sd_reg": LogUniform(0.1, "weight of the squared-logit penalty", low=1e-5, high=1e-1)}
+    HPARAMS = {"sd_reg": LogUniform(0.1, "weight of the squared-logit penalty", low=1e-5, high=1e-1, domain=NON_NEGATIVE)}
 
     def __init__(self, input_shape, num_classes, num_train_envs, hparams):
         super().__init__(input_shape, num_classes, num_train_envs, hparams)

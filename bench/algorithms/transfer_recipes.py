@@ -20,7 +20,7 @@ import torch
 
 from bench.algorithms.base import classification_loss, register_algorithm
 from bench.errors import UserError
-from bench.hparams import Fixed, IntLogUniform, LogUniform, Setting
+from bench.hparams import NON_NEGATIVE, Fixed, IntLogUniform, LogUniform, Setting
 from bench.transfer.pretrain import OBJECTIVES
 from bench.transfer.recipes import Recipe
 
@@ -86,7 +86,7 @@ class Finetune(Recipe):
 class LinearProbeThenFinetune(Finetune):
     """LP-FT (Kumar et al., 2022): a linear probe for probe_steps, then fine-tuning from it."""
 
-    HPARAMS = {"probe_steps": IntLogUniform(300, "steps of linear probing before the featurizer is unfrozen", low=50, high=2000, base=10.0, minimum=0)}
+    HPARAMS = {"probe_steps": IntLogUniform(300, "steps of linear probing before the featurizer is unfrozen", low=50, high=2000, base=10.0, domain=NON_NEGATIVE)}
 
     def before_update(self) -> None:
         probing = int(self.step) < self.hparams["probe_steps"]
@@ -108,7 +108,7 @@ class Surgical(Recipe):
 
 
 class _FirstN(Recipe):
-    HPARAMS = {"n": Fixed(1, "number of blocks copied from the pretrained featurizer, counted from the input")}
+    HPARAMS = {"n": Fixed(1, "number of blocks copied from the pretrained featurizer, counted from the input", domain=NON_NEGATIVE)}
 
     def copied_blocks(self, n_blocks: int) -> int:
         return self.hparams["n"]

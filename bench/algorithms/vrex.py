@@ -23,7 +23,7 @@ from bench.algorithms.base import (
     split_by_env,
 )
 from bench.errors import UserError
-from bench.hparams import IntLogUniform, LogUniform, Setting
+from bench.hparams import NON_NEGATIVE, IntLogUniform, LogUniform, Setting
 
 PENALTIES = ("variance", "squared_difference")
 
@@ -34,8 +34,8 @@ class VREx(Algorithm):
 
     VERSION = 2
     HPARAMS = {
-        "vrex_lambda": LogUniform(1e1, "weight of the variance of the environment risks after annealing", low=1e-1, high=1e5),
-        "vrex_penalty_anneal_iters": IntLogUniform(500, "steps with penalty weight 1 before vrex_lambda", low=1, high=1e4, base=10.0, minimum=0),
+        "vrex_lambda": LogUniform(1e1, "weight of the variance of the environment risks after annealing", low=1e-1, high=1e5, domain=NON_NEGATIVE),
+        "vrex_penalty_anneal_iters": IntLogUniform(500, "steps with penalty weight 1 before vrex_lambda", low=1, high=1e4, base=10.0, domain=NON_NEGATIVE),
         "vrex_penalty": Setting("variance", "variance of the risks (DomainBed), or (R_0 - R_1)^2 (the Fishr code)", options=PENALTIES),
         **ANNEALING_HPARAMS,
     }

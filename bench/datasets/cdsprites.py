@@ -101,7 +101,7 @@ class CDSprites(MultiEnvDataset):
     VALIDATION_ENV = "val"  # the Fish code picks its checkpoint on ``val`` and reports ``test``
     N_STEPS = 2001
     EVAL_EVERY = 100
-    HPARAM_OVERRIDES = {"batch_size": IntLogUniform(32, "images per domain per step", low=8, high=128, minimum=0)}
+    HPARAM_OVERRIDES = {"batch_size": IntLogUniform(32, "images per domain per step", low=8, high=128)}
     PER_DOMAIN, EVAL_SIZE = 1000, 2000
     TINY_PER_DOMAIN, TINY_EVAL_SIZE = 32, 64
 

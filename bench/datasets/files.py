@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
+import socket
+import threading
+import urllib.parse
+import urllib.request
 from pathlib import Path
+from typing import Any
 
-from bench.errors import DataNotFoundError
+from bench.errors import DataNotFoundError, UserError, reason
 
 ENV_VAR = "BENCH_DATA"
+MNIST_KEYS = ("x_train", "y_train", "x_test", "y_test")
+HUB_URL = "https://huggingface.co"
 
 
 def data_roots(explicit: str | None) -> list[Path]:
@@ -52,34 +59,129 @@ class MNISTFiles:
         return [find_data(root, MNIST_CANDIDATES, "MNIST", MNIST_HOW)]
 
 
+def require_host(url: str, what: str, where: Path | str, timeout_s: float = 3.0) -> None:
+    """DataNotFoundError within ``timeout_s`` when ``url``'s host (or https proxy) is unreachable.
+
+    Offline, a download would otherwise hang for about a minute in retries before failing.
+    """
+    parsed = urllib.parse.urlsplit(urllib.request.getproxies().get("https") or url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    problem = unreachable(parsed.hostname or "", port, timeout_s)
+    if problem:
+        raise DataNotFoundError(
+            f"cannot download {what}: {parsed.hostname}:{port} is unreachable ({problem}). "
+            f"Fetch {url} on a machine with network access and put it in {where}"
+        )
+
+
+def unreachable(host: str, port: int, timeout_s: float) -> str | None:
+    """Why ``host:port`` takes no TCP connection within ``timeout_s`` (lookup included), or None."""
+    outcome: list[str | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout_s).close()
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(str(exc) or type(exc).__name__)
+
+    thread = threading.Thread(target=connect, daemon=True)  # getaddrinfo ignores socket timeouts
+    thread.start()
+    thread.join(timeout_s)
+    return outcome[0] if outcome else f"no answer within {timeout_s:g} s"
+
+
+def hub_datasets(what: str, where: Path | str) -> Any:
+    """HuggingFace's ``datasets`` module once the hub answers for dataset ``what``, else UserError.
+
+    With HF_DATASETS_OFFLINE or HF_HUB_OFFLINE set, ``datasets`` reads its cache: no host to check.
+    """
+    try:
+        import datasets as hf_datasets
+    except ImportError:
+        message = f"downloading {what} needs the datasets package: pip install 'bench[hub]'"
+        raise UserError(message) from None
+    flags = (os.environ.get(k, "").lower() for k in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
+    if not any(flag in ("1", "true", "yes", "on") for flag in flags):
+        url = f"{os.environ.get('HF_ENDPOINT', HUB_URL).rstrip('/')}/datasets/{what}"
+        require_host(url, f"{what} from the HuggingFace hub", where)
+    return hf_datasets
+
+
 def load_mnist(explicit_root: str | None, download: bool = False) -> tuple["np.ndarray", "np.ndarray", "np.ndarray", "np.ndarray"]:
     """MNIST in the official order as uint8 arrays (x_train, y_train, x_test, y_test).
 
     Reads ``mnist.npz`` (keys x_train, y_train, x_test, y_test) or a torchvision
-    ``MNIST/raw`` folder; ``download`` fetches the latter with torchvision (md5-checked).
+    ``MNIST/raw`` folder; ``download`` fetches the latter with torchvision (md5-checked)
+    when neither is found.
     """
-    import numpy as np
+    try:
+        path = find_data(explicit_root, MNIST_CANDIDATES, "MNIST", MNIST_HOW)
+    except DataNotFoundError:
+        if not download:
+            raise
+        path = _download_mnist(data_roots(explicit_root)[0])
+    return _read_mnist_npz(path) if path.suffix == ".npz" else _read_mnist_raw(path)
 
-    how = (
-        "Get mnist.npz (arrays x_train, y_train, x_test, y_test; the repository's ../shared/data has one), "
-        "or add --download to fetch MNIST with torchvision into DIR/MNIST/raw."
-    )
-    if download:
-        import torchvision
 
-        root = data_roots(explicit_root)[0]
-        root.mkdir(parents=True, exist_ok=True)
-        for train in (True, False):
-            torchvision.datasets.MNIST(str(root), train=train, download=True)
-    path = find_data(explicit_root, ["mnist.npz", "MNIST/raw"], "MNIST", how)
-    if path.suffix == ".npz":
-        with np.load(path) as f:
-            return f["x_train"], f["y_train"], f["x_test"], f["y_test"]
+def _download_mnist(root: Path) -> Path:
+    """torchvision's MNIST into ``root/MNIST/raw``; offline or failed, one clear error."""
     import torchvision
 
-    train = torchvision.datasets.MNIST(str(path.parents[1]), train=True)
-    test = torchvision.datasets.MNIST(str(path.parents[1]), train=False)
+    mnist = torchvision.datasets.MNIST
+    raw = root / "MNIST" / "raw"
+    instead = f"or put mnist.npz in {root}; see the repository's ../shared/data/README.md"
+    require_host(mnist.mirrors[0], "MNIST (the four idx .gz files)", f"{raw} ({instead})")
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        for train in (True, False):
+            mnist(str(root), train=train, download=True)
+    except (OSError, RuntimeError) as exc:
+        message = f"downloading MNIST into {raw} failed ({reason(exc)}); {instead}"
+        raise DataNotFoundError(message) from None
+    return raw
+
+
+def _read_mnist_raw(raw: Path) -> tuple["np.ndarray", ...]:
+    """torchvision's ``MNIST/raw`` folder as the four arrays; an incomplete one is a UserError."""
+    import torchvision
+
+    try:
+        train = torchvision.datasets.MNIST(str(raw.parents[1]), train=True)
+        test = torchvision.datasets.MNIST(str(raw.parents[1]), train=False)
+    except (OSError, RuntimeError, ValueError, EOFError) as exc:
+        raise UserError(
+            f"{raw} is incomplete or damaged ({reason(exc)}); "
+            f"delete it and add --download, or put mnist.npz in {raw.parents[1]}"
+        ) from None
     return train.data.numpy(), train.targets.numpy(), test.data.numpy(), test.targets.numpy()
+
+
+def _read_mnist_npz(path: Path) -> tuple["np.ndarray", ...]:
+    """The four MNIST arrays of ``path``; a damaged or foreign file is a UserError."""
+    import zipfile
+    import zlib
+
+    import numpy as np
+
+    try:
+        with np.load(path) as f:
+            arrays = tuple(np.asarray(f[key]) for key in MNIST_KEYS)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise _damaged_mnist(path, reason(exc)) from None
+    x_train, y_train, x_test, y_test = arrays
+    for x, y in ((x_train, y_train), (x_test, y_test)):
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y) or len(x) == 0:
+            shapes = ", ".join(str(a.shape) for a in arrays)
+            raise _damaged_mnist(path, f"array shapes {shapes}, expected (n, 28, 28) and (n,)")
+    return arrays
+
+
+def _damaged_mnist(path: Path, reason: str) -> UserError:
+    return UserError(
+        f"{path} is damaged or not MNIST ({reason}); replace it with a good mnist.npz "
+        f"(arrays {', '.join(MNIST_KEYS)}; provenance and sha256: ../shared/data/README.md)"
+    )
 
 
 def shuffled_mnist(root: str | None, download: bool, stream: str, data_seed: int, limit: int | None = None) -> tuple["np.ndarray", "np.ndarray"]:

@@ -29,6 +29,7 @@ Defaults: ``seq_cnn``, Adam lr 1e-3, batch 64 per environment, 3001 steps, evalu
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping
 
@@ -37,8 +38,8 @@ import torch
 from torch import Tensor
 
 from bench.datasets.base import EnvData, Environment, MultiEnvDataset, register_dataset
-from bench.datasets.files import find_data
-from bench.errors import UserError
+from bench.datasets.files import find_data, hub_datasets
+from bench.errors import UserError, reason
 from bench.hparams import Choice
 from bench.seeding import rng
 
@@ -90,20 +91,32 @@ def read_sequence_file(path: str | Path) -> dict[str, np.ndarray]:
     """Columns as arrays: ``sequence`` and ``label`` always, ``split`` (and any other column) when present.
 
     CSV(.gz) with a header; FASTA (``>id label=1 split=train``, ``.fa/.fasta[.gz]``); or ``hf://owner/name``.
+    A damaged or malformed file is a UserError naming it.
     """
     text = str(path)
     if text.startswith("hf://"):
-        import datasets as hf_datasets
+        return _checked(text, _read_hub(text[len("hf://") :]))
+    fasta = any(text.endswith(ext) for ext in (".fa", ".fasta", ".fa.gz", ".fasta.gz"))
+    try:
+        return _checked(text, _read_fasta(Path(path)) if fasta else _read_csv(path))
+    except UserError:
+        raise
+    except (OSError, EOFError, ValueError, zlib.error) as exc:  # gzip, decoding, parser, empty file
+        raise UserError(f"cannot read {path} ({reason(exc)}); replace the file") from None
 
-        hub = hf_datasets.load_dataset(text[len("hf://") :])
-        columns: dict[str, list] = {}
-        for split, part in hub.items():
-            for key in part.column_names:
-                columns.setdefault(key, []).extend(part[key])
-            columns.setdefault("split", []).extend([split] * len(part))
-        return {key: np.asarray(values) for key, values in columns.items()}
-    if any(text.endswith(ext) for ext in (".fa", ".fasta", ".fa.gz", ".fasta.gz")):
-        return _read_fasta(Path(path))
+
+def _read_hub(name: str) -> dict[str, np.ndarray]:
+    where = "a local CSV or FASTA file (register_sequence_file with its path)"
+    hub = hub_datasets(name, where).load_dataset(name)
+    columns: dict[str, list] = {}
+    for split, part in hub.items():
+        for key in part.column_names:
+            columns.setdefault(key, []).extend(part[key])
+        columns.setdefault("split", []).extend([split] * len(part))
+    return {key: np.asarray(values) for key, values in columns.items()}
+
+
+def _read_csv(path: str | Path) -> dict[str, np.ndarray]:
     import pandas as pd
 
     frame = pd.read_csv(path, dtype={"sequence": str})
@@ -111,6 +124,18 @@ def read_sequence_file(path: str | Path) -> dict[str, np.ndarray]:
     if missing:
         raise UserError(f"{path}: missing column(s) {', '.join(sorted(missing))}; need sequence,label[,split]")
     return {key: frame[key].to_numpy() for key in frame.columns}
+
+
+def _checked(path: str, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Integer labels and ASCII sequences in every row: a bad cell is named here, not in torch."""
+    labels, sequences = columns["label"], columns["sequence"]
+    if not np.issubdtype(labels.dtype, np.integer):
+        found = labels[:3].tolist()
+        raise UserError(f"{path}: column label must hold integer class indices, got {found}")
+    bad = next((i for i, s in enumerate(sequences) if not (isinstance(s, str) and s.isascii())), -1)
+    if bad >= 0:
+        raise UserError(f"{path}: row {bad + 1} has no sequence of bases ({sequences[bad]!r})")
+    return columns
 
 
 def _read_fasta(path: Path) -> dict[str, np.ndarray]:
@@ -167,6 +192,8 @@ class SequenceDataset(MultiEnvDataset):
         columns = read_sequence_file(path)
         task = name.removeprefix("gue_").removesuffix(".csv.gz")
         if self.CHECK_GUE_SPLITS and task in GUE_SPLITS:
+            if "split" not in columns:
+                raise UserError(f"{path}: missing column split; GUE has sequence,label,split")
             sizes = tuple(int((columns["split"] == s).sum()) for s in SPLITS)
             if sizes != GUE_SPLITS[task]:
                 raise UserError(f"{path}: split sizes {sizes} != published GUE {GUE_SPLITS[task]} (train, dev, test)")
@@ -181,11 +208,27 @@ class SequenceDataset(MultiEnvDataset):
             if column not in columns:
                 raise UserError(f"{self.NAME}: {file} has no column {column!r} to select environment {env.name!r}")
             rows = np.flatnonzero(np.isin(columns[column].astype(str), env.params["values"]))
+            _check_rows(self, file, env, rows, columns["label"])
             if self.size == "tiny":
                 rows = np.sort(rng(self.NAME, self.data_seed, env.name, "tiny").permutation(rows)[: self.TINY])
             labels = torch.from_numpy(columns["label"][rows].astype(np.int64))
             envs[env.name] = SequenceEnvData(encode(columns["sequence"][rows].tolist(), self.INPUT_SHAPE[1]), labels)
         return envs
+
+
+def _check_rows(
+    dataset: SequenceDataset, file: str, env: Environment, rows: np.ndarray, labels: np.ndarray
+) -> None:
+    """An environment needs rows, and its labels must be class indices of the dataset."""
+    where = f"{dataset.NAME}: {file}"
+    if len(rows) == 0:
+        values = env.params["values"]
+        raise UserError(f"{where} has no rows for environment {env.name!r} (values {values})")
+    found = labels[rows]
+    outside = found[(found < 0) | (found >= dataset.NUM_CLASSES)]
+    if len(outside):
+        last = dataset.NUM_CLASSES - 1
+        raise UserError(f"{where} has labels outside 0..{last}, e.g. {outside[0]}")
 
 
 def _gue_env(name: str, task: str, splits: tuple[str, ...] = SPLITS, **params: Any) -> Environment:

@@ -22,6 +22,8 @@ For GPU runs, pass ``--hparams '{"featurizer": "resnet50"}' --weights imagenet``
 from __future__ import annotations
 
 import logging
+import re
+import shutil
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping
 
@@ -29,8 +31,8 @@ import torch
 from torch import Tensor
 
 from bench.datasets.base import EnvData, Environment, MultiEnvDataset, register_dataset
-from bench.datasets.files import data_roots, find_data
-from bench.errors import DataNotFoundError, UserError
+from bench.datasets.files import data_roots, find_data, hub_datasets
+from bench.errors import DataNotFoundError, UserError, reason
 from bench.hparams import Choice, IntLogUniform
 
 log = logging.getLogger(__name__)
@@ -93,9 +95,17 @@ def decode_images(paths: list[Path], size: int) -> Tensor:
 
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     for i, path in enumerate(paths):
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            out[i] = np.asarray(image if image.size == (size, size) else image.resize((size, size), Image.LANCZOS))
+        try:
+            with Image.open(path) as image:
+                image = image.convert("RGB")
+                if image.size != (size, size):
+                    image = image.resize((size, size), Image.LANCZOS)
+                out[i] = np.asarray(image)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # PIL's
+            raise UserError(
+                f"cannot decode image {path} ({reason(exc)}); "
+                "replace or delete it (the first bad file found; later ones are not checked yet)"
+            ) from None
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
@@ -114,7 +124,7 @@ class ImageFolderDataset(MultiEnvDataset):
     EVAL_EVERY = 100
     TINY_PER_CLASS = 4
     HPARAMS = {"augment": Choice(True, "train-time augmentation (random resized crop, flip, colour jitter, grayscale)", options=(True, False))}
-    HPARAM_OVERRIDES = {"batch_size": IntLogUniform(32, "images per domain per step", low=8, high=64, minimum=0)}
+    HPARAM_OVERRIDES = {"batch_size": IntLogUniform(32, "images per domain per step", low=8, high=64)}
 
     def augmentation(self, hparams: Mapping[str, Any]) -> Callable[[Tensor], Tensor] | None:
         return augment_batch if hparams.get("augment") else None
@@ -170,22 +180,50 @@ class ImageFolderDataset(MultiEnvDataset):
 
 
 def fetch_from_hub(dataset: ImageFolderDataset, target: Path) -> Path:
-    """Write HUB_ID's images (columns image, domain, label) as ``target/<domain>/<class>/<i>.jpg`` at IMAGE_SIZE."""
-    import datasets as hf_datasets
+    """Write HUB_ID's images (columns image, domain, label) as ``target/<domain>/<class>/<i>.jpg``.
 
+    Images are resized to IMAGE_SIZE. The copy is written beside ``target`` and renamed at
+    the end, so a failed download leaves no partial folder that would pass for the data.
+    """
+    layout = f"{target}/<domain>/<class>/*.jpg"
+    hf_datasets = hub_datasets(dataset.HUB_ID, layout)
     log.info("downloading %s from the HuggingFace hub into %s", dataset.HUB_ID, target)
-    hub = hf_datasets.load_dataset(dataset.HUB_ID, split="train")
-
-    def name(column: str, value: Any) -> str:  # ClassLabel columns hold integers
-        feature = hub.features[column]
-        return feature.int2str(value) if hasattr(feature, "int2str") else str(value)
-
+    try:
+        hub = hf_datasets.load_dataset(dataset.HUB_ID, split="train")
+    except Exception as exc:  # network, authentication and hub errors come in many types
+        message = f"downloading {dataset.HUB_ID} from the HuggingFace hub failed ({reason(exc)})"
+        raise DataNotFoundError(f"{message}; put the images in {layout}") from None
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    names = _HubNames(hub.features)
     size = (dataset.IMAGE_SIZE, dataset.IMAGE_SIZE)
     for i, row in enumerate(hub):
-        folder = target / name("domain", row["domain"]) / name("label", row["label"])
+        folder = partial / names.part("domain", row["domain"]) / names.part("label", row["label"])
         folder.mkdir(parents=True, exist_ok=True)
         row["image"].convert("RGB").resize(size).save(folder / f"{i}.jpg", quality=90)
+    partial.rename(target)
     return target
+
+
+class _HubNames:
+    """Hub domain and class names made safe as single path components (the hub is not trusted)."""
+
+    def __init__(self, features: Mapping[str, Any]) -> None:
+        self.features = features
+        self.seen: dict[tuple[str, str], Any] = {}
+
+    def part(self, column: str, value: Any) -> str:
+        feature = self.features[column]
+        name = feature.int2str(value) if hasattr(feature, "int2str") else str(value)  # ClassLabel
+        safe = re.sub(r"[/\\\x00-\x1f]", "_", name).lstrip(". ").rstrip()
+        if not safe:
+            raise UserError(f"hub {column} name {name!r} is not usable as a folder name; "
+                            "fetch the images by hand into the folder layout")
+        if self.seen.setdefault((column, safe), name) != name:
+            first = self.seen[column, safe]
+            raise UserError(f"hub {column} names {first!r} and {name!r} both become {safe!r}")
+        return safe
 
 
 def _envs(*names: str) -> tuple[Environment, ...]:

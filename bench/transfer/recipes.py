@@ -17,7 +17,7 @@ from torch import Tensor
 
 from bench.algorithms.base import Algorithm, Minibatches, classification_loss
 from bench.errors import UserError
-from bench.hparams import Fixed, LogUniform, Param, Setting
+from bench.hparams import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Domain, Fixed, LogUniform, Param, Setting
 from bench.networks import featurizer_space
 from bench.transfer.blocks import block_parameters, named_blocks
 from bench.transfer.diagnostics import BlockDiagnostics
@@ -33,11 +33,11 @@ class Recipe(Algorithm):
     HPARAMS: ClassVar[dict[str, Param]] = {
         "pretrain_data": Setting("source", "pretrain on the task's source, or on the target's own training inputs (self-pretraining)", options=("source", "target")),
         "pretrain_objective": Setting("supervised", "supervised on labels, or masked-input prediction (self-supervised)", options=OBJECTIVES),
-        "pretrain_steps": Fixed(1000, "pretraining steps"),
-        "pretrain_lr": Fixed(1e-3, "pretraining Adam learning rate"),
-        "pretrain_batch_size": Fixed(128, "pretraining batch size"),
-        "mask_ratio": Fixed(0.5, "fraction of input positions hidden by the masked objective"),
-        "pretrained_lr_mult": LogUniform(1.0, "learning-rate multiplier of the copied (pretrained) blocks", low=0.01, high=1.0),
+        "pretrain_steps": Fixed(1000, "pretraining steps", domain=NON_NEGATIVE),
+        "pretrain_lr": Fixed(1e-3, "pretraining Adam learning rate", domain=POSITIVE),
+        "pretrain_batch_size": Fixed(128, "pretraining batch size", domain=AT_LEAST_ONE),
+        "mask_ratio": Fixed(0.5, "fraction of input positions hidden by the masked objective", domain=Domain(0, 1, open_low=True)),
+        "pretrained_lr_mult": LogUniform(1.0, "learning-rate multiplier of the copied (pretrained) blocks", low=0.01, high=1.0, domain=NON_NEGATIVE),
     }
 
     def __init__(self, input_shape, num_classes, num_train_envs, hparams):
