@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -185,7 +186,8 @@ def _resolve(space: Mapping[str, Any], algorithm: str, dataset: str, hparams_see
 def space_digest(space: Mapping[str, Any]) -> str:
     """Digest of the search space (defaults, distributions, ranges; not the docs)."""
     described = {key: [type(p).__name__, {k: v for k, v in asdict(p).items() if k != "doc"}] for key, p in sorted(space.items())}
-    return hashlib.sha256(canonical_json(described).encode()).hexdigest()[:16]
+    text = json.dumps(described, sort_keys=True, separators=(",", ":"), default=repr)  # domains may be unbounded (inf)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def dataset_fingerprint(dataset: str, data_dir: str | None, download: bool = False) -> str:

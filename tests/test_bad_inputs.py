@@ -146,6 +146,8 @@ def _gue(content: bytes) -> Setup:
     def setup(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         (tmp / "data" / "genomic").mkdir(parents=True)
         (tmp / "data" / "genomic" / "gue_prom_core_tata.csv.gz").write_bytes(content)
+        # the other environment's file is intact: every file is fingerprinted before a run starts
+        (tmp / "data" / "genomic" / "gue_prom_core_notata.csv.gz").write_bytes(gzip.compress(CSV + _random_rows(20)))
 
     return setup
 
@@ -290,7 +292,48 @@ DASK_CASES = [
          id="dask-address-port-out-of-range"),
 ]
 
-CASES = HPARAM_CASES + MNIST_CASES + IMAGE_CASES + GENOMIC_CASES + WEIGHTS_CASES + DASK_CASES
+
+
+def _file_at(name: str, text: str) -> Setup:
+    return lambda tmp, monkeypatch: (tmp / name).write_text(text)
+
+
+def _legacy_output_dir(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run written under identity scheme 1 (its spec has no ``identity``)."""
+    run = tmp / "out" / "runs" / "erm-debug-e0-t0-h0"
+    run.mkdir(parents=True)
+    (run / "spec.json").write_text('{"spec": {"algorithm": "erm"}, "run_id": "erm-debug-e0-t0-h0", "hparams": {}}')
+
+
+SWEEP = "run --algorithms erm --datasets debug --test-envs e0 --size tiny " + OUT
+RUN_CASES = [
+    case(DEBUG + " --device tpu9", "--device tpu9", id="device-unknown"),
+    case(DEBUG + " --device cuda:x", "--device cuda:x", id="device-garbage"),
+    case(DEBUG + " --device cuda", "CUDA is not available", id="device-cuda-absent"),
+    case(DEBUG + " --threads -1", "--threads must be >= 1", id="threads-negative"),
+    case(DEBUG + " --threads 0", "--threads must be >= 1", id="threads-zero"),
+    case(SWEEP + " --jobs 0", "--jobs must be >= 1", id="jobs-zero"),
+    case(SWEEP + " --jobs -2", "--jobs must be >= 1", id="jobs-negative"),
+    case(SWEEP + " --threads 0", "--threads must be >= 1", id="sweep-threads-zero"),
+    case(DEBUG.replace("{tmp}/out", "{tmp}/afile"), "{tmp}/afile", _file_at("afile", "not a folder"), id="output-dir-is-a-file"),
+    case(DEBUG, "older bench", _legacy_output_dir, id="output-dir-older-identity"),
+    case(DEBUG + " --import {tmp}/plug.py", "syntax error at {tmp}/plug.py:1", _file_at("plug.py", "def broken(:\n"), id="plugin-syntax-error"),
+    case(DEBUG + " --import {tmp}/plug.py", "ZeroDivisionError", _file_at("plug.py", "1 / 0\n"), id="plugin-raises"),
+    case(DEBUG + " --import {tmp}/none.py", "no such file", id="plugin-missing-file"),
+    case(DEBUG + " --import no_such_module_xyz", "no_such_module_xyz", id="plugin-missing-module"),
+    case("run --algorithm andmask --dataset debug " + OUT, "Add --import", id="algorithm-unknown-hints-plugins"),
+    case(DEBUG + " --selection oracle", "--selection does not apply to one run", id="selection-on-one-run"),
+    case(DEBUG + " --no-stack", "--no-stack does not apply", id="no-stack-on-one-run"),
+    case(SWEEP + " --scheduler tcp://127.0.0.1:1", "--scheduler does not apply", id="scheduler-without-dask"),
+    case(SWEEP + " --launcher slurm --jobs 2", "--jobs does not apply", id="jobs-with-slurm"),
+    case(SWEEP + " --slurm-partition gpu", "--slurm-partition does not apply", id="slurm-flag-with-local"),
+    case(SWEEP + " --shots 10", "not a transfer task", id="shots-on-a-plain-dataset"),
+    case("run --task mnist_ab --recipe scratch --shots 7 " + OUT, "no 7-shot variant", id="shots-not-offered"),
+    case("run --task mnist_ab --recipe scratch --algorithms erm " + OUT, "--task/--recipe", id="task-with-algorithms"),
+    case("leaderboard --runs {tmp} --spread se", "add --format", id="spread-without-format"),
+]
+
+CASES = HPARAM_CASES + MNIST_CASES + IMAGE_CASES + GENOMIC_CASES + WEIGHTS_CASES + DASK_CASES + RUN_CASES
 
 
 @pytest.mark.parametrize("argv, expected, setup", CASES)
@@ -375,3 +418,14 @@ def test_files_without_an_image_extension_are_still_ignored(tmp_path, monkeypatc
     (tmp_path / "data" / "pacs" / "photo" / "dog" / "Thumbs.db").write_bytes(b"\x00\x01")
     data = DATASETS.get("pacs")(str(tmp_path / "data"), 0, size="tiny")
     assert len(data.envs["photo"]) == 7
+
+
+def test_a_full_disk_is_one_line(tmp_path, monkeypatch, capfd):
+    """ENOSPC while writing a record: the file and the reason, no traceback."""
+    from bench import records
+
+    def full(path, record):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(records, "append_record", full)
+    assert_one_error_line(shlex.split(_expand(DEBUG, tmp_path)), "No space left on device", capfd)

@@ -261,7 +261,7 @@ def test_a_planted_checkpoint_cannot_run_code(tmp_path, reference, monkeypatch):
     (directory / records.DONE).unlink()
     marker = tmp_path / "pwned"
     monkeypatch.setenv("BENCH_PLANTED", str(marker))
-    (directory / records.CHECKPOINT).write_bytes(pickle.dumps({"algorithm": _Planted(), "rng": {}, "step": 0, "wall_s": 0}))
+    (directory / records.CHECKPOINT).write_bytes(pickle.dumps({"algorithm": _Planted(), "rng": {}, "step": 0, "wall_s": 0}, protocol=2))
     assert runner.run(spec, _options(tmp_path)).status == "ok"
     assert not marker.exists() and _numbers(directory) == numbers
 
