@@ -48,7 +48,8 @@ REFERENCES: tuple[Reference, ...] = (
     Reference("cmnist_fishr", "last", "ERM", {"train envs": "86.4 ± 0.2", "test": "14.0 ± 0.7"}, _FISHR, _IRM_RUN),
     Reference("cmnist_fishr", "last", "IRM", {"train envs": "71.0 ± 0.5", "test": "65.6 ± 1.8"}, _FISHR, _IRM_RUN),
     Reference("cmnist", "train_val", "ERM", {"+90%": "71.7", "+80%": "72.9", "-90%": "10.0", "Avg": "51.5"}, _DB, _DB_CMNIST),
-    *(Reference("cmnist", "train_val", a, {"Avg": v}, _DB, _DB_CMNIST) for a, v in (("IRM", "52.0"), ("VREx", "51.8"), ("CORAL", "51.5"), ("DANN", "51.5"), ("GroupDRO", "52.1"), ("Mixup", "52.1"), ("MMD", "51.5"))),
+    *(Reference("cmnist", "train_val", a, {"Avg": v}, _DB, _DB_CMNIST) for a, v in (("IRM", "52.0"), ("VREx", "51.8"), ("CORAL", "51.5"), ("DANN", "51.5"), ("GroupDRO", "52.1"), ("MMD", "51.5"))),
+    Reference("cmnist", "train_val", "Mixup", {"Avg": "52.1"}, _DB + "; mixup_alpha was 0.1 for every sample there (a registry bug fixed in 2023; bench searches 10^U(-1, 1))", _DB_CMNIST),
     *(Reference("cmnist", "oracle", a, {"-90%": t, "Avg": v}, _DB, _DB_CMNIST) for a, t, v in (("ERM", "28.7", "57.8"), ("IRM", "58.5", "67.7"), ("VREx", "55.2", "67.0"))),
     Reference("cmnist", "oracle", "Fishr", {"Avg": "68.8 ± 1.4"}, "Rame et al. 2022 (Fishr), DomainBed protocol", _DB_CMNIST),
     *(Reference("pacs", "train_val", a, {"Avg": v}, "Gulrajani & Lopez-Paz 2021 (DomainBed), ResNet-50 ImageNet", _DB_PACS)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from bench.errors import UserError
-from bench.hparams import AT_LEAST_ONE, DROPOUT, Choice, Fixed, IntLogUniform, Param
+from bench.hparams import AT_LEAST_ONE, DROPOUT, Choice, Fixed, IntLogUniform, Param, Setting
 
 FeaturizerFactory = Callable[[tuple[int, ...], Mapping[str, Any]], nn.Module]
 _FEATURIZERS: dict[str, tuple[FeaturizerFactory, dict[str, Param]]] = {}
@@ -136,7 +136,7 @@ def _mnist_cnn(input_shape: tuple[int, ...], hp: Mapping[str, Any]) -> nn.Module
 
 SHARED_HEAD_SPACE: dict[str, Param] = {
     "nonlinear_classifier": Fixed(False, "DomainBed's 3-layer MLP head instead of a linear one"),
-    "init": Choice("default", "weight init: torch default, or xavier-uniform with zero bias", options=("default", "xavier")),
+    "init": Setting("default", "weight init: torch default, or xavier-uniform with zero bias (not searched: DomainBed has no such key)", options=("default", "xavier")),
 }
 
 
@@ -188,8 +188,9 @@ def _small_cnn(input_shape: tuple[int, ...], hp: Mapping[str, Any]) -> nn.Module
 class ResNet(nn.Module):
     """torchvision ResNet-18/50 without its final layer, started from ``weights`` (see bench/start_weights.py)."""
 
-    def __init__(self, input_shape: tuple[int, ...], depth: int, weights: str, dropout: float) -> None:
+    def __init__(self, input_shape: tuple[int, ...], depth: int, weights: str, dropout: float, freeze_bn: bool = False) -> None:
         super().__init__()
+        self.freeze_bn = freeze_bn
         import torchvision
 
         from bench.start_weights import NONE, load_resnet_weights
@@ -208,21 +209,31 @@ class ResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.network(x))
 
+    def train(self, mode: bool = True) -> "ResNet":
+        """DomainBed keeps BatchNorm in eval mode while training (its ``freeze_bn``): running stats stay ImageNet's."""
+        super().train(mode)
+        if self.freeze_bn:
+            for module in self.network.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.eval()
+        return self
+
 
 _RESNET_SPACE: dict[str, Param] = {
     "weights": Fixed("none", "start weights: none (random), imagenet (torchvision IMAGENET1K_V1, cached or downloaded), or a state_dict file (--weights)"),
     "resnet_dropout": Choice(0.0, "dropout on the pooled features (DomainBed's search)", options=(0.0, 0.1, 0.5), domain=DROPOUT),
+    "freeze_bn": Setting(False, "BatchNorm layers stay in eval mode while training (DomainBed's ResNet)", options=(False, True)),
 }
 
 
 @register_featurizer("resnet18", _RESNET_SPACE)
 def _resnet18(input_shape: tuple[int, ...], hp: Mapping[str, Any]) -> nn.Module:
-    return ResNet(input_shape, 18, hp["weights"], hp["resnet_dropout"])
+    return ResNet(input_shape, 18, hp["weights"], hp["resnet_dropout"], hp["freeze_bn"])
 
 
 @register_featurizer("resnet50", _RESNET_SPACE)
 def _resnet50(input_shape: tuple[int, ...], hp: Mapping[str, Any]) -> nn.Module:
-    return ResNet(input_shape, 50, hp["weights"], hp["resnet_dropout"])
+    return ResNet(input_shape, 50, hp["weights"], hp["resnet_dropout"], hp["freeze_bn"])
 
 
 class SeqCNN(nn.Module):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bench.datasets.base import EnvData, Environment, MultiEnvDataset, register_dataset
+from bench.datasets.base import DOMAINBED_SMALL_IMAGES, EnvData, Environment, MultiEnvDataset, register_dataset
 from bench.datasets.files import MNISTFiles, load_mnist, shuffled_mnist
 from bench.hparams import Fixed
 from bench.seeding import rng
@@ -54,6 +54,7 @@ class ColoredMNIST(MNISTFiles, MultiEnvDataset):
     N_STEPS = 5001
     EVAL_EVERY = 100
     TINY = 1800
+    HPARAM_OVERRIDES = DOMAINBED_SMALL_IMAGES
 
     def build(self) -> dict[str, EnvData]:
         images, digits = shuffled_mnist(self.root, self.download, self.NAME, self.data_seed, self.TINY if self.size == "tiny" else None)

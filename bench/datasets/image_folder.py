@@ -5,9 +5,17 @@ leave-one-domain-out) and classes, and construction checks them against the fold
 (and the per-domain/class counts where they are known, as for PACS). Images are
 decoded once (PIL), resized to IMAGE_SIZE (64 px: CPU-sized) and kept
 in memory as uint8; each batch is converted to float and ImageNet-normalised. The
-``augment`` hparam turns on a vectorised version of DomainBed's train transform
+``augment`` setting picks a vectorised version of DomainBed's train transform
 (random resized crop of 70-100% area, horizontal flip, brightness/contrast/saturation
-jitter 0.3, 10% grayscale; hue jitter is left out) applied to training batches only.
+jitter 0.3, 10% grayscale; hue jitter is left out), colour jitter only, or none; it
+is applied to training batches only.
+
+These registered names are **the CPU protocol** (64 px, ``small_cnn``, evaluation every
+100 steps, random init): a protocol of its own, not DomainBed's. DomainBed's protocol
+(ResNet-50 from ImageNet at 224 px, BatchNorm frozen, lr 5e-5, evaluation every 300 /
+1000 steps, DomainBed's augmentation with hue) is registered beside each as
+``<name>_domainbed`` (bench/datasets/domainbed_images.py); published DomainBed rows are
+shown only on boards of that protocol.
 
 Data: ``../shared/data/pacs`` is a 64 px copy of PACS. Other layouts must be obtained
 (e.g. with DomainBed's ``download.py``) and placed under ``--data-dir``; they raise the
@@ -15,8 +23,7 @@ missing-data error until then. With ``--download`` a dataset that declares HUB_I
 fetched once from the HuggingFace hub (``datasets`` library) and written in this layout.
 Note that DomainNet (586k images) needs ~7 GB of memory at 64 px.
 
-Defaults: ``small_cnn``, 5001 steps, evaluation every 100 (DomainBed's cadence), batch 32 per domain.
-For GPU runs, pass ``--hparams '{"featurizer": "resnet50"}' --weights imagenet`` (DomainBed's setting).
+Defaults: ``small_cnn``, 5001 steps, evaluation every 100, batch 32 per domain.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from torch import Tensor
 from bench.datasets.base import EnvData, Environment, MultiEnvDataset, register_dataset
 from bench.datasets.files import data_roots, find_data, hub_datasets
 from bench.errors import DataNotFoundError, UserError, reason
-from bench.hparams import Choice, IntLogUniform
+from bench.hparams import IntLogUniform, Setting
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +70,11 @@ def augment_batch(x: Tensor) -> Tensor:
 
     ``x`` is float in [0, 1]; randomness comes from the global torch RNG, which the runner seeds and checkpoints.
     """
+    return colour_batch(crop_flip_batch(x))
+
+
+def crop_flip_batch(x: Tensor) -> Tensor:
+    """Per-image random resized crop (70-100% area, aspect 3/4..4/3) and horizontal flip, vectorised."""
     n, device = len(x), x.device
     area = torch.empty(n, device=device).uniform_(0.7, 1.0)
     aspect = torch.exp(torch.empty(n, device=device).uniform_(-0.2877, 0.2877))  # log(3/4) .. log(4/3)
@@ -72,7 +84,12 @@ def augment_batch(x: Tensor) -> Tensor:
     theta = torch.zeros(n, 2, 3, device=device)
     theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = w * flip, tx, h, ty
     grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
-    x = torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def colour_batch(x: Tensor) -> Tensor:
+    """Per-image brightness/contrast/saturation jitter 0.3 and 10% grayscale, vectorised (no hue jitter)."""
+    n, device = len(x), x.device
 
     def factor() -> Tensor:
         return torch.empty(n, 1, 1, 1, device=device).uniform_(0.7, 1.3)
@@ -123,11 +140,18 @@ class ImageFolderDataset(MultiEnvDataset):
     N_STEPS = 5001
     EVAL_EVERY = 100
     TINY_PER_CLASS = 4
-    HPARAMS = {"augment": Choice(True, "train-time augmentation (random resized crop, flip, colour jitter, grayscale)", options=(True, False))}
-    HPARAM_OVERRIDES = {"batch_size": IntLogUniform(32, "images per domain per step", low=8, high=64)}
+    AUGMENTATIONS: ClassVar[dict[str, Callable[[Tensor], Tensor] | None]] = {
+        "crop_flip_colour": augment_batch, "colour": colour_batch, "none": None,
+    }
+    HPARAMS = {
+        "augment": Setting("crop_flip_colour", "train-time augmentation: random resized crop + flip + colour jitter and "
+                           "grayscale (DomainBed's, without hue), colour only (e.g. digits), or none", options=tuple(AUGMENTATIONS)),
+    }
+    # DomainBed's large-image batch size: int(2^U(3, 5.5))
+    HPARAM_OVERRIDES = {"batch_size": IntLogUniform(32, "images per domain per step", low=8, high=2**5.5)}
 
     def augmentation(self, hparams: Mapping[str, Any]) -> Callable[[Tensor], Tensor] | None:
-        return augment_batch if hparams.get("augment") else None
+        return self.AUGMENTATIONS[hparams.get("augment", "none")]
 
     @classmethod
     def data_paths(cls, root: str | None) -> list[Path]:
@@ -282,3 +306,4 @@ class DomainNet(ImageFolderDataset):
     DIRNAME = "domain_net"
     ENVIRONMENTS = _envs("clipart", "infograph", "painting", "quickdraw", "real", "sketch")
     NUM_CLASSES = 345
+    HPARAM_OVERRIDES = {"batch_size": IntLogUniform(32, "images per domain per step (DomainBed: int(2^U(3, 5)))", low=8, high=2**5)}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bench.datasets.base import EnvData, Environment, MultiEnvDataset, register_dataset
+from bench.datasets.base import DOMAINBED_SMALL_IMAGES, EnvData, Environment, MultiEnvDataset, register_dataset
 from bench.datasets.files import MNISTFiles, shuffled_mnist
 
 ANGLES = (0, 15, 30, 45, 60, 75)
@@ -36,6 +36,7 @@ class RotatedMNIST(MNISTFiles, MultiEnvDataset):
     N_STEPS = 5001
     EVAL_EVERY = 100
     TINY = 1200
+    HPARAM_OVERRIDES = DOMAINBED_SMALL_IMAGES
 
     def build(self) -> dict[str, EnvData]:
         images, digits = shuffled_mnist(self.root, self.download, self.NAME, self.data_seed, self.TINY if self.size == "tiny" else None)
