@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from bench import report as rp
+from bench.protocol import render_card
 from bench.selection import RULES, Run
 
 
@@ -52,7 +53,7 @@ REFERENCES: tuple[Reference, ...] = (
     Reference("cmnist", "train_val", "Mixup", {"Avg": "52.1"}, _DB + "; mixup_alpha was 0.1 for every sample there (a registry bug fixed in 2023; bench searches 10^U(-1, 1))", _DB_CMNIST),
     *(Reference("cmnist", "oracle", a, {"-90%": t, "Avg": v}, _DB, _DB_CMNIST) for a, t, v in (("ERM", "28.7", "57.8"), ("IRM", "58.5", "67.7"), ("VREx", "55.2", "67.0"))),
     Reference("cmnist", "oracle", "Fishr", {"Avg": "68.8 ± 1.4"}, "Rame et al. 2022 (Fishr), DomainBed protocol", _DB_CMNIST),
-    *(Reference("pacs", "train_val", a, {"Avg": v}, "Gulrajani & Lopez-Paz 2021 (DomainBed), ResNet-50 ImageNet", _DB_PACS)
+    *(Reference("pacs_domainbed", "train_val", a, {"Avg": v}, "Gulrajani & Lopez-Paz 2021 (DomainBed), ResNet-50 ImageNet", _DB_PACS)
       for a, v in (("ERM", "85.5"), ("CORAL", "86.2"), ("IRM", "83.5"), ("DANN", "83.6"))),
 )
 
@@ -163,7 +164,11 @@ def markdown(report: rp.Report, commit: str | None, command: str, title: str = "
         if summary.headers[1:-1]:
             out += ["", f"## Summary — {rule}: {RULES[rule][0]}", "", summary.render("markdown")]
     for dataset in report.datasets:
-        out += ["", f"## {dataset}", "", _protocol(report.dataset_runs(dataset))]
+        runs = report.dataset_runs(dataset)
+        out += ["", f"## {dataset}", "", _protocol(runs)]
+        cards = [r.protocol for r in sorted(runs, key=lambda r: r.spec["hparams_seed"]) if r.protocol]
+        if cards:
+            out += ["", render_card(cards[0])]
         for rule in report.rules:
             if not report.has_values(dataset, rule):
                 out += ["", f"### {rule}", "", f"No values: {_empty_reason(report, dataset, rule)}"]

@@ -47,7 +47,8 @@ def load_runs(output_dir: str | Path, run_ids: Iterable[str] | None = None) -> l
         except records.DamagedRun as exc:
             runs.append(Run(d.name, _readable_spec(d), {}, (), "damaged", damage=str(exc)))
             continue
-        runs.append(Run(info["run_id"], info["spec"], info["hparams"], tuple(found), status, info.get("command", ""), info.get("meta", {}).get("git")))
+        runs.append(Run(info["run_id"], info["spec"], info["hparams"], tuple(found), status, info.get("command", ""),
+                        info.get("meta", {}).get("git"), protocol=info.get("protocol", {})))
     return runs
 
 
@@ -201,7 +202,8 @@ def _holm_table(table: dict[str, dict[str, Cell]]) -> dict[str, dict[str, Cell]]
 
 
 def cells(report: Report, dataset: str, rule: str) -> dict[str, dict[str, Cell]]:
-    """column -> algorithm -> Cell, including the ``Avg`` column (per-trial mean over columns)."""
+    """column -> algorithm -> Cell, with ``Avg`` and ``Worst`` (per-trial mean and minimum over the test
+    environments, over the trials complete in every one) when there are several."""
     expected = len(report.trials(dataset))
     columns = report.columns(dataset)
     chosen = [s for s in report.selected[rule] if s.dataset == dataset]
@@ -214,16 +216,29 @@ def cells(report: Report, dataset: str, rule: str) -> dict[str, dict[str, Cell]]
             table[column][a] = Cell(values, expected, *(sum(getattr(s, f"n_{k}") for s in mine) for k in ("diverged", "partial", "damaged")))
         table[column] = _with_test(table[column])
     if len(columns) > 1:
-        avg = {}
-        for a in report.algorithms(dataset):
-            per = [table[c][a].values for c in columns]
-            complete = set.intersection(*(set(v) for v in per))
-            avg[a] = Cell({t: float(np.mean([v[t] for v in per])) for t in sorted(complete)}, expected)
-        table["Avg"] = _with_test(avg)
+        for name, combine in AGGREGATES.items():
+            aggregated = {}
+            for a in report.algorithms(dataset):
+                per = [table[c][a].values for c in columns]
+                complete = set.intersection(*(set(v) for v in per))
+                aggregated[a] = Cell({t: float(combine([v[t] for v in per])) for t in sorted(complete)}, expected)
+            table[name] = _with_test(aggregated)
     return _holm_table(table)
 
 
-def mean_ranks(columns: dict[str, dict[str, Cell]], skip: Sequence[str] = ("Avg",)) -> dict[str, float | None]:
+AGGREGATES = {"Avg": np.mean, "Worst": np.min}  # over test environments, per trial
+
+
+def metric_name(report: Report, dataset: str) -> str:
+    """The dataset's primary metric as recorded with its runs' records (``acc`` unless the protocol says otherwise)."""
+    found = {rec.get("metric", "acc") for r in report.dataset_runs(dataset) for rec in r.records[:1]}
+    return found.pop() if len(found) == 1 else "acc"
+
+
+METRIC_NOTES = {"mcc": "Metric: Matthews correlation coefficient (MCC) x 100, the dataset's primary metric; chance is 0."}
+
+
+def mean_ranks(columns: dict[str, dict[str, Cell]], skip: Sequence[str] = tuple(AGGREGATES)) -> dict[str, float | None]:
     """Mean over columns of each algorithm's rank by mean accuracy (1 = best, ties averaged)."""
     ranks: dict[str, list[float]] = {}
     for name, column in columns.items():
@@ -236,7 +251,8 @@ def mean_ranks(columns: dict[str, dict[str, Cell]], skip: Sequence[str] = ("Avg"
 
 
 def legend(spread: str, ci: bool) -> str:
-    text = f"Cells: test-environment accuracy (%), mean ± {'std (ddof=1)' if spread == 'std' else 'SE'} over trials (n trials; k/n when some are missing)"
+    text = (f"Cells: the test environment's primary metric x 100 (accuracy unless noted), mean ± {'std (ddof=1)' if spread == 'std' else 'SE'} "
+            "over trials (n trials; k/n when some are missing); Worst: the lowest test environment per trial")
     if ci:
         text += ", [95% t-interval]"
     return text + (f"; * paired t-test vs {BASELINE.upper()} over shared trials, p < {ALPHA} after Holm's correction "
@@ -256,7 +272,7 @@ def dataset_table(report: Report, dataset: str, rule: str, spread: str = "std", 
         rank = ranks.get(a)
         runs = " / ".join(str(sum(getattr(c[a], k) for c in columns.values())) for k in ("diverged", "partial", "damaged"))
         rows.append([a, *([train.format(spread)] if single else []), *(columns[c][a].format(spread, ci) for c in columns), "–" if rank is None else f"{rank:.2f}", runs])
-    notes = [legend(spread, ci), f"Selection: {RULES[rule][0]} (`{rule}`)."]
+    notes = [legend(spread, ci), f"Selection: {RULES[rule][0]} (`{rule}`).", *([METRIC_NOTES[m]] if (m := metric_name(report, dataset)) in METRIC_NOTES else [])]
     if single:
         notes.append("train envs: mean accuracy over the training environments at the selected checkpoint (their `in` splits, or `out` where `in` was not evaluated).")
     reasons: dict[str, list[str]] = {}

@@ -27,6 +27,7 @@ from bench.algorithms import ALGORITHMS, Algorithm
 from bench.datasets import DATASETS, EnvData, MultiEnvDataset
 from bench.evaluation import evaluate, skipped_splits
 from bench.seeding import rng, stable_hash, torch_generator
+from bench.protocol import protocol_card
 from bench.spec import RunSpec, RuntimeOptions, resolve_hparams
 
 log = logging.getLogger(__name__)
@@ -323,7 +324,10 @@ def prepare(spec: RunSpec, options: RuntimeOptions, directory: Path) -> RunConte
         results.unlink(missing_ok=True)
         checkpoint.unlink(missing_ok=True)
     if not (directory / records.SPEC).exists():
-        records.write_json(directory / records.SPEC, {"spec": spec.to_dict(), "run_id": spec.run_id, "hparams": hparams, "command": options.command, "meta": ctx.meta, **({"transfer": setup} if setup else {})})
+        records.write_json(directory / records.SPEC, {
+            "spec": spec.to_dict(), "run_id": spec.run_id, "hparams": hparams, "command": options.command, "meta": ctx.meta,
+            "protocol": protocol_card(spec.to_dict()), **({"transfer": setup} if setup else {}),
+        })
     return ctx
 
 

@@ -50,6 +50,7 @@ class Run:
     command: str = ""
     git: str | None = None
     damage: str = ""  # why a damaged run cannot be used
+    protocol: Mapping[str, Any] = field(default_factory=dict)  # the protocol card recorded in spec.json
 
 
 @dataclass(frozen=True)

@@ -102,7 +102,8 @@ def test_paired_test_flags_consistent_improvement_only():
 def test_average_column_uses_trials_complete_in_every_env_and_ranks():
     rep = build_report(golden_runs(), ["train_val"])
     table = cells(rep, "toy", "train_val")
-    assert list(table) == ["e0", "e1", "e2", "Avg"]
+    assert list(table) == ["e0", "e1", "e2", "Avg", "Worst"]
+    assert table["Worst"]["erm"].values[0] == pytest.approx(min(table[e]["erm"].values[0] for e in ("e0", "e1", "e2")))
     irm = table["Avg"]["irm"]
     assert sorted(irm.values) == [0, 1]  # trial 2 of e2 diverged
     assert irm.values[0] == pytest.approx(np.mean([table[e]["irm"].values[0] for e in TOY]))
@@ -214,6 +215,19 @@ def test_stars_use_holm_adjusted_p_values_and_both_are_in_selected_rows():
     assert found, "the golden runs should hold a cell significant alone but not after correcting for its table"
     rule, col, a, cell = found[0]
     assert cell.format().endswith(")") and cell.p_vs_baseline > cell.p_raw
-    if col != "Avg":
+    if col not in ("Avg", "Worst"):
         row = next(r for r in selected_rows(rep) if (r["rule"], r["algorithm"], r["test_env"]) == (rule, a, col))
         assert row["p_vs_erm"] == cell.p_raw and row["p_vs_erm_holm"] == cell.p_vs_baseline
+
+
+def test_protocol_card_is_recorded_with_each_run_and_printed_on_the_board(tmp_path):
+    from bench import records as rec, runner
+    from bench.spec import RuntimeOptions, make_spec
+
+    spec = make_spec("erm", "cmnist_irm_gray", size="tiny", steps=2)
+    outcome = runner.run(spec, RuntimeOptions(output_dir=tmp_path, progress=False, threads=1))
+    card = rec.read_json(outcome.run_dir / rec.SPEC)["protocol"]
+    assert card["reference"].startswith("IRM paper") and card["selection"] == ["last"] and card["batch_size"] == "full environment"
+    assert card["input"] == "1x14x14" and card["metric"] == "acc" and card["steps"] == 2
+    page = leaderboard.markdown(build_report(load_runs(tmp_path), ["last"]), "c", "cmd")
+    assert "**Protocol**: reference IRM paper" in page

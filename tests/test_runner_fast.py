@@ -115,3 +115,15 @@ def test_cached_listing_is_identical_and_skips_torch(tmp_path):
     again = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert again.stdout.rstrip("\n") == first.rstrip("\n") and "erm" in first and "cmnist" in first
+
+
+def test_records_keep_confusion_counts_and_mcc(tmp_path):
+    from bench.evaluation import mcc
+
+    spec = make_spec("erm", "debug", size="tiny", steps=3)
+    outcome = runner.run(spec, _options(tmp_path, "cm"))
+    split = outcome.last_record["eval"]["e1"]["out"]
+    assert sum(c for _, _, c in split["confusion"]) == split["n"]
+    assert split["acc"] == pytest.approx(sum(c for t, p, c in split["confusion"] if t == p) / split["n"])
+    assert split["mcc"] == pytest.approx(mcc(split["confusion"]))
+    assert mcc([[0, 0, 40], [0, 1, 10], [1, 0, 5], [1, 1, 45]]) == pytest.approx(1750 / (55 * 50 * 50 * 45) ** 0.5)

@@ -146,3 +146,14 @@ def test_val_env_selects_on_the_declared_validation_environment_and_reports_test
     assert chosen["test"].val == pytest.approx(0.8 * 0.8 + 0.4 * 0.2)  # whole-environment accuracy, weighted by n
     assert chosen["val"].acc is None and "validation environment" in chosen["val"].reason
     assert all(s.acc is None for s in select([run("erm", ("test",), 0, 0, [rec(0, 0.6, 0.6, 0.6)])], "val_env"))
+
+
+def test_selection_reads_the_metric_recorded_with_the_records():
+    """GUE records say ``metric: mcc``: the checkpoint and the reported value are MCC, not accuracy."""
+    def rec(step, val_acc, val_mcc, test_mcc):
+        return {"step": step, "metric": "mcc", "eval": {
+            "d0": {"in": {"acc": 0.9, "mcc": 0.8, "n": 80}, "out": {"acc": val_acc, "mcc": val_mcc, "n": 20}},
+            "test": {"in": {"acc": 0.5, "mcc": test_mcc, "n": 80}, "out": {"acc": 0.5, "mcc": 0.0, "n": 20}}}}
+    runs = [run("erm", ("test",), 0, 0, [rec(0, 0.9, 0.1, 0.11), rec(5, 0.6, 0.4, 0.33)])]
+    [chosen] = select(runs, "train_val")
+    assert (chosen.step, chosen.acc, chosen.val) == (5, 0.33, 0.4)

@@ -73,6 +73,8 @@ class MultiEnvDataset:
     N_STEPS: ClassVar[int] = 5001
     EVAL_EVERY: ClassVar[int] = 100
     HOLDOUT_FRACTION: ClassVar[float] = 0.2
+    REFERENCE: ClassVar[str] = "bench's own generated task"  # the protocol followed (see bench/protocol.py)
+    SELECTION: ClassVar[tuple[str, ...]] = ("train_val", "oracle")  # the selection rules its protocol reports
     METRIC: ClassVar[str] = "acc"  # the primary metric selection and tables use: acc or mcc (see evaluation.py)
     VALIDATION_ENV: ClassVar[str | None] = None  # a held-out environment the ``val_env`` selection rule reads
     BINARY_LOGIT: ClassVar[bool] = False  # one logit + BCE for 2 classes (the IRM paper's head)

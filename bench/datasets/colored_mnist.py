@@ -55,6 +55,7 @@ class ColoredMNIST(MNISTFiles, MultiEnvDataset):
     EVAL_EVERY = 100
     TINY = 1800
     HPARAM_OVERRIDES = DOMAINBED_SMALL_IMAGES
+    REFERENCE = "DomainBed (Gulrajani & Lopez-Paz 2021): ColoredMNIST, MNIST CNN, hparams_registry.py"
 
     def build(self) -> dict[str, EnvData]:
         images, digits = shuffled_mnist(self.root, self.download, self.NAME, self.data_seed, self.TINY if self.size == "tiny" else None)
@@ -82,6 +83,8 @@ class ColoredMNISTIRM(MNISTFiles, MultiEnvDataset):
     EVAL_EVERY = 100
     HOLDOUT_FRACTION = 0.0
     TINY = 600
+    REFERENCE = "IRM paper (Arjovsky et al. 2019) code/colored_mnist; methods it did not tune run at its ERM flags"
+    SELECTION = ("last",)
     # The IRM code's defaults (main.py flags), which its ERM baseline uses.
     HPARAM_OVERRIDES = {
         "lr": Fixed(0.001, "Adam learning rate (IRM code default)"),
@@ -121,6 +124,7 @@ class ColoredMNISTFishr(ColoredMNISTIRM):
     hyperparameters tuned for IRM (Fishr code ``coloredmnist/train_coloredmnist.py`` defaults)."""
 
     VERSION = 1
+    REFERENCE = "Fishr paper (Rame et al. 2022) coloredmnist/train_coloredmnist.py: every method at the IRM-tuned flags"
     HPARAM_OVERRIDES = {
         **ColoredMNISTIRM.HPARAM_OVERRIDES,
         "lr": Fixed(0.0004898536566546834, "IRM paper's tuned Adam learning rate, for every method"),
@@ -137,6 +141,7 @@ class ColoredMNISTIRMGray(ColoredMNISTIRM):
     VERSION = 2
     INPUT_SHAPE = (1, 14, 14)
     N_STEPS = 101
+    REFERENCE = "IRM paper (Arjovsky et al. 2019) grayscale oracle, reproduce_paper_results.sh"
     HPARAM_OVERRIDES = {
         **ColoredMNISTIRM.HPARAM_OVERRIDES,
         "lr": Fixed(0.0028171488133821726, "the oracle's tuned Adam learning rate"),

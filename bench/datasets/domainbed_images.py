@@ -58,6 +58,7 @@ class DomainBedImages(ImageFolderDataset):
     """Mixin body of every ``<name>_domainbed`` variant (see the module docstring)."""
 
     IMAGE_SIZE = SIZE
+    REFERENCE = "DomainBed (Gulrajani & Lopez-Paz 2021): ResNet-50 from ImageNet, 224 px, frozen BatchNorm"
     INPUT_SHAPE = (3, SIZE, SIZE)
     FEATURIZER = "resnet50"
     EVAL_EVERY = 300

@@ -170,6 +170,8 @@ class SequenceDataset(MultiEnvDataset):
     HPARAMS = {"revcomp": Choice(True, "reverse-complement a random half of each training batch", options=(True, False))}
     CHECK_GUE_SPLITS: ClassVar[bool] = True
     METRIC = "mcc"  # GUE's (Zhou et al., 2024, DNABERT-2) standard metric for its classification tasks
+    REFERENCE = ("GUE (Zhou et al. 2024, DNABERT-2) data, splits and metric (MCC); bench's sequence CNN at a CPU budget, "
+                 "not GUE's fine-tuned-transformer protocol")
 
     def augmentation(self, hparams: Mapping[str, Any]) -> Callable[[Tensor], Tensor] | None:
         return reverse_complement if hparams.get("revcomp") else None

@@ -140,6 +140,7 @@ class ImageFolderDataset(MultiEnvDataset):
     N_STEPS = 5001
     EVAL_EVERY = 100
     TINY_PER_CLASS = 4
+    REFERENCE = "bench's CPU protocol on DomainBed's datasets (64 px, small_cnn from scratch): not DomainBed's protocol"
     AUGMENTATIONS: ClassVar[dict[str, Callable[[Tensor], Tensor] | None]] = {
         "crop_flip_colour": augment_batch, "colour": colour_batch, "none": None,
     }

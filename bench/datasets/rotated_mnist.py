@@ -37,6 +37,7 @@ class RotatedMNIST(MNISTFiles, MultiEnvDataset):
     EVAL_EVERY = 100
     TINY = 1200
     HPARAM_OVERRIDES = DOMAINBED_SMALL_IMAGES
+    REFERENCE = "DomainBed (Gulrajani & Lopez-Paz 2021): RotatedMNIST, MNIST CNN, hparams_registry.py"
 
     def build(self) -> dict[str, EnvData]:
         images, digits = shuffled_mnist(self.root, self.download, self.NAME, self.data_seed, self.TINY if self.size == "tiny" else None)

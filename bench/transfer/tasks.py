@@ -27,6 +27,7 @@ class TransferTask(MultiEnvDataset):
     """Subclasses implement ``build_target`` and ``build_source``; ``SOURCE_ID`` is shared by all shot variants."""
 
     TARGET: ClassVar[str] = "target"
+    REFERENCE = "bench's transfer protocol: pretrain on the source, adapt on the target (see bench/transfer/)"
     SOURCE_ID: ClassVar[str]
     SOURCE_CLASSES: ClassVar[int]
     MODALITY: ClassVar[str] = "image"  # image | sequence | vector: picks the masked objective
