@@ -107,8 +107,8 @@ def sentence(report: rp.Report, label: str, rule: str, chance_level: float | Non
     below = chance_level is not None and erm < chance_level - BELOW_CHANCE
     if gap >= CLEAR_GAP:
         why = "ERM used the spurious feature, whose relation to the label flips at test" if below else "ERM relied on features that do not transfer"
-        reach = f"; {INVARIANCE[best]} reaches {methods[best] / upper:.0%} of the oracle's {_pct(upper)}" if upper else ""
-        return f"{head}{test}: {why}, {INVARIANCE[best]} did not{reach}."
+        reach = f" and reaches {methods[best] / upper:.0%} of the oracle's {_pct(upper)}" if upper else ""
+        return f"{head}{test}: {why}; {INVARIANCE[best]} did not{reach}."
     if gap > 0:
         return f"{head}{test}: {INVARIANCE[best]} is ahead by {100 * gap:.1f} points, less than the {100 * CLEAR_GAP:.0f} that would make the separation clear."
     return f"{head}{test}: no invariance method beats ERM here" + (" (ERM is below chance: every method used the spurious feature)." if below else ".")
