@@ -30,7 +30,7 @@ def reduced_default(tmp_path_factory):
         mp.setattr(sweep, "DEFAULT_GRID", grid)
         buffer = io.StringIO()  # capsys is function-scoped: capture the module's one run by redirect
         with contextlib.redirect_stdout(buffer):
-            assert cli.main(["run", "--output-dir", str(out), "--jobs", "1", "--no-progress"]) == 0
+            assert cli.main(["run", "--output-dir", str(out), "--jobs", "1", "--threads", "1", "--no-progress"]) == 0
     return out, buffer.getvalue()
 
 
