@@ -363,6 +363,9 @@ def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
     print()
     print(report.render_tables(rep, "plain"))
     if default:
+        from bench.interpret import render
+
+        print(f"\n{render(rep)}")
         out = Path(args.output_dir) / "leaderboard"
         title = "Default benchmark"
         page = leaderboard.write(rep, out, records.git_commit(), shlex.join(["python", "-m", "bench", "leaderboard", "--runs", str(args.output_dir), "--out", str(out), "--selection", ",".join(rules), "--title", title]), title)

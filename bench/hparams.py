@@ -194,7 +194,8 @@ def space_for(algorithm_cls: type, dataset_cls: type, featurizer: str | None = N
 
     Layers: the algorithm's HPARAMS along its MRO (base keys lr, weight_decay, ...),
     the dataset's featurizer keys, the dataset's HPARAM_OVERRIDES (only for keys the
-    space has, e.g. an lr range for small images), then the algorithm's own
+    space has, e.g. an lr range for small images), the dataset's ALGORITHM_HPARAMS
+    for this algorithm (its tuned settings per method, e.g. spurious_toy), then the algorithm's own
     DATASET_HPARAMS for this dataset (a paper's protocol, e.g. IRM on cmnist_irm).
     A key keeps the domain of its first declaration unless a later layer declares one.
     ``featurizer`` (an override of the dataset's) brings that network's keys instead.
@@ -209,6 +210,7 @@ def space_for(algorithm_cls: type, dataset_cls: type, featurizer: str | None = N
     _layer(space, featurizer_space(featurizer))
     _layer(space, getattr(dataset_cls, "HPARAMS", {}))  # the dataset's own keys, e.g. augmentation
     _layer(space, {k: v for k, v in dataset_cls.HPARAM_OVERRIDES.items() if k in space})
+    _layer(space, getattr(dataset_cls, "ALGORITHM_HPARAMS", {}).get(getattr(algorithm_cls, "NAME", None), {}))  # per algorithm, declared by the dataset
     for klass in reversed(algorithm_cls.__mro__):
         _layer(space, klass.__dict__.get("DATASET_HPARAMS", {}).get(dataset_cls.NAME, {}))
     return space

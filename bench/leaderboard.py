@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from bench import interpret
 from bench import report as rp
 from bench.protocol import render_card
 from bench.selection import RULES, Run
@@ -179,6 +180,8 @@ def markdown(report: rp.Report, commit: str | None, command: str, title: str = "
             out += ["", f"### {rule}: {RULES[rule][0]}", "", rp.Table(table.title, table.headers, rows).render("markdown"), ""]
             notes = table.notes[2:] + differ
             out += notes + ([""] if notes else [])
+            meaning = interpret.lines(report, dataset, rule)
+            out += [f"**What it means.** {' '.join(_sentence(m) for m in meaning)}", ""] if meaning else []
             out.append(_hparams_table(report, dataset, rule))
         if dataset in figures:
             out += ["", f"![{dataset}: train vs test accuracy]({figures[dataset]})"]
@@ -190,6 +193,11 @@ def markdown(report: rp.Report, commit: str | None, command: str, title: str = "
     if "domains" in figures:
         out += ["", "## Accuracy vs number of training domains", "", f"![accuracy vs number of domains]({figures['domains']})"]
     return "\n".join(out) + "\n"
+
+
+def _sentence(line: str) -> str:
+    line = line[0].upper() + line[1:]
+    return line if line.endswith(".") else line + "."
 
 
 def _empty_reason(report: rp.Report, dataset: str, rule: str) -> str:

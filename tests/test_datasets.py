@@ -15,7 +15,7 @@ from bench.errors import DataNotFoundError, UserError
 from bench.hparams import space_for
 from bench.testing import check_dataset
 
-GENERATED = ["cdsprites_n2", "cdsprites_n5", "cdsprites_n10", "cdsprites_n15", "genomic_toy", "genomic_toy_spurious", "fish_toy", "irm_sem", "bottleneck_toy"]
+GENERATED = ["cdsprites_n2", "cdsprites_n5", "cdsprites_n10", "cdsprites_n15", "genomic_toy", "genomic_toy_spurious", "fish_toy", "irm_sem", "bottleneck_toy", "spurious_toy", "spurious_toy_oracle"]
 REAL = ["rmnist", "pacs", "gue_tf", "gue_prom_core", "gue_prom_300"]
 ABSENT = ["vlcs", "office_home", "terra_incognita", "domain_net"]  # declared layouts, no data in ../shared/data
 
