@@ -253,9 +253,10 @@ def _cmd_hparams(args: argparse.Namespace) -> int:
 
     space = hp.space_for(ALGORITHMS.get(args.algorithm), DATASETS.get(args.dataset))
     values = hp.sample(space, args.algorithm, args.dataset, args.hparams_seed, args.trial_seed)
-    rows = [[key, repr(values[key]), repr(param.default), param.describe(), param.doc] for key, param in sorted(space.items())]
+    rows = [[key, repr(values[key]), repr(param.default), param.describe(), str(param.domain or "any"), param.doc]
+            for key, param in sorted(space.items())]
     print(f"{args.algorithm} on {args.dataset}, hparams_seed={args.hparams_seed}, trial_seed={args.trial_seed}")
-    print(tabulate(rows, headers=["key", "value", "default", "search", "doc"]))
+    print(tabulate(rows, headers=["key", "value", "default", "search", "allowed", "doc"]))
     return 0
 
 

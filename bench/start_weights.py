@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from bench.datasets.files import require_host
 from bench.errors import UserError, reason
 
 NONE, IMAGENET = "none", "imagenet"
@@ -70,6 +71,8 @@ def imagenet_state(depth: int) -> dict[str, torch.Tensor]:
 
     enum = {18: torchvision.models.ResNet18_Weights, 50: torchvision.models.ResNet50_Weights}[depth].IMAGENET1K_V1
     target = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
+    if not target.exists():  # offline, fail in seconds with what to fetch, not after a minute of retries
+        require_host(enum.url, f"ImageNet weights for resnet{depth}", f"{target.parent} (or pass --weights PATH or --weights none)")
     try:
         return enum.get_state_dict(progress=False, check_hash=True)
     except Exception as exc:  # offline, proxy or a corrupt partial download: say what to fetch and where

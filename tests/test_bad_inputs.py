@@ -429,3 +429,14 @@ def test_a_full_disk_is_one_line(tmp_path, monkeypatch, capfd):
 
     monkeypatch.setattr(records, "append_record", full)
     assert_one_error_line(shlex.split(_expand(DEBUG, tmp_path)), "No space left on device", capfd)
+
+
+def test_imagenet_weights_offline_fail_fast_in_one_line(tmp_path, monkeypatch, capfd):
+    """Not in torchvision's cache and no network: one line naming the URL's file and the folder, in seconds."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    _offline(monkeypatch)
+    argv = shlex.split(_expand(PACS, tmp_path).replace("--data-dir {tmp}/data".format(tmp=tmp_path), ""))
+    start = time.monotonic()
+    line = assert_one_error_line(argv + ["--hparams", '{"featurizer": "resnet18"}', "--weights", "imagenet"],
+                                 "ImageNet weights for resnet18", capfd)
+    assert time.monotonic() - start < 20 and str(tmp_path / "torch") in line
