@@ -36,6 +36,10 @@ def _files(path: Path) -> list[Path]:
     return sorted((p for p in path.rglob("*") if p.is_file()), key=lambda p: p.as_posix())
 
 
+def _relative(file: Path, root: Path) -> str:
+    return file.relative_to(root).as_posix() if file != root else file.name
+
+
 def _file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -45,7 +49,7 @@ def _file_sha256(path: Path) -> str:
 
 
 def _stat_signature(path: Path, files: list[Path]) -> str:
-    stats = [(f.relative_to(path).as_posix() if f != path else f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    stats = [(_relative(f, path), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
     return hashlib.sha256(json.dumps(stats).encode()).hexdigest()
 
 
@@ -84,8 +88,7 @@ def _digest(path: Path, signature: str) -> str:
     if entry and entry.get("signature") == signature:
         return entry["digest"]
     manifest = [
-        [f.relative_to(path).as_posix() if f != path else "", f.stat().st_size, _file_sha256(f)]
-        for f in files
+        [_relative(f, path) if f != path else "", f.stat().st_size, _file_sha256(f)] for f in files
     ]
     digest = hashlib.sha256(json.dumps(manifest).encode()).hexdigest()
     if _stat_signature(path, files) == signature:  # unchanged while it was read
@@ -95,7 +98,7 @@ def _digest(path: Path, signature: str) -> str:
 
 
 def data_fingerprint(paths: list[Path]) -> str:
-    """``sha256:<16 hex>`` over the dataset's files in declared order; ``generated`` when it reads none."""
+    """``sha256:<16 hex>`` over the dataset's files in order; ``generated`` if it reads none."""
     if not paths:
         return GENERATED
     combined = hashlib.sha256("\n".join(path_digest(Path(p)) for p in paths).encode())
@@ -103,7 +106,7 @@ def data_fingerprint(paths: list[Path]) -> str:
 
 
 def code_digests(*classes: type) -> dict[str, str]:
-    """Source digest of every module outside ``bench`` that defines one of ``classes`` or their bases.
+    """Source digest of every module outside ``bench`` defining one of ``classes`` or their bases.
 
     bench's own code is identified by each class's VERSION and the recorded git commit;
     a plugin has neither, so its source is part of the run's identity.

@@ -1,4 +1,4 @@
-"""Protocol cards: what a dataset's runs were trained and judged with, in one machine-readable record.
+"""Protocol cards: what a dataset's runs were trained and judged with, in one record.
 
 A card is derived from a run's resolved spec and its dataset's declarations (REFERENCE,
 SELECTION, METRIC), written into every run's spec.json and printed at the top of each
@@ -35,11 +35,16 @@ def protocol_card(spec: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-FIELDS = ("reference", "network", "input", "init", "steps", "eval_every", "batch_size", "augmentation", "holdout",
-          "selection", "metric", "size", "precision")
+FIELDS = (
+    "reference", "network", "input", "init", "steps", "eval_every", "batch_size", "augmentation",
+    "holdout", "selection", "metric", "size", "precision",
+)
 
 
 def render_card(card: Mapping[str, Any]) -> str:
     """One markdown line, fields in a fixed order, for the top of a board's dataset section."""
-    parts = [f"{k.replace('_', ' ')} {', '.join(map(str, card[k])) if isinstance(card[k], list) else card[k]}" for k in FIELDS if k in card]
+    def text(value: Any) -> str:
+        return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+    parts = [f"{k.replace('_', ' ')} {text(card[k])}" for k in FIELDS if k in card]
     return "**Protocol**: " + "; ".join(parts) + "."

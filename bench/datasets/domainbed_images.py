@@ -24,14 +24,16 @@ import torch
 from torch import Tensor
 
 from bench.datasets.base import register_dataset
-from bench.datasets.image_folder import PACS, VLCS, DomainNet, ImageFolderDataset, OfficeHome, TerraIncognita
+from bench.datasets.image_folder import (
+    PACS, VLCS, DomainNet, ImageFolderDataset, OfficeHome, TerraIncognita,
+)
 from bench.hparams import Fixed, IntLogUniform, LogUniform, Setting
 
 SIZE = 224
 
 
 def domainbed_augment(x: Tensor) -> Tensor:
-    """DomainBed's training transform, image by image (float in [0, 1]; the global torch RNG, seeded by the runner)."""
+    """DomainBed's train transform, image by image (float in [0, 1]; the runner-seeded RNG)."""
     from torchvision.transforms import v2
 
     transform = v2.Compose([
@@ -47,10 +49,13 @@ def _overrides(base: type[ImageFolderDataset]) -> dict[str, Any]:
     high_batch = 2**5 if base.NAME == "domain_net" else 2**5.5
     return {
         "weights": Fixed("imagenet", "DomainBed: torchvision's ImageNet weights"),
-        "freeze_bn": Setting(True, "DomainBed: BatchNorm in eval mode while training", options=(False, True)),
+        "freeze_bn": Setting(True, "DomainBed: BatchNorm in eval mode while training",
+                             options=(False, True)),
         "lr": LogUniform(5e-5, "DomainBed large images: Adam lr", low=1e-5, high=10**-3.5),
-        "lr_d": LogUniform(5e-5, "DomainBed large images: discriminator lr", low=1e-5, high=10**-3.5),
-        "batch_size": IntLogUniform(32, "DomainBed: images per domain per step", low=8, high=high_batch),
+        "lr_d": LogUniform(5e-5, "DomainBed large images: discriminator lr",
+                           low=1e-5, high=10**-3.5),
+        "batch_size": IntLogUniform(32, "DomainBed: images per domain per step",
+                                    low=8, high=high_batch),
     }
 
 
@@ -58,12 +63,18 @@ class DomainBedImages(ImageFolderDataset):
     """Mixin body of every ``<name>_domainbed`` variant (see the module docstring)."""
 
     IMAGE_SIZE = SIZE
-    REFERENCE = "DomainBed (Gulrajani & Lopez-Paz 2021): ResNet-50 from ImageNet, 224 px, frozen BatchNorm"
+    REFERENCE = ("DomainBed (Gulrajani & Lopez-Paz 2021): ResNet-50 from ImageNet, 224 px, "
+                 "frozen BatchNorm")
     INPUT_SHAPE = (3, SIZE, SIZE)
     FEATURIZER = "resnet50"
     EVAL_EVERY = 300
-    AUGMENTATIONS: ClassVar[dict[str, Callable[[Tensor], Tensor] | None]] = {"domainbed": domainbed_augment, "none": None}
-    HPARAMS = {"augment": Setting("domainbed", "DomainBed's train transform (with hue jitter), or none", options=("domainbed", "none"))}
+    AUGMENTATIONS: ClassVar[dict[str, Callable[[Tensor], Tensor] | None]] = {
+        "domainbed": domainbed_augment, "none": None,
+    }
+    HPARAMS = {
+        "augment": Setting("domainbed", "DomainBed's train transform (with hue jitter), or none",
+                           options=("domainbed", "none")),
+    }
 
     def augmentation(self, hparams: Mapping[str, Any]) -> Callable[[Tensor], Tensor] | None:
         return self.AUGMENTATIONS[hparams.get("augment", "none")]
@@ -72,12 +83,13 @@ class DomainBedImages(ImageFolderDataset):
 def _register(base: type[ImageFolderDataset]) -> None:
     name = base.NAME
     attrs = {
-        "__doc__": f"{base.__doc__.splitlines()[0] if base.__doc__ else name} DomainBed's protocol (ResNet-50, 224 px).",
+        "__doc__": f"{(base.__doc__ or name).splitlines()[0]} DomainBed's protocol (ResNet-50).",
         "__module__": __name__,
         "EVAL_EVERY": 1000 if name == "domain_net" else 300,
         "HPARAM_OVERRIDES": _overrides(base),
     }
-    register_dataset(f"{name}_domainbed")(type(f"{base.__name__}DomainBed", (DomainBedImages, base), attrs))
+    variant = type(f"{base.__name__}DomainBed", (DomainBedImages, base), attrs)
+    register_dataset(f"{name}_domainbed")(variant)
 
 
 for _base in (PACS, VLCS, OfficeHome, TerraIncognita, DomainNet):
