@@ -284,12 +284,12 @@ def test_every_file_of_a_run_honours_the_umask(tmp_path):
 
 
 def test_shots_are_honoured_in_sweeps(tmp_path):
-    assert cli.main(["run", "--algorithms", "scratch", "--datasets", "mnist_ab", "--shots", "10", "--size", "tiny",
+    assert cli.main(["run", "--algorithms", "scratch", "--datasets", "mnist_ab", "--shots", "50", "--size", "tiny",
                      "--steps", "2", "--jobs", "1", "--no-progress", "--output-dir", str(tmp_path)]) == 0
     [run] = load_runs(tmp_path)
-    assert run.spec["dataset"] == "mnist_ab_k10"
+    assert run.spec["dataset"] == "mnist_ab_k50"
     target = run.records[-1]["eval"]["target"]
-    assert target["in"]["n"] + target["out"]["n"] == 10 * 5  # 10 per class, 5 classes
+    assert target["in"]["n"] + target["out"]["n"] == 50 * 5  # 50 per class, 5 classes
 
 
 @pytest.mark.slow
