@@ -252,6 +252,7 @@ def _cmd_hparams(args: argparse.Namespace) -> int:
     from bench.datasets import DATASETS
 
     space = hp.space_for(ALGORITHMS.get(args.algorithm), DATASETS.get(args.dataset))
+    args.algorithm, args.dataset = ALGORITHMS.canonical(args.algorithm), DATASETS.canonical(args.dataset)  # as runs draw
     values = hp.sample(space, args.algorithm, args.dataset, args.hparams_seed, args.trial_seed)
     rows = [[key, repr(values[key]), repr(param.default), param.describe(), param.doc] for key, param in sorted(space.items())]
     print(f"{args.algorithm} on {args.dataset}, hparams_seed={args.hparams_seed}, trial_seed={args.trial_seed}")
