@@ -353,7 +353,7 @@ def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
     damaged = f" / {len(found['damaged'])} damaged (trained again)" if found["damaged"] else ""
     print(f"{'default benchmark: ' if default else ''}{len(specs)} runs: {len(found['done'])} done / {len(found['partial'])} partial{damaged} / {len(found['new'])} new  (output: {args.output_dir})")
     result = sweep.launch(
-        specs, options, args.launcher or "local", progress=not args.no_progress, jobs=args.jobs, scheduler=args.scheduler, stack=not args.no_stack,
+        specs, options, args.launcher or "local", progress=not args.no_progress, on_line=lambda line: print(line, flush=True), jobs=args.jobs, scheduler=args.scheduler, stack=not args.no_stack,
         cluster=args.slurm_cluster, partition=args.slurm_partition, timeout_min=args.slurm_timeout,
     )
     counts = result.counts

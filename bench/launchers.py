@@ -61,13 +61,12 @@ def _worker_setup(options: RuntimeOptions) -> None:
     """A fresh worker has not seen the sweep's --import modules nor its ``folder:``/``csv:``/``hf:`` datasets.
 
     Specs name those datasets without their location (see bench/datasets/user_data.py), so the
-    worker rebuilds them from the absolute names the sweep passed along.
+    worker rebuilds them, when first used, from the absolute names the sweep passed along.
     """
     import_plugins(options.imports)
     from bench.datasets import DATASETS
 
-    for source in options.extra.get("datasets", ()):
-        DATASETS.get(source)
+    DATASETS.expect(options.extra.get("datasets", {}))
 
 
 def _report(outcome: runner.RunOutcome, launcher: str) -> Finished:

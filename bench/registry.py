@@ -28,6 +28,7 @@ class Registry(Generic[T]):
         self._prefixes: dict[str, Callable[[str], type[T]]] = {}
         self._made: dict[str, type[T]] = {}  # classes built from ``prefix:...`` names, by canonical NAME
         self._given: dict[str, type[T]] = {}  # the same classes by the names they were asked for
+        self._pending: dict[str, str] = {}  # canonical NAME -> SOURCE, built on first lookup (workers)
 
     def register(self, name: str) -> Callable[[type[T]], type[T]]:
         if not _NAME.match(name):
@@ -65,6 +66,8 @@ class Registry(Generic[T]):
             return self._entries[name]
         if name in self._made or name in self._given:
             return self._made.get(name) or self._given[name]
+        if name in self._pending:
+            return self.get(self._pending.pop(name))
         prefix, sep, rest = name.partition(":")
         if sep and prefix.lower() in self._prefixes:
             self._given[name] = self._build(prefix.lower(), rest)  # built once per process and name
@@ -98,9 +101,13 @@ class Registry(Generic[T]):
         self._made[cls.NAME] = cls  # new, or the same data moved (the old location is gone)
         return cls
 
-    def sources(self) -> list[str]:
-        """Names that rebuild every ``prefix:`` class made here: a worker process gets them first."""
-        return [cls.SOURCE for cls in self._made.values()]
+    def sources(self) -> dict[str, str]:
+        """NAME -> SOURCE of every ``prefix:`` class made here: what a worker process needs to rebuild them."""
+        return {name: cls.SOURCE for name, cls in self._made.items()}
+
+    def expect(self, sources: dict[str, str]) -> None:
+        """Build these classes when their NAME is first looked up (a worker reads only the data it runs)."""
+        self._pending.update({n: s for n, s in sources.items() if n not in self._made})
 
     def names(self) -> list[str]:
         self._load()
@@ -108,7 +115,7 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: str) -> bool:
         self._load()
-        if name in self._entries or name in self._made or name in self._given:
+        if name in self._entries or name in self._made or name in self._given or name in self._pending:
             return True
         prefix, sep, _ = name.partition(":")
         if not (sep and prefix.lower() in self._prefixes):

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -362,7 +363,7 @@ def train_loop(ctx: RunContext) -> RunOutcome:
     t0 = time.perf_counter() - ctx.wall_offset
     sums: dict[str, float] = {}
     count, status, last = 0, "ok", None
-    bar = tqdm(range(ctx.start, spec.steps), initial=ctx.start, total=spec.steps, desc=f"{spec.algorithm}/{spec.dataset}", unit="step", disable=not options.progress, leave=False)
+    bar = tqdm(range(ctx.start, spec.steps), initial=ctx.start, total=spec.steps, desc=f"{spec.algorithm}/{spec.dataset}", unit="step", disable=not (options.progress and sys.stderr.isatty()), leave=False)
     step = ctx.start - 1
     for step in bar:
         minibatches = ctx.minibatches(step)
