@@ -252,7 +252,8 @@ def _cmd_hparams(args: argparse.Namespace) -> int:
     from bench.datasets import DATASETS
 
     space = hp.space_for(ALGORITHMS.get(args.algorithm), DATASETS.get(args.dataset))
-    args.algorithm, args.dataset = ALGORITHMS.canonical(args.algorithm), DATASETS.canonical(args.dataset)  # as runs draw
+    args.algorithm = ALGORITHMS.canonical(args.algorithm)  # the names runs draw with
+    args.dataset = DATASETS.canonical(args.dataset)
     values = hp.sample(space, args.algorithm, args.dataset, args.hparams_seed, args.trial_seed)
     rows = [[key, repr(values[key]), repr(param.default), param.describe(), param.doc] for key, param in sorted(space.items())]
     print(f"{args.algorithm} on {args.dataset}, hparams_seed={args.hparams_seed}, trial_seed={args.trial_seed}")
@@ -353,8 +354,9 @@ def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
     damaged = f" / {len(found['damaged'])} damaged (trained again)" if found["damaged"] else ""
     print(f"{'default benchmark: ' if default else ''}{len(specs)} runs: {len(found['done'])} done / {len(found['partial'])} partial{damaged} / {len(found['new'])} new  (output: {args.output_dir})")
     result = sweep.launch(
-        specs, options, args.launcher or "local", progress=not args.no_progress, on_line=lambda line: print(line, flush=True), jobs=args.jobs, scheduler=args.scheduler, stack=not args.no_stack,
+        specs, options, args.launcher or "local", progress=not args.no_progress, jobs=args.jobs, scheduler=args.scheduler, stack=not args.no_stack,
         cluster=args.slurm_cluster, partition=args.slurm_partition, timeout_min=args.slurm_timeout,
+        on_line=lambda line: print(line, flush=True),  # without a terminal: a line per finished run
     )
     counts = result.counts
     print(f"trained {counts['ok']}, diverged {counts['diverged']}, finished meanwhile elsewhere {counts['skipped']}, held by another worker {counts['busy']}")

@@ -58,7 +58,7 @@ def execute_unit(unit: Sequence[RunSpec], options: RuntimeOptions, launcher: str
 
 
 def _worker_setup(options: RuntimeOptions) -> None:
-    """A fresh worker has not seen the sweep's --import modules nor its ``folder:``/``csv:``/``hf:`` datasets.
+    """A fresh worker has seen neither the sweep's --import modules nor its ``folder:`` (etc.) data.
 
     Specs name those datasets without their location (see bench/datasets/user_data.py), so the
     worker rebuilds them, when first used, from the absolute names the sweep passed along.
@@ -120,8 +120,11 @@ def _for_workers(options: RuntimeOptions, threads: int | None) -> RuntimeOptions
     from bench.datasets import DATASETS
 
     extra = {**options.extra, "datasets": DATASETS.sources()}
-    return dataclasses.replace(options, output_dir=Path(options.output_dir).resolve(), progress=False,
-                               threads=threads or options.threads, extra=extra)
+    output_dir = Path(options.output_dir).resolve()
+    threads = threads or options.threads
+    return dataclasses.replace(
+        options, output_dir=output_dir, progress=False, threads=threads, extra=extra
+    )
 
 
 def local(specs: Sequence[RunSpec], options: RuntimeOptions, jobs: int | None = None, stack: bool = True, **_: Any) -> Iterator[Finished]:

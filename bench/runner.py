@@ -296,7 +296,7 @@ def prepare(spec: RunSpec, options: RuntimeOptions, directory: Path) -> RunConte
     ds_cls = DATASETS.get(spec.dataset)
     dataset = load_dataset(spec.dataset, options.data_dir, spec.data_seed, spec.size, options.download)
     envs = {name: env.to(device) for name, env in dataset.envs.items()}
-    envs = dataset.for_run(envs, spec.test_envs)  # e.g. csv: standardised with the training envs' statistics
+    envs = dataset.for_run(envs, spec.test_envs)  # e.g. csv: standardised on the training envs
     augment = dataset.augmentation(hparams)
     for env in envs.values():  # copies made by .to(): the cached dataset stays unaugmented
         env.augment = augment or env.augment

@@ -127,9 +127,9 @@ def launch(
     on_line: Callable[[str], None] | None = None,
     **launcher_args: Any,
 ) -> SweepResult:
-    """Run every spec that is not done through ``launcher``, with a progress bar (and ETA) over runs.
+    """Run every spec that is not done through ``launcher``, with a progress bar (and ETA).
 
-    Without a terminal (a log file, CI) a bar is noise: ``on_line`` then gets one line per finished run.
+    Without a terminal (a log file, CI) a bar is noise: ``on_line`` gets a line per finished run.
     """
     from tqdm.auto import tqdm
 
@@ -140,20 +140,24 @@ def launch(
     bar_shown = progress and sys.stderr.isatty()
     by_id = {spec.run_id: spec for spec in todo}
     if todo:
-        with tqdm(total=len(todo), unit="run", desc="sweep", disable=not bar_shown, dynamic_ncols=True) as bar:
+        with tqdm(total=len(todo), unit="run", desc="sweep", disable=not bar_shown,
+                  dynamic_ncols=True) as bar:
             for outcome in get(launcher)(todo, options, **launcher_args):
                 finished.append(outcome)
                 bar.update(1)
                 bar.set_postfix(Counter(f.status for f in finished), refresh=False)
                 if progress and not bar_shown and on_line is not None:
-                    on_line(finished_line(len(finished), len(todo), outcome, by_id.get(outcome.run_id)))
+                    spec = by_id.get(outcome.run_id)
+                    on_line(finished_line(len(finished), len(todo), outcome, spec))
     return SweepResult(before, finished)
 
 
 def finished_line(done: int, total: int, outcome: Finished, spec: RunSpec | None) -> str:
     """``[2/6] ok erm on folder:digits, test a (trial 0, hparams 0) 5.1s run 1a2b...``."""
-    what = f"{spec.algorithm} on {spec.dataset}, test {','.join(spec.test_envs)} (trial {spec.trial_seed}, " \
-        f"hparams {spec.hparams_seed})" if spec else ""
+    what = ""
+    if spec is not None:
+        seeds = f"(trial {spec.trial_seed}, hparams {spec.hparams_seed})"
+        what = f"{spec.algorithm} on {spec.dataset}, test {','.join(spec.test_envs)} {seeds}"
     return f"[{done}/{total}] {outcome.status} {what} {outcome.wall_s:.1f}s run {outcome.run_id}"
 
 

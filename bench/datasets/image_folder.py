@@ -106,9 +106,9 @@ def colour_batch(x: Tensor) -> Tensor:
 
 
 def decode_images(paths: list[Path], size: int | tuple[int, int], mode: str = "RGB") -> Tensor:
-    """uint8 (n, C, H, W) decoded with PIL in ``mode`` (RGB: C = 3, L: C = 1), resized (Lanczos) unless already ``size``.
+    """uint8 (n, C, H, W) decoded with PIL in ``mode`` (RGB: C = 3, L: C = 1).
 
-    ``size`` is a side length or (height, width).
+    Resized (Lanczos) unless already ``size``: a side length or (height, width).
     """
     import numpy as np
     from PIL import Image

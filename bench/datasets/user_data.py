@@ -31,12 +31,15 @@ from torch import Tensor
 
 from bench.datasets.base import DATASETS, EnvData, Environment, MultiEnvDataset
 from bench.datasets.image_folder import (
-    IMAGENET_MEAN, IMAGENET_STD, ImageEnvData, bad_image, colour_batch, crop_flip_batch, decode_images,
+    IMAGENET_MEAN, IMAGENET_STD, ImageEnvData, bad_image, colour_batch, crop_flip_batch,
+    decode_images,
 )
 from bench.errors import DataNotFoundError, UserError
 from bench.hparams import IntLogUniform, Setting
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+IMAGE_EXTENSIONS = (
+    ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
+)
 GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
 GRAY_MEAN, GRAY_STD = sum(IMAGENET_MEAN) / 3, sum(IMAGENET_STD) / 3
 
@@ -50,13 +53,16 @@ def parse_name(prefix: str, rest: str, defaults: Mapping[str, str]) -> tuple[str
     unknown = sorted(set(options) - set(defaults))
     if unknown:
         known = ", ".join(f"{k} (default {v or 'none'})" for k, v in defaults.items()) or "none"
-        raise UserError(f"{prefix}:{rest}: unknown option(s) {', '.join(unknown)}; options: {known}")
+        bad = ", ".join(unknown)
+        raise UserError(f"{prefix}:{rest}: unknown option(s) {bad}; options: {known}")
     return location, {k: v for k, v in options.items() if v != defaults[k]}
 
 
 def with_options(base: str, options: Mapping[str, str]) -> str:
     """``base?k=v&...`` with the options in sorted order (so equal requests get equal names)."""
-    return base + ("?" + urllib.parse.urlencode(sorted(options.items()), safe=",/") if options else "")
+    if not options:
+        return base
+    return base + "?" + urllib.parse.urlencode(sorted(options.items()), safe=",/")
 
 
 def local_path(prefix: str, location: str) -> Path:
@@ -68,7 +74,7 @@ def local_path(prefix: str, location: str) -> Path:
 
 
 class UserDataset(MultiEnvDataset):
-    """Base of the classes the ``folder:``/``csv:``/``hf:`` factories build: their data is at LOCATION."""
+    """Base of the classes the ``folder:``/``csv:``/``hf:`` factories build (data at LOCATION)."""
 
     VERSION = 1
     SOURCE: ClassVar[str]  # rebuilds this class in any process (absolute location)
@@ -80,7 +86,8 @@ class UserDataset(MultiEnvDataset):
     @classmethod
     def data_paths(cls, root: str | None) -> list[Path]:
         if cls.LOCATION is not None and not cls.LOCATION.exists():
-            raise DataNotFoundError(f"{cls.NAME}: {cls.LOCATION} is gone; pass its new path as {cls.NAME}")
+            message = f"{cls.NAME}: {cls.LOCATION} is gone; pass its new path"
+            raise DataNotFoundError(message)
         return [cls.LOCATION] if cls.LOCATION is not None else []
 
     @classmethod
@@ -92,7 +99,7 @@ class UserDataset(MultiEnvDataset):
 
 
 class GrayImageEnvData(ImageEnvData):
-    """uint8 (n, 1, h, w); ``batch`` gives float normalised with the mean of ImageNet's channel stats."""
+    """uint8 (n, 1, h, w); ``batch`` gives floats normalised with ImageNet's mean channel stats."""
 
     def batch(self, idx: Tensor | None, train: bool = False) -> tuple[Tensor, Tensor]:
         x, y = (self.x, self.y) if idx is None else (self.x[idx], self.y[idx])
@@ -106,7 +113,7 @@ class GrayImageEnvData(ImageEnvData):
 
 
 def gray_colour_batch(x: Tensor) -> Tensor:
-    """Brightness and contrast jitter 0.3 per image for one-channel batches (no saturation to jitter)."""
+    """Brightness and contrast jitter 0.3 per image for one-channel batches (no saturation)."""
     def factor() -> Tensor:
         return torch.empty(len(x), 1, 1, 1, device=x.device).uniform_(0.7, 1.3)
 
@@ -115,25 +122,38 @@ def gray_colour_batch(x: Tensor) -> Tensor:
     return ((x - mean) * factor() + mean).clamp_(0.0, 1.0)
 
 
-AUGMENTATIONS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]] | None] = {
+def crop_flip_colour(x: Tensor) -> Tensor:
+    return colour_batch(crop_flip_batch(x))
+
+
+def crop_flip_gray_colour(x: Tensor) -> Tensor:
+    return gray_colour_batch(crop_flip_batch(x))
+
+
+Transform = Callable[[Tensor], Tensor]
+AUGMENTATIONS: dict[str, tuple[Transform, Transform] | None] = {  # (RGB, one channel)
     "none": None,
     "colour": (colour_batch, gray_colour_batch),
-    "crop_flip_colour": (lambda x: colour_batch(crop_flip_batch(x)), lambda x: gray_colour_batch(crop_flip_batch(x))),
+    "crop_flip_colour": (crop_flip_colour, crop_flip_gray_colour),
 }
 
 
 class UserImageDataset(UserDataset):
-    """Images in memory as uint8; RGB normalised as ImageFolderDataset, grayscale with one channel."""
+    """Images in memory as uint8; RGB normalised as ImageFolderDataset, grayscale as one channel."""
 
     FEATURIZER = "small_cnn"
     TINY_PER_CLASS = 4
     CLASSES: ClassVar[tuple[str, ...]]
     HPARAMS = {
-        "augment": Setting("none", "train-time augmentation: none (default for your own images: no flips of "
-                           "digits unless chosen), colour jitter, or random resized crop + flip + colour",
-                           options=tuple(AUGMENTATIONS)),
+        "augment": Setting(
+            "none", "train-time augmentation: none (the default for your images: no flips of "
+            "digits unless chosen), colour jitter, or random resized crop + flip + colour",
+            options=tuple(AUGMENTATIONS),
+        ),
     }
-    HPARAM_OVERRIDES = {"batch_size": IntLogUniform(32, "images per domain per step", low=8, high=2**5.5)}
+    HPARAM_OVERRIDES = {
+        "batch_size": IntLogUniform(32, "images per domain per step", low=8, high=2**5.5),
+    }
 
     def augmentation(self, hparams: Mapping[str, Any]) -> Callable[[Tensor], Tensor] | None:
         pair = AUGMENTATIONS[hparams.get("augment", "none")]
@@ -145,13 +165,15 @@ class UserImageDataset(UserDataset):
         return kind(x, torch.tensor(labels, dtype=torch.long))
 
 
-def image_geometry(sizes: list[tuple[int, int]], modes: list[str], forced: str) -> tuple[int, int, int]:
+def image_geometry(
+    sizes: list[tuple[int, int]], modes: list[str], forced: str
+) -> tuple[int, int, int]:
     """(channels, height, width): one channel when every image is grayscale; the native size when
     all agree, else the most common one; ``forced`` (the image_size option) wins."""
     channels = 1 if set(modes) <= GRAY_MODES else 3
     if forced:
         if not forced.isdigit() or int(forced) < 1:
-            raise UserError(f"image_size must be a positive integer (pixels per side), got {forced!r}")
+            raise UserError(f"image_size must be a positive integer (pixels), got {forced!r}")
         return channels, int(forced), int(forced)
     (width, height), _ = collections.Counter(sizes).most_common(1)[0]
     return channels, height, width
@@ -173,7 +195,8 @@ def scan_folder(root: Path, name: str) -> dict[str, dict[str, list[Path]]]:
         raise UserError(f"{name}: {root} is not a folder; {layout}")
     domains = [p for p in _visible(root) if p.is_dir()]
     if len(domains) < 2:
-        raise UserError(f"{name}: found {len(domains)} domain folder(s) in {root}; need at least 2 ({layout})")
+        found = f"found {len(domains)} domain folder(s) in {root}"
+        raise UserError(f"{name}: {found}; need at least 2 ({layout})")
     found: dict[str, dict[str, list[Path]]] = {}
     for domain in domains:
         entries = _visible(domain)
@@ -200,8 +223,10 @@ def _check_classes(found: Mapping[str, Mapping[str, list[Path]]], name: str) -> 
     for domain, classes in found.items():
         missing = [c for c in union if c not in classes]
         if missing:
-            raise UserError(f"{name}: domain {domain!r} lacks class folder(s) {', '.join(missing)} that other "
-                            f"domains have; every domain needs the same classes ({', '.join(union)})")
+            raise UserError(
+                f"{name}: domain {domain!r} lacks class folder(s) {', '.join(missing)} that other "
+                f"domains have; every domain needs the same classes ({', '.join(union)})"
+            )
         if not any(classes.values()):
             raise UserError(f"{name}: domain {domain!r} has no images")
     if len(union) < 2:

@@ -40,7 +40,8 @@ HF_OPTIONS = {**TABLE_OPTIONS, "env": "domain", "image": "", "image_size": ""}
 
 def _column(frame: Any, key: str, what: str, name: str) -> np.ndarray:
     if key not in frame.columns:
-        raise UserError(f"{name}: no {what} column {key!r}; columns: {', '.join(map(str, frame.columns))} "
+        columns = ", ".join(map(str, frame.columns))
+        raise UserError(f"{name}: no {what} column {key!r}; columns: {columns} "
                         f"(choose one with ?{what}=COLUMN)")
     values = frame[key].to_numpy()
     if frame[key].isna().any():
@@ -49,15 +50,19 @@ def _column(frame: Any, key: str, what: str, name: str) -> np.ndarray:
     return values
 
 
-def env_and_labels(frame: Any, options: Mapping[str, str], name: str) -> tuple[np.ndarray, np.ndarray, tuple, tuple]:
+def env_and_labels(
+    frame: Any, options: Mapping[str, str], name: str
+) -> tuple[np.ndarray, np.ndarray, tuple, tuple]:
     """(environment per row, label index per row, environment names, classes), both sorted."""
     envs = _column(frame, options["env"], "env", name).astype(str)
     raw = _column(frame, options["label"], "label", name)
     classes, labels = np.unique(raw, return_inverse=True)
     names = tuple(np.unique(envs).tolist())
     if len(names) < 2 or len(classes) < 2:
-        raise UserError(f"{name}: found {len(names)} environment(s) in column {options['env']!r} and "
-                        f"{len(classes)} class(es) in {options['label']!r}; need at least 2 of each")
+        raise UserError(
+            f"{name}: found {len(names)} environment(s) in column {options['env']!r} and "
+            f"{len(classes)} class(es) in {options['label']!r}; need at least 2 of each"
+        )
     return envs, labels.astype(np.int64), names, tuple(classes.tolist())
 
 
@@ -71,11 +76,14 @@ def feature_columns(frame: Any, options: Mapping[str, str], name: str) -> tuple[
             _column(frame, column, "features", name)
     else:
         skip = {options["env"], options["label"]}
-        chosen = tuple(str(c) for c in frame.columns if c not in skip and pd.api.types.is_numeric_dtype(frame[c]))
+        numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])]
+        chosen = tuple(str(c) for c in numeric if c not in skip)
     bad = [c for c in chosen if not pd.api.types.is_numeric_dtype(frame[c])]
     if bad or not chosen:
-        raise UserError(f"{name}: feature column(s) must be numeric; {', '.join(bad) or 'none found'} "
-                        f"(columns: {', '.join(map(str, frame.columns))}; choose with ?features=a,b)")
+        columns = ", ".join(map(str, frame.columns))
+        found = ", ".join(bad) or "none found"
+        raise UserError(f"{name}: feature column(s) must be numeric; {found} "
+                        f"(columns: {columns}; choose with ?features=a,b)")
     return chosen
 
 
@@ -96,25 +104,30 @@ class TableDataset(UserDataset):
         envs, labels, names, _ = env_and_labels(frame, self.OPTIONS, self.NAME)
         features = feature_columns(frame, self.OPTIONS, self.NAME)
         if names != tuple(self.env_names()) or features != self.FEATURES:
-            raise UserError(f"{self.NAME}: the table changed while in use (environments or features); run again")
+            changed = "the table changed while in use (environments or features)"
+            raise UserError(f"{self.NAME}: {changed}; run again")
         x = frame[list(features)].to_numpy(dtype=np.float32)
         if not np.isfinite(x).all():
             row, col = np.argwhere(~np.isfinite(x))[0]
-            raise UserError(f"{self.NAME}: feature {features[col]!r} is missing or infinite in row {row + 1}")
+            where = f"feature {features[col]!r}, row {row + 1}"
+            raise UserError(f"{self.NAME}: {where} is missing or infinite; fill or drop that row")
         out: dict[str, EnvData] = {}
         for env in names:
             rows = np.flatnonzero(envs == env)
             if self.size == "tiny":
-                rows = np.sort(rng(self.NAME, self.data_seed, env, "tiny").permutation(rows)[: self.TINY])
+                order = rng(self.NAME, self.data_seed, env, "tiny").permutation(rows)
+                rows = np.sort(order[: self.TINY])
             out[env] = EnvData(torch.from_numpy(x[rows]), torch.from_numpy(labels[rows]))
         return out
 
-    def for_run(self, envs: Mapping[str, EnvData], test_envs: tuple[str, ...]) -> dict[str, EnvData]:
-        """Standardised with the training environments' mean and std: the test environment stays unseen."""
+    def for_run(
+        self, envs: Mapping[str, EnvData], test_envs: tuple[str, ...]
+    ) -> dict[str, EnvData]:
+        """Standardised with the training environments' mean and std: the test env stays unseen."""
         train = torch.cat([env.x for name, env in envs.items() if name not in test_envs])
         mean, std = train.mean(0), train.std(0) if len(train) > 1 else torch.ones(train.shape[1:])
         std = torch.where(torch.isfinite(std) & (std > 0), std, torch.ones_like(std))
-        return {name: EnvData((env.x - mean) / std, env.y, env.augment) for name, env in envs.items()}
+        return {n: EnvData((env.x - mean) / std, env.y, env.augment) for n, env in envs.items()}
 
 
 def table_class(base: type[TableDataset], frame: Any, attrs: dict[str, Any]) -> type[TableDataset]:
@@ -123,9 +136,10 @@ def table_class(base: type[TableDataset], frame: Any, attrs: dict[str, Any]) -> 
     _, _, names, classes = env_and_labels(frame, options, name)
     features = feature_columns(frame, options, name)
     attrs.update({
-        "ENVIRONMENTS": tuple(Environment(n) for n in names), "CLASSES": classes, "NUM_CLASSES": len(classes),
-        "FEATURES": features, "INPUT_SHAPE": (len(features),), "__module__": __name__,
-        "__doc__": f"Your table {name}: {len(frame)} rows, {len(features)} features, {len(classes)} classes.",
+        "ENVIRONMENTS": tuple(Environment(n) for n in names), "CLASSES": classes,
+        "NUM_CLASSES": len(classes), "FEATURES": features, "INPUT_SHAPE": (len(features),),
+        "__module__": __name__,
+        "__doc__": f"Your table {name}: {len(frame)} rows, {len(features)} features.",
     })
     return type(f"Table_{name}", (base,), attrs)
 
@@ -138,8 +152,9 @@ def read_csv(path: Path, name: str) -> Any:
 
     try:
         return pd.read_csv(path)
-    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise UserError(f"{name}: cannot read {path} as CSV ({reason(exc)}); fix or replace the file") from None
+    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        problem = f"cannot read {path} as CSV ({reason(exc)})"
+        raise UserError(f"{name}: {problem}; fix or replace the file") from None
 
 
 class CsvDataset(TableDataset):
@@ -178,8 +193,10 @@ def load_hf(location: str) -> Any:
     except UserError:
         raise
     except Exception as exc:  # datasets raises many types (missing files, hub, network, format)
-        raise DataNotFoundError(f"hf:{location}: cannot load it ({reason(exc)}); pass a folder written by "
-                                "save_to_disk or a hub id that is in the cache") from None
+        raise DataNotFoundError(
+            f"hf:{location}: cannot load it ({reason(exc)}); pass a folder written by "
+            "save_to_disk or a hub id that is in the cache"
+        ) from None
     if isinstance(loaded, hf.DatasetDict):
         loaded = hf.concatenate_datasets(list(loaded.values()))
     return loaded
@@ -234,7 +251,8 @@ def _image_column(loaded: Any, options: Mapping[str, str], name: str) -> str:
     """The image column asked for, or the first ``datasets.Image`` feature, or '' (a table)."""
     if options["image"]:
         if options["image"] not in loaded.column_names:
-            raise UserError(f"{name}: no image column {options['image']!r}; columns: {', '.join(loaded.column_names)}")
+            columns = ", ".join(loaded.column_names)
+            raise UserError(f"{name}: no image column {options['image']!r}; columns: {columns}")
         return options["image"]
     found = [k for k, f in loaded.features.items() if type(f).__name__ == "Image"]
     return found[0] if found else ""
@@ -265,10 +283,11 @@ def _hf_image_class(loaded: Any, attrs: dict[str, Any]) -> type[HFImageDataset]:
     frame = loaded.remove_columns(options["image"]).to_pandas()
     _, _, names, classes = env_and_labels(frame, options, name)
     images = loaded[options["image"]]
-    shape = image_geometry([i.size for i in images], [i.mode for i in images], options["image_size"])
+    sizes, modes = [i.size for i in images], [i.mode for i in images]
+    shape = image_geometry(sizes, modes, options["image_size"])
     attrs.update({
-        "ENVIRONMENTS": tuple(Environment(n) for n in names), "CLASSES": classes, "NUM_CLASSES": len(classes),
-        "INPUT_SHAPE": shape, "__module__": __name__,
+        "ENVIRONMENTS": tuple(Environment(n) for n in names), "CLASSES": classes,
+        "NUM_CLASSES": len(classes), "INPUT_SHAPE": shape, "__module__": __name__,
         "__doc__": f"Your images {name}: {len(loaded)} rows, {len(classes)} classes.",
     })
     return type(f"HFImages_{name}", (HFImageDataset,), attrs)
