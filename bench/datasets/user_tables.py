@@ -188,7 +188,7 @@ def load_hf(location: str) -> Any:
         if path.exists():
             loaded = hf.load_from_disk(str(path.resolve()))
         else:
-            local = "a folder written by datasets' save_to_disk, named as hf:PATH"
+            local = "a folder with datasets' save_to_disk and name it hf:FOLDER"
             loaded = hub_datasets(location, local).load_dataset(location)
     except UserError:
         raise
