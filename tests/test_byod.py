@@ -21,7 +21,7 @@ from bench.spec import make_spec
 from bench.testing import check_dataset
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-FAST = ["--steps", "3", "--n-trials", "1", "--threads", "1"]
+FAST = ["--steps", "3", "--n-trials", "1", "--threads", "1", "--jobs", "1"]  # later flags win
 
 
 @pytest.fixture(autouse=True)
@@ -248,7 +248,7 @@ def readme_commands() -> list[list[str]]:
 
 
 def test_readme_bring_your_own_data_block_runs(tmp_path, monkeypatch, capsys):
-    """Every command as written, beside the data it names; runs get ``--steps 3 --n-trials 1``."""
+    """Every command as written, beside the data it names; runs get ``FAST`` (3 steps, 1 job)."""
     monkeypatch.chdir(tmp_path)
     make_folder(tmp_path / "my_images", per_class=3)
     make_csv(tmp_path / "my_table.csv")
