@@ -52,6 +52,8 @@ def render() -> str:
         tabulate(algorithms, headers=["name", "version", "description"]),
         "\nDatasets",
         tabulate(datasets, headers=["name", "environments", "test envs", "input", "classes", "featurizer", "steps"]),
+        "\nYour own data (README, Bring your own data): folder:PATH (<domain>/<class>/<image>), "
+        "csv:PATH?env=env&label=label, hf:NAME?env=domain&label=label",
     ])
 
 

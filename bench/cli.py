@@ -252,6 +252,8 @@ def _cmd_hparams(args: argparse.Namespace) -> int:
     from bench.datasets import DATASETS
 
     space = hp.space_for(ALGORITHMS.get(args.algorithm), DATASETS.get(args.dataset))
+    args.algorithm = ALGORITHMS.canonical(args.algorithm)  # the names runs draw with
+    args.dataset = DATASETS.canonical(args.dataset)
     values = hp.sample(space, args.algorithm, args.dataset, args.hparams_seed, args.trial_seed)
     rows = [[key, repr(values[key]), repr(param.default), param.describe(), str(param.domain or "any"), param.doc]
             for key, param in sorted(space.items())]
@@ -355,6 +357,7 @@ def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
     result = sweep.launch(
         specs, options, args.launcher or "local", progress=not args.no_progress, jobs=args.jobs, scheduler=args.scheduler, stack=not args.no_stack,
         cluster=args.slurm_cluster, partition=args.slurm_partition, timeout_min=args.slurm_timeout,
+        on_line=lambda line: print(line, flush=True),  # without a terminal: a line per finished run
     )
     counts = result.counts
     print(f"trained {counts['ok']}, diverged {counts['diverged']}, finished meanwhile elsewhere {counts['skipped']}, held by another worker {counts['busy']}")

@@ -43,18 +43,30 @@ class Finished:
 
 def execute(spec: RunSpec, options: RuntimeOptions, launcher: str = "local") -> Finished:
     """Run one spec on this worker; record the training in the run's ``trained.jsonl``."""
-    import_plugins(options.imports)  # a fresh worker process has not seen the sweep's --import modules
+    _worker_setup(options)
     return _report(runner.run(spec, options), launcher)
 
 
 def execute_unit(unit: Sequence[RunSpec], options: RuntimeOptions, launcher: str = "local") -> list[Finished]:
     """One spec through the runner, or a group of same-shape tiny runs trained together (``bench.stacked``)."""
-    import_plugins(options.imports)
+    _worker_setup(options)
     if len(unit) == 1:
         return [execute(unit[0], options, launcher)]
     from bench.stacked import run_stacked
 
     return [_report(outcome, launcher) for outcome in run_stacked(unit, options)]
+
+
+def _worker_setup(options: RuntimeOptions) -> None:
+    """A fresh worker has seen neither the sweep's --import modules nor its ``folder:`` (etc.) data.
+
+    Specs name those datasets without their location (see bench/datasets/user_data.py), so the
+    worker rebuilds them, when first used, from the absolute names the sweep passed along.
+    """
+    import_plugins(options.imports)
+    from bench.datasets import DATASETS
+
+    DATASETS.expect(options.extra.get("datasets", {}))
 
 
 def _report(outcome: runner.RunOutcome, launcher: str) -> Finished:
@@ -103,8 +115,16 @@ def plan_local(n_runs: int, jobs: int | None, threads: int | None) -> tuple[int,
 
 
 def _for_workers(options: RuntimeOptions, threads: int | None) -> RuntimeOptions:
-    """Absolute output path (workers may run elsewhere), no per-run step bars (the sweep has one)."""
-    return dataclasses.replace(options, output_dir=Path(options.output_dir).resolve(), progress=False, threads=threads or options.threads)
+    """Absolute output path (workers may run elsewhere), no per-run step bars (the sweep has one),
+    and the absolute names of ``folder:``/``csv:``/``hf:`` datasets (workers rebuild them)."""
+    from bench.datasets import DATASETS
+
+    extra = {**options.extra, "datasets": DATASETS.sources()}
+    output_dir = Path(options.output_dir).resolve()
+    threads = threads or options.threads
+    return dataclasses.replace(
+        options, output_dir=output_dir, progress=False, threads=threads, extra=extra
+    )
 
 
 def local(specs: Sequence[RunSpec], options: RuntimeOptions, jobs: int | None = None, stack: bool = True, **_: Any) -> Iterator[Finished]:

@@ -25,6 +25,10 @@ class Registry(Generic[T]):
         self._package = package  # modules of this package are imported lazily for registration
         self._entries: dict[str, type[T]] = {}
         self._loaded = package is None
+        self._prefixes: dict[str, Callable[[str], type[T]]] = {}
+        self._made: dict[str, type[T]] = {}  # classes built from ``prefix:...`` names, by NAME
+        self._given: dict[str, type[T]] = {}  # the same classes by the names they were asked for
+        self._pending: dict[str, str] = {}  # NAME -> SOURCE, built on first lookup (workers)
 
     def register(self, name: str) -> Callable[[type[T]], type[T]]:
         if not _NAME.match(name):
@@ -46,14 +50,66 @@ class Registry(Generic[T]):
             self._loaded = True
             importlib.import_module(self._package)
 
+    def register_prefix(self, prefix: str, factory: Callable[[str], type[T]]) -> None:
+        """Names ``prefix:REST`` are built by ``factory(REST)`` (``folder:PATH``) on first lookup.
+
+        The factory's class carries ``NAME`` (canonical, what specs record) and ``SOURCE`` (a
+        name that rebuilds it in any process, e.g. with an absolute path; see ``sources``).
+        """
+        if not _NAME.match(prefix):
+            raise ValueError(f"{self.kind} prefix {prefix!r} must be lowercase snake_case")
+        self._prefixes[prefix] = factory
+
     def get(self, name: str) -> type[T]:
         self._load()
-        if name not in self._entries:
-            lowered = {n.lower(): n for n in self._entries}
-            close = difflib.get_close_matches(name.lower(), lowered, n=3, cutoff=0.5)
-            hint = f" Did you mean {', '.join(lowered[c] for c in close)}?" if close else " A plugin's? Add --import MODULE_OR_FILE."
-            raise UserError(f"unknown {self.kind} {name!r}.{hint} Known: {', '.join(self.names())}")
-        return self._entries[name]
+        if name in self._entries:
+            return self._entries[name]
+        if name in self._made or name in self._given:
+            return self._made.get(name) or self._given[name]
+        if name in self._pending:
+            return self.get(self._pending.pop(name))
+        prefix, sep, rest = name.partition(":")
+        if sep and prefix.lower() in self._prefixes:
+            self._given[name] = self._build(prefix.lower(), rest)  # built once per process and name
+            return self._given[name]
+        folded = [n for n in self._entries if n.lower() == name.lower()]
+        if len(folded) == 1:  # PACS -> pacs: names are lowercase, users type them as papers do
+            return self._entries[folded[0]]
+        lowered = {n.lower(): n for n in self._entries}
+        close = difflib.get_close_matches(name.lower(), lowered, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(lowered[c] for c in close)}?" if close else " A plugin's? Add --import MODULE_OR_FILE."
+        forms = ", ".join(p + ":..." for p in sorted(self._prefixes))
+        forms = f" Or one of {forms}." if forms else ""
+        known = ", ".join(self.names())
+        raise UserError(f"unknown {self.kind} {name!r}.{hint}{forms} Known: {known}")
+
+    def canonical(self, name: str) -> str:
+        """The name a spec records: ``pacs`` for ``PACS``, ``folder:a`` for ``folder:/x/a``."""
+        cls = self.get(name)
+        folded = [n for n in self._entries if n.lower() == name.lower()]
+        return name if name in self._entries else folded[0] if len(folded) == 1 else cls.NAME
+
+    def _build(self, prefix: str, rest: str) -> type[T]:
+        """The factory's class, reusing an equal one; two live locations may not share a NAME."""
+        cls = self._prefixes[prefix](rest)
+        known = self._made.get(cls.NAME)
+        if known is not None and known.SOURCE == cls.SOURCE:
+            return known
+        if known is not None and getattr(known, "location_exists", lambda: False)():
+            raise UserError(
+                f"{self.kind} {cls.SOURCE} and {known.SOURCE} both get the name {cls.NAME} (names "
+                "leave out the folder above, so a moved copy keeps its run ids); rename one of them"
+            )
+        self._made[cls.NAME] = cls  # new, or the same data moved (the old location is gone)
+        return cls
+
+    def sources(self) -> dict[str, str]:
+        """NAME -> SOURCE of every ``prefix:`` class made here: what rebuilds them in a worker."""
+        return {name: cls.SOURCE for name, cls in self._made.items()}
+
+    def expect(self, sources: dict[str, str]) -> None:
+        """Build these classes when their NAME is first looked up (a worker reads what it runs)."""
+        self._pending.update({n: s for n, s in sources.items() if n not in self._made})
 
     def names(self) -> list[str]:
         self._load()
@@ -61,7 +117,16 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: str) -> bool:
         self._load()
-        return name in self._entries
+        if any(name in known for known in (self._entries, self._made, self._given, self._pending)):
+            return True
+        prefix, sep, _ = name.partition(":")
+        if not (sep and prefix.lower() in self._prefixes):
+            return False
+        try:  # e.g. a board read in a process that never saw the folder
+            self.get(name)
+        except UserError:
+            return False
+        return True
 
 
 def plugin_reference(text: str) -> str:

@@ -351,6 +351,7 @@ def selected_rows(report: Report) -> list[dict[str, Any]]:
             cell = tables.get(s.dataset, {}).get(s.test_env, {}).get(s.algorithm)
             row = {"rule": rule, **asdict(s), "p_vs_erm": cell and cell.p_raw, "p_vs_erm_holm": cell and cell.p_vs_baseline}
             row["hparams"] = dict(s.hparams)
+            row["acc_pct"] = None if s.acc is None else 100 * s.acc  # the tables' unit
             rows.append(row)
     return rows
 
@@ -358,7 +359,8 @@ def selected_rows(report: Report) -> list[dict[str, Any]]:
 def write_selected(report: Report, csv_path: Path, json_path: Path) -> None:
     rows = selected_rows(report)
     json_path.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
-    fields = ["rule", *(f for f in Selected.__dataclass_fields__), "p_vs_erm", "p_vs_erm_holm"]
+    fields = ["rule", *(f for f in Selected.__dataclass_fields__), "acc_pct",
+              "p_vs_erm", "p_vs_erm_holm"]
     with open(csv_path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -295,6 +296,7 @@ def prepare(spec: RunSpec, options: RuntimeOptions, directory: Path) -> RunConte
     ds_cls = DATASETS.get(spec.dataset)
     dataset = load_dataset(spec.dataset, options.data_dir, spec.data_seed, spec.size, options.download)
     envs = {name: env.to(device) for name, env in dataset.envs.items()}
+    envs = dataset.for_run(envs, spec.test_envs)  # e.g. csv: standardised on the training envs
     augment = dataset.augmentation(hparams)
     for env in envs.values():  # copies made by .to(): the cached dataset stays unaugmented
         env.augment = augment or env.augment
@@ -361,7 +363,7 @@ def train_loop(ctx: RunContext) -> RunOutcome:
     t0 = time.perf_counter() - ctx.wall_offset
     sums: dict[str, float] = {}
     count, status, last = 0, "ok", None
-    bar = tqdm(range(ctx.start, spec.steps), initial=ctx.start, total=spec.steps, desc=f"{spec.algorithm}/{spec.dataset}", unit="step", disable=not options.progress, leave=False)
+    bar = tqdm(range(ctx.start, spec.steps), initial=ctx.start, total=spec.steps, desc=f"{spec.algorithm}/{spec.dataset}", unit="step", disable=not (options.progress and sys.stderr.isatty()), leave=False)
     step = ctx.start - 1
     for step in bar:
         minibatches = ctx.minibatches(step)

@@ -121,6 +121,7 @@ def make_spec(
     from bench.datasets import DATASETS
 
     alg_cls, ds_cls = ALGORITHMS.get(algorithm), DATASETS.get(dataset)
+    algorithm, dataset = ALGORITHMS.canonical(algorithm), DATASETS.canonical(dataset)  # PACS: pacs
     names = ds_cls.env_names()
     chosen = tuple(test_envs) if test_envs else ds_cls.default_test_envs()
     unknown = [e for e in chosen if e not in names]

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from bench import records
 from bench.errors import UserError
@@ -123,22 +124,41 @@ def launch(
     options: RuntimeOptions,
     launcher: str = "local",
     progress: bool = True,
+    on_line: Callable[[str], None] | None = None,
     **launcher_args: Any,
 ) -> SweepResult:
-    """Run every spec that is not done through ``launcher``, with a progress bar (and ETA) over runs."""
+    """Run every spec that is not done through ``launcher``, with a progress bar (and ETA).
+
+    Without a terminal (a log file, CI) a bar is noise: ``on_line`` gets a line per finished run.
+    """
     from tqdm.auto import tqdm
 
     found = states(options.output_dir, specs)
     todo = found["partial"] + found["damaged"] + found["new"]  # partial first: they hold checkpoints
     before = {k: len(v) for k, v in found.items()}
     finished: list[Finished] = []
+    bar_shown = progress and sys.stderr.isatty()
+    by_id = {spec.run_id: spec for spec in todo}
     if todo:
-        with tqdm(total=len(todo), unit="run", desc="sweep", disable=not progress, dynamic_ncols=True) as bar:
+        with tqdm(total=len(todo), unit="run", desc="sweep", disable=not bar_shown,
+                  dynamic_ncols=True) as bar:
             for outcome in get(launcher)(todo, options, **launcher_args):
                 finished.append(outcome)
                 bar.update(1)
                 bar.set_postfix(Counter(f.status for f in finished), refresh=False)
+                if progress and not bar_shown and on_line is not None:
+                    spec = by_id.get(outcome.run_id)
+                    on_line(finished_line(len(finished), len(todo), outcome, spec))
     return SweepResult(before, finished)
+
+
+def finished_line(done: int, total: int, outcome: Finished, spec: RunSpec | None) -> str:
+    """``[2/6] ok erm on folder:digits, test a (trial 0, hparams 0) 5.1s run 1a2b...``."""
+    what = ""
+    if spec is not None:
+        seeds = f"(trial {spec.trial_seed}, hparams {spec.hparams_seed})"
+        what = f"{spec.algorithm} on {spec.dataset}, test {','.join(spec.test_envs)} {seeds}"
+    return f"[{done}/{total}] {outcome.status} {what} {outcome.wall_s:.1f}s run {outcome.run_id}"
 
 
 # The default benchmark (``python -m bench run`` with no arguments): Colored MNIST without MNIST

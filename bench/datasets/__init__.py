@@ -9,9 +9,13 @@ import pkgutil
 
 from bench.datasets.base import DATASETS, EnvData, Environment, MultiEnvDataset, register_dataset
 
-_HELPERS = {"base", "files"}
+# Helpers register no names; user_data and user_tables register the ``folder:``, ``csv:`` and
+# ``hf:`` prefixes (bring your own data), so they are imported here by hand.
+_HELPERS = {"base", "files", "user_data", "user_tables"}
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in _HELPERS:
         importlib.import_module(f"{__name__}.{_module.name}")
+importlib.import_module(f"{__name__}.user_data")
+importlib.import_module(f"{__name__}.user_tables")
 
 __all__ = ["DATASETS", "EnvData", "Environment", "MultiEnvDataset", "register_dataset"]

@@ -104,6 +104,13 @@ class MultiEnvDataset:
         """The train-time batch transform these hparams ask for (the runner attaches it to each env); None = none."""
         return None
 
+    def for_run(
+        self, envs: Mapping[str, EnvData], test_envs: tuple[str, ...]
+    ) -> dict[str, EnvData]:
+        """The environments one run trains and evaluates on; a run-dependent transform goes here
+        (e.g. standardising with the training environments' statistics). Default: unchanged."""
+        return dict(envs)
+
     @classmethod
     def env_names(cls) -> list[str]:
         return [env.name for env in cls.ENVIRONMENTS]

@@ -96,15 +96,20 @@ def hub_datasets(what: str, where: Path | str) -> Any:
 
     With HF_DATASETS_OFFLINE or HF_HUB_OFFLINE set, ``datasets`` reads its cache: no host to check.
     """
-    try:
-        import datasets as hf_datasets
-    except ImportError:
-        message = f"downloading {what} needs the datasets package: pip install 'bench[hub]'"
-        raise UserError(message) from None
+    hf_datasets = import_hf_datasets(f"downloading {what}")
     flags = (os.environ.get(k, "").lower() for k in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
     if not any(flag in ("1", "true", "yes", "on") for flag in flags):
         url = f"{os.environ.get('HF_ENDPOINT', HUB_URL).rstrip('/')}/datasets/{what}"
         require_host(url, f"{what} from the HuggingFace hub", where)
+    return hf_datasets
+
+
+def import_hf_datasets(purpose: str) -> Any:
+    """HuggingFace's ``datasets`` module, or one UserError line saying what to install."""
+    try:
+        import datasets as hf_datasets
+    except ImportError:
+        raise UserError(f"{purpose} needs the datasets package: pip install 'bench[hub]'") from None
     return hf_datasets
 
 

@@ -105,25 +105,34 @@ def colour_batch(x: Tensor) -> Tensor:
     return x.clamp_(0.0, 1.0)
 
 
-def decode_images(paths: list[Path], size: int) -> Tensor:
-    """uint8 (n, 3, size, size) decoded with PIL (RGB), resized (Lanczos) when not already ``size``."""
+def decode_images(paths: list[Path], size: int | tuple[int, int], mode: str = "RGB") -> Tensor:
+    """uint8 (n, C, H, W) decoded with PIL in ``mode`` (RGB: C = 3, L: C = 1).
+
+    Resized (Lanczos) unless already ``size``: a side length or (height, width).
+    """
     import numpy as np
     from PIL import Image
 
-    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    height, width = (size, size) if isinstance(size, int) else size
+    out = np.empty((len(paths), height, width, len(mode)), dtype=np.uint8)
     for i, path in enumerate(paths):
         try:
             with Image.open(path) as image:
-                image = image.convert("RGB")
-                if image.size != (size, size):
-                    image = image.resize((size, size), Image.LANCZOS)
-                out[i] = np.asarray(image)
+                image = image.convert(mode)
+                if image.size != (width, height):
+                    image = image.resize((width, height), Image.LANCZOS)
+                out[i] = np.asarray(image).reshape(height, width, len(mode))
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # PIL's
-            raise UserError(
-                f"cannot decode image {path} ({reason(exc)}); "
-                "replace or delete it (the first bad file found; later ones are not checked yet)"
-            ) from None
+            raise bad_image(path, exc) from None
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+def bad_image(path: Path, exc: BaseException) -> UserError:
+    """The one line for a file PIL cannot read."""
+    return UserError(
+        f"cannot decode image {path} ({reason(exc)}); "
+        "replace or delete it (the first bad file found; later ones are not checked yet)"
+    )
 
 
 class ImageFolderDataset(MultiEnvDataset):
