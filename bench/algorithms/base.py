@@ -177,7 +177,8 @@ class Algorithm(nn.Module):
     def l2_penalty(self, params: Iterable[Tensor] | None = None) -> Tensor:
         """``l2 * sum ||w||^2`` over ``params`` (default: all parameters; zero when ``l2 == 0``).
 
-        Marks this update's loss as holding the term, so ``minimize`` does not add it twice.
+        Use it only to build this update's loss: it marks the loss as holding the term, so
+        ``minimize``/``apply_gradients`` do not add it twice (the mark ends with the update).
         """
         self._l2_in_loss = True
         if self.hparams["l2"] == 0:
