@@ -95,7 +95,7 @@ def _param_norm(algorithm) -> float:
 
 
 def _check_l2_is_applied(alg_cls: type, data, hparams: dict[str, Any], steps: int) -> None:
-    """A large ``l2`` must shrink the weights: an update that drops the base's l2 term fails here."""
+    """A large ``l2`` must shrink the weights: an update that drops the l2 term fails here."""
     free, _ = _train(alg_cls, data, {**hparams, "l2": 0.0}, steps)
     decayed, _ = _train(alg_cls, data, {**hparams, "l2": 0.1}, steps)
     assert _param_norm(decayed) < _param_norm(free), (
@@ -132,7 +132,9 @@ def check_algorithm(alg_cls: type, dataset: str = "debug", steps: int = 5) -> No
     assert int(algorithm.step) == steps, f"self.step is {int(algorithm.step)} after {steps} updates"
 
     again, _ = _train(alg_cls, data, hparams, steps)
-    assert torch.equal(_logits(again, x), logits), "same seed, same data, different logits: the algorithm is not deterministic"
+    assert torch.equal(_logits(again, x), logits), (
+        "same seed, same data, different logits: the algorithm is not deterministic"
+    )
     other, _ = _train(alg_cls, data, hparams, steps, seed=1)
     assert not torch.equal(_logits(other, x), logits), "another seed gave the same logits"
 

@@ -22,7 +22,9 @@ from torch import autograd, nn
 from bench.algorithms.base import (
     Algorithm, Minibatches, classification_loss, concat_inputs, register_algorithm, split_by_env,
 )
-from bench.hparams import AT_LEAST_ONE, DROPOUT, NON_NEGATIVE, POSITIVE, Choice, Domain, IntLogUniform, LogUniform
+from bench.hparams import (
+    AT_LEAST_ONE, DROPOUT, NON_NEGATIVE, POSITIVE, Choice, Domain, IntLogUniform, LogUniform,
+)
 from bench.networks import MLP
 
 
