@@ -44,8 +44,76 @@ def _train(alg_cls: type, dataset, hparams: dict[str, Any], steps: int, seed: in
     return algorithm, losses
 
 
+class RecordingHparams(dict):
+    """An hparams dict that records which keys are read (``[]``, ``get``, ``in``).
+
+    ``Algorithm.__init__`` copies its hparams with ``copy.copy``, which keeps this type and
+    shares ``read``, so reads through ``self.hparams`` are recorded too.
+    """
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        super().__init__(values)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self.read.add(str(key))
+        return super().__contains__(key)
+
+    def __copy__(self) -> "RecordingHparams":
+        twin = RecordingHparams(self)
+        twin.read = self.read
+        return twin
+
+
+def declared_hparams(alg_cls: type) -> set[str]:
+    """Keys the algorithm (or a base class) declares in ``HPARAMS``."""
+    return {key for klass in alg_cls.__mro__ for key in vars(klass).get("HPARAMS", {})}
+
+
+def _check_every_declared_hparam_is_read(alg_cls: type, data, hparams: dict[str, Any],
+                                         steps: int) -> None:
+    recording = RecordingHparams(hparams)
+    _train(alg_cls, data, recording, steps)
+    exempt = getattr(alg_cls, "RUN_HPARAMS", frozenset())  # read by the runner or prepare_run
+    unread = sorted(declared_hparams(alg_cls) - recording.read - set(exempt))
+    assert not unread, (
+        f"{alg_cls.__name__} declares hparams it never reads in __init__ or {steps} updates: "
+        f"{', '.join(unread)} (a search over them would be wasted; remove them or use them)"
+    )
+
+
+def _param_norm(algorithm) -> float:
+    return float(sum(p.detach().pow(2).sum() for p in algorithm.parameters()))
+
+
+def _check_l2_is_applied(alg_cls: type, data, hparams: dict[str, Any], steps: int) -> None:
+    """A large ``l2`` must shrink the weights: an update that drops the l2 term fails here."""
+    free, _ = _train(alg_cls, data, {**hparams, "l2": 0.0}, steps)
+    decayed, _ = _train(alg_cls, data, {**hparams, "l2": 0.1}, steps)
+    assert _param_norm(decayed) < _param_norm(free), (
+        f"{alg_cls.__name__} ignores the l2 hparam: weights trained with l2 = 0.1 are not smaller "
+        "than with l2 = 0; let Algorithm.minimize/apply_gradients add it, or use l2_penalty()"
+    )
+
+
+def _logits(algorithm, x: torch.Tensor) -> torch.Tensor:
+    algorithm.eval()
+    with torch.no_grad():
+        return algorithm.predict(x)
+
+
 def check_algorithm(alg_cls: type, dataset: str = "debug", steps: int = 5) -> None:
-    """Construct on ``dataset`` (tiny), train a few steps, check logits, determinism and state round trip."""
+    """Construct on ``dataset`` (tiny), train a few steps; check logits, step count, determinism
+    (same seed: same logits; another seed: different ones), the state round trip and resume,
+    that every declared hparam is read and that ``l2`` is applied."""
     from bench.datasets import DATASETS
 
     ds_cls = DATASETS.get(dataset)
@@ -58,17 +126,17 @@ def check_algorithm(alg_cls: type, dataset: str = "debug", steps: int = 5) -> No
 
     algorithm, _ = _train(alg_cls, data, hparams, steps)
     x, _ = data.envs[data.env_names()[-1]].batch(torch.arange(8))
-    algorithm.eval()
-    with torch.no_grad():
-        logits = algorithm.predict(x)
+    logits = _logits(algorithm, x)
     assert logits.shape == (8, ds_cls.num_outputs()), f"predict() gave shape {tuple(logits.shape)}, expected (8, {ds_cls.num_outputs()})"
     assert torch.isfinite(logits).all(), "predict() gave non-finite logits"
     assert int(algorithm.step) == steps, f"self.step is {int(algorithm.step)} after {steps} updates"
 
     again, _ = _train(alg_cls, data, hparams, steps)
-    again.eval()
-    with torch.no_grad():
-        assert torch.equal(again.predict(x), logits), "same seed, same data, different logits: the algorithm is not deterministic"
+    assert torch.equal(_logits(again, x), logits), (
+        "same seed, same data, different logits: the algorithm is not deterministic"
+    )
+    other, _ = _train(alg_cls, data, hparams, steps, seed=1)
+    assert not torch.equal(_logits(other, x), logits), "another seed gave the same logits"
 
     buffer = io.BytesIO()
     torch.save(algorithm.state_dict(), buffer)
@@ -93,6 +161,8 @@ def check_algorithm(alg_cls: type, dataset: str = "debug", steps: int = 5) -> No
     fresh.eval()
     with torch.no_grad():
         assert torch.allclose(fresh.predict(x), algorithm.predict(x), atol=1e-6), "an update after a state_dict round trip differs: optimiser or other state is not checkpointed"
+    _check_every_declared_hparam_is_read(alg_cls, data, hparams, steps)
+    _check_l2_is_applied(alg_cls, data, hparams, steps)
 
 
 def check_dataset(ds_cls: type, size: str = "tiny", root: str | None = None) -> None:

@@ -26,6 +26,7 @@ def test_bad_input_exits_2_with_one_line(argv, fragment, capsys, tmp_path):
     assert fragment in err and err.count("\n") == 1 and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_bad_input_in_subprocess_has_no_traceback():
     out = subprocess.run([sys.executable, "-m", "bench", "run", "--algorithm", "nope"], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 2 and "Traceback" not in out.stderr
@@ -40,6 +41,7 @@ def test_list_and_hparams(capsys):
     assert "10^U(-4.5, -2.5)" in text and "hparams_seed=3" in text
 
 
+@pytest.mark.slow
 def test_run_cmnist_with_dash_test_env_records_all_envs_then_show(data_dir, tmp_path, capsys):
     argv = ["run", "--algorithm", "erm", "--dataset", "cmnist", "--test-envs", "-90%", "--steps", "3", "--size", "tiny",
             "--data-dir", data_dir, "--output-dir", str(tmp_path), "--no-progress"]
@@ -54,6 +56,7 @@ def test_run_cmnist_with_dash_test_env_records_all_envs_then_show(data_dir, tmp_
     assert "erm on cmnist" in shown and "command: python -m bench run" in shown
 
 
+@pytest.mark.slow
 def test_erm_uses_colour_on_cmnist_irm(data_dir, tmp_path, capsys):
     """The IRM paper's ERM baseline: high training accuracy from colour, below chance on the flipped test env."""
     argv = ["run", "--algorithm", "erm", "--dataset", "cmnist_irm", "--size", "tiny", "--steps", "150", "--data-dir", data_dir, "--output-dir", str(tmp_path), "--no-progress"]

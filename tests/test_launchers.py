@@ -30,6 +30,7 @@ def test_plan_local_fills_the_cores(monkeypatch, n_cores, n_runs, jobs, threads,
     assert launchers.plan_local(n_runs, jobs, threads) == expected
 
 
+@pytest.mark.slow
 def test_local_launcher_with_two_loky_processes(tmp_path):
     specs = tiny_specs()
     finished = list(launchers.local(specs, RuntimeOptions(output_dir=tmp_path), jobs=2, stack=False))
@@ -52,6 +53,7 @@ def test_local_launcher_stacks_same_shape_tiny_runs(tmp_path):
     assert_all_trained_once(tmp_path, specs)
 
 
+@pytest.mark.slow
 def test_dask_launcher_on_a_real_local_cluster(tmp_path):
     distributed = pytest.importorskip("distributed")
     specs = tiny_specs()
@@ -74,6 +76,7 @@ def test_dask_launcher_needs_a_reachable_scheduler(tmp_path):
         list(launchers.dask(tiny_specs(1), RuntimeOptions(output_dir=tmp_path), scheduler="tcp://127.0.0.1:9", connect_timeout_s=0.5))
 
 
+@pytest.mark.slow
 def test_slurm_launcher_with_submitit_debug_executor(tmp_path):
     pytest.importorskip("submitit")
     specs = tiny_specs()

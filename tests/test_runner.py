@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from bench import records, runner
@@ -84,6 +85,7 @@ def _cli(out_dir, *extra):
             "--size", "tiny", "--steps", "150", "--eval-every", "20", "--output-dir", str(out_dir), "--threads", "1", "--no-progress", *extra]
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_resumes_to_identical_records(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"

@@ -88,6 +88,7 @@ def _have_mnist():
 
 
 @pytest.mark.skipif(not _have_mnist(), reason="needs mnist.npz (../shared/data or $BENCH_DATA)")
+@pytest.mark.slow
 def test_channels_last_keeps_fp32_cmnist_numbers_within_tolerance(tmp_path):
     spec = make_spec("erm", "cmnist", size="tiny", steps=2, eval_every=1)
     base = _options(tmp_path, "x")
@@ -104,6 +105,7 @@ def test_channels_last_keeps_fp32_cmnist_numbers_within_tolerance(tmp_path):
                     assert abs(a["eval"][env][part]["acc"] - score["acc"]) * score["n"] <= 2
 
 
+@pytest.mark.slow
 def test_cached_listing_is_identical_and_skips_torch(tmp_path):
     import os
     import subprocess

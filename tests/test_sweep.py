@@ -105,6 +105,7 @@ def test_state_comes_from_run_directories(tmp_path):
     assert found == {"done": [specs[1].run_id], "damaged": [specs[3].run_id], "partial": [specs[0].run_id], "new": [specs[2].run_id]}
 
 
+@pytest.mark.slow
 def test_sigkill_mid_sweep_then_rerun_completes_without_retraining(tmp_path, reference, capsys):
     out = tmp_path / "killed"
     proc = bench_process(sweep_args(out))
@@ -133,6 +134,7 @@ def test_sigkill_mid_sweep_then_rerun_completes_without_retraining(tmp_path, ref
     assert f"{N_RUNS} done / 0 partial / 0 new" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_two_local_launchers_at_once_share_the_grid(tmp_path, reference, capsys):
     out = tmp_path / "shared"
     other = bench_process(sweep_args(out))  # another launcher process ...

@@ -121,6 +121,7 @@ def test_sklearn_head_maps_binary_and_absent_classes():
         assert ((one_logit(torch.tensor(x[150:], dtype=torch.float32))[:, 0] > 0).numpy() == (y[150:] > 0)).mean() > 0.9
 
 
+@pytest.mark.slow
 def test_sklearn_probe_end_to_end_on_mnist_ab(tmp_path, data_dir):
     """The probe of A's features on B: fitted before training, recorded, and unchanged by the training steps."""
     spec = make_spec("linear_probe", "mnist_ab", size="tiny", steps=5, eval_every=5, overrides={"probe": "sklearn", "pretrain_steps": 100})

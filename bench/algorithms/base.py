@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping
+import copy
+from typing import Any, ClassVar, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -69,13 +70,27 @@ def predictions(logits: Tensor) -> Tensor:
     return logits.argmax(dim=1)
 
 
+def env_losses(logits: Tensor, minibatches: "Minibatches") -> list[Tensor]:
+    """Per-environment mean losses of logits computed on the concatenated minibatches."""
+    per_env = split_by_env(logits, minibatches)
+    return [classification_loss(l, y) for l, (_, y) in zip(per_env, minibatches)]
+
+
+def concat_inputs(minibatches: "Minibatches") -> Tensor:
+    """All environments' inputs in one batch (one forward pass, as DomainBed)."""
+    return torch.cat([x for x, _ in minibatches])
+
+
 class Algorithm(nn.Module):
     """Base class: trains on one minibatch per training environment per ``update``.
 
-    Subclasses build their networks and optimisers in ``__init__`` and keep any
-    state that must survive a resume in parameters, buffers or optimisers: every
-    ``torch.optim.Optimizer`` attribute is saved through ``get_extra_state``.
-    ``self.step`` counts updates and is checkpointed; schedules key on it.
+    The base builds ``featurizer``, ``classifier``, ``network`` and one Adam ``optimizer``
+    over ``parameters_to_optimize()`` (override ``build`` for anything else), predicts with
+    ``network`` and applies the ``l2`` hyperparameter in ``minimize``/``apply_gradients``,
+    so a subclass writes only its ``update``. State that must survive a resume lives in
+    parameters, buffers or optimisers: every ``torch.optim.Optimizer`` attribute is saved
+    through ``get_extra_state``. ``self.step`` counts updates (only the base advances it)
+    and is checkpointed; schedules key on it.
     """
 
     VERSION: ClassVar[int] = 1
@@ -88,43 +103,88 @@ class Algorithm(nn.Module):
         **networks.SHARED_HEAD_SPACE,
     }
     DATASET_HPARAMS: ClassVar[dict[str, dict[str, Param]]] = {}
+    # Declared keys read outside __init__/update (by prepare_run), exempt from check_algorithm's
+    # "every declared hparam is read" rule; batch_size is the runner's.
+    RUN_HPARAMS: ClassVar[frozenset[str]] = frozenset({"batch_size"})
 
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int, num_train_envs: int, hparams: Mapping[str, Any]) -> None:
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, num_train_envs: int,
+                 hparams: Mapping[str, Any]) -> None:
         super().__init__()
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
         self.num_train_envs = num_train_envs
-        self.hparams = dict(hparams)
+        # copy.copy keeps the mapping's type, so bench.testing's read recorder keeps recording
+        self.hparams = copy.copy(hparams) if isinstance(hparams, dict) else dict(hparams)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self._l2_in_loss = False  # set by l2_penalty(): this update's loss already has the l2 term
+        self.build()
 
     def update(self, minibatches: Minibatches, unlabeled: list[Tensor] | None = None) -> dict[str, float]:
         raise NotImplementedError
 
     def predict(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
+        return self.network(x)
 
-    # -- helpers shared by most methods -------------------------------------------------
+    # -- construction hooks ---------------------------------------------------------------
+    def build(self) -> None:
+        """Networks and optimisers: ``build_network`` + Adam over ``parameters_to_optimize``."""
+        self.build_network()
+        self.optimizer = self.make_optimizer(self.parameters_to_optimize())
+
+    def parameters_to_optimize(self) -> Any:
+        """Parameters (or parameter groups) of ``self.optimizer``."""
+        return self.network.parameters()
+
     def build_network(self) -> None:
         """``self.featurizer``, ``self.classifier`` and ``self.network`` from the hparams."""
         self.featurizer = networks.build_featurizer(self.input_shape, self.hparams)
         self.classifier = networks.build_classifier(self.featurizer.n_outputs, self.num_classes, self.hparams)
         self.network = nn.Sequential(self.featurizer, self.classifier)
 
-    def make_optimizer(self, params, lr: float | None = None) -> torch.optim.Optimizer:
+    def make_optimizer(self, params: Any, lr: float | None = None) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=self.hparams["lr"] if lr is None else lr, weight_decay=self.hparams["weight_decay"])
 
-    def minimize(self, loss: Tensor) -> None:
-        """One step of ``self.optimizer`` on ``loss``, then count it in ``self.step``."""
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.step += 1
+    # -- one training step ----------------------------------------------------------------
+    def minimize(self, loss: Tensor, optimizer: torch.optim.Optimizer | None = None) -> Tensor:
+        """Step ``optimizer`` (default ``self.optimizer``) on ``loss`` + l2; returns that sum.
 
-    def l2_penalty(self) -> Tensor:
-        """``l2 * sum ||w||^2`` over all parameters (zero when ``l2 == 0``)."""
+        The l2 term is added here unless ``loss`` already holds it (it was built with
+        ``l2_penalty()``, e.g. by ``penalised_loss``, which rescales it with the rest).
+        """
+        if not self._l2_in_loss:
+            loss = loss + self.l2_penalty()
+        optimizer = self.optimizer if optimizer is None else optimizer
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.apply_gradients(optimizer)
+        return loss
+
+    def apply_gradients(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Step ``optimizer`` on the gradients in ``.grad`` (set them yourself for a custom rule).
+
+        Adds the l2 term's gradient unless this update's loss held it, then counts the update.
+        """
+        if not self._l2_in_loss and self.hparams["l2"]:
+            self.l2_penalty().backward()
+        (self.optimizer if optimizer is None else optimizer).step()
+        self.finish_update()
+
+    def finish_update(self) -> None:
+        """Count one update: the only place ``self.step`` advances (e.g. after Fish's meta step)."""
+        self.step += 1
+        self._l2_in_loss = False
+
+    def l2_penalty(self, params: Iterable[Tensor] | None = None) -> Tensor:
+        """``l2 * sum ||w||^2`` over ``params`` (default: all parameters; zero when ``l2 == 0``).
+
+        Use it only to build this update's loss: it marks the loss as holding the term, so
+        ``minimize``/``apply_gradients`` do not add it twice (the mark ends with the update).
+        """
+        self._l2_in_loss = True
         if self.hparams["l2"] == 0:
             return torch.zeros((), device=self.step.device)
-        return self.hparams["l2"] * sum(p.pow(2).sum() for p in self.parameters())
+        params = self.parameters() if params is None else params
+        return self.hparams["l2"] * sum(p.pow(2).sum() for p in params)
 
     def penalised_loss(self, nll: Tensor, penalty: Tensor, weight: float, anneal_iters: int, before: float = 1.0) -> Tensor:
         """``nll + l2 + w * penalty``, w = ``before`` until step ``anneal_iters`` and ``weight`` from then on.
@@ -139,7 +199,7 @@ class Algorithm(nn.Module):
         if self.hparams["irm_code"]:
             return loss / w if w > 1.0 else loss
         if step == anneal_iters:
-            self.optimizer = self.make_optimizer(self.network.parameters())
+            self.optimizer = self.make_optimizer(self.parameters_to_optimize())
         return loss
 
     def head_grad_cos(self, env_losses: list[Tensor]) -> dict[str, float]:

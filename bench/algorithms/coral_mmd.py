@@ -14,7 +14,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from bench.algorithms.base import Algorithm, Minibatches, classification_loss, register_algorithm, split_by_env
+from bench.algorithms.base import (
+    Algorithm, Minibatches, classification_loss, concat_inputs, register_algorithm, split_by_env,
+)
 from bench.hparams import NON_NEGATIVE, LogUniform
 
 BANDWIDTHS = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
@@ -41,30 +43,27 @@ class FeatureMatching(Algorithm):
     """Risk + mmd_gamma * mean over environment pairs of ``distance`` between their features."""
 
     VERSION = 1
-    HPARAMS = {"mmd_gamma": LogUniform(1.0, "weight of the feature-distribution distance", low=1e-1, high=1e1, domain=NON_NEGATIVE)}
+    HPARAMS = {
+        "mmd_gamma": LogUniform(
+            1.0, "weight of the feature-distribution distance", low=1e-1, high=1e1,
+            domain=NON_NEGATIVE,
+        ),
+    }
 
     @staticmethod
     def distance(a: Tensor, b: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def __init__(self, input_shape, num_classes, num_train_envs, hparams):
-        super().__init__(input_shape, num_classes, num_train_envs, hparams)
-        self.build_network()
-        self.optimizer = self.make_optimizer(self.network.parameters())
-
     def update(self, minibatches: Minibatches, unlabeled=None) -> dict[str, float]:
-        features = split_by_env(self.featurizer(torch.cat([x for x, _ in minibatches])), minibatches)
+        features = split_by_env(self.featurizer(concat_inputs(minibatches)), minibatches)
         nlls = [classification_loss(self.classifier(f), y) for f, (_, y) in zip(features, minibatches)]
         nll = torch.stack(nlls).mean()
         pairs = [(i, j) for i in range(len(features)) for j in range(i + 1, len(features))]
-        penalty = sum((self.distance(features[i], features[j]) for i, j in pairs), nll.new_zeros(())) / max(len(pairs), 1)
+        distances = (self.distance(features[i], features[j]) for i, j in pairs)
+        penalty = sum(distances, nll.new_zeros(())) / max(len(pairs), 1)
         diagnostics = self.head_grad_cos(nlls)
-        loss = nll + self.hparams["mmd_gamma"] * penalty + self.l2_penalty()
-        self.minimize(loss)
+        loss = self.minimize(nll + self.hparams["mmd_gamma"] * penalty)
         return {"loss": loss.item(), "nll": nll.item(), "penalty": penalty.item(), **diagnostics}
-
-    def predict(self, x: Tensor) -> Tensor:
-        return self.network(x)
 
 
 @register_algorithm("coral")

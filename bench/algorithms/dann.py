@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, autograd, nn
+from torch import autograd, nn
 
-from bench.algorithms.base import Algorithm, Minibatches, classification_loss, register_algorithm, split_by_env
-from bench.hparams import AT_LEAST_ONE, DROPOUT, NON_NEGATIVE, POSITIVE, Choice, Domain, Fixed, IntLogUniform, LogUniform
+from bench.algorithms.base import (
+    Algorithm, Minibatches, classification_loss, concat_inputs, register_algorithm, split_by_env,
+)
+from bench.hparams import (
+    AT_LEAST_ONE, DROPOUT, NON_NEGATIVE, POSITIVE, Choice, Domain, IntLogUniform, LogUniform,
+)
 from bench.networks import MLP
 
 
@@ -41,23 +45,27 @@ class AbstractDANN(Algorithm):
         "d_mlp_dropout": Choice(0.0, "discriminator dropout", options=(0.0, 0.1, 0.5), domain=DROPOUT),
     }
 
-    def __init__(self, input_shape, num_classes, num_train_envs, hparams):
-        super().__init__(input_shape, num_classes, num_train_envs, hparams)
+    def build(self) -> None:
+        """The network, a discriminator with class embeddings, and one Adam for each side."""
         self.build_network()
-        hp, width = self.hparams, self.hparams["d_mlp_width"]
+        hp, width, n_features = self.hparams, self.hparams["d_mlp_width"], self.featurizer.n_outputs
         self.discriminator = nn.Sequential(
-            MLP(self.featurizer.n_outputs, width, hp["d_mlp_depth"] - 1, hp["d_mlp_dropout"]), nn.Linear(width, num_train_envs)
+            MLP(n_features, width, hp["d_mlp_depth"] - 1, hp["d_mlp_dropout"]),
+            nn.Linear(width, self.num_train_envs),
         )
-        self.class_embeddings = nn.Embedding(max(num_classes, 2), self.featurizer.n_outputs)
+        self.class_embeddings = nn.Embedding(max(self.num_classes, 2), n_features)
         betas = (hp["beta1"], 0.9)
         d_params = list(self.discriminator.parameters()) + list(self.class_embeddings.parameters())
-        self.disc_optimizer = torch.optim.Adam(d_params, lr=hp["lr_d"], weight_decay=hp["weight_decay_d"], betas=betas)
-        self.gen_optimizer = torch.optim.Adam(self.network.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"], betas=betas)
+        self.disc_optimizer = torch.optim.Adam(
+            d_params, lr=hp["lr_d"], weight_decay=hp["weight_decay_d"], betas=betas
+        )
+        self.gen_optimizer = torch.optim.Adam(
+            self.network.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"], betas=betas
+        )
 
     def update(self, minibatches: Minibatches, unlabeled=None) -> dict[str, float]:
-        self.step += 1  # DomainBed increments first: with one d-step per g-step, step 1 trains the discriminator
         y = torch.cat([y for _, y in minibatches])
-        z = self.featurizer(torch.cat([x for x, _ in minibatches]))
+        z = self.featurizer(concat_inputs(minibatches))
         disc_input = z + self.class_embeddings(y) if self.CONDITIONAL else z
         disc_out = self.discriminator(disc_input)
         domains = torch.cat([torch.full((len(y_e),), i, dtype=torch.long, device=y.device) for i, (_, y_e) in enumerate(minibatches)])
@@ -74,20 +82,18 @@ class AbstractDANN(Algorithm):
         nll = classification_loss(logits, y)
         diagnostics = self.head_grad_cos(nlls)
         d_steps = self.hparams["d_steps_per_g_step"]
-        if int(self.step) % (1 + d_steps) < d_steps:
+        # DomainBed counts the step first: with one d-step per g-step, step 1 trains the
+        # discriminator
+        if (int(self.step) + 1) % (1 + d_steps) < d_steps:
             self.disc_optimizer.zero_grad(set_to_none=True)
             disc_loss.backward()
-            self.disc_optimizer.step()
+            self.disc_optimizer.step()  # the adversary: no l2 (it regularises the model)
+            self.finish_update()
         else:
-            gen_loss = nll + self.l2_penalty() - self.hparams["lambda"] * disc_loss
             self.disc_optimizer.zero_grad(set_to_none=True)
-            self.gen_optimizer.zero_grad(set_to_none=True)
-            gen_loss.backward()
-            self.gen_optimizer.step()
+            gen_loss = nll + self.l2_penalty() - self.hparams["lambda"] * disc_loss
+            self.minimize(gen_loss, self.gen_optimizer)
         return {"disc_loss": disc_loss.item(), "nll": nll.item(), **diagnostics}
-
-    def predict(self, x: Tensor) -> Tensor:
-        return self.network(x)
 
 
 @register_algorithm("dann")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 
 import torch
-from torch import Tensor
 
 from bench.algorithms.base import Algorithm, Minibatches, classification_loss, register_algorithm
 from bench.hparams import POSITIVE, Choice
@@ -28,12 +27,17 @@ class Fish(Algorithm):
     """Fish (Shi et al., 2022): one inner step per environment on a copy, then a meta step towards it."""
 
     VERSION = 1
-    HPARAMS = {"meta_lr": Choice(0.5, "step size of the meta update towards the inner-loop weights", options=(0.05, 0.1, 0.5), domain=POSITIVE)}
+    HPARAMS = {
+        "meta_lr": Choice(
+            0.5, "step size of the meta update towards the inner-loop weights",
+            options=(0.05, 0.1, 0.5), domain=POSITIVE,
+        ),
+    }
 
-    def __init__(self, input_shape, num_classes, num_train_envs, hparams):
-        super().__init__(input_shape, num_classes, num_train_envs, hparams)
+    def build(self) -> None:
+        """No outer optimiser: the inner copy has its own Adam; it is reloaded each step."""
         self.build_network()
-        self.inner = copy.deepcopy(self.network)  # reloaded from the model at every step
+        self.inner = copy.deepcopy(self.network)
         self.inner_optimizer = self.make_optimizer(self.inner.parameters())
 
     def update(self, minibatches: Minibatches, unlabeled=None) -> dict[str, float]:
@@ -41,9 +45,7 @@ class Fish(Algorithm):
         self.inner.load_state_dict(self.network.state_dict())
         losses = []
         for x, y in minibatches:
-            loss = classification_loss(self.inner(x), y)
-            if self.hparams["l2"]:
-                loss = loss + self.hparams["l2"] * sum(p.pow(2).sum() for p in self.inner.parameters())
+            loss = classification_loss(self.inner(x), y) + self.l2_penalty(self.inner.parameters())
             self.inner_optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.inner_optimizer.step()
@@ -53,8 +55,5 @@ class Fish(Algorithm):
                 meta.add_(inner - meta, alpha=self.hparams["meta_lr"])
             for meta, inner in zip(self.network.buffers(), self.inner.buffers()):
                 meta.copy_(inner)
-        self.step += 1
+        self.finish_update()
         return {"loss": sum(losses) / len(losses), **diagnostics}
-
-    def predict(self, x: Tensor) -> Tensor:
-        return self.network(x)

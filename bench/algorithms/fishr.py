@@ -22,8 +22,8 @@ from torch import Tensor
 from torch.func import functional_call, grad, vmap
 
 from bench.algorithms.base import (
-    ANNEALING_HPARAMS, IRM_CMNIST_DATASETS, Algorithm, Minibatches, classification_loss, irm_paper_cmnist, register_algorithm,
-    split_by_env,
+    ANNEALING_HPARAMS, IRM_CMNIST_DATASETS, Algorithm, Minibatches, classification_loss,
+    concat_inputs, irm_paper_cmnist, register_algorithm, split_by_env,
 )
 from bench.hparams import NON_NEGATIVE, Domain, Fixed, IntUniform, LogUniform, Uniform
 
@@ -58,12 +58,10 @@ class Fishr(Algorithm):
         for name in IRM_CMNIST_DATASETS
     }
 
-    def __init__(self, input_shape, num_classes, num_train_envs, hparams):
-        super().__init__(input_shape, num_classes, num_train_envs, hparams)
-        self.build_network()
-        self.optimizer = self.make_optimizer(self.network.parameters())
+    def build(self) -> None:
+        super().build()
         n_params = sum(p.numel() for p in self.classifier.parameters())
-        self.register_buffer("variance_ema", torch.zeros(num_train_envs, n_params))
+        self.register_buffer("variance_ema", torch.zeros(self.num_train_envs, n_params))
 
     def penalty(self, features: list[Tensor], minibatches: Minibatches) -> Tensor:
         variances = []
@@ -80,16 +78,14 @@ class Fishr(Algorithm):
         return distances.sum() if self.hparams["irm_code"] else distances.mean()
 
     def update(self, minibatches: Minibatches, unlabeled=None) -> dict[str, float]:
-        features = self.featurizer(torch.cat([x for x, _ in minibatches]))
-        features = split_by_env(features, minibatches)
+        features = split_by_env(self.featurizer(concat_inputs(minibatches)), minibatches)
         nlls = [classification_loss(self.classifier(f), y) for f, (_, y) in zip(features, minibatches)]
         nll = torch.stack(nlls).mean()
         penalty = self.penalty(features, minibatches)
         diagnostics = self.head_grad_cos(nlls)
-        before = 1.0 if self.hparams["irm_code"] else 0.0
-        loss = self.penalised_loss(nll, penalty, self.hparams["lambda"], self.hparams["penalty_anneal_iters"], before=before)
+        hp = self.hparams
+        before = 1.0 if hp["irm_code"] else 0.0
+        weight, anneal = hp["lambda"], hp["penalty_anneal_iters"]
+        loss = self.penalised_loss(nll, penalty, weight, anneal, before=before)
         self.minimize(loss)
         return {"loss": loss.item(), "nll": nll.item(), "penalty": penalty.item(), **diagnostics}
-
-    def predict(self, x: Tensor) -> Tensor:
-        return self.network(x)

@@ -9,9 +9,10 @@ q is a buffer (checkpointed). As DomainBed: no group adjustment, no class reweig
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
-from bench.algorithms.base import Algorithm, Minibatches, classification_loss, register_algorithm, split_by_env
+from bench.algorithms.base import (
+    Algorithm, Minibatches, concat_inputs, env_losses, register_algorithm,
+)
 from bench.hparams import POSITIVE, LogUniform
 
 
@@ -20,24 +21,22 @@ class GroupDRO(Algorithm):
     """GroupDRO (Sagawa et al., 2020): minimise the q-weighted risk, q ascends on environment losses."""
 
     VERSION = 1
-    HPARAMS = {"groupdro_eta": LogUniform(1e-2, "step size of the exponentiated-gradient update of the group weights", low=1e-3, high=1e-1, domain=POSITIVE)}
+    HPARAMS = {
+        "groupdro_eta": LogUniform(
+            1e-2, "step size of the exponentiated-gradient update of the group weights",
+            low=1e-3, high=1e-1, domain=POSITIVE,
+        ),
+    }
 
-    def __init__(self, input_shape, num_classes, num_train_envs, hparams):
-        super().__init__(input_shape, num_classes, num_train_envs, hparams)
-        self.build_network()
-        self.optimizer = self.make_optimizer(self.network.parameters())
-        self.register_buffer("q", torch.ones(num_train_envs))
+    def build(self) -> None:
+        super().build()
+        self.register_buffer("q", torch.ones(self.num_train_envs))
 
     def update(self, minibatches: Minibatches, unlabeled=None) -> dict[str, float]:
-        logits = split_by_env(self.predict(torch.cat([x for x, _ in minibatches])), minibatches)
-        nlls = [classification_loss(l, y) for l, (_, y) in zip(logits, minibatches)]
+        nlls = env_losses(self.predict(concat_inputs(minibatches)), minibatches)
         losses = torch.stack(nlls)
         self.q.mul_(torch.exp(self.hparams["groupdro_eta"] * losses.detach()))
         self.q.div_(self.q.sum())
         diagnostics = self.head_grad_cos(nlls)
-        loss = torch.dot(losses, self.q) + self.l2_penalty()
-        self.minimize(loss)
+        loss = self.minimize(torch.dot(losses, self.q))
         return {"loss": loss.item(), "nll": losses.mean().item(), "q_max": self.q.max().item(), **diagnostics}
-
-    def predict(self, x: Tensor) -> Tensor:
-        return self.network(x)

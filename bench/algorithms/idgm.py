@@ -13,8 +13,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor, autograd
 
-from bench.algorithms.base import Algorithm, Minibatches, classification_loss, register_algorithm, split_by_env
+from bench.algorithms.base import (
+    Algorithm, Minibatches, concat_inputs, env_losses, register_algorithm,
+)
 from bench.hparams import NON_NEGATIVE, LogUniform
+
+
+def flat_grad(loss: Tensor, params: list[Tensor]) -> Tensor:
+    """The gradient of ``loss`` as one vector, kept in the graph for the double backward."""
+    return torch.cat([g.reshape(-1) for g in autograd.grad(loss, params, create_graph=True)])
 
 
 @register_algorithm("idgm")
@@ -22,26 +29,21 @@ class IDGM(Algorithm):
     """IDGM (Shi et al., 2022): risk - gamma * mean pairwise inner product of environment gradients."""
 
     VERSION = 1
-    HPARAMS = {"idgm_gamma": LogUniform(0.01, "weight of the mean pairwise gradient inner product (maximised)", low=1e-3, high=1.0, domain=NON_NEGATIVE)}
-
-    def __init__(self, input_shape, num_classes, num_train_envs, hparams):
-        super().__init__(input_shape, num_classes, num_train_envs, hparams)
-        self.build_network()
-        self.optimizer = self.make_optimizer(self.network.parameters())
+    HPARAMS = {
+        "idgm_gamma": LogUniform(
+            0.01, "weight of the mean pairwise gradient inner product (maximised)",
+            low=1e-3, high=1.0, domain=NON_NEGATIVE,
+        ),
+    }
 
     def update(self, minibatches: Minibatches, unlabeled=None) -> dict[str, float]:
-        logits = split_by_env(self.predict(torch.cat([x for x, _ in minibatches])), minibatches)
-        nlls = [classification_loss(l, y) for l, (_, y) in zip(logits, minibatches)]
+        nlls = env_losses(self.predict(concat_inputs(minibatches)), minibatches)
         nll = torch.stack(nlls).mean()
         diagnostics = self.head_grad_cos(nlls)
         params = [p for p in self.network.parameters() if p.requires_grad]
-        grads = torch.stack([torch.cat([g.reshape(-1) for g in autograd.grad(l, params, create_graph=True)]) for l in nlls])
+        grads = torch.stack([flat_grad(l, params) for l in nlls])
         n = len(nlls)
         gram = grads @ grads.T
         dot = (gram.sum() - gram.diagonal().sum()) / (n * (n - 1)) if n > 1 else gram.new_zeros(())
-        loss = nll + self.l2_penalty() - self.hparams["idgm_gamma"] * dot
-        self.minimize(loss)
+        loss = self.minimize(nll + self.l2_penalty() - self.hparams["idgm_gamma"] * dot)
         return {"loss": loss.item(), "nll": nll.item(), "grad_dot": dot.item(), **diagnostics}
-
-    def predict(self, x: Tensor) -> Tensor:
-        return self.network(x)

@@ -18,8 +18,8 @@ import torch
 from torch import Tensor, autograd
 
 from bench.algorithms.base import (
-    ANNEALING_HPARAMS, IRM_CMNIST_DATASETS, Algorithm, Minibatches, classification_loss, irm_paper_cmnist, register_algorithm,
-    split_by_env,
+    ANNEALING_HPARAMS, IRM_CMNIST_DATASETS, Algorithm, Minibatches, classification_loss,
+    concat_inputs, irm_paper_cmnist, register_algorithm, split_by_env,
 )
 from bench.hparams import NON_NEGATIVE, IntLogUniform, LogUniform
 
@@ -42,27 +42,29 @@ class IRM(Algorithm):
 
     VERSION = 1
     HPARAMS = {
-        "irm_lambda": LogUniform(1e2, "penalty weight after annealing", low=1e-1, high=1e5, domain=NON_NEGATIVE),
-        "irm_penalty_anneal_iters": IntLogUniform(500, "steps with penalty weight 1 before irm_lambda", low=1, high=1e4, base=10.0, domain=NON_NEGATIVE),
+        "irm_lambda": LogUniform(
+            1e2, "penalty weight after annealing", low=1e-1, high=1e5, domain=NON_NEGATIVE
+        ),
+        "irm_penalty_anneal_iters": IntLogUniform(
+            500, "steps with penalty weight 1 before irm_lambda", low=1, high=1e4, base=10.0,
+            domain=NON_NEGATIVE,
+        ),
         **ANNEALING_HPARAMS,
     }
-    DATASET_HPARAMS = {name: irm_paper_cmnist("irm_lambda", "irm_penalty_anneal_iters") for name in IRM_CMNIST_DATASETS}
-
-    def __init__(self, input_shape, num_classes, num_train_envs, hparams):
-        super().__init__(input_shape, num_classes, num_train_envs, hparams)
-        self.build_network()
-        self.optimizer = self.make_optimizer(self.network.parameters())
+    DATASET_HPARAMS = {
+        name: irm_paper_cmnist("irm_lambda", "irm_penalty_anneal_iters")
+        for name in IRM_CMNIST_DATASETS
+    }
 
     def update(self, minibatches: Minibatches, unlabeled=None) -> dict[str, float]:
         full_batch = self.hparams["batch_size"] == 0
-        logits = split_by_env(self.predict(torch.cat([x for x, _ in minibatches])), minibatches)
+        logits = split_by_env(self.predict(concat_inputs(minibatches)), minibatches)
         nlls = [classification_loss(l, y) for l, (_, y) in zip(logits, minibatches)]
         nll = torch.stack(nlls).mean()
-        penalty = torch.stack([irm_penalty(l, y, full_batch) for l, (_, y) in zip(logits, minibatches)]).mean()
+        penalties = [irm_penalty(l, y, full_batch) for l, (_, y) in zip(logits, minibatches)]
+        penalty = torch.stack(penalties).mean()
         diagnostics = self.head_grad_cos(nlls)
-        loss = self.penalised_loss(nll, penalty, self.hparams["irm_lambda"], self.hparams["irm_penalty_anneal_iters"])
+        hp = self.hparams
+        loss = self.penalised_loss(nll, penalty, hp["irm_lambda"], hp["irm_penalty_anneal_iters"])
         self.minimize(loss)
         return {"loss": loss.item(), "nll": nll.item(), "penalty": penalty.item(), **diagnostics}
-
-    def predict(self, x: Tensor) -> Tensor:
-        return self.network(x)

@@ -33,12 +33,12 @@ class Mixup(Algorithm):
     """Inter-domain Mixup (Yan et al., 2020): train on convex mixes of two environments' batches."""
 
     VERSION = 1
-    HPARAMS = {"mixup_alpha": LogUniform(0.2, "Beta(alpha, alpha) parameter of the mixing weight", low=1e-1, high=1e1, domain=POSITIVE)}
-
-    def __init__(self, input_shape, num_classes, num_train_envs, hparams):
-        super().__init__(input_shape, num_classes, num_train_envs, hparams)
-        self.build_network()
-        self.optimizer = self.make_optimizer(self.network.parameters())
+    HPARAMS = {
+        "mixup_alpha": LogUniform(
+            0.2, "Beta(alpha, alpha) parameter of the mixing weight", low=1e-1, high=1e1,
+            domain=POSITIVE,
+        ),
+    }
 
     def update(self, minibatches: Minibatches, unlabeled=None) -> dict[str, float]:
         diagnostics = self.head_grad_cos_at(minibatches)
@@ -48,11 +48,8 @@ class Mixup(Algorithm):
         for (xi, yi), (xj, yj) in random_pairs(minibatches):
             lam = float(beta.sample())
             logits = self.predict(lam * xi + (1 - lam) * xj)
-            objective = objective + lam * classification_loss(logits, yi) + (1 - lam) * classification_loss(logits, yj)
+            loss_i, loss_j = classification_loss(logits, yi), classification_loss(logits, yj)
+            objective = objective + lam * loss_i + (1 - lam) * loss_j
         objective = objective / len(minibatches)
-        loss = objective + self.l2_penalty()
-        self.minimize(loss)
+        loss = self.minimize(objective)
         return {"loss": loss.item(), "nll": objective.item(), **diagnostics}
-
-    def predict(self, x: Tensor) -> Tensor:
-        return self.network(x)

@@ -71,7 +71,7 @@ class LinearProbe(Recipe):
             return super().update(minibatches, unlabeled)
         with torch.no_grad():  # the fitted head is final; report its training loss like any run
             nll = classification_loss(self.network(torch.cat([x for x, _ in minibatches])), torch.cat([y for _, y in minibatches]))
-        self.step += 1
+        self.finish_update()
         return {"loss": nll.item(), "nll": nll.item()}
 
 

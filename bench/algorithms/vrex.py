@@ -16,11 +16,10 @@ from the variance form, but before it the penalty is 4x DomainBed's.
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
 from bench.algorithms.base import (
-    ANNEALING_HPARAMS, IRM_CMNIST_DATASETS, Algorithm, Minibatches, classification_loss, irm_paper_cmnist, register_algorithm,
-    split_by_env,
+    ANNEALING_HPARAMS, IRM_CMNIST_DATASETS, Algorithm, Minibatches, concat_inputs, env_losses,
+    irm_paper_cmnist, register_algorithm,
 )
 from bench.errors import UserError
 from bench.hparams import NON_NEGATIVE, IntLogUniform, LogUniform, Setting
@@ -47,16 +46,16 @@ class VREx(Algorithm):
         for name in IRM_CMNIST_DATASETS
     }
 
-    def __init__(self, input_shape, num_classes, num_train_envs, hparams):
-        super().__init__(input_shape, num_classes, num_train_envs, hparams)
-        if hparams["vrex_penalty"] == "squared_difference" and num_train_envs != 2:
-            raise UserError(f"vrex_penalty squared_difference needs exactly 2 training environments, got {num_train_envs}")
-        self.build_network()
-        self.optimizer = self.make_optimizer(self.network.parameters())
+    def build(self) -> None:
+        if self.hparams["vrex_penalty"] == "squared_difference" and self.num_train_envs != 2:
+            raise UserError(
+                "vrex_penalty squared_difference needs exactly 2 training environments, "
+                f"got {self.num_train_envs}"
+            )
+        super().build()
 
     def update(self, minibatches: Minibatches, unlabeled=None) -> dict[str, float]:
-        logits = split_by_env(self.predict(torch.cat([x for x, _ in minibatches])), minibatches)
-        nlls = [classification_loss(l, y) for l, (_, y) in zip(logits, minibatches)]
+        nlls = env_losses(self.predict(concat_inputs(minibatches)), minibatches)
         losses = torch.stack(nlls)
         nll = losses.mean()
         if self.hparams["vrex_penalty"] == "squared_difference":
@@ -64,9 +63,7 @@ class VREx(Algorithm):
         else:
             penalty = (losses - nll).pow(2).mean()
         diagnostics = self.head_grad_cos(nlls)
-        loss = self.penalised_loss(nll, penalty, self.hparams["vrex_lambda"], self.hparams["vrex_penalty_anneal_iters"])
+        hp = self.hparams
+        loss = self.penalised_loss(nll, penalty, hp["vrex_lambda"], hp["vrex_penalty_anneal_iters"])
         self.minimize(loss)
         return {"loss": loss.item(), "nll": nll.item(), "penalty": penalty.item(), **diagnostics}
-
-    def predict(self, x: Tensor) -> Tensor:
-        return self.network(x)

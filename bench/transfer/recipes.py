@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor
 
 from bench.algorithms.base import Algorithm, Minibatches, classification_loss
 from bench.errors import UserError
@@ -40,28 +39,44 @@ class Recipe(Algorithm):
         "pretrained_lr_mult": LogUniform(1.0, "learning-rate multiplier of the copied (pretrained) blocks", low=0.01, high=1.0, domain=NON_NEGATIVE),
     }
 
+    # Read by prepare_run (pretraining), not during updates.
+    RUN_HPARAMS = Algorithm.RUN_HPARAMS | {
+        "pretrain_data", "pretrain_objective", "pretrain_steps", "pretrain_lr",
+        "pretrain_batch_size", "mask_ratio",
+    }
+
     def __init__(self, input_shape, num_classes, num_train_envs, hparams):
         super().__init__(input_shape, num_classes, num_train_envs, hparams)
-        self.build_network()
+        blocks = {name: block_parameters(m) for name, m in self.blocks}
+        self.diagnostics = BlockDiagnostics({**blocks, "head": list(self.classifier.parameters())})
+        self.train()  # puts the frozen blocks' norm layers in eval mode from the first step
+
+    def build_network(self) -> None:
+        """The network, then the recipe's policy: which blocks are copied, which frozen."""
+        super().build_network()
         self.blocks = named_blocks(self.featurizer)
         n_blocks = len(self.blocks)
         self.n_copied = self.copied_blocks(n_blocks) if self.PRETRAINED else 0
         self.frozen = self.frozen_blocks(n_blocks)
         if not 0 <= self.n_copied <= n_blocks:
-            raise UserError(f"{self.NAME}: n must lie in [0, {n_blocks}] for this featurizer (blocks: {', '.join(self.block_names)}), got {self.n_copied}")
+            raise UserError(
+                f"{self.NAME}: n must lie in [0, {n_blocks}] for this featurizer "
+                f"(blocks: {', '.join(self.block_names)}), got {self.n_copied}"
+            )
+        for i, (_, modules) in enumerate(self.blocks):
+            for p in block_parameters(modules):
+                p.requires_grad_(i not in self.frozen)
+
+    def parameters_to_optimize(self) -> list[dict[str, Any]]:
+        """The new head and fresh blocks at ``lr``; copied blocks at ``lr * pretrained_lr_mult``."""
         copied, fresh = [], list(self.classifier.parameters())
         for i, (_, modules) in enumerate(self.blocks):
-            params = block_parameters(modules)
-            for p in params:
-                p.requires_grad_(i not in self.frozen)
             if i not in self.frozen:
-                (copied if i < self.n_copied else fresh).extend(params)
-        groups = [{"params": fresh, "lr": self.hparams["lr"]}]
-        if copied:
-            groups.append({"params": copied, "lr": self.hparams["lr"] * self.hparams["pretrained_lr_mult"]})
-        self.optimizer = torch.optim.Adam(groups, weight_decay=self.hparams["weight_decay"])
-        self.diagnostics = BlockDiagnostics({**{name: block_parameters(m) for name, m in self.blocks}, "head": list(self.classifier.parameters())})
-        self.train()  # puts the frozen blocks' norm layers in eval mode from the first step
+                (copied if i < self.n_copied else fresh).extend(block_parameters(modules))
+        lr = self.hparams["lr"]
+        copied_lr = lr * self.hparams["pretrained_lr_mult"]
+        groups = [{"params": fresh, "lr": lr}]
+        return groups + [{"params": copied, "lr": copied_lr}] if copied else groups
 
     @property
     def block_names(self) -> list[str]:
@@ -96,13 +111,9 @@ class Recipe(Algorithm):
         loss = nll + self.l2_penalty()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        diagnostics = self.diagnostics.measure()
-        self.optimizer.step()
-        self.step += 1
+        diagnostics = self.diagnostics.measure()  # reads the gradients, so before the step
+        self.apply_gradients()
         return {"loss": loss.item(), "nll": nll.item(), **diagnostics}
-
-    def predict(self, x: Tensor) -> Tensor:
-        return self.network(x)
 
     # -- pretraining ----------------------------------------------------------------------
     def prepare_run(self, spec: Any, options: Any) -> dict[str, Any]:
