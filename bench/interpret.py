@@ -103,7 +103,7 @@ def sentence(report: rp.Report, label: str, rule: str, chance_level: float | Non
     gap = methods[best] - erm
     p = column[best].p_vs_baseline
     head = f"ERM {_pct(erm)} vs best invariance method {INVARIANCE[best]} {_pct(methods[best])} on the shifted test environment `{env}`"
-    test = f" (paired t-test p = {p:.2g}, n = {column[best].n})" if p is not None else ""
+    test = f" (paired t-test, Holm-adjusted p = {p:.2g}, n = {column[best].n})" if p is not None else ""
     below = chance_level is not None and erm < chance_level - BELOW_CHANCE
     if gap >= CLEAR_GAP:
         why = "ERM used the spurious feature, whose relation to the label flips at test" if below else "ERM relied on features that do not transfer"
