@@ -302,3 +302,15 @@ def test_a_plugin_sweep_with_two_workers(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "trained 2," in result.stdout
     assert {r.spec["code"] != {} for r in load_runs(tmp_path / "out")} == {True}
+
+
+@pytest.mark.slow
+def test_a_plugin_sweep_through_submitit_workers(tmp_path):
+    """submitit's local executor runs each run in a fresh process: the plugin must be imported there too."""
+    plugin = tmp_path / "mylab.py"
+    plugin.write_text(PLUGIN.format(lr=1e-3, extra=""))
+    result = _bench("run", "--import", str(plugin), "--algorithms", "plug_erm", "--datasets", "debug", "--test-envs", "e0",
+                    "--size", "tiny", "--steps", "3", "--launcher", "slurm", "--slurm-cluster", "local", "--no-progress",
+                    "--output-dir", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "trained 1," in result.stdout
