@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench import cli_checks as checks
 from bench.errors import UserError
 
 # Options whose values may start with "-" (e.g. the environment "-90%").
@@ -127,41 +128,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _device(text: str) -> str:
-    """A device torch knows and this machine has; one line otherwise."""
-    import torch
-
-    try:
-        device = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise UserError(f"--device {text}: not a device; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {text}: CUDA is not available on this machine (torch {torch.__version__}); use --device cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(f"--device {text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    elif device.type != "cpu":
-        raise UserError(f"--device {text}: only cpu and cuda are supported")
-    return text
-
-
-def _at_least_one(value: int | None, flag: str) -> int | None:
-    if value is not None and value < 1:
-        raise UserError(f"{flag} must be >= 1, got {value}")
-    return value
-
-
-# Flags that only mean something in some modes: given elsewhere they are refused, never ignored.
-_SWEEP_ONLY = {"selection": "--selection", "no_stack": "--no-stack", "slurm_partition": "--slurm-partition",
-               "slurm_cluster": "--slurm-cluster"}
-
-
-def _refuse(args: argparse.Namespace, flags: dict[str, str], mode: str) -> None:
-    given = [flag for dest, flag in flags.items() if getattr(args, dest, None) not in (None, False)]
-    if given:
-        raise UserError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to {mode}")
-
-
 def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     from bench import records, runner
     from bench.report_run import run_table
@@ -170,7 +136,7 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
 
     if _wants_sweep(args):
         return _cmd_sweep(args, argv)
-    _refuse(args, _SWEEP_ONLY, "one run")
+    checks.refuse(args, checks.SWEEP_ONLY, "one run")
     dataset = args.dataset or "cmnist_irm"
     if args.shots is not None:
         dataset = task_dataset(dataset, args.shots)
@@ -192,10 +158,10 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     options = RuntimeOptions(
         output_dir=args.output_dir,
         data_dir=args.data_dir,
-        device=_device(args.device),
+        device=checks.device(args.device),
         download=args.download,
         progress=not args.no_progress,
-        threads=_at_least_one(args.threads, "--threads"),
+        threads=checks.at_least_one(args.threads, "--threads"),
         command=shlex.join(["python", "-m", "bench", *argv]),
         eval_splits=args.eval_splits,
         imports=tuple(args.imports),
@@ -296,20 +262,6 @@ def _wants_sweep(args: argparse.Namespace) -> bool:
     return any(getattr(args, k) is not None for k in _SWEEP_FLAGS) or (args.test_envs or "") in _TEST_ENV_KEYWORDS
 
 
-def _check_launcher_flags(args: argparse.Namespace) -> None:
-    """Counts must be positive and each launcher's flags go with that launcher only."""
-    _at_least_one(args.jobs, "--jobs")
-    _at_least_one(args.threads, "--threads")
-    launcher = args.launcher or "local"
-    if launcher != "local":
-        _refuse(args, {"jobs": "--jobs", "no_stack": "--no-stack"}, f"--launcher {launcher} (they are for --launcher local)")
-    if launcher != "dask":
-        _refuse(args, {"scheduler": "--scheduler"}, f"--launcher {launcher} (it is for --launcher dask)")
-    if launcher != "slurm":
-        _refuse(args, {"slurm_partition": "--slurm-partition", "slurm_cluster": "--slurm-cluster"},
-                f"--launcher {launcher} (they are for --launcher slurm)")
-
-
 def _names(text: str) -> tuple[str, ...]:
     return tuple(n.strip() for n in text.split(",") if n.strip())
 
@@ -323,7 +275,7 @@ def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
 
     if args.trial_seed or args.hparams_seed:
         raise UserError("--trial-seed/--hparams-seed pick one run; a sweep takes --n-trials T and --n-hparams K (seeds 0..T-1, 0..K-1)")
-    _check_launcher_flags(args)
+    checks.check_launcher_flags(args)
     default = not (args.algorithm or args.dataset or args.algorithms or args.datasets)
     if default and args.output_dir == Path("bench_output"):
         args.output_dir = Path("bench_output") / "default"  # keep the default benchmark's runs apart
@@ -348,7 +300,7 @@ def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
         print("no validation split (holdout fraction 0, e.g. the IRM-paper protocol): tables use selection 'last'")
     rules = rule_names(args.selection or ("last" if no_validation else "train_val"))
     command = shlex.join(["python", "-m", "bench", *argv])
-    options = RuntimeOptions(output_dir=args.output_dir, data_dir=args.data_dir, device=_device(args.device), download=args.download,
+    options = RuntimeOptions(output_dir=args.output_dir, data_dir=args.data_dir, device=checks.device(args.device), download=args.download,
                              progress=False, threads=args.threads, command=command, eval_splits=args.eval_splits, imports=tuple(args.imports))
     records.check_output_dir(args.output_dir)
     found = sweep.states(args.output_dir, specs)

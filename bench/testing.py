@@ -143,7 +143,7 @@ def check_algorithm(alg_cls: type, dataset: str = "debug", steps: int = 5) -> No
     buffer.seek(0)
     torch.manual_seed(123)
     fresh = alg_cls(data.INPUT_SHAPE, data.num_outputs(), len(data.env_names()) - 1, hparams)
-    fresh.load_state_dict(torch.load(buffer, weights_only=False))
+    fresh.load_state_dict(torch.load(buffer, weights_only=True))  # as the runner loads checkpoints
     fresh.eval()
     with torch.no_grad():
         assert torch.equal(fresh.predict(x), logits), "state_dict round trip changed the logits"
