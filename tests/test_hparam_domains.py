@@ -51,7 +51,7 @@ def test_values_inside_the_domain_are_accepted(param, value, expected):
     (IntLogUniform(64), True, "'k' must be int"),
     (Choice("a", options=("a", "b")), "c", r"'k' must be one of \['a', 'b'\], got 'c'"),
 ])
-def test_values_outside_the_domain_raise_a_message_naming_key_value_and_domain(param, value, message):
+def test_values_outside_the_domain_raise_naming_key_value_and_domain(param, value, message):
     with pytest.raises(UserError, match=message):
         param.validate("k", value)
 
@@ -85,7 +85,8 @@ def test_sample_is_defaults_at_seed_zero_and_else_one_named_stream_per_key():
     assert sample(space, "alg", "ds", 0, 3) == {"a": 7, "b": 0.5}
     drawn = sample(space, "alg", "ds", 2, 3)
     assert drawn == sample({"b": Uniform(0.5)}, "alg", "ds", 2, 3) | {"a": 7}
-    assert drawn["b"] != sample(space, "alg", "ds", 2, 4)["b"] != sample(space, "alg", "ds", 3, 3)["b"]
+    other_trial, other_seed = sample(space, "alg", "ds", 2, 4), sample(space, "alg", "ds", 3, 3)
+    assert drawn["b"] != other_trial["b"] != other_seed["b"]
 
 
 def test_apply_overrides_validates_and_names_unknown_keys():

@@ -98,6 +98,12 @@ def _fake_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.full((n, 28, 28), 255, dtype=np.uint8), digits
 
 
+def _paper_defaults(algorithm: str) -> dict:
+    """The hparams a cmnist_irm run of ``algorithm`` gets without overrides."""
+    space = space_for(ALGORITHMS.get(algorithm), DATASETS.get("cmnist_irm"))
+    return sample(space, algorithm, "cmnist_irm", 0, 0)
+
+
 def test_cmnist_declared_constants():
     cls = DATASETS.get("cmnist")
     assert {e.name: e.params["colour_flip"] for e in cls.ENVIRONMENTS} == CMNIST["flips"]
@@ -123,7 +129,7 @@ def test_cmnist_irm_declared_constants():
     ("fishr", "lambda", "penalty_anneal_iters", 1),
 ])
 def test_cmnist_irm_tuned_settings(name, weight_key, anneal_key, weight_factor):
-    hp = sample(space_for(ALGORITHMS.get(name), DATASETS.get("cmnist_irm")), name, "cmnist_irm", 0, 0)
+    hp = _paper_defaults(name)
     got = {"mlp_width": hp["mlp_width"], "l2": hp["l2"], "lr": hp["lr"], "anneal": hp[anneal_key],
            "weight": hp[weight_key] / weight_factor}
     assert got == IRM_TUNED
@@ -131,7 +137,7 @@ def test_cmnist_irm_tuned_settings(name, weight_key, anneal_key, weight_factor):
 
 
 def test_cmnist_irm_erm_uses_the_irm_code_defaults():
-    hp = sample(space_for(ALGORITHMS.get("erm"), DATASETS.get("cmnist_irm")), "erm", "cmnist_irm", 0, 0)
+    hp = _paper_defaults("erm")
     assert {k: hp[k] for k in CMNIST_IRM["erm"]} == CMNIST_IRM["erm"]
 
 
@@ -193,7 +199,8 @@ def test_rmnist_declared_constants_and_rotation_angles(monkeypatch):
 def test_image_folder_size(tmp_path):
     """PACS images of any size are decoded at bench's 64 px (DomainBed: 224)."""
     cls = DATASETS.get("pacs")
-    assert (cls.IMAGE_SIZE, cls.INPUT_SHAPE) == (BENCH_IMAGE_SIZE, (3, BENCH_IMAGE_SIZE, BENCH_IMAGE_SIZE))
+    assert cls.IMAGE_SIZE == BENCH_IMAGE_SIZE
+    assert cls.INPUT_SHAPE == (3, BENCH_IMAGE_SIZE, BENCH_IMAGE_SIZE)
     assert BENCH_IMAGE_SIZE < DOMAINBED_IMAGE_SIZE
     for domain in cls.env_names():
         for name in cls.CLASSES:
@@ -227,7 +234,7 @@ def test_real_cmnist_irm_splits_and_rates(data_dir):
 
     data = DATASETS.get("cmnist_irm")(data_dir, data_seed=0)
     images, digits = (a[50000:] for a in load_mnist(data_dir)[:2])
-    pixels = torch.from_numpy(images[:, ::2, ::2].astype(np.float32) / 255)  # main.py: [:, ::2, ::2]
+    pixels = torch.from_numpy(images[:, ::2, ::2].astype(np.float32) / 255)  # as main.py
     assert torch.equal(data.envs["test"].x.sum(1), pixels)  # the test env keeps MNIST's order
     digits = digits.astype(np.int64)
     _, noise = _rates(data.envs["test"], digits)
@@ -241,6 +248,9 @@ def test_real_cmnist_irm_splits_and_rates(data_dir):
 @pytest.mark.slow
 def test_real_rmnist_environment_sizes(data_dir, monkeypatch):
     """70000 MNIST images split i::6 (rotation replaced by a no-op to keep it quick)."""
-    monkeypatch.setattr(rotated_mnist, "rotate", lambda images, angle: torch.from_numpy(images).unsqueeze(1))
+    def unrotated(images, angle):
+        return torch.from_numpy(images).unsqueeze(1)
+
+    monkeypatch.setattr(rotated_mnist, "rotate", unrotated)
     data = DATASETS.get("rmnist")(data_dir, data_seed=0)
     assert tuple(len(env) for env in data.envs.values()) == RMNIST["sizes"]

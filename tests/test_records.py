@@ -25,7 +25,8 @@ def test_truncate_keeps_records_up_to_the_checkpoint_step_and_drops_a_torn_line(
     with open(path, "a") as f:
         f.write('{"step": 4')
     records.truncate_records(path, 2)
-    assert path.read_text() == "".join(json.dumps({"step": s, "v": s / 2}) + "\n" for s in [0, 1, 2])
+    kept = "".join(json.dumps({"step": s, "v": s / 2}) + "\n" for s in [0, 1, 2])
+    assert path.read_text() == kept
 
 
 def test_write_json_is_indented_sorted_and_newline_terminated(tmp_path):

@@ -76,7 +76,7 @@ def test_shadowing_datasets_package_is_reported(tmp_path, monkeypatch):
     (tmp_path / "datasets").mkdir()
     (tmp_path / "datasets" / "__init__.py").write_text("")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setitem(sys.modules, "datasets", None)  # undone last: the fake never outlives the test
+    monkeypatch.setitem(sys.modules, "datasets", None)  # undone last: the fake cannot outlive us
     monkeypatch.delitem(sys.modules, "datasets")
     shadow = importlib.import_module("datasets")
     assert Path(shadow.__file__).parent == tmp_path / "datasets"

@@ -35,8 +35,8 @@ def test_streams_are_pcg64_seeded_by_the_stable_hash():
     expected = np.random.Generator(np.random.PCG64(seed)).integers(0, 2**31, 3)
     assert rng("minibatch", 0, "e", 1).integers(0, 2**31, 3).tolist() == expected.tolist()
     expected_torch = torch.randint(0, 2**31, (3,), generator=torch.Generator().manual_seed(seed))
-    assert torch.equal(torch.randint(0, 2**31, (3,), generator=torch_generator("minibatch", 0, "e", 1)),
-                       expected_torch)
+    drawn = torch.randint(0, 2**31, (3,), generator=torch_generator("minibatch", 0, "e", 1))
+    assert torch.equal(drawn, expected_torch)
 
 
 @pytest.mark.parametrize("value, finite", [

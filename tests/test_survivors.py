@@ -108,7 +108,8 @@ def hand_fishr_penalty(featurizer, head, batches, summed: bool) -> float:
         grads = []
         for i in range(len(y)):
             loss = torch.nn.functional.cross_entropy(head(features[i:i + 1]), y[i:i + 1])
-            grads.append(torch.cat([g.flatten() for g in torch.autograd.grad(loss, head.parameters())]))
+            per_param = torch.autograd.grad(loss, head.parameters())
+            grads.append(torch.cat([g.flatten() for g in per_param]))
         grads = torch.stack(grads).double()
         centred = grads - grads.sum(dim=0) / len(y)
         variances.append((centred ** 2).sum(dim=0) / len(y))
