@@ -15,6 +15,7 @@ from bench.hparams import (
     Choice, Fixed, IntLogUniform, IntUniform, LogUniform, Param, Uniform, apply_overrides, sample,
     space_for,
 )
+from bench.seeding import rng
 
 
 @pytest.mark.parametrize("param, value, expected", [
@@ -85,6 +86,7 @@ def test_sample_is_defaults_at_seed_zero_and_else_one_named_stream_per_key():
     assert sample(space, "alg", "ds", 0, 3) == {"a": 7, "b": 0.5}
     drawn = sample(space, "alg", "ds", 2, 3)
     assert drawn == sample({"b": Uniform(0.5)}, "alg", "ds", 2, 3) | {"a": 7}
+    assert drawn["b"] == Uniform(0.5).sample(rng("hparams", "alg", "ds", 2, 3, "b"))
     other_trial, other_seed = sample(space, "alg", "ds", 2, 4), sample(space, "alg", "ds", 3, 3)
     assert drawn["b"] != other_trial["b"] != other_seed["b"]
 
