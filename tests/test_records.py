@@ -78,6 +78,23 @@ def test_git_commit_is_head_of_this_checkout_with_dirty_flag():
     assert records.git_commit() == head.stdout.strip() + ("-dirty" if dirty else "")
 
 
+def test_git_commit_marks_tracked_changes_as_dirty(tmp_path, monkeypatch):
+    """A checkout with an edited tracked file gives ``<sha>-dirty``; untracked files do not count."""
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                              cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    git("init", "-q")
+    (tmp_path / "records.py").write_text("v1")
+    git("add", "records.py")
+    git("commit", "-qm", "v1")
+    sha = git("rev-parse", "HEAD").strip()
+    monkeypatch.setattr(records, "__file__", str(tmp_path / "records.py"))
+    (tmp_path / "untracked").write_text("x")
+    assert records.git_commit() == sha
+    (tmp_path / "records.py").write_text("v2")
+    assert records.git_commit() == sha + "-dirty"
+
+
 def test_git_commit_is_none_outside_a_checkout_or_without_git(tmp_path, monkeypatch):
     monkeypatch.setattr(records, "__file__", str(tmp_path / "records.py"))
     assert records.git_commit() is None
