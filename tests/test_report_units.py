@@ -48,3 +48,17 @@ def test_load_runs_reads_spec_records_status_command_and_commit(tmp_path):
     assert (b.status, b.records, b.command, b.git) == ("partial", ({"step": 0},), "", None)
     assert [r.run_id for r in load_runs(tmp_path, ["b"])] == ["b"]
     assert load_runs(tmp_path, []) == []
+
+
+def test_paired_p_uses_the_trials_both_have():
+    """Paired t-test over shared trials; a constant difference is decisive, none is no evidence."""
+    from scipy import stats
+
+    from bench.report import _paired_p
+
+    base = {0: 0.5, 1: 0.6, 2: 0.7}
+    assert _paired_p(dict(base), base) is None
+    assert _paired_p({0: 0.9, 5: 0.1}, base) is None  # one shared trial
+    assert _paired_p({t: v + 0.1 for t, v in base.items()}, base) == 0.0
+    expected = stats.ttest_rel([0.55, 0.62, 0.9], [0.5, 0.6, 0.7]).pvalue
+    assert _paired_p({0: 0.55, 1: 0.62, 2: 0.9, 3: 0.4}, base) == pytest.approx(expected)
