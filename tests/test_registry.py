@@ -1,8 +1,11 @@
 import importlib
 import pkgutil
+import sys
+from pathlib import Path
 
 import pytest
 
+import bench
 import bench.algorithms
 import bench.datasets
 from bench.algorithms import ALGORITHMS
@@ -48,7 +51,38 @@ def test_every_module_registers_something(package, registry, helpers):
         assert f"{package.__name__}.{module.name}" in registered_modules, f"{module.name} registers nothing"
 
 
+def hf_datasets_problem(module) -> str | None:
+    """Why ``module`` (what ``import datasets`` gave) is not Hugging Face's library; None if it is.
+
+    Checks where the file really is, not what its path is called: a checkout or venv in a
+    folder named ``bench`` is fine, bench's own package directory is not.
+    """
+    where = Path(module.__file__).resolve()
+    package_dir = Path(bench.__file__).resolve().parent
+    if where.is_relative_to(package_dir):
+        return f"`import datasets` resolved to {where}, inside bench's package {package_dir}"
+    if not callable(getattr(module, "load_dataset", None)):
+        return f"`import datasets` resolved to {where}, which has no load_dataset"
+    return None
+
+
 def test_import_datasets_is_huggingface():
     hf = pytest.importorskip("datasets")
-    assert hasattr(hf, "load_dataset"), f"`import datasets` resolved to {hf.__file__}, not HuggingFace"
-    assert "bench" not in hf.__file__
+    assert hf_datasets_problem(hf) is None
+
+
+def test_shadowing_datasets_package_is_reported(tmp_path, monkeypatch):
+    """A top-level ``datasets`` package earlier on sys.path must not pass for Hugging Face's."""
+    (tmp_path / "datasets").mkdir()
+    (tmp_path / "datasets" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(sys.modules, "datasets", None)  # undone last: the fake cannot outlive us
+    monkeypatch.delitem(sys.modules, "datasets")
+    shadow = importlib.import_module("datasets")
+    assert Path(shadow.__file__).parent == tmp_path / "datasets"
+    assert "no load_dataset" in hf_datasets_problem(shadow)
+
+
+def test_bench_own_datasets_package_is_reported():
+    """bench.datasets reached as ``datasets`` (bench/ on sys.path) is flagged by location."""
+    assert "inside bench's package" in hf_datasets_problem(bench.datasets)

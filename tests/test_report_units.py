@@ -1,0 +1,64 @@
+"""Report building blocks: the summary of one cell and loading runs from disk.
+
+Written against surviving mutants of bench/report.py (docs/testing.md).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import records
+from bench.report import Cell, load_runs
+
+KEYS = {"mean", "std", "se", "ci_lo", "ci_hi"}
+
+
+@pytest.mark.parametrize("values, mean", [({}, None), ({0: 0.5}, 0.5)])
+def test_summary_of_fewer_than_two_trials_has_only_a_mean(values, mean):
+    assert Cell(values, expected=3).summary() == dict.fromkeys(KEYS) | {"mean": mean}
+
+
+def test_summary_of_three_trials_by_hand():
+    """Sample std (ddof=1), se = std / sqrt(n), 95% t-interval with t(0.975, 2) = 4.302653."""
+    s = Cell({0: 0.6, 1: 0.7, 2: 0.8}, expected=3).summary()
+    assert s == pytest.approx({"mean": 0.7, "std": 0.1, "se": 0.1 / 3**0.5,
+                               "ci_lo": 0.7 - 4.302653 * 0.1 / 3**0.5,
+                               "ci_hi": 0.7 + 4.302653 * 0.1 / 3**0.5})
+
+
+def _run(out, run_id, done: str | None, steps, **info):
+    d = records.run_dir(out, run_id)
+    d.mkdir(parents=True)
+    spec = {"run_id": run_id, "spec": {"algorithm": "erm"}, "hparams": {"lr": 0.1}, **info}
+    (d / records.SPEC).write_text(json.dumps(spec))
+    (d / records.RESULTS).write_text("".join(json.dumps({"step": s}) + "\n" for s in steps))
+    if done:
+        (d / records.DONE).write_text(json.dumps({"status": done}))
+
+
+def test_load_runs_reads_spec_records_status_command_and_commit(tmp_path):
+    _run(tmp_path, "a", "ok", [0, 1], command="python -m bench run", meta={"git": "abc"})
+    _run(tmp_path, "b", None, [0])
+    a, b = load_runs(tmp_path)
+    assert (a.run_id, a.spec, a.hparams, a.status) == ("a", {"algorithm": "erm"}, {"lr": 0.1}, "ok")
+    assert a.records == ({"step": 0}, {"step": 1})
+    assert (a.command, a.git) == ("python -m bench run", "abc")
+    assert (b.status, b.records, b.command, b.git) == ("partial", ({"step": 0},), "", None)
+    assert [r.run_id for r in load_runs(tmp_path, ["b"])] == ["b"]
+    assert load_runs(tmp_path, []) == []
+
+
+def test_paired_p_uses_the_trials_both_have():
+    """Paired t-test over shared trials; a constant difference is decisive, none is no evidence."""
+    from scipy import stats
+
+    from bench.report import _paired_p
+
+    base = {0: 0.5, 1: 0.6, 2: 0.7}
+    assert _paired_p(dict(base), base) is None
+    assert _paired_p({0: 0.9, 5: 0.1}, base) is None  # one shared trial
+    assert _paired_p({t: v + 0.1 for t, v in base.items()}, base) == 0.0
+    expected = stats.ttest_rel([0.55, 0.62, 0.9], [0.5, 0.6, 0.7]).pvalue
+    assert _paired_p({0: 0.55, 1: 0.62, 2: 0.9, 3: 0.4}, base) == pytest.approx(expected)
