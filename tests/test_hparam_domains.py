@@ -12,24 +12,27 @@ import pytest
 
 from bench.errors import UserError
 from bench.hparams import (
-    Choice, Fixed, IntLogUniform, IntUniform, LogUniform, Param, Uniform, apply_overrides, sample,
-    space_for,
+    AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Choice, Domain, Fixed, IntLogUniform, IntUniform, LogUniform,
+    Param, Uniform, apply_overrides, sample, space_for,
 )
 from bench.seeding import rng
+
+
+UNIT = Domain(0.0, 1.0)
 
 
 @pytest.mark.parametrize("param, value, expected", [
     (Param(1), 3, 3),
     (Param(1.0), 2, 2.0),
     (Param(True), False, False),
-    (Uniform(0.5, minimum=0.0, maximum=1.0), 0.0, 0.0),
-    (Uniform(0.5, minimum=0.0, maximum=1.0), 1.0, 1.0),
-    (Uniform(0.5, maximum=1.0), -5.0, -5.0),
-    (Uniform(0.5, minimum=0.0), 100.0, 100.0),
-    (LogUniform(0.1), 1.0, 1.0),
-    (LogUniform(0.1, allow_zero=True), 0.0, 0.0),
-    (IntLogUniform(64, minimum=0), 0, 0),
-    (IntLogUniform(64), 1, 1),
+    (Uniform(0.5, domain=UNIT), 0.0, 0.0),
+    (Uniform(0.5, domain=UNIT), 1.0, 1.0),
+    (Uniform(0.5, domain=Domain(high=1.0)), -5.0, -5.0),
+    (Uniform(0.5, domain=Domain(0.0)), 100.0, 100.0),
+    (LogUniform(0.1, domain=POSITIVE), 1.0, 1.0),
+    (LogUniform(0.1, domain=NON_NEGATIVE), 0.0, 0.0),
+    (IntLogUniform(64, domain=NON_NEGATIVE), 0, 0),
+    (IntLogUniform(64, domain=AT_LEAST_ONE), 1, 1),
 ])
 def test_values_inside_the_domain_are_accepted(param, value, expected):
     got = param.validate("k", value)
@@ -41,13 +44,13 @@ def test_values_inside_the_domain_are_accepted(param, value, expected):
     (Param(1), 1.5, "'k' must be int"),
     (Param(1.0), "x", "'k' must be float, got 'x'"),
     (Param(1.0), math.nan, "'k' must be finite, got nan"),
-    (Uniform(0.5, minimum=0.0, maximum=1.0), -0.1, r"'k' must lie in \[0.0, 1.0\], got -0.1"),
-    (Uniform(0.5, minimum=0.0, maximum=1.0), 1.1, r"'k' must lie in \[0.0, 1.0\], got 1.1"),
+    (Uniform(0.5, domain=UNIT), -0.1, r"'k' must be in \[0, 1\], got -0.1"),
+    (Uniform(0.5, domain=UNIT), 1.1, r"'k' must be in \[0, 1\], got 1.1"),
     (Uniform(0.5), "x", "'k' must be float"),
-    (LogUniform(0.1), 0.0, "'k' must be > 0, got 0.0"),
-    (LogUniform(0.1, allow_zero=True), -1.0, "'k' must be >= 0, got -1.0"),
+    (LogUniform(0.1, domain=POSITIVE), 0.0, "'k' must be > 0, got 0.0"),
+    (LogUniform(0.1, domain=NON_NEGATIVE), -1.0, "'k' must be >= 0, got -1.0"),
     (LogUniform(0.1), "x", "'k' must be float"),
-    (IntLogUniform(64), 0, "'k' must be an integer >= 1, got 0"),
+    (IntLogUniform(64, domain=AT_LEAST_ONE), 0, "'k' must be >= 1, got 0"),
     (IntLogUniform(64), 2.0, "'k' must be int"),
     (IntLogUniform(64), True, "'k' must be int"),
     (Choice("a", options=("a", "b")), "c", r"'k' must be one of \['a', 'b'\], got 'c'"),
@@ -92,11 +95,11 @@ def test_sample_is_defaults_at_seed_zero_and_else_one_named_stream_per_key():
 
 
 def test_apply_overrides_validates_and_names_unknown_keys():
-    space = {"lr": LogUniform(0.1), "steps": IntLogUniform(8)}
+    space = {"lr": LogUniform(0.1, domain=POSITIVE), "steps": IntLogUniform(8, domain=AT_LEAST_ONE)}
     assert apply_overrides(space, {"lr": 0.1, "steps": 8}, {"lr": 1}) == {"lr": 1.0, "steps": 8}
     with pytest.raises(UserError, match="unknown hparam.*nope, zz; valid keys: lr, steps"):
         apply_overrides(space, {}, {"zz": 1, "nope": 2})
-    with pytest.raises(UserError, match="'steps' must be an integer >= 1"):
+    with pytest.raises(UserError, match="'steps' must be >= 1"):
         apply_overrides(space, {}, {"steps": 0})
 
 

@@ -124,8 +124,8 @@ def test_cmnist_irm_declared_constants():
 
 @pytest.mark.parametrize("name, weight_key, anneal_key, weight_factor", [
     ("irm", "irm_lambda", "irm_penalty_anneal_iters", 1),
-    # Two environments: (R_0 - R_1)^2 = 4 Var(R), so V-REx's variance weight is 4x (vrex.py).
-    ("vrex", "vrex_lambda", "vrex_penalty_anneal_iters", 4),
+    # The Fishr code's V-REx: (R_0 - R_1)^2 with the IRM weight itself (vrex_penalty squared_difference).
+    ("vrex", "vrex_lambda", "vrex_penalty_anneal_iters", 1),
     ("fishr", "lambda", "penalty_anneal_iters", 1),
 ])
 def test_cmnist_irm_tuned_settings(name, weight_key, anneal_key, weight_factor):

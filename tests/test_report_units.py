@@ -28,12 +28,15 @@ def test_summary_of_three_trials_by_hand():
                                "ci_hi": 0.7 + 4.302653 * 0.1 / 3**0.5})
 
 
+SPEC = {"algorithm": "erm", "identity": records.IDENTITY, "steps": 2, "eval_every": 1}  # records at 0, 1
+
+
 def _run(out, run_id, done: str | None, steps, **info):
     d = records.run_dir(out, run_id)
     d.mkdir(parents=True)
-    spec = {"run_id": run_id, "spec": {"algorithm": "erm"}, "hparams": {"lr": 0.1}, **info}
+    spec = {"run_id": run_id, "spec": SPEC, "hparams": {"lr": 0.1}, **info}
     (d / records.SPEC).write_text(json.dumps(spec))
-    (d / records.RESULTS).write_text("".join(json.dumps({"step": s}) + "\n" for s in steps))
+    (d / records.RESULTS).write_text("".join(json.dumps({"step": s, "run_id": run_id}) + "\n" for s in steps))
     if done:
         (d / records.DONE).write_text(json.dumps({"status": done}))
 
@@ -42,10 +45,10 @@ def test_load_runs_reads_spec_records_status_command_and_commit(tmp_path):
     _run(tmp_path, "a", "ok", [0, 1], command="python -m bench run", meta={"git": "abc"})
     _run(tmp_path, "b", None, [0])
     a, b = load_runs(tmp_path)
-    assert (a.run_id, a.spec, a.hparams, a.status) == ("a", {"algorithm": "erm"}, {"lr": 0.1}, "ok")
-    assert a.records == ({"step": 0}, {"step": 1})
+    assert (a.run_id, a.spec, a.hparams, a.status) == ("a", SPEC, {"lr": 0.1}, "ok")
+    assert a.records == ({"step": 0, "run_id": "a"}, {"step": 1, "run_id": "a"})
     assert (a.command, a.git) == ("python -m bench run", "abc")
-    assert (b.status, b.records, b.command, b.git) == ("partial", ({"step": 0},), "", None)
+    assert (b.status, b.records, b.command, b.git) == ("partial", ({"step": 0, "run_id": "b"},), "", None)
     assert [r.run_id for r in load_runs(tmp_path, ["b"])] == ["b"]
     assert load_runs(tmp_path, []) == []
 
