@@ -21,7 +21,9 @@ from bench import report as rp
 
 INVARIANCE = {"irm": "IRM", "vrex": "V-REx", "fishr": "Fishr"}
 CLEAR_GAP = 0.20  # points (as a fraction) between the best invariance method and ERM that count as a clear separation
-BELOW_CHANCE = 0.05  # ERM this far below chance means it used a feature whose relation to the label flipped
+BELOW_CHANCE = (
+    0.05  # ERM this far below chance means it used a feature whose relation to the label flipped
+)
 
 
 def _dataset_class(report: rp.Report, label: str):
@@ -89,7 +91,9 @@ def oracle(report: rp.Report, label: str, rule: str) -> tuple[str, float] | None
     return None
 
 
-def sentence(report: rp.Report, label: str, rule: str, chance_level: float | None, upper: float | None) -> str | None:
+def sentence(
+    report: rp.Report, label: str, rule: str, chance_level: float | None, upper: float | None
+) -> str | None:
     """One sentence generated from the numbers: ERM vs the best invariance method on the test environment."""
     found = _column(report, label, rule)
     if found is None:
@@ -103,15 +107,29 @@ def sentence(report: rp.Report, label: str, rule: str, chance_level: float | Non
     gap = methods[best] - erm
     p = column[best].p_vs_baseline
     head = f"ERM {_pct(erm)} vs best invariance method {INVARIANCE[best]} {_pct(methods[best])} on the shifted test environment `{env}`"
-    test = f" (paired t-test, Holm-adjusted p = {p:.2g}, n = {column[best].n})" if p is not None else ""
+    test = (
+        f" (paired t-test, Holm-adjusted p = {p:.2g}, n = {column[best].n})"
+        if p is not None
+        else ""
+    )
     below = chance_level is not None and erm < chance_level - BELOW_CHANCE
     if gap >= CLEAR_GAP:
-        why = "ERM used the spurious feature, whose relation to the label flips at test" if below else "ERM relied on features that do not transfer"
-        reach = f" and reaches {methods[best] / upper:.0%} of the oracle's {_pct(upper)}" if upper else ""
+        why = (
+            "ERM used the spurious feature, whose relation to the label flips at test"
+            if below
+            else "ERM relied on features that do not transfer"
+        )
+        reach = (
+            f" and reaches {methods[best] / upper:.0%} of the oracle's {_pct(upper)}"
+            if upper
+            else ""
+        )
         return f"{head}{test}: {why}; {INVARIANCE[best]} did not{reach}."
     if gap > 0:
         return f"{head}{test}: {INVARIANCE[best]} is ahead by {100 * gap:.1f} points, less than the {100 * CLEAR_GAP:.0f} that would make the separation clear."
-    return f"{head}{test}: no invariance method beats ERM here" + (" (ERM is below chance: every method used the spurious feature)." if below else ".")
+    return f"{head}{test}: no invariance method beats ERM here" + (
+        " (ERM is below chance: every method used the spurious feature)." if below else "."
+    )
 
 
 def lines(report: rp.Report, label: str, rule: str) -> list[str]:
@@ -120,15 +138,23 @@ def lines(report: rp.Report, label: str, rule: str) -> list[str]:
         return []
     cls, _ = _dataset_class(report, label)
     level = chance(report, label)
-    out = [f"chance (majority class of the test environment): {_pct(level) if level is not None else 'unknown'}"]
+    out = [
+        f"chance (majority class of the test environment): {_pct(level) if level is not None else 'unknown'}"
+    ]
     if getattr(cls, "ORACLE_OF", None):
         found = _column(report, label, rule)
         erm = _mean(found[1].get(rp.BASELINE)) if found else None
         if erm is not None:
-            out.append(f"oracle: this is {cls.ORACLE_OF} with its spurious feature removed; ERM here, {_pct(erm)}, is that dataset's upper bound")
+            out.append(
+                f"oracle: this is {cls.ORACLE_OF} with its spurious feature removed; ERM here, {_pct(erm)}, is that dataset's upper bound"
+            )
         return out
     top = oracle(report, label, rule)
-    out.append(f"oracle (ERM on {top[0]}, the spurious feature removed): {_pct(top[1])}" if top else f"oracle: ERM on {cls.ORACLE} was not run")
+    out.append(
+        f"oracle (ERM on {top[0]}, the spurious feature removed): {_pct(top[1])}"
+        if top
+        else f"oracle: ERM on {cls.ORACLE} was not run"
+    )
     text = sentence(report, label, rule, level, top[1] if top else None)
     if text:
         out.append(text)

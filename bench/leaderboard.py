@@ -41,21 +41,109 @@ _IRM_RUN = {"steps": 501, "size": "full"}
 _DB_CMNIST = {"steps": 5001, "eval_every": 100, "size": "full"}
 _DB_PACS = {"size": "full", "featurizer": "resnet50", "weights": "imagenet", "eval_every": 300}
 REFERENCES: tuple[Reference, ...] = (
-    Reference("cmnist_irm", "last", "ERM", {"train envs": "87.4 ± 0.2", "test": "17.1 ± 0.6"}, _IRM, _IRM_RUN),
-    Reference("cmnist_irm", "last", "IRM", {"train envs": "70.8 ± 0.9", "test": "66.9 ± 2.5"}, _IRM, _IRM_RUN),
-    Reference("cmnist_irm_gray", "last", "ERM grayscale (oracle)", {"train envs": "73.5 ± 0.2", "test": "73.0 ± 0.4"}, _IRM,
-              {"steps": 101, "size": "full"}),
-    *(Reference(d, "last", "V-REx", {"train envs": "71.7 ± 1.5", "test": "67.2 ± 1.5"}, _FISHR, _IRM_RUN) for d in ("cmnist_irm", "cmnist_fishr")),
-    *(Reference(d, "last", "Fishr", {"train envs": "71.0 ± 0.9", "test": "69.5 ± 1.0"}, _FISHR, _IRM_RUN) for d in ("cmnist_irm", "cmnist_fishr")),
-    Reference("cmnist_fishr", "last", "ERM", {"train envs": "86.4 ± 0.2", "test": "14.0 ± 0.7"}, _FISHR, _IRM_RUN),
-    Reference("cmnist_fishr", "last", "IRM", {"train envs": "71.0 ± 0.5", "test": "65.6 ± 1.8"}, _FISHR, _IRM_RUN),
-    Reference("cmnist", "train_val", "ERM", {"+90%": "71.7", "+80%": "72.9", "-90%": "10.0", "Avg": "51.5"}, _DB, _DB_CMNIST),
-    *(Reference("cmnist", "train_val", a, {"Avg": v}, _DB, _DB_CMNIST) for a, v in (("IRM", "52.0"), ("VREx", "51.8"), ("CORAL", "51.5"), ("DANN", "51.5"), ("GroupDRO", "52.1"), ("MMD", "51.5"))),
-    Reference("cmnist", "train_val", "Mixup", {"Avg": "52.1"}, _DB + "; mixup_alpha was 0.1 for every sample there (a registry bug fixed in 2023; bench searches 10^U(-1, 1))", _DB_CMNIST),
-    *(Reference("cmnist", "oracle", a, {"-90%": t, "Avg": v}, _DB, _DB_CMNIST) for a, t, v in (("ERM", "28.7", "57.8"), ("IRM", "58.5", "67.7"), ("VREx", "55.2", "67.0"))),
-    Reference("cmnist", "oracle", "Fishr", {"Avg": "68.8 ± 1.4"}, "Rame et al. 2022 (Fishr), DomainBed protocol", _DB_CMNIST),
-    *(Reference("pacs_domainbed", "train_val", a, {"Avg": v}, "Gulrajani & Lopez-Paz 2021 (DomainBed), ResNet-50 ImageNet", _DB_PACS)
-      for a, v in (("ERM", "85.5"), ("CORAL", "86.2"), ("IRM", "83.5"), ("DANN", "83.6"))),
+    Reference(
+        "cmnist_irm",
+        "last",
+        "ERM",
+        {"train envs": "87.4 ± 0.2", "test": "17.1 ± 0.6"},
+        _IRM,
+        _IRM_RUN,
+    ),
+    Reference(
+        "cmnist_irm",
+        "last",
+        "IRM",
+        {"train envs": "70.8 ± 0.9", "test": "66.9 ± 2.5"},
+        _IRM,
+        _IRM_RUN,
+    ),
+    Reference(
+        "cmnist_irm_gray",
+        "last",
+        "ERM grayscale (oracle)",
+        {"train envs": "73.5 ± 0.2", "test": "73.0 ± 0.4"},
+        _IRM,
+        {"steps": 101, "size": "full"},
+    ),
+    *(
+        Reference(
+            d, "last", "V-REx", {"train envs": "71.7 ± 1.5", "test": "67.2 ± 1.5"}, _FISHR, _IRM_RUN
+        )
+        for d in ("cmnist_irm", "cmnist_fishr")
+    ),
+    *(
+        Reference(
+            d, "last", "Fishr", {"train envs": "71.0 ± 0.9", "test": "69.5 ± 1.0"}, _FISHR, _IRM_RUN
+        )
+        for d in ("cmnist_irm", "cmnist_fishr")
+    ),
+    Reference(
+        "cmnist_fishr",
+        "last",
+        "ERM",
+        {"train envs": "86.4 ± 0.2", "test": "14.0 ± 0.7"},
+        _FISHR,
+        _IRM_RUN,
+    ),
+    Reference(
+        "cmnist_fishr",
+        "last",
+        "IRM",
+        {"train envs": "71.0 ± 0.5", "test": "65.6 ± 1.8"},
+        _FISHR,
+        _IRM_RUN,
+    ),
+    Reference(
+        "cmnist",
+        "train_val",
+        "ERM",
+        {"+90%": "71.7", "+80%": "72.9", "-90%": "10.0", "Avg": "51.5"},
+        _DB,
+        _DB_CMNIST,
+    ),
+    *(
+        Reference("cmnist", "train_val", a, {"Avg": v}, _DB, _DB_CMNIST)
+        for a, v in (
+            ("IRM", "52.0"),
+            ("VREx", "51.8"),
+            ("CORAL", "51.5"),
+            ("DANN", "51.5"),
+            ("GroupDRO", "52.1"),
+            ("MMD", "51.5"),
+        )
+    ),
+    Reference(
+        "cmnist",
+        "train_val",
+        "Mixup",
+        {"Avg": "52.1"},
+        _DB
+        + "; mixup_alpha was 0.1 for every sample there (a registry bug fixed in 2023; bench searches 10^U(-1, 1))",
+        _DB_CMNIST,
+    ),
+    *(
+        Reference("cmnist", "oracle", a, {"-90%": t, "Avg": v}, _DB, _DB_CMNIST)
+        for a, t, v in (("ERM", "28.7", "57.8"), ("IRM", "58.5", "67.7"), ("VREx", "55.2", "67.0"))
+    ),
+    Reference(
+        "cmnist",
+        "oracle",
+        "Fishr",
+        {"Avg": "68.8 ± 1.4"},
+        "Rame et al. 2022 (Fishr), DomainBed protocol",
+        _DB_CMNIST,
+    ),
+    *(
+        Reference(
+            "pacs_domainbed",
+            "train_val",
+            a,
+            {"Avg": v},
+            "Gulrajani & Lopez-Paz 2021 (DomainBed), ResNet-50 ImageNet",
+            _DB_PACS,
+        )
+        for a, v in (("ERM", "85.5"), ("CORAL", "86.2"), ("IRM", "83.5"), ("DANN", "83.6"))
+    ),
 )
 
 
@@ -69,7 +157,9 @@ def protocol_differences(ref: Reference, runs: Sequence[Run]) -> list[str]:
     return out
 
 
-def _references(dataset: str, rule: str, headers: list[str], runs: Sequence[Run]) -> tuple[list[list[str]], list[str]]:
+def _references(
+    dataset: str, rule: str, headers: list[str], runs: Sequence[Run]
+) -> tuple[list[list[str]], list[str]]:
     """Rows of the comparable published references, and one note per source that is not comparable."""
     rows, notes = [], {}
     for ref in REFERENCES:
@@ -77,7 +167,9 @@ def _references(dataset: str, rule: str, headers: list[str], runs: Sequence[Run]
             continue
         differences = protocol_differences(ref, runs)
         if differences:
-            notes[ref.source] = f"Published rows of {ref.source} not shown: their protocol differs ({'; '.join(differences)})."
+            notes[ref.source] = (
+                f"Published rows of {ref.source} not shown: their protocol differs ({'; '.join(differences)})."
+            )
         else:
             rows.append(_reference_row(ref, headers))
     return rows, list(notes.values())
@@ -114,10 +206,31 @@ def _hparams_table(report: rp.Report, dataset: str, rule: str) -> str:
     varying: dict[str, list[str]] = {}
     for s in chosen:
         if s.algorithm not in varying:
-            values = [r.hparams for r in report.dataset_runs(dataset) if report.rows[r.run_id] == s.algorithm]
-            varying[s.algorithm] = sorted(k for k in values[0] if len({repr(v.get(k)) for v in values}) > 1)
-    rows = [[s.algorithm, s.test_env, s.trial_seed, s.hparams_seed, s.step, s.run_id, ", ".join(f"{k}={_hp_value(s.hparams[k])}" for k in varying[s.algorithm]) or "defaults"] for s in chosen]
-    table = rp.Table("", ["algorithm", "test env", "trial", "hparams seed", "step", "run", "searched hparams"], rows).render("markdown")
+            values = [
+                r.hparams
+                for r in report.dataset_runs(dataset)
+                if report.rows[r.run_id] == s.algorithm
+            ]
+            varying[s.algorithm] = sorted(
+                k for k in values[0] if len({repr(v.get(k)) for v in values}) > 1
+            )
+    rows = [
+        [
+            s.algorithm,
+            s.test_env,
+            s.trial_seed,
+            s.hparams_seed,
+            s.step,
+            s.run_id,
+            ", ".join(f"{k}={_hp_value(s.hparams[k])}" for k in varying[s.algorithm]) or "defaults",
+        ]
+        for s in chosen
+    ]
+    table = rp.Table(
+        "",
+        ["algorithm", "test env", "trial", "hparams seed", "step", "run", "searched hparams"],
+        rows,
+    ).render("markdown")
     return f"<details><summary>Selected hyperparameters ({rule})</summary>\n\n{table}\n\nFull values: `selected.json`.\n</details>"
 
 
@@ -131,7 +244,13 @@ DIAGNOSTIC_NOTE = (
 )
 
 
-def markdown(report: rp.Report, commit: str | None, command: str, title: str = "Leaderboard", figures: Mapping[str, str] | None = None) -> str:
+def markdown(
+    report: rp.Report,
+    commit: str | None,
+    command: str,
+    title: str = "Leaderboard",
+    figures: Mapping[str, str] | None = None,
+) -> str:
     """The whole leaderboard page; ``figures`` maps a dataset label to a PNG file name next to it."""
     figures = figures or {}
     run_commands = sorted({r.command for r in report.runs if r.command})
@@ -167,7 +286,9 @@ def markdown(report: rp.Report, commit: str | None, command: str, title: str = "
     for dataset in report.datasets:
         runs = report.dataset_runs(dataset)
         out += ["", f"## {dataset}", "", _protocol(runs)]
-        cards = [r.protocol for r in sorted(runs, key=lambda r: r.spec["hparams_seed"]) if r.protocol]
+        cards = [
+            r.protocol for r in sorted(runs, key=lambda r: r.spec["hparams_seed"]) if r.protocol
+        ]
         if cards:
             out += ["", render_card(cards[0])]
         for rule in report.rules:
@@ -175,23 +296,52 @@ def markdown(report: rp.Report, commit: str | None, command: str, title: str = "
                 out += ["", f"### {rule}", "", f"No values: {_empty_reason(report, dataset, rule)}"]
                 continue
             table = rp.dataset_table(report, dataset, rule)
-            published, differ = _references(dataset, rule, table.headers, report.dataset_runs(dataset))
+            published, differ = _references(
+                dataset, rule, table.headers, report.dataset_runs(dataset)
+            )
             rows = table.rows + published
-            out += ["", f"### {rule}: {RULES[rule][0]}", "", rp.Table(table.title, table.headers, rows).render("markdown"), ""]
+            out += [
+                "",
+                f"### {rule}: {RULES[rule][0]}",
+                "",
+                rp.Table(table.title, table.headers, rows).render("markdown"),
+                "",
+            ]
             notes = table.notes[2:] + differ
             out += notes + ([""] if notes else [])
             meaning = interpret.lines(report, dataset, rule)
-            out += [f"**What it means.** {' '.join(_sentence(m) for m in meaning)}", ""] if meaning else []
+            out += (
+                [f"**What it means.** {' '.join(_sentence(m) for m in meaning)}", ""]
+                if meaning
+                else []
+            )
             out.append(_hparams_table(report, dataset, rule))
         if dataset in figures:
             out += ["", f"![{dataset}: train vs test accuracy]({figures[dataset]})"]
         diagnostic = rp.diagnostic_table(report, dataset, report.rules[0])
         if diagnostic is not None:
-            out += ["", f"### Training diagnostic: `{rp.DIAGNOSTIC}`", "", DIAGNOSTIC_NOTE, "", diagnostic.render("markdown"), "", *diagnostic.notes]
+            out += [
+                "",
+                f"### Training diagnostic: `{rp.DIAGNOSTIC}`",
+                "",
+                DIAGNOSTIC_NOTE,
+                "",
+                diagnostic.render("markdown"),
+                "",
+                *diagnostic.notes,
+            ]
             if f"{rp.DIAGNOSTIC}:{dataset}" in figures:
-                out += ["", f"![{dataset}: {rp.DIAGNOSTIC} over training]({figures[f'{rp.DIAGNOSTIC}:{dataset}']})"]
+                out += [
+                    "",
+                    f"![{dataset}: {rp.DIAGNOSTIC} over training]({figures[f'{rp.DIAGNOSTIC}:{dataset}']})",
+                ]
     if "domains" in figures:
-        out += ["", "## Accuracy vs number of training domains", "", f"![accuracy vs number of domains]({figures['domains']})"]
+        out += [
+            "",
+            "## Accuracy vs number of training domains",
+            "",
+            f"![accuracy vs number of domains]({figures['domains']})",
+        ]
     return "\n".join(out) + "\n"
 
 
@@ -206,7 +356,10 @@ def _empty_reason(report: rp.Report, dataset: str, rule: str) -> str:
 
 
 def _reference_row(ref: Reference, headers: list[str]) -> list[str]:
-    return [f"{ref.algorithm} (published: {ref.source})", *(ref.cells.get(h, "") for h in headers[1:])]
+    return [
+        f"{ref.algorithm} (published: {ref.source})",
+        *(ref.cells.get(h, "") for h in headers[1:]),
+    ]
 
 
 def _save(fig: Any, ax: Any, path: Path, title: str | None = None) -> None:
@@ -237,9 +390,26 @@ def plot(report: rp.Report, out_dir: Path, rule: str) -> dict[str, str]:
         algorithms = report.algorithms(dataset)
         fig, ax = plt.subplots(figsize=(2.5 + 0.9 * len(algorithms), 3.4))
         x = np.arange(len(algorithms))
-        for offset, key, label in ((-0.2, "train_acc", "train envs"), (0.2, "acc", "test env (in)")):
-            vals = [[100 * getattr(s, key) for s in chosen if s.algorithm == a and getattr(s, key) is not None] for a in algorithms]
-            ax.bar(x + offset, [np.mean(v) if v else 0 for v in vals], 0.4, yerr=[np.std(v, ddof=1) if len(v) > 1 else 0 for v in vals], label=label, capsize=3)
+        for offset, key, label in (
+            (-0.2, "train_acc", "train envs"),
+            (0.2, "acc", "test env (in)"),
+        ):
+            vals = [
+                [
+                    100 * getattr(s, key)
+                    for s in chosen
+                    if s.algorithm == a and getattr(s, key) is not None
+                ]
+                for a in algorithms
+            ]
+            ax.bar(
+                x + offset,
+                [np.mean(v) if v else 0 for v in vals],
+                0.4,
+                yerr=[np.std(v, ddof=1) if len(v) > 1 else 0 for v in vals],
+                label=label,
+                capsize=3,
+            )
         ax.set_xticks(x, algorithms, rotation=30)
         ax.set_ylabel("accuracy (%), mean ± std")
         name = f"{_slug(dataset)}_{rule}_train_test.png"
@@ -252,7 +422,12 @@ def plot(report: rp.Report, out_dir: Path, rule: str) -> dict[str, str]:
                 if a in curves:
                     steps = sorted(curves[a])
                     mean = np.array([np.mean(curves[a][s]) for s in steps])
-                    std = np.array([np.std(curves[a][s], ddof=1) if len(curves[a][s]) > 1 else 0.0 for s in steps])
+                    std = np.array(
+                        [
+                            np.std(curves[a][s], ddof=1) if len(curves[a][s]) > 1 else 0.0
+                            for s in steps
+                        ]
+                    )
                     ax.plot(steps, mean, marker=".", label=a)
                     ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
             ax.set_xlabel("step")
@@ -271,10 +446,20 @@ def plot(report: rp.Report, out_dir: Path, rule: str) -> dict[str, str]:
         for family, members in families.items():
             for a in report.algorithms():
                 points = [(n, rp.cells(report, d, rule)) for n, d in members]
-                points = [(n, next(iter(c.values()))) if "Avg" not in c else (n, c["Avg"]) for n, c in points]
-                points = [(n, col[a].summary()["mean"]) for n, col in points if a in col and col[a].n]
+                points = [
+                    (n, next(iter(c.values()))) if "Avg" not in c else (n, c["Avg"])
+                    for n, c in points
+                ]
+                points = [
+                    (n, col[a].summary()["mean"]) for n, col in points if a in col and col[a].n
+                ]
                 if points:
-                    ax.plot([p[0] for p in points], [100 * p[1] for p in points], marker="o", label=f"{a} ({family})")
+                    ax.plot(
+                        [p[0] for p in points],
+                        [100 * p[1] for p in points],
+                        marker="o",
+                        label=f"{a} ({family})",
+                    )
         ax.set_xlabel("number of training domains")
         ax.set_ylabel("test accuracy (%)")
         _save(fig, ax, out_dir / f"domains_{rule}.png")
@@ -282,7 +467,14 @@ def plot(report: rp.Report, out_dir: Path, rule: str) -> dict[str, str]:
     return files
 
 
-def write(report: rp.Report, out_dir: str | Path, commit: str | None, command: str, title: str = "Leaderboard", figures: bool = True) -> Path:
+def write(
+    report: rp.Report,
+    out_dir: str | Path,
+    commit: str | None,
+    command: str,
+    title: str = "Leaderboard",
+    figures: bool = True,
+) -> Path:
     """Write README.md, selected.csv/json and the figures into ``out_dir``; return the markdown path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,9 @@ from typing import Any, Iterator, Mapping
 from bench.errors import UserError
 
 SCHEMA = 2
-IDENTITY = 2  # the run-id scheme (see spec.RunSpec); runs written under another are refused, never mixed
+IDENTITY = (
+    2  # the run-id scheme (see spec.RunSpec); runs written under another are refused, never mixed
+)
 SPEC, RESULTS, CHECKPOINT, DONE = "spec.json", "results.jsonl", "checkpoint.pt", "done"
 _TEMP_PREFIXES = tuple(f".{name}." for name in (SPEC, RESULTS, CHECKPOINT, DONE))
 
@@ -64,7 +66,9 @@ def write_atomic(path: Path, write) -> None:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    write_atomic(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))
+    write_atomic(
+        path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    )
 
 
 def read_json(path: Path) -> Any:
@@ -116,7 +120,9 @@ def read_spec(directory: Path) -> dict[str, Any]:
     return info
 
 
-def check_run(directory: Path, spec: Mapping[str, Any] | None = None) -> tuple[str, list[dict[str, Any]]]:
+def check_run(
+    directory: Path, spec: Mapping[str, Any] | None = None
+) -> tuple[str, list[dict[str, Any]]]:
     """(status, records) of a run directory: ok, diverged, partial, or DamagedRun saying what is wrong.
 
     A finished run must have records for exactly the steps its spec implies (a diverged
@@ -133,7 +139,9 @@ def check_run(directory: Path, spec: Mapping[str, Any] | None = None) -> tuple[s
     steps = [r.get("step") for r in found]
     expected = record_steps(info["spec"]["steps"], info["spec"]["eval_every"])
     if steps != expected[: len(steps)] or any(r.get("run_id") != info["run_id"] for r in found):
-        raise DamagedRun(f"{directory / RESULTS}: records at steps {_span(steps)} do not follow the expected {_span(expected)}")
+        raise DamagedRun(
+            f"{directory / RESULTS}: records at steps {_span(steps)} do not follow the expected {_span(expected)}"
+        )
     if not (directory / DONE).exists():
         return "partial", found
     try:
@@ -142,7 +150,9 @@ def check_run(directory: Path, spec: Mapping[str, Any] | None = None) -> tuple[s
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DamagedRun(f"{directory / DONE}: unreadable ({exc})") from None
     if status == "ok" and steps != expected:
-        raise DamagedRun(f"{directory / RESULTS}: finished run has {len(steps)} of {len(expected)} evaluations")
+        raise DamagedRun(
+            f"{directory / RESULTS}: finished run has {len(steps)} of {len(expected)} evaluations"
+        )
     if status not in ("ok", "diverged"):
         raise DamagedRun(f"{directory / DONE}: unknown status {status!r}")
     return status, found
@@ -208,10 +218,18 @@ def git_commit() -> str | None:
     """HEAD of the checkout this package lives in (suffix ``-dirty`` with local changes), if any."""
     here = Path(__file__).resolve().parent
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        )
         if head.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None

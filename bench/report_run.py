@@ -20,10 +20,18 @@ def run_table(record: dict[str, Any] | None, test_envs: tuple[str, ...] | list[s
     if record is None:
         return "(no evaluation recorded)"
     rows = [
-        [name + (" (test)" if name in test_envs else ""), _pct(parts["in"]["acc"]), parts["in"]["n"], _pct(parts["out"]["acc"]), parts["out"]["n"]]
+        [
+            name + (" (test)" if name in test_envs else ""),
+            _pct(parts["in"]["acc"]),
+            parts["in"]["n"],
+            _pct(parts["out"]["acc"]),
+            parts["out"]["n"],
+        ]
         for name, parts in record["eval"].items()
     ]
-    return f"step {record['step']}\n" + tabulate(rows, headers=["environment", "in acc %", "n", "out acc %", "n"])
+    return f"step {record['step']}\n" + tabulate(
+        rows, headers=["environment", "in acc %", "n", "out acc %", "n"]
+    )
 
 
 def show(path: Path) -> str:
@@ -33,7 +41,9 @@ def show(path: Path) -> str:
         return _show_run(path)
     runs = list(records.iter_runs(path))
     if not runs:
-        raise UserError(f"{path} is neither a run directory (no {records.SPEC}) nor an output directory with runs/")
+        raise UserError(
+            f"{path} is neither a run directory (no {records.SPEC}) nor an output directory with runs/"
+        )
     records.check_output_dir(path)
     rows = []
     for d in runs:
@@ -43,8 +53,20 @@ def show(path: Path) -> str:
         except records.DamagedRun as exc:
             rows.append([d.name, "?", "?", "?", "?", "?", f"damaged: {exc}"])
             continue
-        rows.append([d.name, spec["algorithm"], spec["dataset"], ",".join(spec["test_envs"]), spec["trial_seed"], spec["hparams_seed"], status])
-    return tabulate(rows, headers=["run", "algorithm", "dataset", "test envs", "trial", "hparams", "status"])
+        rows.append(
+            [
+                d.name,
+                spec["algorithm"],
+                spec["dataset"],
+                ",".join(spec["test_envs"]),
+                spec["trial_seed"],
+                spec["hparams_seed"],
+                status,
+            ]
+        )
+    return tabulate(
+        rows, headers=["run", "algorithm", "dataset", "test envs", "trial", "hparams", "status"]
+    )
 
 
 def _show_run(path: Path) -> str:
@@ -61,7 +83,9 @@ def _show_run(path: Path) -> str:
     done = records.read_json(path / records.DONE) if status != "partial" else None
     lines = [
         *head,
-        f"status: {status} at step {done['step']}; {len(found)} evaluations; wall {done['wall_s']:.1f}s" if done else f"status: partial; {len(found)} evaluations",
+        f"status: {status} at step {done['step']}; {len(found)} evaluations; wall {done['wall_s']:.1f}s"
+        if done
+        else f"status: partial; {len(found)} evaluations",
         f"command: {info.get('command') or '-'}",
         f"git: {info['meta'].get('git')}  torch: {info['meta'].get('torch')}  data: {spec['data']}",
         "hparams: " + ", ".join(f"{k}={v}" for k, v in sorted(info["hparams"].items())),

@@ -69,13 +69,23 @@ def imagenet_state(depth: int) -> dict[str, torch.Tensor]:
     """torchvision's IMAGENET1K_V1 ResNet-``depth`` weights, from its cache or downloaded into it."""
     import torchvision
 
-    enum = {18: torchvision.models.ResNet18_Weights, 50: torchvision.models.ResNet50_Weights}[depth].IMAGENET1K_V1
+    enum = {18: torchvision.models.ResNet18_Weights, 50: torchvision.models.ResNet50_Weights}[
+        depth
+    ].IMAGENET1K_V1
     target = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
-    if not target.exists():  # offline, fail in seconds with what to fetch, not after a minute of retries
-        require_host(enum.url, f"ImageNet weights for resnet{depth}", f"{target.parent} (or pass --weights PATH or --weights none)")
+    if (
+        not target.exists()
+    ):  # offline, fail in seconds with what to fetch, not after a minute of retries
+        require_host(
+            enum.url,
+            f"ImageNet weights for resnet{depth}",
+            f"{target.parent} (or pass --weights PATH or --weights none)",
+        )
     try:
         return enum.get_state_dict(progress=False, check_hash=True)
-    except Exception as exc:  # offline, proxy or a corrupt partial download: say what to fetch and where
+    except (
+        Exception
+    ) as exc:  # offline, proxy or a corrupt partial download: say what to fetch and where
         raise UserError(
             f"ImageNet weights for resnet{depth} are not in torchvision's cache and could not be downloaded ({type(exc).__name__}: {exc}). "
             f"Download {enum.url} to {target} (the folder is $TORCH_HOME/hub/checkpoints), or pass --weights PATH to a state_dict, or --weights none"
@@ -87,9 +97,13 @@ def file_state(value: str) -> dict[str, torch.Tensor]:
     path_text, _, digest = value.partition(_DIGEST)
     path = Path(path_text)
     if not path.is_file():
-        raise UserError(f"start weights {path} not found; this run was started with that file (sha256 {digest or '?'})")
+        raise UserError(
+            f"start weights {path} not found; this run was started with that file (sha256 {digest or '?'})"
+        )
     if digest and file_digest(path) != digest:
-        raise UserError(f"start weights {path} changed since this run was specified (sha256 {digest} expected); pass --weights again for a new run")
+        raise UserError(
+            f"start weights {path} changed since this run was specified (sha256 {digest} expected); pass --weights again for a new run"
+        )
     return read_state_dict(path)
 
 
@@ -103,4 +117,6 @@ def load_resnet_weights(network: nn.Module, depth: int, value: str) -> None:
     missing, unexpected = network.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("fc.")]
     if missing or unexpected:
-        raise UserError(f"start weights {value} do not fit resnet{depth}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise UserError(
+            f"start weights {value} do not fit resnet{depth}: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )

@@ -15,7 +15,9 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 def data_dir() -> str:
     """Folder with mnist.npz, pacs/ and genomic/; tests that need it skip with the reason."""
     if not (SHARED_DATA / "mnist.npz").exists():
-        pytest.skip(f"real data not found at {SHARED_DATA} (needs mnist.npz); clone with ../shared beside the repo")
+        pytest.skip(
+            f"real data not found at {SHARED_DATA} (needs mnist.npz); clone with ../shared beside the repo"
+        )
     return str(SHARED_DATA)
 
 

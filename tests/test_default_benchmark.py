@@ -28,9 +28,25 @@ def reduced_default(tmp_path_factory):
     grid = dataclasses.replace(sweep.DEFAULT_GRID, **REDUCED)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sweep, "DEFAULT_GRID", grid)
-        buffer = io.StringIO()  # capsys is function-scoped: capture the module's one run by redirect
+        buffer = (
+            io.StringIO()
+        )  # capsys is function-scoped: capture the module's one run by redirect
         with contextlib.redirect_stdout(buffer):
-            assert cli.main(["run", "--output-dir", str(out), "--jobs", "1", "--threads", "1", "--no-progress"]) == 0
+            assert (
+                cli.main(
+                    [
+                        "run",
+                        "--output-dir",
+                        str(out),
+                        "--jobs",
+                        "1",
+                        "--threads",
+                        "1",
+                        "--no-progress",
+                    ]
+                )
+                == 0
+            )
     return out, buffer.getvalue()
 
 
@@ -41,7 +57,9 @@ def test_erm_is_far_below_the_best_invariance_method(reduced_default):
     means = {a: c.summary()["mean"] for a, c in test.items()}
     best = max(means[a] for a in interpret.INVARIANCE)
     assert best - means["erm"] >= 0.20, means
-    assert means["erm"] < 0.3 and best > 0.6, means  # ERM below chance, the best invariance method near the 75% ceiling
+    assert means["erm"] < 0.3 and best > 0.6, (
+        means
+    )  # ERM below chance, the best invariance method near the 75% ceiling
     oracle = report.cells(rep, "spurious_toy_oracle", "train_val")["test"]["erm"].summary()["mean"]
     assert 0.7 < oracle < 0.8, oracle
 
@@ -67,7 +85,10 @@ def test_sentence_reports_no_clear_separation_when_the_numbers_say_so(reduced_de
     rep = report.build_report(report.load_runs(out), "train_val")
     monkeypatch.setattr(interpret, "CLEAR_GAP", 0.99)
     text = interpret.sentence(rep, "spurious_toy", "train_val", 0.5, 0.75)
-    assert "less than the 99 that would make the separation clear" in text and "used the spurious feature" not in text
+    assert (
+        "less than the 99 that would make the separation clear" in text
+        and "used the spurious feature" not in text
+    )
 
 
 def test_declared_settings_are_keys_of_each_algorithm_space():
@@ -78,7 +99,10 @@ def test_declared_settings_are_keys_of_each_algorithm_space():
 
 
 def test_oracle_is_the_same_draw_without_the_spurious_feature():
-    full, oracle = DATASETS.get("spurious_toy")(None, 0, "tiny"), DATASETS.get("spurious_toy_oracle")(None, 0, "tiny")
+    full, oracle = (
+        DATASETS.get("spurious_toy")(None, 0, "tiny"),
+        DATASETS.get("spurious_toy_oracle")(None, 0, "tiny"),
+    )
     for name, env in full.envs.items():
         assert np.array_equal(env.y.numpy(), oracle.envs[name].y.numpy())
         assert np.array_equal(np.delete(env.x.numpy(), 1, axis=1), oracle.envs[name].x.numpy())

@@ -28,16 +28,23 @@ ANNEALING_HPARAMS: dict[str, Param] = {
 }
 
 
-IRM_CMNIST_DATASETS = ("cmnist_irm", "cmnist_fishr")  # the IRM paper's data, under its two conventions
+IRM_CMNIST_DATASETS = (
+    "cmnist_irm",
+    "cmnist_fishr",
+)  # the IRM paper's data, under its two conventions
 
 
-def irm_paper_cmnist(weight_key: str, anneal_key: str, weight: float = 91257.18613115903) -> dict[str, Param]:
+def irm_paper_cmnist(
+    weight_key: str, anneal_key: str, weight: float = 91257.18613115903
+) -> dict[str, Param]:
     """The IRM paper's tuned Colored MNIST settings (reproduce_paper_results.sh), reused by the Fishr paper."""
     return {
         "lr": Fixed(0.0004898536566546834, "IRM paper's tuned Adam learning rate"),
         "l2": Fixed(0.00110794568, "IRM paper's tuned L2 weight on sum ||w||^2"),
         "mlp_width": Fixed(390, "IRM paper's tuned hidden width"),
-        "irm_code": Fixed(True, "the IRM code's schedule: loss / penalty weight after annealing, no Adam reset"),
+        "irm_code": Fixed(
+            True, "the IRM code's schedule: loss / penalty weight after annealing, no Adam reset"
+        ),
         weight_key: Fixed(weight, "IRM paper's tuned penalty weight"),
         anneal_key: Fixed(190, "IRM paper's tuned annealing steps"),
     }
@@ -97,9 +104,21 @@ class Algorithm(nn.Module):
     NAME: ClassVar[str]
     HPARAMS: ClassVar[dict[str, Param]] = {
         "lr": LogUniform(1e-3, "Adam learning rate", low=10**-4.5, high=10**-2.5, domain=POSITIVE),
-        "weight_decay": LogUniform(0.0, "Adam weight decay", low=1e-6, high=1e-2, domain=NON_NEGATIVE),
-        "batch_size": IntLogUniform(64, "examples per training environment per step (0 = whole environment)", low=8, high=512, domain=NON_NEGATIVE),
-        "l2": Fixed(0.0, "explicit L2 penalty sum(||w||^2) added to the loss (the IRM paper's regulariser)", domain=NON_NEGATIVE),
+        "weight_decay": LogUniform(
+            0.0, "Adam weight decay", low=1e-6, high=1e-2, domain=NON_NEGATIVE
+        ),
+        "batch_size": IntLogUniform(
+            64,
+            "examples per training environment per step (0 = whole environment)",
+            low=8,
+            high=512,
+            domain=NON_NEGATIVE,
+        ),
+        "l2": Fixed(
+            0.0,
+            "explicit L2 penalty sum(||w||^2) added to the loss (the IRM paper's regulariser)",
+            domain=NON_NEGATIVE,
+        ),
         **networks.SHARED_HEAD_SPACE,
     }
     DATASET_HPARAMS: ClassVar[dict[str, dict[str, Param]]] = {}
@@ -107,8 +126,13 @@ class Algorithm(nn.Module):
     # "every declared hparam is read" rule; batch_size is the runner's.
     RUN_HPARAMS: ClassVar[frozenset[str]] = frozenset({"batch_size"})
 
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int, num_train_envs: int,
-                 hparams: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        num_train_envs: int,
+        hparams: Mapping[str, Any],
+    ) -> None:
         super().__init__()
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
@@ -119,7 +143,9 @@ class Algorithm(nn.Module):
         self._l2_in_loss = False  # set by l2_penalty(): this update's loss already has the l2 term
         self.build()
 
-    def update(self, minibatches: Minibatches, unlabeled: list[Tensor] | None = None) -> dict[str, float]:
+    def update(
+        self, minibatches: Minibatches, unlabeled: list[Tensor] | None = None
+    ) -> dict[str, float]:
         raise NotImplementedError
 
     def predict(self, x: Tensor) -> Tensor:
@@ -138,11 +164,17 @@ class Algorithm(nn.Module):
     def build_network(self) -> None:
         """``self.featurizer``, ``self.classifier`` and ``self.network`` from the hparams."""
         self.featurizer = networks.build_featurizer(self.input_shape, self.hparams)
-        self.classifier = networks.build_classifier(self.featurizer.n_outputs, self.num_classes, self.hparams)
+        self.classifier = networks.build_classifier(
+            self.featurizer.n_outputs, self.num_classes, self.hparams
+        )
         self.network = nn.Sequential(self.featurizer, self.classifier)
 
     def make_optimizer(self, params: Any, lr: float | None = None) -> torch.optim.Optimizer:
-        return torch.optim.Adam(params, lr=self.hparams["lr"] if lr is None else lr, weight_decay=self.hparams["weight_decay"])
+        return torch.optim.Adam(
+            params,
+            lr=self.hparams["lr"] if lr is None else lr,
+            weight_decay=self.hparams["weight_decay"],
+        )
 
     # -- one training step ----------------------------------------------------------------
     def minimize(self, loss: Tensor, optimizer: torch.optim.Optimizer | None = None) -> Tensor:
@@ -186,7 +218,9 @@ class Algorithm(nn.Module):
         params = self.parameters() if params is None else params
         return self.hparams["l2"] * sum(p.pow(2).sum() for p in params)
 
-    def penalised_loss(self, nll: Tensor, penalty: Tensor, weight: float, anneal_iters: int, before: float = 1.0) -> Tensor:
+    def penalised_loss(
+        self, nll: Tensor, penalty: Tensor, weight: float, anneal_iters: int, before: float = 1.0
+    ) -> Tensor:
         """``nll + l2 + w * penalty``, w = ``before`` until step ``anneal_iters`` and ``weight`` from then on.
 
         With ``irm_code`` the loss is divided by w when w > 1 (the IRM code); otherwise
@@ -212,7 +246,10 @@ class Algorithm(nn.Module):
         if len(env_losses) < 2:
             return {}
         params = [p for p in self.classifier.parameters() if p.requires_grad]
-        grads = [torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params, retain_graph=True)]) for loss in env_losses]
+        grads = [
+            torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params, retain_graph=True)])
+            for loss in env_losses
+        ]
         return {"grad_cos": mean_pairwise_cosine(grads)}
 
     def head_grad_cos_at(self, minibatches: Minibatches) -> dict[str, float]:
@@ -222,10 +259,16 @@ class Algorithm(nn.Module):
         """
         with torch.no_grad():
             features = [self.featurizer(x) for x, _ in minibatches]
-        return self.head_grad_cos([classification_loss(self.classifier(f), y) for f, (_, y) in zip(features, minibatches)])
+        return self.head_grad_cos(
+            [classification_loss(self.classifier(f), y) for f, (_, y) in zip(features, minibatches)]
+        )
 
     def get_extra_state(self) -> dict[str, Any]:
-        return {name: opt.state_dict() for name, opt in vars(self).items() if isinstance(opt, torch.optim.Optimizer)}
+        return {
+            name: opt.state_dict()
+            for name, opt in vars(self).items()
+            if isinstance(opt, torch.optim.Optimizer)
+        }
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         for name, opt_state in state.items():

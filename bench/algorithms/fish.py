@@ -29,8 +29,10 @@ class Fish(Algorithm):
     VERSION = 1
     HPARAMS = {
         "meta_lr": Choice(
-            0.5, "step size of the meta update towards the inner-loop weights",
-            options=(0.05, 0.1, 0.5), domain=POSITIVE,
+            0.5,
+            "step size of the meta update towards the inner-loop weights",
+            options=(0.05, 0.1, 0.5),
+            domain=POSITIVE,
         ),
     }
 

@@ -11,7 +11,11 @@ from __future__ import annotations
 import torch
 
 from bench.algorithms.base import (
-    Algorithm, Minibatches, concat_inputs, env_losses, register_algorithm,
+    Algorithm,
+    Minibatches,
+    concat_inputs,
+    env_losses,
+    register_algorithm,
 )
 from bench.hparams import POSITIVE, LogUniform
 
@@ -23,8 +27,11 @@ class GroupDRO(Algorithm):
     VERSION = 1
     HPARAMS = {
         "groupdro_eta": LogUniform(
-            1e-2, "step size of the exponentiated-gradient update of the group weights",
-            low=1e-3, high=1e-1, domain=POSITIVE,
+            1e-2,
+            "step size of the exponentiated-gradient update of the group weights",
+            low=1e-3,
+            high=1e-1,
+            domain=POSITIVE,
         ),
     }
 
@@ -39,4 +46,9 @@ class GroupDRO(Algorithm):
         self.q.div_(self.q.sum())
         diagnostics = self.head_grad_cos(nlls)
         loss = self.minimize(torch.dot(losses, self.q))
-        return {"loss": loss.item(), "nll": losses.mean().item(), "q_max": self.q.max().item(), **diagnostics}
+        return {
+            "loss": loss.item(),
+            "nll": losses.mean().item(),
+            "q_max": self.q.max().item(),
+            **diagnostics,
+        }

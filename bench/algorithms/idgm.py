@@ -14,7 +14,11 @@ import torch
 from torch import Tensor, autograd
 
 from bench.algorithms.base import (
-    Algorithm, Minibatches, concat_inputs, env_losses, register_algorithm,
+    Algorithm,
+    Minibatches,
+    concat_inputs,
+    env_losses,
+    register_algorithm,
 )
 from bench.hparams import NON_NEGATIVE, LogUniform
 
@@ -31,8 +35,11 @@ class IDGM(Algorithm):
     VERSION = 1
     HPARAMS = {
         "idgm_gamma": LogUniform(
-            0.01, "weight of the mean pairwise gradient inner product (maximised)",
-            low=1e-3, high=1.0, domain=NON_NEGATIVE,
+            0.01,
+            "weight of the mean pairwise gradient inner product (maximised)",
+            low=1e-3,
+            high=1.0,
+            domain=NON_NEGATIVE,
         ),
     }
 

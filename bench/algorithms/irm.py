@@ -18,8 +18,15 @@ import torch
 from torch import Tensor, autograd
 
 from bench.algorithms.base import (
-    ANNEALING_HPARAMS, IRM_CMNIST_DATASETS, Algorithm, Minibatches, classification_loss,
-    concat_inputs, irm_paper_cmnist, register_algorithm, split_by_env,
+    ANNEALING_HPARAMS,
+    IRM_CMNIST_DATASETS,
+    Algorithm,
+    Minibatches,
+    classification_loss,
+    concat_inputs,
+    irm_paper_cmnist,
+    register_algorithm,
+    split_by_env,
 )
 from bench.hparams import NON_NEGATIVE, IntLogUniform, LogUniform
 
@@ -46,7 +53,11 @@ class IRM(Algorithm):
             1e2, "penalty weight after annealing", low=1e-1, high=1e5, domain=NON_NEGATIVE
         ),
         "irm_penalty_anneal_iters": IntLogUniform(
-            500, "steps with penalty weight 1 before irm_lambda", low=1, high=1e4, base=10.0,
+            500,
+            "steps with penalty weight 1 before irm_lambda",
+            low=1,
+            high=1e4,
+            base=10.0,
             domain=NON_NEGATIVE,
         ),
         **ANNEALING_HPARAMS,

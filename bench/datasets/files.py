@@ -113,7 +113,9 @@ def import_hf_datasets(purpose: str) -> Any:
     return hf_datasets
 
 
-def load_mnist(explicit_root: str | None, download: bool = False) -> tuple["np.ndarray", "np.ndarray", "np.ndarray", "np.ndarray"]:
+def load_mnist(
+    explicit_root: str | None, download: bool = False
+) -> tuple["np.ndarray", "np.ndarray", "np.ndarray", "np.ndarray"]:
     """MNIST in the official order as uint8 arrays (x_train, y_train, x_test, y_test).
 
     Reads ``mnist.npz`` (keys x_train, y_train, x_test, y_test) or a torchvision
@@ -189,7 +191,9 @@ def _damaged_mnist(path: Path, reason: str) -> UserError:
     )
 
 
-def shuffled_mnist(root: str | None, download: bool, stream: str, data_seed: int, limit: int | None = None) -> tuple["np.ndarray", "np.ndarray"]:
+def shuffled_mnist(
+    root: str | None, download: bool, stream: str, data_seed: int, limit: int | None = None
+) -> tuple["np.ndarray", "np.ndarray"]:
     """MNIST train+test (70k) in the order of the stream (stream, data_seed, "shuffle"), as DomainBed's MNIST datasets.
 
     ``limit`` keeps the first ``limit`` images of that order (``size="tiny"``). Labels are int64.

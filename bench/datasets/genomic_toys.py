@@ -55,7 +55,9 @@ def pwm(consensus: np.ndarray, peak: float = 0.85) -> np.ndarray:
     return matrix
 
 
-def plant(codes: np.ndarray, matrix: np.ndarray, rows: np.ndarray, gen: np.random.Generator) -> None:
+def plant(
+    codes: np.ndarray, matrix: np.ndarray, rows: np.ndarray, gen: np.random.Generator
+) -> None:
     """Write one motif sampled from ``matrix`` at a uniform position into each of ``rows`` (in place)."""
     cumulative = np.cumsum(matrix, axis=1)
     motifs = (gen.random((len(rows), MOTIF_LEN, 1)) > cumulative[None]).sum(2).clip(max=3)
@@ -73,7 +75,11 @@ class GenomicToy(MultiEnvDataset):
     N_STEPS = 2001
     EVAL_EVERY = 100
     PER_ENV, TINY = 5000, 400
-    HPARAMS = {"revcomp": Choice(True, "reverse-complement a random half of each training batch", options=(True, False))}
+    HPARAMS = {
+        "revcomp": Choice(
+            True, "reverse-complement a random half of each training batch", options=(True, False)
+        )
+    }
 
     def augmentation(self, hparams: Mapping[str, Any]) -> Callable[[Tensor], Tensor] | None:
         return reverse_complement if hparams.get("revcomp") else None
@@ -85,7 +91,9 @@ class GenomicToy(MultiEnvDataset):
         b = (a + gen.integers(1, 4, MOTIF_LEN)) % 4
         return pwm(a), pwm(b)
 
-    def sequences(self, z: np.ndarray, gc: np.ndarray, cpg: float, gen: np.random.Generator) -> Tensor:
+    def sequences(
+        self, z: np.ndarray, gc: np.ndarray, cpg: float, gen: np.random.Generator
+    ) -> Tensor:
         """Backgrounds at per-row GC (two levels at most), motif A where z == 1 and decoy B elsewhere."""
         motif_a, motif_b = self.motifs()
         codes = np.empty((len(z), SEQ_LEN), dtype=np.uint8)
