@@ -27,8 +27,8 @@ from bench import records
 from bench.algorithms import ALGORITHMS, Algorithm
 from bench.datasets import DATASETS, EnvData, MultiEnvDataset
 from bench.evaluation import evaluate, skipped_splits
-from bench.seeding import rng, stable_hash, torch_generator
 from bench.protocol import protocol_card
+from bench.seeding import rng, stable_hash, torch_generator
 from bench.spec import RunSpec, RuntimeOptions, resolve_hparams
 
 log = logging.getLogger(__name__)

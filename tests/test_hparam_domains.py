@@ -29,7 +29,6 @@ from bench.hparams import (
 )
 from bench.seeding import rng
 
-
 UNIT = Domain(0.0, 1.0)
 
 

@@ -15,8 +15,7 @@ import torch
 from PIL import Image
 
 from bench.algorithms import ALGORITHMS
-from bench.datasets import DATASETS
-from bench.datasets import colored_mnist, rotated_mnist
+from bench.datasets import DATASETS, colored_mnist, rotated_mnist
 from bench.hparams import sample, space_for
 
 # facebookresearch/DomainBed, domainbed/datasets.py: ColoredMNIST(MultipleEnvironmentMNIST)

@@ -380,7 +380,8 @@ def test_stars_use_holm_adjusted_p_values_and_both_are_in_selected_rows():
 
 
 def test_protocol_card_is_recorded_with_each_run_and_printed_on_the_board(tmp_path):
-    from bench import records as rec, runner
+    from bench import records as rec
+    from bench import runner
     from bench.spec import RuntimeOptions, make_spec
 
     spec = make_spec("erm", "cmnist_irm_gray", size="tiny", steps=2)

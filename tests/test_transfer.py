@@ -13,10 +13,10 @@ from bench.cli import main
 from bench.datasets.base import EnvData, Environment
 from bench.errors import UserError
 from bench.hparams import Fixed
+from bench.seeding import torch_generator
 from bench.spec import RuntimeOptions, make_spec, resolve_hparams
 from bench.transfer.pretrain import PretrainSpec, pretrain_loss, pretrained_dir
 from bench.transfer.tasks import TransferTask, register_task
-from bench.seeding import torch_generator
 
 
 @register_task("xfer_toy", shots=(5,))
