@@ -32,7 +32,8 @@ def fingerprint() -> str:
 
 
 def render() -> str:
-    """Algorithms and datasets with their environments, as tables (imports every registered module)."""
+    """Algorithms and datasets with their environments, as tables (imports every registered
+    module)."""
     from tabulate import tabulate
 
     from bench.algorithms import ALGORITHMS
@@ -79,14 +80,16 @@ def render() -> str:
                     "steps",
                 ],
             ),
-            "\nYour own data (README, Bring your own data): folder:PATH (<domain>/<class>/<image>), "
+            "\nYour own data (README, Bring your own data): folder:PATH "
+            "(<domain>/<class>/<image>), "
             "csv:PATH?env=env&label=label, hf:NAME?env=domain&label=label",
         ]
     )
 
 
 def listing(use_cache: bool = True) -> str:
-    """``render()``, read from the cache when the sources are unchanged; written back when possible."""
+    """``render()``, read from the cache when the sources are unchanged; written back when
+    possible."""
     if not use_cache:
         return render()
     path = cache_dir() / f"list-{fingerprint()}.txt"

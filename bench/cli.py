@@ -58,7 +58,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="MODULE_OR_FILE",
-        help="import a plugin (a module name on sys.path, or a .py file) that registers algorithms or datasets; "
+        help="import a plugin (a module name on sys.path, or a .py file) that registers "
+        "algorithms or datasets; "
         "repeatable; this RUNS the plugin's code, in this process and in every worker",
     )
 
@@ -89,7 +90,8 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--weights",
         default=None,
-        help="start weights of a ResNet featurizer: imagenet (torchvision's, cached or downloaded), none, or a state_dict file",
+        help="start weights of a ResNet featurizer: imagenet (torchvision's, cached or "
+        "downloaded), none, or a state_dict file",
     )
     p.add_argument(
         "--steps", type=int, default=None, help="training steps (default: the dataset's)"
@@ -125,7 +127,8 @@ def _add_run(p: argparse.ArgumentParser) -> None:
         "--eval-splits",
         choices=("needed", "all"),
         default="needed",
-        help="needed: skip training envs' in splits that no selection rule reads (default); all: evaluate every split",
+        help="needed: skip training envs' in splits that no selection rule reads (default); "
+        "all: evaluate every split",
     )
     p.add_argument(
         "--precision",
@@ -143,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     p = sub.add_parser(
         "run",
-        help="train one run (a transfer run with --task and --recipe), a sweep (--algorithms, --datasets, ...), or with no arguments the default benchmark",
+        help="train one run (a transfer run with --task and --recipe), a sweep (--algorithms, "
+        "--datasets, ...), or with no arguments the default benchmark",
     )
     _add_run(p)
     _add_transfer(p)
@@ -268,7 +272,8 @@ def _add_transfer(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--recipe",
         default=None,
-        help="adaptation recipe: scratch, linear_probe, finetune, lp_ft, surgical, frozen_first_n, reinit_above_n, self_pretrain",
+        help="adaptation recipe: scratch, linear_probe, finetune, lp_ft, surgical, "
+        "frozen_first_n, reinit_above_n, self_pretrain",
     )
     g.add_argument(
         "--shots",
@@ -279,7 +284,8 @@ def _add_transfer(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_transfer(args: argparse.Namespace, argv: list[str]) -> int:
-    """A transfer run is a run of the recipe (an algorithm) on the task's dataset for that target size."""
+    """A transfer run is a run of the recipe (an algorithm) on the task's dataset for that target
+    size."""
     from bench.algorithms import ALGORITHMS
     from bench.transfer.recipes import Recipe
     from bench.transfer.tasks import task_dataset, task_names
@@ -290,7 +296,8 @@ def _cmd_transfer(args: argparse.Namespace, argv: list[str]) -> int:
         )
     if args.algorithms or args.datasets or args.algorithm or args.dataset:
         raise UserError(
-            "--task/--recipe name one transfer setting; for several, sweep --algorithms RECIPES --datasets TASKS [--shots K]"
+            "--task/--recipe name one transfer setting; for several, sweep --algorithms "
+            "RECIPES --datasets TASKS [--shots K]"
         )
     recipes = [n for n in ALGORITHMS.names() if issubclass(ALGORITHMS.get(n), Recipe)]
     if args.recipe not in recipes:
@@ -334,7 +341,8 @@ def _cmd_hparams(args: argparse.Namespace) -> int:
         for key, param in sorted(space.items())
     ]
     print(
-        f"{args.algorithm} on {args.dataset}, hparams_seed={args.hparams_seed}, trial_seed={args.trial_seed}"
+        f"{args.algorithm} on {args.dataset}, hparams_seed={args.hparams_seed}, "
+        f"trial_seed={args.trial_seed}"
     )
     print(tabulate(rows, headers=["key", "value", "default", "search", "allowed", "doc"]))
     return 0
@@ -355,7 +363,8 @@ _TEST_ENV_KEYWORDS = ("single", "all", "pairs")
 def _add_sweep(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
         "sweep",
-        "any of these (or no --algorithm/--dataset at all: the default benchmark) makes a sweep; re-running it resumes",
+        "any of these (or no --algorithm/--dataset at all: the default benchmark) makes "
+        "a sweep; re-running it resumes",
     )
     g.add_argument("--algorithms", default=None, help="comma-separated, e.g. erm,irm,vrex")
     g.add_argument("--datasets", default=None, help="comma-separated, e.g. cmnist,debug")
@@ -399,7 +408,8 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--selection",
         default=None,
-        help="rules for the printed tables: train_val, loo, oracle, last, val_env (comma-separated; default train_val, or last when no run has a validation split)",
+        help="rules for the printed tables: train_val, loo, oracle, last, val_env "
+        "(comma-separated; default train_val, or last when no run has a validation split)",
     )
 
 
@@ -425,7 +435,8 @@ def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
 
     if args.trial_seed or args.hparams_seed:
         raise UserError(
-            "--trial-seed/--hparams-seed pick one run; a sweep takes --n-trials T and --n-hparams K (seeds 0..T-1, 0..K-1)"
+            "--trial-seed/--hparams-seed pick one run; a sweep takes --n-trials T and "
+            "--n-hparams K (seeds 0..T-1, 0..K-1)"
         )
     checks.check_launcher_flags(args)
     default = not (args.algorithm or args.dataset or args.algorithms or args.datasets)
@@ -467,7 +478,8 @@ def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
     no_validation = all(s.holdout_fraction == 0 for s in specs)
     if args.selection is None and no_validation:
         print(
-            "no validation split (holdout fraction 0, e.g. the IRM-paper protocol): tables use selection 'last'"
+            "no validation split (holdout fraction 0, e.g. the IRM-paper protocol): "
+            "tables use selection 'last'"
         )
     rules = rule_names(args.selection or ("last" if no_validation else "train_val"))
     command = shlex.join(["python", "-m", "bench", *argv])
@@ -486,7 +498,9 @@ def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
     found = sweep.states(args.output_dir, specs)
     damaged = f" / {len(found['damaged'])} damaged (trained again)" if found["damaged"] else ""
     print(
-        f"{'default benchmark: ' if default else ''}{len(specs)} runs: {len(found['done'])} done / {len(found['partial'])} partial{damaged} / {len(found['new'])} new  (output: {args.output_dir})"
+        f"{'default benchmark: ' if default else ''}{len(specs)} runs: "
+        f"{len(found['done'])} done / {len(found['partial'])} partial{damaged} / "
+        f"{len(found['new'])} new  (output: {args.output_dir})"
     )
     result = sweep.launch(
         specs,
@@ -503,11 +517,13 @@ def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
     )
     counts = result.counts
     print(
-        f"trained {counts['ok']}, diverged {counts['diverged']}, finished meanwhile elsewhere {counts['skipped']}, held by another worker {counts['busy']}"
+        f"trained {counts['ok']}, diverged {counts['diverged']}, finished meanwhile "
+        f"elsewhere {counts['skipped']}, held by another worker {counts['busy']}"
     )
     if counts["busy"]:
         print(
-            "runs held by another worker are not in the tables yet; run the same command again once it is done"
+            "runs held by another worker are not in the tables yet; run the same command "
+            "again once it is done"
         )
     rep = report.build_report(report.load_runs(args.output_dir, [s.run_id for s in specs]), rules)
     print()
@@ -541,7 +557,8 @@ def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
             title,
         )
         print(f"\nleaderboard: {page}")
-    return 0  # diverged runs are results of the search (shown in the tables), not a failure of the sweep
+    # diverged runs are results of the search (shown in the tables), not a failure of the sweep
+    return 0
 
 
 def _add_leaderboard(p: argparse.ArgumentParser) -> None:
@@ -583,7 +600,8 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     rules = rule_names(args.selection)
     if not args.format and (args.spread != "std" or args.ci):
         raise UserError(
-            "--spread and --ci shape the tables printed with --format; add --format markdown|latex|plain"
+            "--spread and --ci shape the tables printed with --format; add --format "
+            "markdown|latex|plain"
         )
     runs = report.load_runs(args.runs)
     if not runs:

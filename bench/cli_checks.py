@@ -50,7 +50,8 @@ def at_least_one(value: int | None, flag: str) -> int | None:
 
 
 def refuse(args: argparse.Namespace, flags: dict[str, str], mode: str) -> None:
-    """UserError naming every flag of ``flags`` that was given although it does not apply to ``mode``."""
+    """UserError naming every flag of ``flags`` that was given although it does not apply to
+    ``mode``."""
     given = [flag for dest, flag in flags.items() if getattr(args, dest, None) not in (None, False)]
     if given:
         raise UserError(

@@ -29,7 +29,8 @@ EVAL_SPLITS = ("needed", "all")
 def skipped_splits(
     splits: Mapping[str, Mapping[str, Tensor]], test_envs: Collection[str], mode: str = "needed"
 ) -> set[tuple[str, str]]:
-    """(env, part) pairs that ``mode`` leaves unevaluated: training envs' ``in`` when they have an ``out``."""
+    """(env, part) pairs that ``mode`` leaves unevaluated: training envs' ``in`` when they have an
+    ``out``."""
     if mode not in EVAL_SPLITS:
         raise ValueError(f"eval_splits must be one of {EVAL_SPLITS}, got {mode!r}")
     if mode == "all":
@@ -42,7 +43,8 @@ def skipped_splits(
 
 
 def accuracy(algorithm: Algorithm, env: EnvData, idx: Tensor, batch_size: int) -> dict[str, Any]:
-    """``{"acc", "mcc", "n", "confusion"}`` of one split; the metrics are None for an empty split."""
+    """``{"acc", "mcc", "n", "confusion"}`` of one split; the metrics are None for an empty
+    split."""
     n = len(idx)
     if n == 0:
         return {"acc": None, "mcc": None, "n": 0, "confusion": []}
@@ -61,7 +63,8 @@ def accuracy(algorithm: Algorithm, env: EnvData, idx: Tensor, batch_size: int) -
 
 
 def mcc(confusion: list[list[int]]) -> float:
-    """Matthews correlation (multi-class form) from sparse confusion counts ``[true, predicted, count]``."""
+    """Matthews correlation (multi-class form) from sparse confusion counts
+    ``[true, predicted, count]``."""
     from sklearn.metrics import matthews_corrcoef
 
     true, pred, count = zip(*confusion)

@@ -50,7 +50,8 @@ def execute(spec: RunSpec, options: RuntimeOptions, launcher: str = "local") -> 
 def execute_unit(
     unit: Sequence[RunSpec], options: RuntimeOptions, launcher: str = "local"
 ) -> list[Finished]:
-    """One spec through the runner, or a group of same-shape tiny runs trained together (``bench.stacked``)."""
+    """One spec through the runner, or a group of same-shape tiny runs trained together
+    (``bench.stacked``)."""
     _worker_setup(options)
     if len(unit) == 1:
         return [execute(unit[0], options, launcher)]
@@ -85,11 +86,13 @@ def _report(outcome: runner.RunOutcome, launcher: str) -> Finished:
     return Finished(outcome.run_id, outcome.status, outcome.wall_s, host)
 
 
-STACK_SIZE = 16  # trials per stacked group: enough to amortise per-step overhead, small enough to spread over jobs
+# trials per stacked group: enough to amortise per-step overhead, small enough to spread over jobs
+STACK_SIZE = 16
 
 
 def work_units(specs: Sequence[RunSpec], stack: bool = True) -> list[list[RunSpec]]:
-    """Runs grouped for stacked training where their shapes match (tiny ERM models), else one run per unit."""
+    """Runs grouped for stacked training where their shapes match (tiny ERM models), else one run
+    per unit."""
     if not stack:
         return [[spec] for spec in specs]
     from bench.stacked import stack_key
@@ -179,7 +182,8 @@ def dask(
     """
     if not scheduler:
         raise UserError(
-            "--launcher dask needs --scheduler ADDRESS of a running scheduler, e.g. tcp://10.0.0.5:8786"
+            "--launcher dask needs --scheduler ADDRESS of a running scheduler, e.g. "
+            "tcp://10.0.0.5:8786"
         )
     from bench.errors import reason  # imported here: this change keeps to the dask launcher
 
@@ -224,7 +228,8 @@ def slurm(
     poll_s: float = 5.0,
     **_: Any,
 ) -> Iterator[Finished]:
-    """One Slurm array task per run via submitit; logs under ``<output>/slurm/``. ``cluster``: None (auto), local, debug."""
+    """One Slurm array task per run via submitit; logs under ``<output>/slurm/``. ``cluster``: None
+    (auto), local, debug."""
     try:
         import submitit
     except ImportError:

@@ -1,4 +1,5 @@
-"""The published leaderboard: markdown (tables, reference rows, chosen hparams, commands) and figures.
+"""The published leaderboard: markdown (tables, reference rows, chosen hparams, commands) and
+figures.
 
 Everything in the markdown is a function of the runs plus the injected ``commit`` and
 ``command``, so a golden file can pin it and a re-run reproduces it byte for byte.
@@ -35,7 +36,10 @@ class Reference:
 
 
 _IRM = "Arjovsky et al. 2019 (IRM), Table 1, 10 restarts, ± std(ddof=0)"
-_FISHR = "Rame et al. 2022 (Fishr), Table 2 (Sec. 6.A), every method at IRM-tuned hparams, 10 restarts, ± std(ddof=0)"
+_FISHR = (
+    "Rame et al. 2022 (Fishr), Table 2 (Sec. 6.A), every method at IRM-tuned hparams, 10 "
+    "restarts, ± std(ddof=0)"
+)
 _DB = "Gulrajani & Lopez-Paz 2021 (DomainBed); ± there is std(ddof=0)/sqrt(n)"
 _IRM_RUN = {"steps": 501, "size": "full"}
 _DB_CMNIST = {"steps": 5001, "eval_every": 100, "size": "full"}
@@ -117,8 +121,8 @@ REFERENCES: tuple[Reference, ...] = (
         "train_val",
         "Mixup",
         {"Avg": "52.1"},
-        _DB
-        + "; mixup_alpha was 0.1 for every sample there (a registry bug fixed in 2023; bench searches 10^U(-1, 1))",
+        _DB + "; mixup_alpha was 0.1 for every sample there (a registry bug fixed in 2023; "
+        "bench searches 10^U(-1, 1))",
         _DB_CMNIST,
     ),
     *(
@@ -148,7 +152,8 @@ REFERENCES: tuple[Reference, ...] = (
 
 
 def protocol_differences(ref: Reference, runs: Sequence[Run]) -> list[str]:
-    """``key: published vs ours`` for every protocol field where some run differs from the reference."""
+    """``key: published vs ours`` for every protocol field where some run differs from the
+    reference."""
     out = []
     for key, value in ref.protocol.items():
         ours = sorted({str(r.spec.get(key, r.hparams.get(key))) for r in runs})
@@ -160,7 +165,8 @@ def protocol_differences(ref: Reference, runs: Sequence[Run]) -> list[str]:
 def _references(
     dataset: str, rule: str, headers: list[str], runs: Sequence[Run]
 ) -> tuple[list[list[str]], list[str]]:
-    """Rows of the comparable published references, and one note per source that is not comparable."""
+    """Rows of the comparable published references, and one note per source that is not
+    comparable."""
     rows, notes = [], {}
     for ref in REFERENCES:
         if ref.dataset != dataset or ref.rule != rule or not set(ref.cells) & set(headers):
@@ -168,7 +174,8 @@ def _references(
         differences = protocol_differences(ref, runs)
         if differences:
             notes[ref.source] = (
-                f"Published rows of {ref.source} not shown: their protocol differs ({'; '.join(differences)})."
+                f"Published rows of {ref.source} not shown: their protocol differs "
+                f"({'; '.join(differences)})."
             )
         else:
             rows.append(_reference_row(ref, headers))
@@ -189,9 +196,12 @@ def _protocol(runs: Sequence[Run]) -> str:
     envs = sorted({",".join(r.spec["test_envs"]) for r in runs})
     return (
         f"{_status_counts(runs)}; "
-        f"algorithms: {', '.join(sorted({r.spec['algorithm'] for r in runs}))}; test envs: {'; '.join(envs)}; "
-        f"{count('hparams_seed')} hparams sample(s), {count('trial_seed')} trial(s); size {spec['size']}, "
-        f"{spec['steps']} steps, eval every {spec.get('eval_every', '?')}, holdout {spec['holdout_fraction']}."
+        f"algorithms: {', '.join(sorted({r.spec['algorithm'] for r in runs}))}; test "
+        f"envs: {'; '.join(envs)}; "
+        f"{count('hparams_seed')} hparams sample(s), {count('trial_seed')} trial(s); size "
+        f"{spec['size']}, "
+        f"{spec['steps']} steps, eval every {spec.get('eval_every', '?')}, holdout "
+        f"{spec['holdout_fraction']}."
     )
 
 
@@ -231,7 +241,10 @@ def _hparams_table(report: rp.Report, dataset: str, rule: str) -> str:
         ["algorithm", "test env", "trial", "hparams seed", "step", "run", "searched hparams"],
         rows,
     ).render("markdown")
-    return f"<details><summary>Selected hyperparameters ({rule})</summary>\n\n{table}\n\nFull values: `selected.json`.\n</details>"
+    return (
+        f"<details><summary>Selected hyperparameters ({rule})</summary>\n\n{table}\n\nFull "
+        "values: `selected.json`.\n</details>"
+    )
 
 
 def _slug(text: str) -> str:
@@ -239,7 +252,8 @@ def _slug(text: str) -> str:
 
 
 DIAGNOSTIC_NOTE = (
-    "Mean pairwise cosine similarity of the per-environment gradients of the classifier head (1 = the training "
+    "Mean pairwise cosine similarity of the per-environment gradients of the classifier "
+    "head (1 = the training "
     "environments pull the same way; the quantity Fish and IDGM are designed to raise)."
 )
 
@@ -251,7 +265,8 @@ def markdown(
     title: str = "Leaderboard",
     figures: Mapping[str, str] | None = None,
 ) -> str:
-    """The whole leaderboard page; ``figures`` maps a dataset label to a PNG file name next to it."""
+    """The whole leaderboard page; ``figures`` maps a dataset label to a PNG file name next to
+    it."""
     figures = figures or {}
     run_commands = sorted({r.command for r in report.runs if r.command})
     run_commits = sorted({r.git or "unknown" for r in report.runs})
@@ -259,11 +274,13 @@ def markdown(
         f"# {title}",
         "",
         f"{_status_counts(report.runs + [r for r in report.damaged if not r.spec])}. "
-        f"Written at git commit `{commit or 'unknown'}`; runs trained at {', '.join(f'`{c}`' for c in run_commits)}.",
+        f"Written at git commit `{commit or 'unknown'}`; runs trained at "
+        f"{', '.join(f'`{c}`' for c in run_commits)}.",
         "",
         "## Regenerate every number",
         "",
-        "Train, from the directory the paths are relative to (re-running a command resumes it; finished runs are skipped):",
+        "Train, from the directory the paths are relative to (re-running a command "
+        "resumes it; finished runs are skipped):",
         "",
         "```",
         *(run_commands or ["(runs carry no command)"]),
@@ -276,7 +293,8 @@ def markdown(
         "```",
         "",
         rp.legend("std", False),
-        "Rows marked *(published: source)* are numbers from papers, for reference; they were not run here.",
+        "Rows marked *(published: source)* are numbers from papers, for reference; they "
+        "were not run here.",
         *(["", *rp.damage_notes(report)] if report.damaged else []),
     ]
     for rule in report.rules:
@@ -333,7 +351,8 @@ def markdown(
             if f"{rp.DIAGNOSTIC}:{dataset}" in figures:
                 out += [
                     "",
-                    f"![{dataset}: {rp.DIAGNOSTIC} over training]({figures[f'{rp.DIAGNOSTIC}:{dataset}']})",
+                    f"![{dataset}: {rp.DIAGNOSTIC} over "
+                    f"training]({figures[f'{rp.DIAGNOSTIC}:{dataset}']})",
                 ]
     if "domains" in figures:
         out += [
@@ -363,7 +382,8 @@ def _reference_row(ref: Reference, headers: list[str]) -> list[str]:
 
 
 def _save(fig: Any, ax: Any, path: Path, title: str | None = None) -> None:
-    """Legend, optional title, then a PNG without the matplotlib version in it (stable bytes across machines)."""
+    """Legend, optional title, then a PNG without the matplotlib version in it (stable bytes across
+    machines)."""
     import matplotlib.pyplot as plt
 
     if title:
@@ -375,7 +395,8 @@ def _save(fig: Any, ax: Any, path: Path, title: str | None = None) -> None:
 
 
 def plot(report: rp.Report, out_dir: Path, rule: str) -> dict[str, str]:
-    """Train vs test accuracy per algorithm for each dataset, and accuracy vs number of domains for ``*_n<N>`` families."""
+    """Train vs test accuracy per algorithm for each dataset, and accuracy vs number of domains for
+    ``*_n<N>`` families."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -475,7 +496,8 @@ def write(
     title: str = "Leaderboard",
     figures: bool = True,
 ) -> Path:
-    """Write README.md, selected.csv/json and the figures into ``out_dir``; return the markdown path."""
+    """Write README.md, selected.csv/json and the figures into ``out_dir``; return the markdown
+    path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plotted = plot(report, out_dir, report.rules[0]) if figures else {}

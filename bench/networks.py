@@ -42,7 +42,8 @@ def featurizer_space(name: str) -> dict[str, Param]:
 
 
 def build_featurizer(input_shape: tuple[int, ...], hparams: Mapping[str, Any]) -> nn.Module:
-    """The featurizer named by ``hparams['featurizer']``; missing keys take that featurizer's defaults."""
+    """The featurizer named by ``hparams['featurizer']``; missing keys take that featurizer's
+    defaults."""
     name = hparams["featurizer"]
     factory, space = _FEATURIZERS.get(name, (None, {}))
     if factory is None:
@@ -81,7 +82,8 @@ def xavier_init_(module: nn.Module) -> None:
 
 
 class MLP(nn.Module):
-    """``depth`` blocks of Linear -> ReLU -> Dropout on the flattened input; output size ``width``."""
+    """``depth`` blocks of Linear -> ReLU -> Dropout on the flattened input; output size
+    ``width``."""
 
     def __init__(self, n_inputs: int, width: int, depth: int, dropout: float) -> None:
         super().__init__()
@@ -117,7 +119,8 @@ def _mlp(input_shape: tuple[int, ...], hp: Mapping[str, Any]) -> nn.Module:
 
 
 class MNISTCNN(nn.Module):
-    """DomainBed's MNIST CNN: 3x3 convs 64, 128 (stride 2), 128, 128; each ReLU then GroupNorm(8); GAP -> 128."""
+    """DomainBed's MNIST CNN: 3x3 convs 64, 128 (stride 2), 128, 128; each ReLU then GroupNorm(8);
+    GAP -> 128."""
 
     n_outputs = 128
 
@@ -148,14 +151,16 @@ SHARED_HEAD_SPACE: dict[str, Param] = {
     "nonlinear_classifier": Fixed(False, "DomainBed's 3-layer MLP head instead of a linear one"),
     "init": Setting(
         "default",
-        "weight init: torch default, or xavier-uniform with zero bias (not searched: DomainBed has no such key)",
+        "weight init: torch default, or xavier-uniform with zero bias (not searched: "
+        "DomainBed has no such key)",
         options=("default", "xavier"),
     ),
 }
 
 
 class ConvBlocks(nn.Module):
-    """2D convolutions, each followed by ReLU (and GroupNorm(8) when ``norm``), then global average pooling.
+    """2D convolutions, each followed by ReLU (and GroupNorm(8) when ``norm``), then global average
+    pooling.
 
     ``specs`` lists (out_channels, kernel, stride, padding) per layer.
     """
@@ -189,7 +194,8 @@ class ConvBlocks(nn.Module):
 
 @register_featurizer("cdsprites_cnn")
 def _cdsprites_cnn(input_shape: tuple[int, ...], hp: Mapping[str, Any]) -> nn.Module:
-    """The CDSprites-N CNN of Shi et al. (Fish, 2022): five 4x4 stride-2 convs 32, 32, 64, 128, 128 -> 128."""
+    """The CDSprites-N CNN of Shi et al. (Fish, 2022): five 4x4 stride-2 convs 32, 32, 64, 128, 128
+    -> 128."""
     specs = [(32, 4, 2, 1), (32, 4, 2, 1), (64, 4, 2, 1), (128, 4, 2, 1), (128, 4, 2, 0)]
     return ConvBlocks(input_shape[0], specs)
 
@@ -209,14 +215,16 @@ def _cdsprites_cnn(input_shape: tuple[int, ...], hp: Mapping[str, Any]) -> nn.Mo
     },
 )
 def _small_cnn(input_shape: tuple[int, ...], hp: Mapping[str, Any]) -> nn.Module:
-    """A CPU-sized image CNN: four 3x3 stride-2 convs (w, 2w, 4w, 4w) with GroupNorm, average pooled."""
+    """A CPU-sized image CNN: four 3x3 stride-2 convs (w, 2w, 4w, 4w) with GroupNorm, average
+    pooled."""
     w = hp["cnn_width"]
     specs = [(w, 3, 2, 1), (2 * w, 3, 2, 1), (4 * w, 3, 2, 1), (4 * w, 3, 2, 1)]
     return ConvBlocks(input_shape[0], specs, norm=True, dropout=hp["cnn_dropout"])
 
 
 class ResNet(nn.Module):
-    """torchvision ResNet-18/50 without its final layer, started from ``weights`` (see bench/start_weights.py)."""
+    """torchvision ResNet-18/50 without its final layer, started from ``weights`` (see
+    bench/start_weights.py)."""
 
     def __init__(
         self,
@@ -251,7 +259,8 @@ class ResNet(nn.Module):
         return self.dropout(self.network(x))
 
     def train(self, mode: bool = True) -> "ResNet":
-        """DomainBed keeps BatchNorm in eval mode while training (its ``freeze_bn``): running stats stay ImageNet's."""
+        """DomainBed keeps BatchNorm in eval mode while training (its ``freeze_bn``): running stats
+        stay ImageNet's."""
         super().train(mode)
         if self.freeze_bn:
             for module in self.network.modules():
@@ -263,7 +272,8 @@ class ResNet(nn.Module):
 _RESNET_SPACE: dict[str, Param] = {
     "weights": Fixed(
         "none",
-        "start weights: none (random), imagenet (torchvision IMAGENET1K_V1, cached or downloaded), or a state_dict file (--weights)",
+        "start weights: none (random), imagenet (torchvision IMAGENET1K_V1, cached or "
+        "downloaded), or a state_dict file (--weights)",
     ),
     "resnet_dropout": Choice(
         0.0,

@@ -84,7 +84,8 @@ def append_record(path: Path, record: dict[str, Any]) -> None:
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """All complete records; a torn last line (a crash mid-append) is ignored, a corrupt earlier one raises DamagedRun."""
+    """All complete records; a torn last line (a crash mid-append) is ignored, a corrupt earlier one
+    raises DamagedRun."""
     path = Path(path)
     if not path.exists():
         return []
@@ -123,7 +124,8 @@ def read_spec(directory: Path) -> dict[str, Any]:
 def check_run(
     directory: Path, spec: Mapping[str, Any] | None = None
 ) -> tuple[str, list[dict[str, Any]]]:
-    """(status, records) of a run directory: ok, diverged, partial, or DamagedRun saying what is wrong.
+    """(status, records) of a run directory: ok, diverged, partial, or DamagedRun saying what is
+    wrong.
 
     A finished run must have records for exactly the steps its spec implies (a diverged
     one: a prefix of them, ending at the step it diverged); records of an unfinished run
@@ -140,7 +142,8 @@ def check_run(
     expected = record_steps(info["spec"]["steps"], info["spec"]["eval_every"])
     if steps != expected[: len(steps)] or any(r.get("run_id") != info["run_id"] for r in found):
         raise DamagedRun(
-            f"{directory / RESULTS}: records at steps {_span(steps)} do not follow the expected {_span(expected)}"
+            f"{directory / RESULTS}: records at steps {_span(steps)} do not follow the "
+            f"expected {_span(expected)}"
         )
     if not (directory / DONE).exists():
         return "partial", found
@@ -165,14 +168,16 @@ def _span(steps: list[Any]) -> str:
 
 
 def clean_temp_files(directory: Path) -> None:
-    """Remove temp files an interrupted atomic write left behind (call while holding the run's lock)."""
+    """Remove temp files an interrupted atomic write left behind (call while holding the run's
+    lock)."""
     for path in Path(directory).iterdir():
         if path.name.startswith(_TEMP_PREFIXES):
             path.unlink(missing_ok=True)
 
 
 def reset_run(directory: Path) -> None:
-    """Forget a run's state (spec, records, checkpoint, done) so it is trained again from scratch."""
+    """Forget a run's state (spec, records, checkpoint, done) so it is trained again from
+    scratch."""
     for name in (SPEC, RESULTS, CHECKPOINT, DONE):
         (Path(directory) / name).unlink(missing_ok=True)
     clean_temp_files(directory)
@@ -183,7 +188,8 @@ class LegacyRun(UserError):
 
 
 def check_output_dir(output_dir: str | Path) -> None:
-    """Refuse an output directory holding runs of an older identity scheme: they must not be mixed in."""
+    """Refuse an output directory holding runs of an older identity scheme: they must not be mixed
+    in."""
     old = []
     for d in iter_runs(output_dir):
         try:
@@ -194,8 +200,10 @@ def check_output_dir(output_dir: str | Path) -> None:
             continue  # reported and repaired run by run
     if old:
         raise LegacyRun(
-            f"{output_dir} holds {len(old)} run(s) written by an older bench whose run ids ignore resolved hparams "
-            f"and data (e.g. runs/{old[0]}); use a new --output-dir, or move {Path(output_dir) / 'runs'} away and re-run"
+            f"{output_dir} holds {len(old)} run(s) written by an older bench whose run "
+            "ids ignore resolved hparams "
+            f"and data (e.g. runs/{old[0]}); use a new --output-dir, or move "
+            f"{Path(output_dir) / 'runs'} away and re-run"
         )
 
 

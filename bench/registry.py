@@ -138,7 +138,8 @@ class Registry(Generic[T]):
 
 
 def plugin_reference(text: str) -> str:
-    """``--import`` value as workers need it: a module name as given, a ``.py`` file as an absolute path."""
+    """``--import`` value as workers need it: a module name as given, a ``.py`` file as an absolute
+    path."""
     if text.endswith(".py"):
         path = Path(text).expanduser().resolve()
         if not path.is_file():
@@ -148,7 +149,8 @@ def plugin_reference(text: str) -> str:
 
 
 def import_plugins(modules: Iterable[str]) -> None:
-    """Import user modules (``--import mylab.algos`` or ``--import path/to/algos.py``): this runs their code.
+    """Import user modules (``--import mylab.algos`` or ``--import path/to/algos.py``): this runs
+    their code.
 
     Their decorators register algorithms and datasets. Importing twice is a no-op, so
     every worker process can call this before it runs anything.
@@ -164,7 +166,8 @@ def import_plugins(modules: Iterable[str]) -> None:
             ) from None
         except ImportError as exc:
             raise UserError(
-                f"cannot import plugin module {module!r}: {exc} (is its folder on PYTHONPATH? or pass a .py path)"
+                f"cannot import plugin module {module!r}: {exc} (is its folder on "
+                "PYTHONPATH? or pass a .py path)"
             ) from None
         except Exception as exc:  # the plugin's own code failed: say where, in one line
             raise UserError(

@@ -1,4 +1,5 @@
-"""Select -> aggregate -> tables. Cells are ``mean ± std (n)`` over trials of the selected test accuracy.
+"""Select -> aggregate -> tables. Cells are ``mean ± std (n)`` over trials of the selected test
+accuracy.
 
 std uses ddof=1; n is always shown, and a cell with fewer trials than the dataset's
 sweep shows ``k/n``. Optional SE and a 95% t-interval. Each non-ERM cell gets a paired
@@ -107,7 +108,8 @@ class Cell:
         return {"mean": mean, "std": std, "se": se, "ci_lo": mean - half, "ci_hi": mean + half}
 
     def format(self, spread: str = "std", ci: bool = False) -> str:
-        """``71.7 ± 0.5 (3)``; ``(2/3)`` when trials are missing; ``–`` when none; ``*`` when significant."""
+        """``71.7 ± 0.5 (3)``; ``(2/3)`` when trials are missing; ``–`` when none; ``*`` when
+        significant."""
         count = f"({self.n})" if self.n == self.expected else f"({self.n}/{self.expected})"
         s = self.summary()
         if s["mean"] is None:
@@ -263,8 +265,8 @@ def _holm_table(table: dict[str, dict[str, Cell]]) -> dict[str, dict[str, Cell]]
 
 
 def cells(report: Report, dataset: str, rule: str) -> dict[str, dict[str, Cell]]:
-    """column -> algorithm -> Cell, with ``Avg`` and ``Worst`` (per-trial mean and minimum over the test
-    environments, over the trials complete in every one) when there are several."""
+    """column -> algorithm -> Cell, with ``Avg`` and ``Worst`` (per-trial mean and minimum over the
+    test environments, over the trials complete in every one) when there are several."""
     expected = len(report.trials(dataset))
     columns = report.columns(dataset)
     chosen = [s for s in report.selected[rule] if s.dataset == dataset]
@@ -300,7 +302,8 @@ AGGREGATES = {"Avg": np.mean, "Worst": np.min}  # over test environments, per tr
 
 
 def metric_name(report: Report, dataset: str) -> str:
-    """The dataset's primary metric as recorded with its runs' records (``acc`` unless the protocol says otherwise)."""
+    """The dataset's primary metric as recorded with its runs' records (``acc`` unless the protocol
+    says otherwise)."""
     found = {
         rec.get("metric", "acc") for r in report.dataset_runs(dataset) for rec in r.records[:1]
     }
@@ -308,7 +311,8 @@ def metric_name(report: Report, dataset: str) -> str:
 
 
 METRIC_NOTES = {
-    "mcc": "Metric: Matthews correlation coefficient (MCC) x 100, the dataset's primary metric; chance is 0."
+    "mcc": "Metric: Matthews correlation coefficient (MCC) x 100, the dataset's primary metric; "
+    "chance is 0."
 }
 
 
@@ -332,13 +336,16 @@ def mean_ranks(
 
 def legend(spread: str, ci: bool) -> str:
     text = (
-        f"Cells: the test environment's primary metric x 100 (accuracy unless noted), mean ± {'std (ddof=1)' if spread == 'std' else 'SE'} "
-        "over trials (n trials; k/n when some are missing); Worst: the lowest test environment per trial"
+        "Cells: the test environment's primary metric x 100 (accuracy unless noted), "
+        f"mean ± {'std (ddof=1)' if spread == 'std' else 'SE'} "
+        "over trials (n trials; k/n when some are missing); Worst: the lowest test "
+        "environment per trial"
     )
     if ci:
         text += ", [95% t-interval]"
     return text + (
-        f"; * paired t-test vs {BASELINE.upper()} over shared trials, p < {ALPHA} after Holm's correction "
+        f"; * paired t-test vs {BASELINE.upper()} over shared trials, p < {ALPHA} after "
+        "Holm's correction "
         "over all comparisons in the table (p-values in selected.csv/json)."
     )
 
@@ -389,7 +396,8 @@ def dataset_table(
     ]
     if single:
         notes.append(
-            "train envs: mean accuracy over the training environments at the selected checkpoint (their `in` splits, or `out` where `in` was not evaluated)."
+            "train envs: mean accuracy over the training environments at the selected "
+            "checkpoint (their `in` splits, or `out` where `in` was not evaluated)."
         )
     reasons: dict[str, list[str]] = {}
     for s in chosen:
@@ -402,7 +410,8 @@ def dataset_table(
 
 
 def summary_table(report: Report, rule: str, spread: str = "std") -> Table:
-    """Algorithms x datasets (each dataset's Avg, or its single column), with the mean rank over datasets."""
+    """Algorithms x datasets (each dataset's Avg, or its single column), with the mean rank over
+    datasets."""
     datasets = [d for d in report.datasets if report.has_values(d, rule)]
     per = {}
     for d in datasets:
@@ -420,7 +429,8 @@ def summary_table(report: Report, rule: str, spread: str = "std") -> Table:
         rows,
         [
             legend(spread, False),
-            f"Selection: {RULES[rule][0]} (`{rule}`); each dataset's average over test environments.",
+            f"Selection: {RULES[rule][0]} (`{rule}`); each dataset's average over test "
+            "environments.",
         ],
     )
 
@@ -431,7 +441,8 @@ DIAGNOSTIC = "grad_cos"
 def diagnostic_curves(
     report: Report, dataset: str, rule: str, key: str = DIAGNOSTIC
 ) -> dict[str, dict[int, list[float]]]:
-    """algorithm -> record step -> ``train[key]`` of the runs ``rule`` selected (one per cell trial).
+    """algorithm -> record step -> ``train[key]`` of the runs ``rule`` selected (one per cell
+    trial).
 
     Reading the selected runs, not every run, keeps the curve tied to the numbers in the
     accuracy table: it shows how the reported models trained, e.g. whether Fish's
@@ -455,7 +466,8 @@ def diagnostic_curves(
 def diagnostic_table(
     report: Report, dataset: str, rule: str, key: str = DIAGNOSTIC, max_steps: int = 8
 ) -> Table | None:
-    """Mean ± std over the selected runs of a training diagnostic at up to ``max_steps`` evenly spaced record steps."""
+    """Mean ± std over the selected runs of a training diagnostic at up to ``max_steps`` evenly
+    spaced record steps."""
     curves = diagnostic_curves(report, dataset, rule, key)
     if not curves:
         return None
@@ -482,8 +494,10 @@ def diagnostic_table(
         if a in curves
     ]
     note = (
-        f"`{key}` recorded by the training loop (averaged over the steps since the previous record) in the runs selected by "
-        f"`{rule}` (one per test environment and trial; a run holding out several test environments counts once): mean ± std (ddof=1) over them (n)."
+        f"`{key}` recorded by the training loop (averaged over the steps since the "
+        "previous record) in the runs selected by "
+        f"`{rule}` (one per test environment and trial; a run holding out several test "
+        "environments counts once): mean ± std (ddof=1) over them (n)."
     )
     return Table(
         f"{dataset} — {key} — {rule}", ["algorithm", *(f"step {s}" for s in shown)], rows, [note]
@@ -491,8 +505,8 @@ def diagnostic_table(
 
 
 def selected_rows(report: Report) -> list[dict[str, Any]]:
-    """Flat per-trial rows (every rule): the values behind every cell, with the chosen run and hparams,
-    and the cell's paired test against the baseline (raw and Holm-adjusted p)."""
+    """Flat per-trial rows (every rule): the values behind every cell, with the chosen run and
+    hparams, and the cell's paired test against the baseline (raw and Holm-adjusted p)."""
     rows = []
     for rule in report.rules:
         tables = {d: cells(report, d, rule) for d in report.datasets}
@@ -528,7 +542,8 @@ def write_selected(report: Report, csv_path: Path, json_path: Path) -> None:
 
 
 def render_tables(report: Report, fmt: str = "plain", spread: str = "std", ci: bool = False) -> str:
-    """Summary then every (dataset, rule) table that has values, as one text block (what ``bench run`` prints)."""
+    """Summary then every (dataset, rule) table that has values, as one text block (what
+    ``bench run`` prints)."""
     parts = []
     for rule in report.rules:
         parts.append(_render(summary_table(report, rule, spread), fmt))

@@ -35,14 +35,16 @@ def run_table(record: dict[str, Any] | None, test_envs: tuple[str, ...] | list[s
 
 
 def show(path: Path) -> str:
-    """Summary of one run directory, or a one-line-per-run list for an output directory; damaged runs say why."""
+    """Summary of one run directory, or a one-line-per-run list for an output directory; damaged
+    runs say why."""
     path = Path(path)
     if (path / records.SPEC).exists():
         return _show_run(path)
     runs = list(records.iter_runs(path))
     if not runs:
         raise UserError(
-            f"{path} is neither a run directory (no {records.SPEC}) nor an output directory with runs/"
+            f"{path} is neither a run directory (no {records.SPEC}) nor an output "
+            "directory with runs/"
         )
     records.check_output_dir(path)
     rows = []
@@ -73,7 +75,8 @@ def _show_run(path: Path) -> str:
     info = records.read_spec(path)
     spec = info["spec"]
     head = [
-        f"run {info['run_id']}: {spec['algorithm']} on {spec['dataset']}, test envs {', '.join(spec['test_envs'])}, "
+        f"run {info['run_id']}: {spec['algorithm']} on {spec['dataset']}, test envs "
+        f"{', '.join(spec['test_envs'])}, "
         f"trial {spec['trial_seed']}, hparams seed {spec['hparams_seed']}",
     ]
     try:
@@ -83,7 +86,8 @@ def _show_run(path: Path) -> str:
     done = records.read_json(path / records.DONE) if status != "partial" else None
     lines = [
         *head,
-        f"status: {status} at step {done['step']}; {len(found)} evaluations; wall {done['wall_s']:.1f}s"
+        f"status: {status} at step {done['step']}; {len(found)} evaluations; wall "
+        f"{done['wall_s']:.1f}s"
         if done
         else f"status: partial; {len(found)} evaluations",
         f"command: {info.get('command') or '-'}",

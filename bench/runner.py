@@ -54,7 +54,8 @@ def load_dataset(
 def holdout_splits(
     dataset: MultiEnvDataset, trial_seed: int, fraction: float
 ) -> dict[str, dict[str, Tensor]]:
-    """Per environment, a seeded permutation: the first ``int(n * fraction)`` are ``out``, the rest ``in``."""
+    """Per environment, a seeded permutation: the first ``int(n * fraction)`` are ``out``, the rest
+    ``in``."""
     splits = {}
     for name, env in dataset.envs.items():
         perm = torch.from_numpy(rng("holdout", trial_seed, name).permutation(len(env)))
@@ -159,7 +160,8 @@ def finished_outcome(spec: RunSpec, directory: Path) -> RunOutcome:
 
 
 def capture_rng_state(device: torch.device) -> dict[str, Any]:
-    """Every RNG the run draws from, as tensors and plain types (checkpoints load with weights_only=True)."""
+    """Every RNG the run draws from, as tensors and plain types (checkpoints load with
+    weights_only=True)."""
     name, keys, pos, has_gauss, gauss = np.random.get_state()
     state = {
         "torch": torch.get_rng_state(),
@@ -187,7 +189,8 @@ def restore_rng_state(state: dict[str, Any], device: torch.device) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
-    """The checkpoint's state (tensors and plain types only: a planted file cannot run code), or None if unreadable."""
+    """The checkpoint's state (tensors and plain types only: a planted file cannot run code), or
+    None if unreadable."""
     try:
         state = torch.load(
             path, map_location="cpu", weights_only=True
@@ -209,7 +212,8 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
 
 
 def _seed_everything(spec: RunSpec) -> None:
-    """Initialisation and dropout draw from (trial_seed, hparams_seed): equal across algorithms, as in DomainBed."""
+    """Initialisation and dropout draw from (trial_seed, hparams_seed): equal across algorithms, as
+    in DomainBed."""
     seed = stable_hash("init", spec.trial_seed, spec.hparams_seed)
     torch.manual_seed(seed)
     random.seed(seed)
@@ -242,7 +246,8 @@ def wants_channels_last(model: torch.nn.Module, device: torch.device, choice: bo
 
 @dataclass
 class RunContext:
-    """Everything one run's loop needs; built once by ``prepare``, shared with the stacked trainer."""
+    """Everything one run's loop needs; built once by ``prepare``, shared with the stacked
+    trainer."""
 
     spec: RunSpec
     options: RuntimeOptions
@@ -276,7 +281,8 @@ class RunContext:
         return out
 
     def record(self, step: int, wall: float, train: dict[str, float]) -> dict[str, Any]:
-        """Evaluate, append the record and write the checkpoint (in that order, as resume expects)."""
+        """Evaluate, append the record and write the checkpoint (in that order, as resume
+        expects)."""
         spec, hparams = self.spec, self.hparams
         batch = hparams["batch_size"]
         with precision_context(self.device, spec.precision):
@@ -335,7 +341,8 @@ def _full_batch(env: EnvData, idx: Tensor) -> EnvData:
 def prepare(spec: RunSpec, options: RuntimeOptions, directory: Path) -> RunContext:
     """Data, splits, samplers and the algorithm, restored from the checkpoint when one exists."""
     directory.mkdir(parents=True, exist_ok=True)
-    # Default: torch's own choice (physical cores), capped by this process's CPU affinity (e.g. a Slurm allocation).
+    # Default: torch's own choice (physical cores), capped by this process's CPU affinity (e.g. a
+    # Slurm allocation).
     torch.set_num_threads(options.threads or min(torch.get_num_threads(), cpu_threads()))
     device = torch.device(options.device)
     hparams = resolve_hparams(spec)
@@ -419,7 +426,8 @@ def prepare(spec: RunSpec, options: RuntimeOptions, directory: Path) -> RunConte
 
 
 def _consistent_checkpoint(spec: RunSpec, directory: Path) -> dict[str, Any] | None:
-    """The checkpoint if it is readable and its step has a record; else None (one warning: restart from scratch)."""
+    """The checkpoint if it is readable and its step has a record; else None (one warning: restart
+    from scratch)."""
     state = load_checkpoint(directory / records.CHECKPOINT)
     if state is None:
         log.warning("run %s: its checkpoint is unreadable; restarting it from scratch", spec.run_id)
@@ -427,7 +435,8 @@ def _consistent_checkpoint(spec: RunSpec, directory: Path) -> dict[str, Any] | N
     steps = [r["step"] for r in records.read_records(directory / records.RESULTS)]
     if state["step"] not in steps:
         log.warning(
-            "run %s: checkpoint at step %s has no record (records end at %s); restarting it from scratch",
+            "run %s: checkpoint at step %s has no record (records end at %s); restarting "
+            "it from scratch",
             spec.run_id,
             state["step"],
             steps[-1] if steps else "none",

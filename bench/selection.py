@@ -40,7 +40,8 @@ from bench.errors import UserError
 
 @dataclass(frozen=True)
 class Run:
-    """One run directory as selection sees it; ``status`` is ok, diverged, partial or damaged (never a candidate)."""
+    """One run directory as selection sees it; ``status`` is ok, diverged, partial or damaged (never
+    a candidate)."""
 
     run_id: str
     spec: Mapping[str, Any]
@@ -85,12 +86,15 @@ class _Pick:
 
 
 def _acc(record: Mapping[str, Any], env: str, part: str) -> float | None:
-    """The dataset's primary metric (recorded with each record; accuracy by default) of one split."""
+    """The dataset's primary metric (recorded with each record; accuracy by default) of one
+    split."""
     return record["eval"][env][part].get(record.get("metric", "acc"))
 
 
 def _mean(values: list[float | None]) -> float | None:
-    return None if not values or any(v is None for v in values) else sum(values) / len(values)  # type: ignore[arg-type]
+    if not values or any(v is None for v in values):
+        return None
+    return sum(values) / len(values)  # type: ignore[arg-type]
 
 
 def _train_envs(run: Run, record: Mapping[str, Any]) -> list[str]:
@@ -149,7 +153,10 @@ def _pick_loo(run: Run, test_env: str, pair_run: Callable[[Run, str], Run | None
     pairs = {v: pair_run(run, v) for v in others}
     if any(p is None for p in pairs.values()):
         return None
-    by_step = {v: {r["step"]: r for r in p.records} for v, p in pairs.items()}  # type: ignore[union-attr]
+    by_step = {
+        v: {r["step"]: r for r in p.records}  # type: ignore[union-attr]
+        for v, p in pairs.items()
+    }
     picks = []
     for record in run.records:
         val_records = [by_step[v].get(record["step"]) for v in others]
@@ -208,7 +215,8 @@ def _show(value: Any) -> str:
 
 
 def dataset_labels(runs: Sequence[Run]) -> dict[str, str]:
-    """run_id -> dataset label; a dataset run under several protocols gets the differing fields spelled out."""
+    """run_id -> dataset label; a dataset run under several protocols gets the differing fields
+    spelled out."""
     by_name: dict[str, list[Run]] = {}
     for run in runs:
         by_name.setdefault(run.spec["dataset"], []).append(run)
@@ -225,7 +233,8 @@ def dataset_labels(runs: Sequence[Run]) -> dict[str, str]:
 
 
 def algorithm_labels(runs: Sequence[Run], datasets: Mapping[str, str]) -> dict[str, str]:
-    """run_id -> row label; within one dataset label, an algorithm run in several configurations gets one row each.
+    """run_id -> row label; within one dataset label, an algorithm run in several configurations
+    gets one row each.
 
     The label spells the run's hparam overrides and any other configuration field that
     differs (algorithm version, search-space digest, plugin code digest).
@@ -330,7 +339,8 @@ def select(runs: Sequence[Run], rule: str) -> list[Selected]:
 
 
 def _train_acc(run: Run, record: Mapping[str, Any]) -> float | None:
-    """Mean accuracy over the training envs: their ``in`` splits, or ``out`` where ``in`` was not evaluated."""
+    """Mean accuracy over the training envs: their ``in`` splits, or ``out`` where ``in`` was not
+    evaluated."""
     envs = _train_envs(run, record)
     return _mean([_acc(record, e, "in") for e in envs]) or _mean(
         [_acc(record, e, "out") for e in envs]

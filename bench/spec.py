@@ -1,4 +1,5 @@
-"""RunSpec: everything that changes a run's results, hashed into its run_id. RuntimeOptions: the rest."""
+"""RunSpec: everything that changes a run's results, hashed into its run_id. RuntimeOptions: the
+rest."""
 
 from __future__ import annotations
 
@@ -116,10 +117,12 @@ def make_spec(
     download: bool = False,
     data: str | None = None,
 ) -> RunSpec:
-    """A validated, fully resolved RunSpec; defaults come from the dataset. Bad input raises UserError.
+    """A validated, fully resolved RunSpec; defaults come from the dataset. Bad input raises
+    UserError.
 
     ``data_dir``/``download`` locate the dataset's files, whose content is fingerprinted;
-    ``data`` passes that fingerprint when the caller computed it already (a sweep, once per dataset).
+    ``data`` passes that fingerprint when the caller computed it already (a sweep, once per
+    dataset).
     """
     from bench.algorithms import ALGORITHMS
     from bench.datasets import DATASETS
@@ -131,7 +134,8 @@ def make_spec(
     unknown = [e for e in chosen if e not in names]
     if unknown:
         raise UserError(
-            f"unknown test environment(s) {', '.join(unknown)} for {dataset}; environments: {', '.join(names)}"
+            f"unknown test environment(s) {', '.join(unknown)} for {dataset}; "
+            f"environments: {', '.join(names)}"
         )
     if len(set(chosen)) >= len(names):
         raise UserError(
@@ -181,7 +185,9 @@ def _space(alg_cls: type, ds_cls: type, overrides: Mapping[str, Any]) -> dict[st
     space = hp.space_for(alg_cls, ds_cls, overrides.get("featurizer"))
     if "weights" in overrides and "weights" not in space:
         raise UserError(
-            f'--weights needs a ResNet featurizer; {ds_cls.NAME} uses {space["featurizer"].default}: add --hparams \'{{"featurizer": "resnet18"}}\' (or resnet50)'
+            f"--weights needs a ResNet featurizer; {ds_cls.NAME} uses "
+            f'{space["featurizer"].default}: add --hparams \'{{"featurizer": '
+            f'"resnet18"}}\' (or resnet50)'
         )
     return space
 
@@ -214,7 +220,8 @@ def space_digest(space: Mapping[str, Any]) -> str:
 
 
 def dataset_fingerprint(dataset: str, data_dir: str | None, download: bool = False) -> str:
-    """The content fingerprint of ``dataset``'s files; with ``download``, missing files are fetched first."""
+    """The content fingerprint of ``dataset``'s files; with ``download``, missing files are fetched
+    first."""
     from bench.datasets import DATASETS
     from bench.errors import DataNotFoundError
 

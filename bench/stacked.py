@@ -66,7 +66,8 @@ def stack_key(spec: RunSpec) -> str | None:
 
 
 def stackable_network(network: torch.nn.Module) -> bool:
-    """vmap needs a pure forward: no buffers to update (BatchNorm) and no random ops (dropout with p > 0)."""
+    """vmap needs a pure forward: no buffers to update (BatchNorm) and no random ops (dropout with p
+    > 0)."""
     random_ops = (torch.nn.Dropout, torch.nn.Dropout1d, torch.nn.Dropout2d, torch.nn.AlphaDropout)
     return not list(network.buffers()) and not any(
         isinstance(m, random_ops) and m.p > 0 for m in network.modules()
@@ -183,7 +184,8 @@ class StackedTrainer:
             ctx.algorithm.step.fill_(step + 1)
 
     def _layers(self) -> list[tuple[str, torch.nn.Module]] | None:
-        """The network as a flat list of (parameter prefix, layer) when it is a plain MLP, else None.
+        """The network as a flat list of (parameter prefix, layer) when it is a plain MLP, else
+        None.
 
         Such networks run as batched matrix products over the trial dimension, which costs
         far less per step than ``vmap`` (whose per-call overhead dominates tiny models).
@@ -235,7 +237,8 @@ class StackedTrainer:
         return h
 
     def _batch(self, step: int) -> tuple[Tensor, Tensor, list[int]]:
-        """Inputs ``[T, N, ...]`` and labels ``[T, N]`` of every trial, environments concatenated as ERM does."""
+        """Inputs ``[T, N, ...]`` and labels ``[T, N]`` of every trial, environments concatenated as
+        ERM does."""
         if self.train_data is None:
             batches = []
             for ctx in (
@@ -261,7 +264,8 @@ class StackedTrainer:
         return torch.cat(xs, dim=1), torch.cat(ys, dim=1), [y.shape[1] for y in ys]
 
     def _stack_train_data(self) -> list[tuple[Tensor, Tensor]] | None:
-        """Each training environment's ``in`` split stacked over trials, or None (augmentation, unequal sizes)."""
+        """Each training environment's ``in`` split stacked over trials, or None (augmentation,
+        unequal sizes)."""
         stacked_envs = []
         for position in range(len(self.ctxs[0].train_envs)):
             parts = []
@@ -278,7 +282,8 @@ class StackedTrainer:
         return stacked_envs
 
     def _step(self, step: int) -> list[dict[str, float]]:
-        """One ERM update of every trial: pooled NLL + L2, and the per-environment head-gradient cosine."""
+        """One ERM update of every trial: pooled NLL + L2, and the per-environment head-gradient
+        cosine."""
         x, y, sizes = self._batch(step)
         ctx0 = self.ctxs[0]
         with runner.precision_context(ctx0.device, ctx0.spec.precision):
@@ -307,7 +312,8 @@ class StackedTrainer:
         ]
 
     def _head_grad_cos(self, env_nll: list[Tensor]) -> list[float]:
-        """ERM's ``grad_cos`` per trial: ``mean_pairwise_cosine`` of the per-environment head gradients, batched."""
+        """ERM's ``grad_cos`` per trial: ``mean_pairwise_cosine`` of the per-environment head
+        gradients, batched."""
         if len(env_nll) < 2:
             return []
         head = [self.params[n] for n in self.names if n in self.head]

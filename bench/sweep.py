@@ -73,9 +73,11 @@ def test_env_choices(dataset: str, mode: str) -> list[tuple[str, ...]]:
 
 
 def expand(grid: Grid, data_dir: str | None = None, download: bool = False) -> list[RunSpec]:
-    """Every RunSpec of the grid, trial-major (an interrupted sweep holds whole trials), validated up front.
+    """Every RunSpec of the grid, trial-major (an interrupted sweep holds whole trials), validated
+    up front.
 
-    ``data_dir``/``download`` locate each dataset's files, whose content fingerprint is part of every run id.
+    ``data_dir``/``download`` locate each dataset's files, whose content fingerprint is part of
+    every run id.
     """
     for value, what in ((grid.n_hparams, "--n-hparams"), (grid.n_trials, "--n-trials")):
         if value < 1:
@@ -109,7 +111,8 @@ def expand(grid: Grid, data_dir: str | None = None, download: bool = False) -> l
 
 
 def state(output_dir: str | Path, spec: RunSpec) -> str:
-    """done (finished and intact), damaged (finished but short or corrupt: trained again), partial (started), or new."""
+    """done (finished and intact), damaged (finished but short or corrupt: trained again), partial
+    (started), or new."""
     directory = records.run_dir(output_dir, spec.run_id)
     if not directory.exists():
         return "new"
@@ -185,12 +188,12 @@ def finished_line(done: int, total: int, outcome: Finished, spec: RunSpec | None
 
 
 # The default benchmark (``python -m bench run`` with no arguments): Colored MNIST without MNIST
-# (``spurious_toy``: invariant feature 75%, spurious colour 90% / 80% in training and 10% at test) and its
-# oracle (``spurious_toy_oracle``: the colour removed), every algorithm on both, 3 trials at the dataset's
-# declared settings (hparams seed 0; the invariance methods' were searched under training-domain validation,
-# see bench/datasets/spurious_toy.py), train_val selection over checkpoints: 30 runs, under 3 minutes on two
-# CPU cores. Fixed lists so the published numbers are reproducible; a listed algorithm that is not
-# registered is skipped with a warning.
+# (``spurious_toy``: invariant feature 75%, spurious colour 90% / 80% in training and 10% at test)
+# and its oracle (``spurious_toy_oracle``: the colour removed), every algorithm on both, 3 trials at
+# the dataset's declared settings (hparams seed 0; the invariance methods' were searched under
+# training-domain validation, see bench/datasets/spurious_toy.py), train_val selection over
+# checkpoints: 30 runs, under 3 minutes on two CPU cores. Fixed lists so the published numbers are
+# reproducible; a listed algorithm that is not registered is skipped with a warning.
 DEFAULT_ALGORITHMS = ("erm", "irm", "vrex", "fishr", "group_dro")
 DEFAULT_GRID = Grid(
     algorithms=DEFAULT_ALGORITHMS,

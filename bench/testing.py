@@ -168,14 +168,16 @@ def check_algorithm(alg_cls: type, dataset: str = "debug", steps: int = 5) -> No
     fresh.eval()
     with torch.no_grad():
         assert torch.allclose(fresh.predict(x), algorithm.predict(x), atol=1e-6), (
-            "an update after a state_dict round trip differs: optimiser or other state is not checkpointed"
+            "an update after a state_dict round trip differs: optimiser or other state "
+            "is not checkpointed"
         )
     _check_every_declared_hparam_is_read(alg_cls, data, hparams, steps)
     _check_l2_is_applied(alg_cls, data, hparams, steps)
 
 
 def check_dataset(ds_cls: type, size: str = "tiny", root: str | None = None) -> None:
-    """Construct twice with one seed (identical), once with another; check declared shapes and names."""
+    """Construct twice with one seed (identical), once with another; check declared shapes and
+    names."""
     a = ds_cls(root, data_seed=0, size=size)
     b = ds_cls(root, data_seed=0, size=size)
     assert a.env_names() == list(a.envs), "environments built differ from ENVIRONMENTS"

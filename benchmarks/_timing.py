@@ -37,7 +37,8 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     return (
-        f"{model} [{flags}], {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} threads, "
+        f"{model} [{flags}], {os.cpu_count()} cores, torch {torch.__version__} with "
+        f"{torch.get_num_threads()} threads, "
         f"load average {os.getloadavg()[0]:.1f}"
     )
 

@@ -28,7 +28,8 @@ def main() -> None:
     args = parser.parse_args()
     print(machine())
     print(
-        f"| {args.dataset} trial | fp32 test in | bf16 test in | fp32 train-env out | bf16 train-env out | wall fp32 / bf16 s |"
+        f"| {args.dataset} trial | fp32 test in | bf16 test in | fp32 train-env out | "
+        "bf16 train-env out | wall fp32 / bf16 s |"
     )
     print("|---|---|---|---|---|---|")
     diffs = []
@@ -57,10 +58,12 @@ def main() -> None:
             (a, b, wa), (c, d, wc) = row["fp32"], row["bf16"]
             diffs.append(abs(a - c))
             print(
-                f"| {seed} | {100 * a:.1f} | {100 * c:.1f} | {100 * b:.1f} | {100 * d:.1f} | {wa:.0f} / {wc:.0f} |"
+                f"| {seed} | {100 * a:.1f} | {100 * c:.1f} | {100 * b:.1f} | "
+                f"{100 * d:.1f} | {wa:.0f} / {wc:.0f} |"
             )
     print(
-        f"mean |fp32 - bf16| test accuracy: {100 * statistics.mean(diffs):.2f} points over {len(diffs)} trials"
+        f"mean |fp32 - bf16| test accuracy: {100 * statistics.mean(diffs):.2f} points "
+        f"over {len(diffs)} trials"
     )
 
 

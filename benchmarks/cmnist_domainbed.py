@@ -92,11 +92,13 @@ def main() -> None:
                 eval_times[name].append(clock(lambda: _eval(ctx, probe, args.eval_batch), repeat=1))
 
     print(
-        f"\ntraining step: {step_flops / 1e9:.1f} GFLOP (batch 2x64); evaluation: {image_flops / 1e6:.0f} MFLOP/image; "
+        f"\ntraining step: {step_flops / 1e9:.1f} GFLOP (batch 2x64); evaluation: "
+        f"{image_flops / 1e6:.0f} MFLOP/image; "
         f"'needed' splits = {needed} of {ALL_IMAGES} images"
     )
     print(
-        "| variant | s/step | CPU-s/step | GFLOP/s | % of bound (wall / CPU) | s/eval all 70k | s/eval needed | projected full run |"
+        "| variant | s/step | CPU-s/step | GFLOP/s | % of bound (wall / CPU) | s/eval "
+        "all 70k | s/eval needed | projected full run |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for name in names:
@@ -107,8 +109,10 @@ def main() -> None:
         run_s = FULL_STEPS * wall + N_EVALS * needed * per_image
         all_s = FULL_STEPS * wall + N_EVALS * ALL_IMAGES * per_image
         print(
-            f"| {name} | {wall:.3f} | {cpu:.3f} | {rate / 1e9:.0f} | {100 * rate / peak:.0f}% / {100 * step_flops / cpu / peak_cpu:.0f}% "
-            f"| {ALL_IMAGES * per_image:.0f} | {needed * per_image:.0f} | {run_s / 60:.0f} min ({all_s / 60:.0f} min evaluating all) |"
+            f"| {name} | {wall:.3f} | {cpu:.3f} | {rate / 1e9:.0f} | "
+            f"{100 * rate / peak:.0f}% / {100 * step_flops / cpu / peak_cpu:.0f}% "
+            f"| {ALL_IMAGES * per_image:.0f} | {needed * per_image:.0f} | "
+            f"{run_s / 60:.0f} min ({all_s / 60:.0f} min evaluating all) |"
         )
 
 

@@ -74,7 +74,8 @@ def collect(output_dir: Path) -> dict[tuple[str, str], list[dict]]:
 def main(output_dir: str) -> None:
     found = collect(Path(output_dir))
     print(
-        "| method | restarts (trial seeds) | train acc % | test acc % | wall time per run, min | published train / test % |"
+        "| method | restarts (trial seeds) | train acc % | test acc % | wall time per "
+        "run, min | published train / test % |"
     )
     print("|---|---|---|---|---|---|")
     for algorithm, dataset, label in ROWS:
@@ -82,17 +83,22 @@ def main(output_dir: str) -> None:
         ok = [r for r in runs if r["status"] == "ok"]
         seeds = ",".join(str(r["seed"]) for r in ok) or "-"
         print(
-            f"| {label} | n={len(ok)} ({seeds}) | {cell([r['train'] for r in ok])} | {cell([r['test'] for r in ok])} | {cell([r['wall'] for r in ok], 1 / 60)} | {PUBLISHED[label]} |"
+            f"| {label} | n={len(ok)} ({seeds}) | {cell([r['train'] for r in ok])} | "
+            f"{cell([r['test'] for r in ok])} | {cell([r['wall'] for r in ok], 1 / 60)} | "
+            f"{PUBLISHED[label]} |"
         )
     print()
     print(
-        "| algorithm | dataset | trial seed | last step | train % | test % | wall s | status | git |"
+        "| algorithm | dataset | trial seed | last step | train % | test % | wall s | "
+        "status | git |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for (algorithm, dataset), runs in sorted(found.items()):
         for r in sorted(runs, key=lambda r: r["seed"]):
             print(
-                f"| {algorithm} | {dataset} | {r['seed']} | {r['step']} | {100 * r['train']:.1f} | {100 * r['test']:.1f} | {r['wall']:.0f} | {r['status']} | {r['git']} |"
+                f"| {algorithm} | {dataset} | {r['seed']} | {r['step']} | "
+                f"{100 * r['train']:.1f} | {100 * r['test']:.1f} | {r['wall']:.0f} | "
+                f"{r['status']} | {r['git']} |"
             )
     steps = sorted({step for runs in found.values() for r in runs for step in r["cos"]})
     print()

@@ -128,7 +128,8 @@ def main() -> None:
         jobs=args.jobs,
     )
     print(
-        f"| method | lr | penalty weight | anneal | train-domain val | train-env gap (<= {100 * MAX_GAP:g}) | test (not used) |"
+        "| method | lr | penalty weight | anneal | train-domain val | train-env gap (<= "
+        f"{100 * MAX_GAP:g}) | test (not used) |"
     )
     print("|---|---|---|---|---|---|---|")
     scored: dict[str, list[tuple[float, float, dict]]] = {}
@@ -137,7 +138,9 @@ def main() -> None:
         scored.setdefault(algorithm, []).append((val, gap, overrides))
         weight_key, anneal_key = GRIDS[algorithm][:2]
         print(
-            f"| {algorithm} | {overrides['lr']:g} | {overrides[weight_key]:g} | {overrides[anneal_key]} | {100 * val:.1f} | {100 * gap:.1f} | {100 * test:.1f} |"
+            f"| {algorithm} | {overrides['lr']:g} | {overrides[weight_key]:g} | "
+            f"{overrides[anneal_key]} | {100 * val:.1f} | {100 * gap:.1f} | "
+            f"{100 * test:.1f} |"
         )
     print("\nchosen (constrained training-domain validation):")
     for algorithm, points in scored.items():

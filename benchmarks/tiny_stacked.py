@@ -54,7 +54,8 @@ def main() -> None:
         agree = all(_same(a, b) for a, b in zip(outcomes["sequential"], outcomes["stacked"]))
     steps = specs[0].steps
     print(
-        f"\n{args.trials} trials of ERM on {args.dataset}, {steps} steps each, evaluation every {specs[0].eval_every}"
+        f"\n{args.trials} trials of ERM on {args.dataset}, {steps} steps each, evaluation "
+        f"every {specs[0].eval_every}"
     )
     print("| mode | wall s | CPU s | ms/step per trial (wall) |")
     print("|---|---|---|---|")
@@ -62,7 +63,8 @@ def main() -> None:
         print(f"| {name} | {wall:.1f} | {cpu:.1f} | {1000 * wall / steps / args.trials:.2f} |")
     (sw, sc), (tw, tc) = timings["sequential"], timings["stacked"]
     print(
-        f"speed-up: {sw / tw:.1f}x wall, {sc / tc:.1f}x CPU; every run's records agree with its sequential twin: {agree}"
+        f"speed-up: {sw / tw:.1f}x wall, {sc / tc:.1f}x CPU; every run's records agree "
+        f"with its sequential twin: {agree}"
     )
 
 

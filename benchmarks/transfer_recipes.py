@@ -106,7 +106,8 @@ def main() -> None:
                         else None
                     )
                     print(
-                        f"{out.status:8s} {time.perf_counter() - t0:7.1f}s {accs}  {shlex.join(argv)}",
+                        f"{out.status:8s} {time.perf_counter() - t0:7.1f}s {accs}  "
+                        f"{shlex.join(argv)}",
                         flush=True,
                     )
     print(f"total wall time: {time.perf_counter() - t0:.1f}s")

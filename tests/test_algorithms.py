@@ -16,7 +16,8 @@ from bench.transfer.recipes import Recipe
 # Every registered algorithm; the DG methods are those that are not transfer recipes.
 ALL = ALGORITHMS.names()
 DG = [name for name in ALL if not issubclass(ALGORITHMS.get(name), Recipe)]
-STATEFUL = {  # hparams that put a schedule switch, EMA or discriminator step inside the resumed window
+# hparams that put a schedule switch, EMA or discriminator step inside the resumed window
+STATEFUL = {
     "irm": {"irm_penalty_anneal_iters": 3},
     "vrex": {"vrex_penalty_anneal_iters": 3},
     "fishr": {"penalty_anneal_iters": 3, "ema": 0.9},
@@ -77,7 +78,8 @@ def test_one_logit_head_and_grad_cos(name):
 
 @pytest.mark.parametrize("name", ALL)
 def test_resume_across_schedule_switch(name):
-    """Stop after 2 updates, restore from state_dict into a fresh model, continue: same as uninterrupted."""
+    """Stop after 2 updates, restore from state_dict into a fresh model, continue: same as
+    uninterrupted."""
     hp = hparams_for(name, **STATEFUL.get(name, {}))
 
     def run(alg, steps):
@@ -138,7 +140,8 @@ def test_irm_data_penalised_methods_use_the_irm_papers_tuned_settings(dataset):
 
 
 def test_irm_data_conventions_for_everything_else():
-    """cmnist_irm: ERM (and every untuned method) at the IRM code's ERM flags; cmnist_fishr: at the IRM-tuned ones."""
+    """cmnist_irm: ERM (and every untuned method) at the IRM code's ERM flags; cmnist_fishr: at the
+    IRM-tuned ones."""
     for name in ("erm", "coral", "group_dro"):
         assert {k: _defaults(name, "cmnist_irm")[k] for k in IRM_CODE_ERM} == IRM_CODE_ERM
         assert {k: _defaults(name, "cmnist_fishr")[k] for k in IRM_TUNED} == IRM_TUNED
@@ -213,7 +216,8 @@ def test_fish_meta_step_moves_meta_lr_of_the_way_to_the_inner_weights():
 
 
 def test_irm_penalty_vanishes_at_the_optimal_scale():
-    """The IRMv1 penalty is the squared derivative of the risk w.r.t. a classifier scale: zero at its optimum."""
+    """The IRMv1 penalty is the squared derivative of the risk w.r.t. a classifier scale: zero at
+    its optimum."""
     from bench.algorithms.irm import irm_penalty
 
     torch.manual_seed(0)

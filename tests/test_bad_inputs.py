@@ -584,7 +584,8 @@ def test_a_full_disk_is_one_line(tmp_path, monkeypatch, capfd):
 
 
 def test_imagenet_weights_offline_fail_fast_in_one_line(tmp_path, monkeypatch, capfd):
-    """Not in torchvision's cache and no network: one line naming the URL's file and the folder, in seconds."""
+    """Not in torchvision's cache and no network: one line naming the URL's file and the folder, in
+    seconds."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     _offline(monkeypatch)
     argv = shlex.split(

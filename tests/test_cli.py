@@ -84,7 +84,8 @@ def test_run_cmnist_with_dash_test_env_records_all_envs_then_show(data_dir, tmp_
 
 @pytest.mark.slow
 def test_erm_uses_colour_on_cmnist_irm(data_dir, tmp_path, capsys):
-    """The IRM paper's ERM baseline: high training accuracy from colour, below chance on the flipped test env."""
+    """The IRM paper's ERM baseline: high training accuracy from colour, below chance on the flipped
+    test env."""
     argv = [
         "run",
         "--algorithm",

@@ -1,4 +1,5 @@
-"""Colored MNIST protocols on real MNIST: sizes, label noise and colour agreement at the declared rates."""
+"""Colored MNIST protocols on real MNIST: sizes, label noise and colour agreement at the declared
+rates."""
 
 import math
 

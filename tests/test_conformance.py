@@ -1,4 +1,5 @@
-"""Conformance: every claim of "DomainBed's defaults and search space" checked against DomainBed's own registry.
+"""Conformance: every claim of "DomainBed's defaults and search space" checked against DomainBed's
+own registry.
 
 The facts below are literals transcribed from DomainBed's ``domainbed/hparams_registry.py``
 (facebookresearch/DomainBed) and ``domainbed/datasets.py`` (CHECKPOINT_FREQ, N_STEPS), not
@@ -183,7 +184,8 @@ def test_search_space_matches_domainbeds_registry(algorithm, dataset):
         if key.startswith(("cnn_", "mlp_", "seq_")) and DOMAINBED_DATASETS[dataset] is SMALL:
             continue  # not reached: the MNIST CNN has no such keys
         assert key in BENCH_ONLY, (
-            f"{algorithm}/{dataset}: {key} is not in DomainBed; declare it in BENCH_ONLY with the reason"
+            f"{algorithm}/{dataset}: {key} is not in DomainBed; declare it in BENCH_ONLY "
+            "with the reason"
         )
         assert canonical(space[key]) == ("fixed",), (
             f"{key} must not be searched: DomainBed does not search it"
@@ -226,7 +228,8 @@ def test_resnet_freeze_bn_keeps_batchnorm_in_eval_mode_while_training():
 
 @pytest.mark.slow
 def test_domainbed_image_protocol_smoke_run(tmp_path):
-    """One ResNet-50 step at 224 px on the tiny PACS copy (ImageNet weights are not available offline: none)."""
+    """One ResNet-50 step at 224 px on the tiny PACS copy (ImageNet weights are not available
+    offline: none)."""
     from bench import cli
 
     argv = [

@@ -1,4 +1,5 @@
-"""Behaviour of the dataset suite: the shortcuts are where the protocols say, the real data matches its counts."""
+"""Behaviour of the dataset suite: the shortcuts are where the protocols say, the real data matches
+its counts."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import torch
 from bench.datasets import DATASETS
 from bench.datasets.genomic import GUE_SPLITS
 
-# Official PACS counts per domain, in the order dog, elephant, giraffe, guitar, horse, house, person (../shared/data/README.md).
+# Official PACS counts per domain, in the order dog, elephant, giraffe, guitar, horse, house, person
+# (../shared/data/README.md).
 PACS_COUNTS = {
     "art_painting": [379, 255, 285, 184, 201, 295, 449],
     "cartoon": [389, 457, 346, 135, 324, 288, 405],

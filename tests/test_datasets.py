@@ -1,4 +1,5 @@
-"""Dataset suite contract: every dataset passes check_dataset in tiny size, layouts and errors are clear."""
+"""Dataset suite contract: every dataset passes check_dataset in tiny size, layouts and errors are
+clear."""
 
 from __future__ import annotations
 
@@ -170,7 +171,8 @@ def test_sequence_files_csv_fasta_as_environments(tmp_path):
 
 
 class _FakeHub:
-    """Stands in for a HuggingFace dataset (no network): rows with a PIL image, a domain string and a ClassLabel."""
+    """Stands in for a HuggingFace dataset (no network): rows with a PIL image, a domain string and
+    a ClassLabel."""
 
     def __init__(self, rows, classes):
         label = type("ClassLabel", (), {"int2str": lambda self, i: classes[i]})()

@@ -1,4 +1,5 @@
-"""The default benchmark shows what the harness is for: ERM takes the spurious shortcut, invariance methods do not.
+"""The default benchmark shows what the harness is for: ERM takes the spurious shortcut, invariance
+methods do not.
 
 One reduced default benchmark (``python -m bench run`` with a smaller grid: fewer steps and
 trials, in this process) serves every test: the ordering on ``spurious_toy`` under the real
@@ -80,7 +81,8 @@ def test_summary_prints_chance_oracle_and_a_sentence_from_the_numbers(reduced_de
 
 
 def test_sentence_reports_no_clear_separation_when_the_numbers_say_so(reduced_default, monkeypatch):
-    """The sentence is generated: with the threshold above the measured gap it must not claim a separation."""
+    """The sentence is generated: with the threshold above the measured gap it must not claim a
+    separation."""
     out, _ = reduced_default
     rep = report.build_report(report.load_runs(out), "train_val")
     monkeypatch.setattr(interpret, "CLEAR_GAP", 0.99)
@@ -106,7 +108,8 @@ def test_oracle_is_the_same_draw_without_the_spurious_feature():
     for name, env in full.envs.items():
         assert np.array_equal(env.y.numpy(), oracle.envs[name].y.numpy())
         assert np.array_equal(np.delete(env.x.numpy(), 1, axis=1), oracle.envs[name].x.numpy())
-    # the colour agrees with the label ~90% / ~80% in training and ~10% at test; the shape ~75% everywhere
+    # the colour agrees with the label ~90% / ~80% in training and ~10% at test; the shape ~75%
+    # everywhere
     big = DATASETS.get("spurious_toy")(None, 0)
     for name, colour_agrees in (("train_0.1", 0.9), ("train_0.2", 0.8), ("test", 0.1)):
         x, y = big.envs[name].x.numpy(), big.envs[name].y.numpy()

@@ -457,7 +457,8 @@ def test_a_plugin_sweep_with_two_workers(tmp_path):
 
 @pytest.mark.slow
 def test_a_plugin_sweep_through_submitit_workers(tmp_path):
-    """submitit's local executor runs each run in a fresh process: the plugin must be imported there too."""
+    """submitit's local executor runs each run in a fresh process: the plugin must be imported there
+    too."""
     plugin = tmp_path / "mylab.py"
     plugin.write_text(PLUGIN.format(lr=1e-3, extra=""))
     result = _bench(

@@ -106,7 +106,8 @@ def test_invariance_method_beats_erm(name, overrides, erm_accuracy):
 
 
 def opposite_spurious(seed: int, n: int = 1000) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Two environments whose spurious feature has opposite signs: their gradients start in conflict."""
+    """Two environments whose spurious feature has opposite signs: their gradients start in
+    conflict."""
     g = torch.Generator().manual_seed(seed)
     envs = []
     for sign in (1.0, -1.0):

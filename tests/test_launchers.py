@@ -1,4 +1,5 @@
-"""Launchers: core planning, loky processes, a real Dask scheduler and worker on loopback, submitit."""
+"""Launchers: core planning, loky processes, a real Dask scheduler and worker on loopback,
+submitit."""
 
 import os
 
@@ -61,7 +62,8 @@ def test_local_launcher_with_two_loky_processes(tmp_path):
 
 
 def test_local_launcher_stacks_same_shape_tiny_runs(tmp_path):
-    """ERM trials of one shape form one unit (trained together); other algorithms stay one run per unit."""
+    """ERM trials of one shape form one unit (trained together); other algorithms stay one run per
+    unit."""
     specs = [
         make_spec(a, "debug", size="tiny", steps=5, trial_seed=t)
         for a in ("erm", "vrex")

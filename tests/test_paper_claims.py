@@ -1,4 +1,5 @@
-"""Behavioural tests: the distribution-matching and robust methods do what their papers claim, on 2-d toys.
+"""Behavioural tests: the distribution-matching and robust methods do what their papers claim, on
+2-d toys.
 
 - CORAL / MMD align the feature distributions of the training environments.
 - DANN makes the environment hard to read from the features (against an independent probe).
@@ -37,7 +38,8 @@ def shifted_envs(seed: int, n: int = 500) -> Envs:
 
 
 def conflicting_envs(seed: int, n: int = 1000) -> Envs:
-    """Same inputs, different rules: sign of x0, or sign of x1 with 20% label noise (the harder one)."""
+    """Same inputs, different rules: sign of x0, or sign of x1 with 20% label noise (the harder
+    one)."""
     g = torch.Generator().manual_seed(seed)
     xa, xb = torch.randn(n, 2, generator=g), torch.randn(n, 2, generator=g)
     yb = (xb[:, 1] > 0).long() ^ (torch.rand(n, generator=g) < 0.2).long()
@@ -74,7 +76,8 @@ def accuracy(algorithm: Algorithm, envs: Envs) -> float:
 
 
 def environment_probe_accuracy(algorithm: Algorithm, envs: Envs) -> float:
-    """Held-out accuracy of a logistic regression that predicts the environment from the features."""
+    """Held-out accuracy of a logistic regression that predicts the environment from the
+    features."""
     feats = features(algorithm, envs)
     x = torch.cat(feats).numpy()
     d = torch.cat([torch.full((len(f),), i) for i, f in enumerate(feats)]).numpy()

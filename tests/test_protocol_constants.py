@@ -129,7 +129,8 @@ def test_cmnist_irm_declared_constants():
     "name, weight_key, anneal_key, weight_factor",
     [
         ("irm", "irm_lambda", "irm_penalty_anneal_iters", 1),
-        # The Fishr code's V-REx: (R_0 - R_1)^2 with the IRM weight itself (vrex_penalty squared_difference).
+        # The Fishr code's V-REx: (R_0 - R_1)^2 with the IRM weight itself (vrex_penalty
+        # squared_difference).
         ("vrex", "vrex_lambda", "vrex_penalty_anneal_iters", 1),
         ("fishr", "lambda", "penalty_anneal_iters", 1),
     ],
@@ -224,7 +225,8 @@ def test_image_folder_size(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(IMAGE_FOLDER_EVAL_EVERY))
 def test_image_folder_eval_cadence_is_domainbeds_on_its_protocol(name):
-    """``<name>_domainbed`` is DomainBed's protocol (its CHECKPOINT_FREQ); ``<name>`` is bench's CPU one."""
+    """``<name>_domainbed`` is DomainBed's protocol (its CHECKPOINT_FREQ); ``<name>`` is bench's CPU
+    one."""
     domainbed, cpu = DATASETS.get(f"{name}_domainbed"), DATASETS.get(name)
     assert (domainbed.N_STEPS, domainbed.EVAL_EVERY) == (5001, IMAGE_FOLDER_EVAL_EVERY[name])
     assert "not DomainBed's protocol" in cpu.REFERENCE

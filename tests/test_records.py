@@ -80,7 +80,8 @@ def test_git_commit_is_head_of_this_checkout_with_dirty_flag():
 
 
 def test_git_commit_marks_tracked_changes_as_dirty(tmp_path, monkeypatch):
-    """A checkout with an edited tracked file gives ``<sha>-dirty``; untracked files do not count."""
+    """A checkout with an edited tracked file gives ``<sha>-dirty``; untracked files do not
+    count."""
 
     def git(*args):
         return subprocess.run(

@@ -28,7 +28,8 @@ IRM_ENVS = ("train_0.2", "train_0.1", "test")
 
 
 def toy_accs(gen, test_env, boost, envs=TOY):
-    """Checkpoints whose validation and test accuracies are seeded draws; ``boost`` lifts the test env."""
+    """Checkpoints whose validation and test accuracies are seeded draws; ``boost`` lifts the test
+    env."""
     recs = []
     for step in (0, 5, 9):
         accs = {
@@ -44,7 +45,8 @@ def toy_accs(gen, test_env, boost, envs=TOY):
 
 
 def golden_runs():
-    """Three algorithms on a 3-env toy (LOO pairs for erm only, a diverged and a partial run) and a cmnist_irm-like protocol."""
+    """Three algorithms on a 3-env toy (LOO pairs for erm only, a diverged and a partial run) and a
+    cmnist_irm-like protocol."""
     gen = np.random.default_rng(0)
     runs = []
     for alg, boost in (("erm", 0.0), ("irm", 0.15), ("vrex", 0.02)):
@@ -247,7 +249,8 @@ def test_accuracy_vs_number_of_domains_figure(tmp_path):
 
 
 def test_grad_cos_diagnostic_table_and_figure_follow_the_selected_runs(tmp_path):
-    """The diagnostic section averages train.grad_cos over the runs selection picked, per record step."""
+    """The diagnostic section averages train.grad_cos over the runs selection picked, per record
+    step."""
 
     def rec(step, cos, acc):
         return {**record(step, {"e0": (0.8, acc), "test": (0.5, 0.5)}), "train": {"grad_cos": cos}}
@@ -304,7 +307,8 @@ def test_grad_cos_counts_a_run_holding_out_two_test_envs_once():
 
 
 def test_published_rows_only_where_they_have_a_value_in_the_table():
-    """DomainBed's cmnist train_val rows: ERM has a -90% value, IRM only an Avg, which a -90%-only table lacks."""
+    """DomainBed's cmnist train_val rows: ERM has a -90% value, IRM only an Avg, which a -90%-only
+    table lacks."""
     runs = [
         run(
             a,
@@ -366,7 +370,8 @@ def test_stars_use_holm_adjusted_p_values_and_both_are_in_selected_rows():
         if c.p_raw is not None and c.p_raw < 0.05 <= c.p_vs_baseline
     ]
     assert found, (
-        "the golden runs should hold a cell significant alone but not after correcting for its table"
+        "the golden runs should hold a cell significant alone but not after correcting "
+        "for its table"
     )
     rule, col, a, cell = found[0]
     assert cell.format().endswith(")") and cell.p_vs_baseline > cell.p_raw

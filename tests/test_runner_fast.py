@@ -136,7 +136,10 @@ def test_cached_listing_is_identical_and_skips_torch(tmp_path):
     first = subprocess.run(
         [sys.executable, "-m", "bench", "list"], env=env, capture_output=True, text=True, check=True
     ).stdout
-    probe = "import sys; from bench.catalog import listing; print(listing(), end=''); assert 'torch' not in sys.modules"
+    probe = (
+        "import sys; from bench.catalog import listing; print(listing(), end=''); assert "
+        "'torch' not in sys.modules"
+    )
     again = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert again.stdout.rstrip("\n") == first.rstrip("\n") and "erm" in first and "cmnist" in first

@@ -50,7 +50,8 @@ def test_train_val_early_stops_on_validation():
     [((0.75, 0.70), (0.65, 0.60), (0.60, 0.65)), ((0.75, 0.70), (0.85, 0.80), (0.80, 0.85))],
 )
 def test_oracle_takes_last_checkpoint(first, last, expected):
-    # DomainBed TestOracleSelectionMethod: best-first and best-last runs both report the last checkpoint.
+    # DomainBed TestOracleSelectionMethod: best-first and best-last runs both report the last
+    # checkpoint.
     recs = [record(0, {"e0": first, "e1": (0.5, 0.5)}), record(1, {"e0": last, "e1": (0.5, 0.5)})]
     s = only(select([run("erm", ("e0",), 0, 0, recs)], "oracle"))
     assert (s.val, s.acc) == pytest.approx(expected)
@@ -91,7 +92,8 @@ def test_pair_runs_are_not_cells_of_other_rules():
 
 
 def test_last_reports_default_hparams_run_even_without_validation_data():
-    # cmnist_irm style: holdout 0 -> empty out splits, so validation-based rules have nothing to use.
+    # cmnist_irm style: holdout 0 -> empty out splits, so validation-based rules have nothing to
+    # use.
     recs = [
         record(0, {"train": (0.6, None), "test": (0.5, None)}),
         record(9, {"train": (0.8, None), "test": (0.2, None)}),
@@ -169,7 +171,8 @@ def test_protocol_with_several_test_envs_gives_a_cell_per_env_and_loo_pairs_exte
 
 
 def test_val_env_selects_on_the_declared_validation_environment_and_reports_test():
-    """CDSprites declares ``val`` (the Fish code's rule): best whole-``val`` checkpoint, then ``test``'s in accuracy."""
+    """CDSprites declares ``val`` (the Fish code's rule): best whole-``val`` checkpoint, then
+    ``test``'s in accuracy."""
 
     def rec(step, val_in, val_out, test_in):
         return {
@@ -214,7 +217,8 @@ def test_val_env_selects_on_the_declared_validation_environment_and_reports_test
 
 
 def test_selection_reads_the_metric_recorded_with_the_records():
-    """GUE records say ``metric: mcc``: the checkpoint and the reported value are MCC, not accuracy."""
+    """GUE records say ``metric: mcc``: the checkpoint and the reported value are MCC, not
+    accuracy."""
 
     def rec(step, val_acc, val_mcc, test_mcc):
         return {

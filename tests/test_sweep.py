@@ -1,4 +1,5 @@
-"""Sweeps: grid expansion, state, kill -9 and resume, two launchers on one output directory, the default benchmark."""
+"""Sweeps: grid expansion, state, kill -9 and resume, two launchers on one output directory, the
+default benchmark."""
 
 import os
 import signal
@@ -78,7 +79,8 @@ def tables(out):
 
 
 def assert_same_runs(out, reference, unmarked=0):
-    """Same run ids, none trained twice, with exactly the reference's records (no loss, no duplicates).
+    """Same run ids, none trained twice, with exactly the reference's records (no loss, no
+    duplicates).
 
     ``unmarked``: runs allowed without a trained.jsonl line (killed between ``done`` and the mark).
     """
@@ -189,8 +191,8 @@ def test_sigkill_mid_sweep_then_rerun_completes_without_retraining(tmp_path, ref
     assert cli.main(sweep_args(out)) == 0
     printed = capsys.readouterr().out
     assert (
-        f"{done_before} done / {partial_before} partial / {N_RUNS - done_before - partial_before} new"
-        in printed
+        f"{done_before} done / {partial_before} partial / "
+        f"{N_RUNS - done_before - partial_before} new" in printed
     )
     assert f"trained {N_RUNS - done_before}," in printed
     assert_same_runs(out, reference, unmarked=1)
@@ -240,7 +242,8 @@ def test_default_benchmark_runs_without_arguments_and_writes_leaderboard(
 
 
 def test_sweep_without_validation_split_prints_last_checkpoint_tables(tmp_path, capsys):
-    """train_val needs a validation split; with holdout 0 (the IRM-paper protocol) the tables use `last`, not 'missing'."""
+    """train_val needs a validation split; with holdout 0 (the IRM-paper protocol) the tables use
+    `last`, not 'missing'."""
     args = [
         "run",
         "--algorithms",

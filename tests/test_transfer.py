@@ -1,4 +1,5 @@
-"""Transfer protocols: pretraining cache, recipes' freezing/copying, LP-FT, self-pretraining, determinism, CLI."""
+"""Transfer protocols: pretraining cache, recipes' freezing/copying, LP-FT, self-pretraining,
+determinism, CLI."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from bench.transfer.tasks import TransferTask, register_task
 
 @register_task("xfer_toy", shots=(5,))
 class XferToy(TransferTask):
-    """Vectors in 8-d; source labels: sign of x0; target labels: argmax of x[:3] (shares the first features)."""
+    """Vectors in 8-d; source labels: sign of x0; target labels: argmax of x[:3] (shares the first
+    features)."""
 
     VERSION = 1
     ENVIRONMENTS = (Environment("target"), Environment("target_test"))

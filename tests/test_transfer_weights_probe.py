@@ -84,7 +84,8 @@ def test_weights_flag_needs_a_resnet_featurizer(tmp_path, weights_file, capsys):
 def test_reinit_above_n_keeps_the_first_blocks_of_the_given_weights(
     tmp_path, weights_file, data_dir
 ):
-    """--weights replaces the pretraining stage: block1 holds the file's weights, block2 is re-initialised."""
+    """--weights replaces the pretraining stage: block1 holds the file's weights, block2 is
+    re-initialised."""
     spec = make_spec(
         "reinit_above_n",
         "pacs_photo_to_sketch",
@@ -169,7 +170,8 @@ def test_sklearn_head_maps_binary_and_absent_classes():
 
 @pytest.mark.slow
 def test_sklearn_probe_end_to_end_on_mnist_ab(tmp_path, data_dir):
-    """The probe of A's features on B: fitted before training, recorded, and unchanged by the training steps."""
+    """The probe of A's features on B: fitted before training, recorded, and unchanged by the
+    training steps."""
     spec = make_spec(
         "linear_probe",
         "mnist_ab",

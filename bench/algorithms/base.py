@@ -23,7 +23,8 @@ ANNEALING_HPARAMS: dict[str, Param] = {
     "irm_code": Fixed(
         False,
         "False: DomainBed's schedule (Adam re-created at the anneal step, loss not rescaled). "
-        "True: the IRM paper's Colored MNIST code (also Fishr's): loss divided by the penalty weight once it exceeds 1, no reset",
+        "True: the IRM paper's Colored MNIST code (also Fishr's): loss divided by the "
+        "penalty weight once it exceeds 1, no reset",
     ),
 }
 
@@ -37,7 +38,8 @@ IRM_CMNIST_DATASETS = (
 def irm_paper_cmnist(
     weight_key: str, anneal_key: str, weight: float = 91257.18613115903
 ) -> dict[str, Param]:
-    """The IRM paper's tuned Colored MNIST settings (reproduce_paper_results.sh), reused by the Fishr paper."""
+    """The IRM paper's tuned Colored MNIST settings (reproduce_paper_results.sh), reused by the
+    Fishr paper."""
     return {
         "lr": Fixed(0.0004898536566546834, "IRM paper's tuned Adam learning rate"),
         "l2": Fixed(0.00110794568, "IRM paper's tuned L2 weight on sum ||w||^2"),
@@ -51,7 +53,8 @@ def irm_paper_cmnist(
 
 
 def classification_loss(logits: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
-    """Cross-entropy; a single logit column means binary labels {0, 1} with BCE (the IRM paper's head)."""
+    """Cross-entropy; a single logit column means binary labels {0, 1} with BCE (the IRM paper's
+    head)."""
     if logits.shape[1] == 1:
         return F.binary_cross_entropy_with_logits(logits[:, 0], y.float(), reduction=reduction)
     return F.cross_entropy(logits, y, reduction=reduction)
@@ -221,7 +224,8 @@ class Algorithm(nn.Module):
     def penalised_loss(
         self, nll: Tensor, penalty: Tensor, weight: float, anneal_iters: int, before: float = 1.0
     ) -> Tensor:
-        """``nll + l2 + w * penalty``, w = ``before`` until step ``anneal_iters`` and ``weight`` from then on.
+        """``nll + l2 + w * penalty``, w = ``before`` until step ``anneal_iters`` and ``weight``
+        from then on.
 
         With ``irm_code`` the loss is divided by w when w > 1 (the IRM code); otherwise
         ``self.optimizer`` is re-created at the anneal step (DomainBed: Adam dislikes the
@@ -237,7 +241,8 @@ class Algorithm(nn.Module):
         return loss
 
     def head_grad_cos(self, env_losses: list[Tensor]) -> dict[str, float]:
-        """``{"grad_cos": mean pairwise cosine of the per-environment gradients}`` (empty for one env).
+        """``{"grad_cos": mean pairwise cosine of the per-environment gradients}`` (empty for one
+        env).
 
         Measured on the classifier head only, every step: backpropagation stops at the
         head, so the diagnostic costs a few small matrix products even for a ResNet.
@@ -253,7 +258,8 @@ class Algorithm(nn.Module):
         return {"grad_cos": mean_pairwise_cosine(grads)}
 
     def head_grad_cos_at(self, minibatches: Minibatches) -> dict[str, float]:
-        """``head_grad_cos`` at the current parameters from an extra forward (features without grad).
+        """``head_grad_cos`` at the current parameters from an extra forward (features without
+        grad).
 
         For methods whose training loss is not a sum of per-environment losses (Fish, Mixup).
         """

@@ -1,4 +1,5 @@
-"""Empirical Risk Minimisation (Vapnik, 1998): pool all training environments, minimise the average loss.
+"""Empirical Risk Minimisation (Vapnik, 1998): pool all training environments, minimise the \
+average loss.
 
 Also reports ``grad_cos``, the mean pairwise cosine of the per-environment gradients
 of the classifier head (see ``Algorithm.head_grad_cos``), as the baseline for Fish.

@@ -36,7 +36,8 @@ from bench.hparams import NON_NEGATIVE, Domain, Fixed, IntUniform, LogUniform, U
 
 
 def per_sample_grads(head: torch.nn.Module, features: Tensor, y: Tensor) -> Tensor:
-    """``[n, P]`` gradients of each example's own loss w.r.t. the head's parameters, differentiable."""
+    """``[n, P]`` gradients of each example's own loss w.r.t. the head's parameters,
+    differentiable."""
     params = dict(head.named_parameters())
 
     def loss(p: dict[str, Tensor], f: Tensor, t: Tensor) -> Tensor:

@@ -3,7 +3,8 @@
 - ``scratch``: no pretraining; the target alone.
 - ``linear_probe``: pretrained featurizer frozen; a new linear head trained (Adam on the head, or
   ``probe="sklearn"``: logistic regression with a C grid selected on the target validation split).
-- ``finetune``: every block starts pretrained and is trained, copied blocks at ``lr * pretrained_lr_mult``.
+- ``finetune``: every block starts pretrained and is trained, copied blocks at
+``lr * pretrained_lr_mult``.
 - ``lp_ft`` (Kumar et al. 2022): a linear probe for ``probe_steps``, then fine-tuning from it.
 - ``surgical`` (Lee et al. 2023): only the named ``block`` (and the new head) is trained.
 - ``frozen_first_n`` / ``reinit_above_n`` (Yosinski et al. 2014): the first ``n`` blocks are copied,
@@ -27,23 +28,26 @@ from bench.transfer.recipes import Recipe
 
 @register_algorithm("scratch")
 class Scratch(Recipe):
-    """Transfer baseline: the same network trained on the target alone, from random initialisation."""
+    """Transfer baseline: the same network trained on the target alone, from random \
+initialisation."""
 
     PRETRAINED = False
 
 
 @register_algorithm("linear_probe")
 class LinearProbe(Recipe):
-    """Linear probe: pretrained featurizer frozen, a new linear head (Adam, or probe="sklearn" logistic regression).
+    """Linear probe: pretrained featurizer frozen, a new linear head (Adam, or probe="sklearn" \
+logistic regression).
 
-    With ``probe="sklearn"`` the head is fitted once before training (bench/transfer/sklearn_probe.py);
-    the training steps then only log its loss.
+    With ``probe="sklearn"`` the head is fitted once before training
+    (bench/transfer/sklearn_probe.py); the training steps then only log its loss.
     """
 
     HPARAMS = {
         "probe": Setting(
             "adam",
-            "how the head is trained: Adam steps, or scikit-learn logistic regression with a C grid",
+            "how the head is trained: Adam steps, or scikit-learn logistic regression "
+            "with a C grid",
             options=("adam", "sklearn"),
         )
     }
@@ -64,7 +68,8 @@ class LinearProbe(Recipe):
 
         if not spec.holdout_fraction:
             raise UserError(
-                "linear_probe with probe=sklearn picks C on the target validation split; use a holdout fraction > 0"
+                "linear_probe with probe=sklearn picks C on the target validation split; "
+                "use a holdout fraction > 0"
             )
         dataset = runner.load_dataset(
             spec.dataset, options.data_dir, spec.data_seed, spec.size, options.download
@@ -96,7 +101,8 @@ class LinearProbe(Recipe):
 
 @register_algorithm("finetune")
 class Finetune(Recipe):
-    """Fine-tuning: every block starts pretrained and is trained, pretrained blocks at lr * pretrained_lr_mult."""
+    """Fine-tuning: every block starts pretrained and is trained, pretrained blocks at lr * \
+pretrained_lr_mult."""
 
     HPARAMS = {
         "pretrained_lr_mult": LogUniform(
@@ -131,19 +137,22 @@ class LinearProbeThenFinetune(Finetune):
 
 @register_algorithm("surgical")
 class Surgical(Recipe):
-    """Surgical fine-tuning (Lee et al., 2023): only the named block (and the new head) is trained."""
+    """Surgical fine-tuning (Lee et al., 2023): only the named block (and the new head) is \
+trained."""
 
     HPARAMS = {
         "block": Fixed(
             "block1",
-            "the one featurizer block fine-tuned (block1 = nearest the input); the new head is trained too",
+            "the one featurizer block fine-tuned (block1 = nearest the input); the new "
+            "head is trained too",
         )
     }
 
     def frozen_blocks(self, n_blocks: int) -> set[int]:
         if self.hparams["block"] not in self.block_names:
             raise UserError(
-                f"surgical: unknown block {self.hparams['block']!r}; blocks of this featurizer: {', '.join(self.block_names)}"
+                f"surgical: unknown block {self.hparams['block']!r}; blocks of this "
+                f"featurizer: {', '.join(self.block_names)}"
             )
         keep = self.block_names.index(self.hparams["block"])
         return set(range(n_blocks)) - {keep}
@@ -164,7 +173,8 @@ class _FirstN(Recipe):
 
 @register_algorithm("frozen_first_n")
 class FrozenFirstN(_FirstN):
-    """Yosinski et al.'s AnB/BnB: the first n blocks copied and frozen, the blocks above re-initialised and trained."""
+    """Yosinski et al.'s AnB/BnB: the first n blocks copied and frozen, the blocks above \
+re-initialised and trained."""
 
     def frozen_blocks(self, n_blocks: int) -> set[int]:
         return set(range(min(self.hparams["n"], n_blocks)))
@@ -172,12 +182,14 @@ class FrozenFirstN(_FirstN):
 
 @register_algorithm("reinit_above_n")
 class ReinitAboveN(_FirstN):
-    """Yosinski et al.'s AnB+/BnB+: the first n blocks copied, the rest re-initialised, all fine-tuned at the same lr."""
+    """Yosinski et al.'s AnB+/BnB+: the first n blocks copied, the rest re-initialised, all \
+fine-tuned at the same lr."""
 
 
 @register_algorithm("self_pretrain")
 class SelfPretrain(Finetune):
-    """Self-pretraining: masked-input pretraining on the target's own training inputs, then fine-tuning."""
+    """Self-pretraining: masked-input pretraining on the target's own training inputs, then \
+fine-tuning."""
 
     HPARAMS = {
         "pretrain_data": Setting(

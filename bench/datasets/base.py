@@ -27,7 +27,8 @@ Size = Literal["full", "tiny"]
 
 @dataclass(frozen=True)
 class Environment:
-    """One named distribution of a dataset; ``params`` documents how it differs (e.g. colour flip rate)."""
+    """One named distribution of a dataset; ``params`` documents how it differs (e.g. colour flip
+    rate)."""
 
     name: str
     params: Mapping[str, Any] = field(default_factory=dict)
@@ -118,7 +119,8 @@ class MultiEnvDataset:
         return []
 
     def augmentation(self, hparams: Mapping[str, Any]) -> Callable[[Tensor], Tensor] | None:
-        """The train-time batch transform these hparams ask for (the runner attaches it to each env); None = none."""
+        """The train-time batch transform these hparams ask for (the runner attaches it to each
+        env); None = none."""
         return None
 
     def for_run(

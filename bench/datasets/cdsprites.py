@@ -47,7 +47,8 @@ def render(
     py: np.ndarray,
     chunk: int = 2048,
 ) -> Tensor:
-    """Boolean masks (n, 64, 64): shape 0 = square, 1 = ellipse, vectorised over images in chunks."""
+    """Boolean masks (n, 64, 64): shape 0 = square, 1 = ellipse, vectorised over images in
+    chunks."""
     grid = np.arange(SIZE, dtype=np.float32) + 0.5
     out = np.empty((len(shapes), SIZE, SIZE), dtype=bool)
     for start in range(0, len(shapes), chunk):
@@ -79,7 +80,8 @@ def sample_masks(n: int, gen: np.random.Generator) -> tuple[Tensor, Tensor]:
 
 
 class ColouredMasks(EnvData):
-    """Boolean masks plus one RGB colour per image; ``batch`` paints them into float (b, 3, 64, 64)."""
+    """Boolean masks plus one RGB colour per image; ``batch`` paints them into float (b, 3, 64,
+    64)."""
 
     def __init__(self, masks: Tensor, colours: Tensor, y: Tensor, augment=None) -> None:
         super().__init__(masks, y, augment)
@@ -114,8 +116,10 @@ class CDSprites(MultiEnvDataset):
     VALIDATION_ENV = "val"  # the Fish code picks its checkpoint on ``val`` and reports ``test``
     SELECTION = ("val_env", "train_val")
     REFERENCE = (
-        "Fish paper (Shi et al. 2022) CdSprites-N at a CPU budget: 1,000 images per domain (the Fish code's data has "
-        "30-120x more), batch 32 per domain, Adam, 2001 steps (Fish code: batch 64, AMSGrad, 100 epochs)"
+        "Fish paper (Shi et al. 2022) CdSprites-N at a CPU budget: 1,000 images per "
+        "domain (the Fish code's data has "
+        "30-120x more), batch 32 per domain, Adam, 2001 steps (Fish code: batch 64, "
+        "AMSGrad, 100 epochs)"
     )
     N_STEPS = 2001
     EVAL_EVERY = 100
@@ -163,7 +167,10 @@ for _n in (2, 5, 10, 15):
             {
                 "N_DOMAINS": _n,
                 "ENVIRONMENTS": _environments(_n),
-                "__doc__": f"CDSprites-N with N={_n} training domains: colour is spurious, shape is invariant.",
+                "__doc__": (
+                    f"CDSprites-N with N={_n} training domains: colour is spurious, shape is "
+                    "invariant."
+                ),
             },
         )
     )

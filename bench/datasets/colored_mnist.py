@@ -104,7 +104,10 @@ class ColoredMNISTIRM(MNISTFiles, MultiEnvDataset):
     EVAL_EVERY = 100
     HOLDOUT_FRACTION = 0.0
     TINY = 600
-    REFERENCE = "IRM paper (Arjovsky et al. 2019) code/colored_mnist; methods it did not tune run at its ERM flags"
+    REFERENCE = (
+        "IRM paper (Arjovsky et al. 2019) code/colored_mnist; methods it did not tune run at "
+        "its ERM flags"
+    )
     SELECTION = ("last",)
     # The IRM code's defaults (main.py flags), which its ERM baseline uses.
     HPARAM_OVERRIDES = {
@@ -152,7 +155,10 @@ class ColoredMNISTFishr(ColoredMNISTIRM):
     hyperparameters tuned for IRM (Fishr code ``coloredmnist/train_coloredmnist.py`` defaults)."""
 
     VERSION = 1
-    REFERENCE = "Fishr paper (Rame et al. 2022) coloredmnist/train_coloredmnist.py: every method at the IRM-tuned flags"
+    REFERENCE = (
+        "Fishr paper (Rame et al. 2022) coloredmnist/train_coloredmnist.py: every method at "
+        "the IRM-tuned flags"
+    )
     HPARAM_OVERRIDES = {
         **ColoredMNISTIRM.HPARAM_OVERRIDES,
         "lr": Fixed(
@@ -166,7 +172,8 @@ class ColoredMNISTFishr(ColoredMNISTIRM):
 @register_dataset("cmnist_irm_gray")
 class ColoredMNISTIRMGray(ColoredMNISTIRM):
     """The IRM paper's grayscale oracle: the same data with the colour channels summed, trained with
-    the oracle's own tuned settings (reproduce_paper_results.sh: hidden 83, lr 0.00282, l2 0.00086, 101 steps)."""
+    the oracle's own tuned settings (reproduce_paper_results.sh: hidden 83, lr 0.00282, l2 0.00086,
+    101 steps)."""
 
     VERSION = 2
     INPUT_SHAPE = (1, 14, 14)

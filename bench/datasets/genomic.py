@@ -1,4 +1,5 @@
-"""Real genomic tasks from GUE (Zhou et al., DNABERT-2, 2023), and any CSV/FASTA/hub file of sequences.
+"""Real genomic tasks from GUE (Zhou et al., DNABERT-2, 2023), and any CSV/FASTA/hub file of
+sequences.
 
 Files: ``genomic/gue_<task>.csv.gz`` with columns ``sequence,label,split`` (train/dev/test;
 see ../shared/data/README.md). Sequences are stored as uint8 base codes and one-hot
@@ -64,11 +65,15 @@ GUE_SPLITS = {
     "prom_core_tata": (4904, 613, 613),
 }
 SPLITS = ("train", "dev", "test")
-HOW_TO_GET = "The GUE files (sequence,label,split) are in the repository's ../shared/data/genomic; GUE itself is at github.com/MAGICS-LAB/DNABERT_2."
+HOW_TO_GET = (
+    "The GUE files (sequence,label,split) are in the repository's ../shared/data/genomic; "
+    "GUE itself is at github.com/MAGICS-LAB/DNABERT_2."
+)
 
 
 def encode(sequences: list[str], length: int) -> Tensor:
-    """uint8 codes (n, length): A,C,G,T -> 0..3, anything else -> 4; centre-cropped or N-padded to ``length``."""
+    """uint8 codes (n, length): A,C,G,T -> 0..3, anything else -> 4; centre-cropped or N-padded to
+    ``length``."""
     if any(len(s) != length for s in sequences):
         sequences = [
             s[max(0, (len(s) - length) // 2) :][:length].ljust(length, "N") for s in sequences
@@ -80,7 +85,8 @@ def encode(sequences: list[str], length: int) -> Tensor:
 
 
 def reverse_complement(x: Tensor) -> Tensor:
-    """Reverse-complement a random half of a one-hot (b, 4, L) batch (global torch RNG, seeded by the runner)."""
+    """Reverse-complement a random half of a one-hot (b, 4, L) batch (global torch RNG, seeded by
+    the runner)."""
     flip = torch.rand(len(x), device=x.device) < 0.5
     return torch.where(flip[:, None, None], x.flip(1, 2), x)
 
@@ -100,10 +106,11 @@ class SequenceEnvData(EnvData):
 
 
 def read_sequence_file(path: str | Path) -> dict[str, np.ndarray]:
-    """Columns as arrays: ``sequence`` and ``label`` always, ``split`` (and any other column) when present.
+    """Columns as arrays: ``sequence`` and ``label`` always, ``split`` (and any other column) when
+    present.
 
-    CSV(.gz) with a header; FASTA (``>id label=1 split=train``, ``.fa/.fasta[.gz]``); or ``hf://owner/name``.
-    A damaged or malformed file is a UserError naming it.
+    CSV(.gz) with a header; FASTA (``>id label=1 split=train``, ``.fa/.fasta[.gz]``); or
+    ``hf://owner/name``. A damaged or malformed file is a UserError naming it.
     """
     text = str(path)
     if text.startswith("hf://"):
@@ -193,7 +200,8 @@ class SequenceDataset(MultiEnvDataset):
         "mcc"  # GUE's (Zhou et al., 2024, DNABERT-2) standard metric for its classification tasks
     )
     REFERENCE = (
-        "GUE (Zhou et al. 2024, DNABERT-2) data, splits and metric (MCC); bench's sequence CNN at a CPU budget, "
+        "GUE (Zhou et al. 2024, DNABERT-2) data, splits and metric (MCC); bench's "
+        "sequence CNN at a CPU budget, "
         "not GUE's fine-tuned-transformer protocol"
     )
 
@@ -223,7 +231,8 @@ class SequenceDataset(MultiEnvDataset):
             sizes = tuple(int((columns["split"] == s).sum()) for s in SPLITS)
             if sizes != GUE_SPLITS[task]:
                 raise UserError(
-                    f"{path}: split sizes {sizes} != published GUE {GUE_SPLITS[task]} (train, dev, test)"
+                    f"{path}: split sizes {sizes} != published GUE {GUE_SPLITS[task]} "
+                    "(train, dev, test)"
                 )
         return columns
 
@@ -235,7 +244,8 @@ class SequenceDataset(MultiEnvDataset):
             columns = cache[file] = cache.get(file) or self._read(file)
             if column not in columns:
                 raise UserError(
-                    f"{self.NAME}: {file} has no column {column!r} to select environment {env.name!r}"
+                    f"{self.NAME}: {file} has no column {column!r} to select environment "
+                    f"{env.name!r}"
                 )
             rows = np.flatnonzero(np.isin(columns[column].astype(str), env.params["values"]))
             _check_rows(self, file, env, rows, columns["label"])
@@ -271,7 +281,8 @@ def _gue_env(name: str, task: str, splits: tuple[str, ...] = SPLITS, **params: A
 
 @register_dataset("gue_tf")
 class GUETranscriptionFactors(SequenceDataset):
-    """GUE TF binding, one environment per task: train on human TFs, test on mouse TFs (species shift)."""
+    """GUE TF binding, one environment per task: train on human TFs, test on mouse TFs (species \
+shift)."""
 
     ENVIRONMENTS = tuple(
         _gue_env(f"human_tf_{k}", f"human_tf_{k}", species="human") for k in range(5)
@@ -282,7 +293,8 @@ class GUETranscriptionFactors(SequenceDataset):
 
 @register_dataset("gue_prom_core")
 class GUECorePromoters(SequenceDataset):
-    """GUE core promoter detection (70 bp): promoters with a TATA box vs without as two environments."""
+    """GUE core promoter detection (70 bp): promoters with a TATA box vs without as two \
+environments."""
 
     ENVIRONMENTS = (_gue_env("tata", "prom_core_tata"), _gue_env("notata", "prom_core_notata"))
     INPUT_SHAPE = (4, 70)
@@ -309,9 +321,11 @@ def sequence_file_dataset(
     column: str = "split",
     num_classes: int = 2,
 ) -> type[SequenceDataset]:
-    """A dataset class whose environments are the rows of ``path`` with ``column`` == each name (not registered).
+    """A dataset class whose environments are the rows of ``path`` with ``column`` == each name (not
+    registered).
 
-    ``path`` is absolute, ``hf://owner/name``, or relative to the data roots (--data-dir, $BENCH_DATA, ...).
+    ``path`` is absolute, ``hf://owner/name``, or relative to the data roots (--data-dir,
+    $BENCH_DATA, ...).
     """
     attrs = {
         "NAME": name,
@@ -329,5 +343,6 @@ def sequence_file_dataset(
 
 
 def register_sequence_file(name: str, path: str, **kwargs: Any) -> type[SequenceDataset]:
-    """Register ``sequence_file_dataset(name, path, **kwargs)`` under ``name`` (call it from a plugin module)."""
+    """Register ``sequence_file_dataset(name, path, **kwargs)`` under ``name`` (call it from a
+    plugin module)."""
     return register_dataset(name)(sequence_file_dataset(name, path, **kwargs))

@@ -1,4 +1,5 @@
-"""Multi-domain image folders ``<root>/<DIRNAME>/<domain>/<class>/*``: PACS, VLCS, OfficeHome, TerraIncognita, DomainNet.
+"""Multi-domain image folders ``<root>/<DIRNAME>/<domain>/<class>/*``: PACS, VLCS, OfficeHome,
+TerraIncognita, DomainNet.
 
 One class serves every layout: a subclass declares its folder, domains (= environments,
 leave-one-domain-out) and classes, and construction checks them against the folders
@@ -50,7 +51,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ImageEnvData(EnvData):
-    """uint8 images (n, 3, s, s) in memory; ``batch`` gives float, augmented when training, then normalised."""
+    """uint8 images (n, 3, s, s) in memory; ``batch`` gives float, augmented when training, then
+    normalised."""
 
     def batch(self, idx: Tensor | None, train: bool = False) -> tuple[Tensor, Tensor]:
         x, y = (self.x, self.y) if idx is None else (self.x[idx], self.y[idx])
@@ -66,15 +68,18 @@ class ImageEnvData(EnvData):
 
 
 def augment_batch(x: Tensor) -> Tensor:
-    """Per-image random resized crop (70-100% area, aspect 3/4..4/3) + flip, colour jitter 0.3, 10% grayscale.
+    """Per-image random resized crop (70-100% area, aspect 3/4..4/3) + flip, colour jitter 0.3, 10%
+    grayscale.
 
-    ``x`` is float in [0, 1]; randomness comes from the global torch RNG, which the runner seeds and checkpoints.
+    ``x`` is float in [0, 1]; randomness comes from the global torch RNG, which the runner seeds and
+    checkpoints.
     """
     return colour_batch(crop_flip_batch(x))
 
 
 def crop_flip_batch(x: Tensor) -> Tensor:
-    """Per-image random resized crop (70-100% area, aspect 3/4..4/3) and horizontal flip, vectorised."""
+    """Per-image random resized crop (70-100% area, aspect 3/4..4/3) and horizontal flip,
+    vectorised."""
     n, device = len(x), x.device
     area = torch.empty(n, device=device).uniform_(0.7, 1.0)
     aspect = torch.exp(
@@ -95,7 +100,8 @@ def crop_flip_batch(x: Tensor) -> Tensor:
 
 
 def colour_batch(x: Tensor) -> Tensor:
-    """Per-image brightness/contrast/saturation jitter 0.3 and 10% grayscale, vectorised (no hue jitter)."""
+    """Per-image brightness/contrast/saturation jitter 0.3 and 10% grayscale, vectorised (no hue
+    jitter)."""
     n, device = len(x), x.device
 
     def factor() -> Tensor:
@@ -145,7 +151,8 @@ def bad_image(path: Path, exc: BaseException) -> UserError:
 
 
 class ImageFolderDataset(MultiEnvDataset):
-    """Base for ``<DIRNAME>/<domain>/<class>/*``; CLASSES None = discovered (must agree across domains)."""
+    """Base for ``<DIRNAME>/<domain>/<class>/*``; CLASSES None = discovered (must agree across
+    domains)."""
 
     VERSION = 1
     DIRNAME: ClassVar[str]
@@ -158,7 +165,10 @@ class ImageFolderDataset(MultiEnvDataset):
     N_STEPS = 5001
     EVAL_EVERY = 100
     TINY_PER_CLASS = 4
-    REFERENCE = "bench's CPU protocol on DomainBed's datasets (64 px, small_cnn from scratch): not DomainBed's protocol"
+    REFERENCE = (
+        "bench's CPU protocol on DomainBed's datasets (64 px, small_cnn from scratch): not "
+        "DomainBed's protocol"
+    )
     AUGMENTATIONS: ClassVar[dict[str, Callable[[Tensor], Tensor] | None]] = {
         "crop_flip_colour": augment_batch,
         "colour": colour_batch,
@@ -197,12 +207,14 @@ class ImageFolderDataset(MultiEnvDataset):
             return fetch_from_hub(self, data_roots(self.root)[0] / self.DIRNAME)
 
     def _classes(self, root: Path) -> tuple[str, ...]:
-        """Declared domains must exist; every domain must hold exactly the declared (or the same) classes."""
+        """Declared domains must exist; every domain must hold exactly the declared (or the same)
+        classes."""
         found_domains = sorted(p.name for p in root.iterdir() if p.is_dir())
         missing = [d for d in self.env_names() if d not in found_domains]
         if missing:
             raise UserError(
-                f"{self.NAME}: {root} lacks domain folder(s) {', '.join(missing)}; found {', '.join(found_domains) or 'none'}"
+                f"{self.NAME}: {root} lacks domain folder(s) {', '.join(missing)}; found "
+                f"{', '.join(found_domains) or 'none'}"
             )
         classes = self.CLASSES
         for domain in self.env_names():
@@ -211,7 +223,8 @@ class ImageFolderDataset(MultiEnvDataset):
                 classes = found
             if set(found) != set(classes):
                 raise UserError(
-                    f"{self.NAME}: {root / domain} has classes {list(found)}, expected {list(classes)}"
+                    f"{self.NAME}: {root / domain} has classes {list(found)}, expected "
+                    f"{list(classes)}"
                 )
         if len(classes) != self.NUM_CLASSES:
             raise UserError(
@@ -241,7 +254,9 @@ class ImageFolderDataset(MultiEnvDataset):
                 and tuple(counts) != self.COUNTS[domain]
             ):
                 raise UserError(
-                    f"{self.NAME}/{domain}: per-class image counts {counts} != official {list(self.COUNTS[domain])} ({', '.join(classes)}); the copy under {root} is incomplete"
+                    f"{self.NAME}/{domain}: per-class image counts {counts} != official "
+                    f"{list(self.COUNTS[domain])} ({', '.join(classes)}); the copy under "
+                    f"{root} is incomplete"
                 )
             envs[domain] = ImageEnvData(
                 decode_images(paths, self.IMAGE_SIZE), torch.tensor(labels, dtype=torch.long)
@@ -331,7 +346,8 @@ class VLCS(ImageFolderDataset):
 
 @register_dataset("office_home")
 class OfficeHome(ImageFolderDataset):
-    """OfficeHome (Venkateswara et al., 2017), DomainBed's folder names; 65 classes discovered from the folders."""
+    """OfficeHome (Venkateswara et al., 2017), DomainBed's folder names; 65 classes discovered \
+from the folders."""
 
     DIRNAME = "office_home"
     ENVIRONMENTS = _envs("Art", "Clipart", "Product", "Real World")
@@ -340,7 +356,8 @@ class OfficeHome(ImageFolderDataset):
 
 @register_dataset("terra_incognita")
 class TerraIncognita(ImageFolderDataset):
-    """TerraIncognita (Beery et al., 2018) as DomainBed: four camera-trap locations, 10 classes discovered."""
+    """TerraIncognita (Beery et al., 2018) as DomainBed: four camera-trap locations, 10 classes \
+discovered."""
 
     DIRNAME = "terra_incognita"
     ENVIRONMENTS = _envs("location_100", "location_38", "location_43", "location_46")
@@ -349,7 +366,8 @@ class TerraIncognita(ImageFolderDataset):
 
 @register_dataset("domain_net")
 class DomainNet(ImageFolderDataset):
-    """DomainNet (Peng et al., 2019): six styles, 345 classes discovered; DomainBed uses 5001 steps too."""
+    """DomainNet (Peng et al., 2019): six styles, 345 classes discovered; DomainBed uses 5001 \
+steps too."""
 
     DIRNAME = "domain_net"
     ENVIRONMENTS = _envs("clipart", "infograph", "painting", "quickdraw", "real", "sketch")

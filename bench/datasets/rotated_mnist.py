@@ -24,7 +24,8 @@ ANGLES = (0, 15, 30, 45, 60, 75)
 
 
 def rotate(images: np.ndarray, angle: float) -> torch.Tensor:
-    """uint8 (n, 28, 28) -> float (n, 1, 28, 28) in [0, 1], rotated counter-clockwise by ``angle`` degrees."""
+    """uint8 (n, 28, 28) -> float (n, 1, 28, 28) in [0, 1], rotated counter-clockwise by ``angle``
+    degrees."""
     from torchvision.transforms.v2 import InterpolationMode
     from torchvision.transforms.v2 import functional as F
 

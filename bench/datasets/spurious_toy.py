@@ -39,12 +39,13 @@ def _flip(gen: np.random.Generator, bits: np.ndarray, p: float) -> np.ndarray:
     return bits ^ (gen.random(len(bits)) < p)
 
 
-# Chosen by constrained training-domain validation from the grid in benchmarks/spurious_toy_search.py
-# (never the test environment): among the grid points whose two training environments' held-out accuracies
-# differ by <= 2 points, the best mean held-out accuracy (3 trials). Regenerate with:
+# Chosen by constrained training-domain validation from the grid in
+# benchmarks/spurious_toy_search.py (never the test environment): among the grid points whose two
+# training environments' held-out accuracies differ by <= 2 points, the best mean held-out accuracy
+# (3 trials). Regenerate with:
 #   PYTHONPATH=. nice -n 10 python benchmarks/spurious_toy_search.py
-# The table it chose from is in that script's docstring. The penalty is on from the first step (anneal 0):
-# with a warm-up, training-domain validation picks the warm-up's ERM-like checkpoints.
+# The table it chose from is in that script's docstring. The penalty is on from the first step
+# (anneal 0): with a warm-up, training-domain validation picks the warm-up's ERM-like checkpoints.
 SEARCHED_HPARAMS: dict[str, dict[str, object]] = {
     "irm": {"lr": 0.01, "irm_lambda": 100.0, "irm_penalty_anneal_iters": 0},
     "vrex": {"lr": 0.01, "vrex_lambda": 10000.0, "vrex_penalty_anneal_iters": 0},
@@ -64,7 +65,8 @@ def _declared(table: dict[str, dict[str, object]]) -> dict[str, dict[str, Fixed]
 
 @register_dataset("spurious_toy")
 class SpuriousToy(MultiEnvDataset):
-    """Colored-MNIST-like vectors: invariant shape (75%), colour agreeing 90% / 80% in training and 10% at test."""
+    """Colored-MNIST-like vectors: invariant shape (75%), colour agreeing 90% / 80% in training \
+and 10% at test."""
 
     VERSION = 1
     ENVIRONMENTS = (
@@ -124,7 +126,8 @@ class SpuriousToy(MultiEnvDataset):
 
 @register_dataset("spurious_toy_oracle")
 class SpuriousToyOracle(SpuriousToy):
-    """The oracle: ``spurious_toy``'s very data with the colour coordinate removed (the upper bound, ~75%)."""
+    """The oracle: ``spurious_toy``'s very data with the colour coordinate removed (the upper \
+bound, ~75%)."""
 
     VERSION = 1
     INPUT_SHAPE = (1 + SpuriousToy.N_NOISE,)

@@ -1,4 +1,5 @@
-"""Built-in transfer tasks (see bench/transfer/tasks.py): source -> target pairs for pretrain-then-adapt."""
+"""Built-in transfer tasks (see bench/transfer/tasks.py): source -> target pairs for
+pretrain-then-adapt."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def _mnist_digits(x: np.ndarray, y: np.ndarray, digits: range, limit: int | None
 
 @register_task("mnist_ab")
 class MnistAB(MNISTFiles, TransferTask):
-    """MNIST class split of Yosinski et al. (2014): digits 0-4 (task A, source) -> digits 5-9 (task B, target)."""
+    """MNIST class split of Yosinski et al. (2014): digits 0-4 (task A, source) -> digits 5-9 \
+(task B, target)."""
 
     VERSION = 1
     ENVIRONMENTS = (
@@ -68,7 +70,8 @@ env_task(
     source=GUE_HUMAN,
     target="mouse_tf_0",
     modality="sequence",
-    doc="GUE TF binding: pretrain on the five human TF tasks pooled, adapt to mouse TF 0 (species and factor shift)",
+    doc="GUE TF binding: pretrain on the five human TF tasks pooled, adapt to mouse TF 0 "
+    "(species and factor shift)",
 )
 env_task(
     "genomic_toy_shift",
@@ -77,7 +80,8 @@ env_task(
     target="gc55",
     ood=("gc65",),
     modality="sequence",
-    doc="Generated motifs: pretrain on GC 35%/45% backgrounds, adapt to GC 55%; GC 65% is the OOD split",
+    doc="Generated motifs: pretrain on GC 35%/45% backgrounds, adapt to GC 55%; GC 65% is "
+    "the OOD split",
 )
 for _component in ("both", "a_only", "b_only", "conflict"):
     env_task(
@@ -89,7 +93,8 @@ for _component in ("both", "a_only", "b_only", "conflict"):
         overrides={
             "mlp_width": Fixed(4, "the feature bottleneck: 4 hidden units (64 keeps both features)")
         },
-        doc=f"Feature bottleneck (Yang, Zhang & Bottou 2025): pretrain on the mixture of the four distributions, adapt to {_component}",
+        doc="Feature bottleneck (Yang, Zhang & Bottou 2025): pretrain on the mixture of the "
+        f"four distributions, adapt to {_component}",
     )
 _PACS_STYLES = {"sketch": "sketch", "art": "art_painting", "cartoon": "cartoon"}
 for _short, _style in _PACS_STYLES.items():

@@ -12,7 +12,8 @@ WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def named_blocks(featurizer: nn.Module) -> list[tuple[str, list[nn.Module]]]:
-    """``[("block1", [modules...]), ...]`` in forward-definition order; parameter-free modules are skipped."""
+    """``[("block1", [modules...]), ...]`` in forward-definition order; parameter-free modules are
+    skipped."""
     blocks: list[list[nn.Module]] = []
     for module in featurizer.modules():
         if (

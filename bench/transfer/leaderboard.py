@@ -38,7 +38,8 @@ def _view(run: Run, test_env: str) -> Run:
 
 
 def transfer_views(runs: Sequence[Run]) -> list[Run]:
-    """Every transfer-recipe run as one single-test-split run per test split, labelled by variant."""
+    """Every transfer-recipe run as one single-test-split run per test split, labelled by
+    variant."""
     from bench.algorithms import ALGORITHMS
     from bench.transfer.recipes import Recipe
 
@@ -56,7 +57,8 @@ def load_transfer_runs(output_dir: str | Path) -> list[Run]:
 
 
 def transfer_report(output_dir: str | Path, rules: Sequence[str]) -> tuple[Report, list[Run]]:
-    """``bench.report.build_report`` over the transfer views, with every test split as a table column."""
+    """``bench.report.build_report`` over the transfer views, with every test split as a table
+    column."""
     runs = load_runs(output_dir)
     views = transfer_views(runs)
     report = build_report(views, rules)
@@ -69,7 +71,8 @@ def transfer_report(output_dir: str | Path, rules: Sequence[str]) -> tuple[Repor
 def layer_transfer_figure(
     selected: Sequence[Selected], runs: Sequence[Run], test_env: str, path: Path, title: str
 ) -> dict[str, dict[int, list[float]]]:
-    """Accuracy vs n for AnB, BnB, AnB+, BnB+ (mean ± std over trials, points per trial) with the base-B line.
+    """Accuracy vs n for AnB, BnB, AnB+, BnB+ (mean ± std over trials, points per trial) with the
+    base-B line.
 
     Returns the plotted values: series -> n -> per-trial accuracies.
     """
@@ -174,8 +177,8 @@ def learning_curve_figure(
 ) -> dict[str, dict[str, list[float]]]:
     """Accuracy vs target examples per class (one line per recipe variant; mean ± std over trials).
 
-    ``selected`` rows of ``task`` and its few-shot variants ``task_k<K>`` (only the variant ``labels`` when
-    given); "all" is drawn right of the largest K.
+    ``selected`` rows of ``task`` and its few-shot variants ``task_k<K>`` (only the variant
+    ``labels`` when given); "all" is drawn right of the largest K.
     """
     import matplotlib
 
@@ -226,7 +229,8 @@ def learning_curve_figure(
 def diagnostics_figure(
     runs: Sequence[Run], path: Path, title: str
 ) -> dict[str, dict[str, list[float]]]:
-    """Per block, the relative weight change and the angle to the start weights at the last evaluation (mean over runs).
+    """Per block, the relative weight change and the angle to the start weights at the last
+    evaluation (mean over runs).
 
     ``runs`` are grouped by variant label; returns label -> metric -> per-block means.
     """

@@ -1,4 +1,5 @@
-"""The adaptation-recipe base class: a featurizer + new linear head whose first blocks start from pretraining.
+"""The adaptation-recipe base class: a featurizer + new linear head whose first blocks start from
+pretraining.
 
 A recipe is an ``Algorithm`` (registered in ``ALGORITHMS`` by
 ``bench/algorithms/transfer_recipes.py``) with two policy hooks: how many featurizer
@@ -33,14 +34,16 @@ from bench.transfer.pretrain import OBJECTIVES, PretrainSpec, ensure_pretrained
 
 
 class Recipe(Algorithm):
-    """Base recipe: copies ``copied_blocks`` pretrained blocks, freezes ``frozen_blocks``, trains the rest."""
+    """Base recipe: copies ``copied_blocks`` pretrained blocks, freezes ``frozen_blocks``, trains
+    the rest."""
 
     VERSION = 1
     PRETRAINED: ClassVar[bool] = True
     HPARAMS: ClassVar[dict[str, Param]] = {
         "pretrain_data": Setting(
             "source",
-            "pretrain on the task's source, or on the target's own training inputs (self-pretraining)",
+            "pretrain on the task's source, or on the target's own training inputs "
+            "(self-pretraining)",
             options=("source", "target"),
         ),
         "pretrain_objective": Setting(
@@ -147,7 +150,8 @@ class Recipe(Algorithm):
 
     # -- pretraining ----------------------------------------------------------------------
     def prepare_run(self, spec: Any, options: Any) -> dict[str, Any]:
-        """Load the first ``n_copied`` blocks from the cached pretrained featurizer (training it on a miss)."""
+        """Load the first ``n_copied`` blocks from the cached pretrained featurizer (training it on
+        a miss)."""
         info: dict[str, Any] = {
             "recipe": self.NAME,
             "blocks": self.block_names,
@@ -197,7 +201,9 @@ class Recipe(Algorithm):
         if hp["pretrain_data"] == "source":
             if not isinstance(dataset, TransferTask):
                 raise UserError(
-                    f"{spec.dataset} is not a transfer task, so it has no source to pretrain on; use pretrain_data='target' (self-pretraining) or a task from `bench list`"
+                    f"{spec.dataset} is not a transfer task, so it has no source to "
+                    "pretrain on; use pretrain_data='target' (self-pretraining) or a "
+                    "task from `bench list`"
                 )
             data = {
                 "dataset": dataset.SOURCE_ID,

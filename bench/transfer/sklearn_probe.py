@@ -1,4 +1,5 @@
-"""A linear probe fitted by scikit-learn: logistic regression on frozen features, C chosen on validation.
+"""A linear probe fitted by scikit-learn: logistic regression on frozen features, C chosen on
+validation.
 
 The classic evaluation of a representation (e.g. CLIP's linear probes): standardise
 the frozen features of the target training split, fit L2-regularised logistic
@@ -43,7 +44,8 @@ def frozen_features(
 def fit_logistic_head(
     head: nn.Linear, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray]
 ) -> dict[str, Any]:
-    """Fit ``head`` by logistic regression over ``C_GRID``; returns the chosen C and every C's validation accuracy."""
+    """Fit ``head`` by logistic regression over ``C_GRID``; returns the chosen C and every C's
+    validation accuracy."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
@@ -51,7 +53,8 @@ def fit_logistic_head(
     (x_train, y_train), (x_val, y_val) = train, val
     if len(np.unique(y_train)) < 2:
         raise UserError(
-            f"sklearn probe: the target training split has only class {np.unique(y_train).tolist()}; logistic regression needs two"
+            "sklearn probe: the target training split has only class "
+            f"{np.unique(y_train).tolist()}; logistic regression needs two"
         )
     scaler = StandardScaler().fit(x_train)
     z_train, z_val = scaler.transform(x_train), scaler.transform(x_val)

@@ -24,10 +24,14 @@ SHOTS = (10, 50, 100)
 
 
 class TransferTask(MultiEnvDataset):
-    """Subclasses implement ``build_target`` and ``build_source``; ``SOURCE_ID`` is shared by all shot variants."""
+    """Subclasses implement ``build_target`` and ``build_source``; ``SOURCE_ID`` is shared by all
+    shot variants."""
 
     TARGET: ClassVar[str] = "target"
-    REFERENCE = "bench's transfer protocol: pretrain on the source, adapt on the target (see bench/transfer/)"
+    REFERENCE = (
+        "bench's transfer protocol: pretrain on the source, adapt on the target (see "
+        "bench/transfer/)"
+    )
     SOURCE_ID: ClassVar[str]
     SOURCE_CLASSES: ClassVar[int]
     MODALITY: ClassVar[str] = "image"  # image | sequence | vector: picks the masked objective
@@ -49,7 +53,8 @@ class TransferTask(MultiEnvDataset):
 
 
 def per_class_subset(env: EnvData, shots: int, key: str, data_seed: int) -> EnvData:
-    """The first ``shots`` examples of each class in a seeded per-class order (nested across ``shots``)."""
+    """The first ``shots`` examples of each class in a seeded per-class order (nested across
+    ``shots``)."""
     keep = []
     for label in torch.unique(env.y).tolist():
         members = torch.nonzero(env.y == label).flatten()
@@ -71,7 +76,8 @@ def concat_envs(envs: list[EnvData]) -> EnvData:
 
 
 def register_task(name: str, shots: tuple[int, ...] = SHOTS):
-    """Register a task under ``name`` (all target examples) and ``<name>_k<K>`` for each K in ``shots``."""
+    """Register a task under ``name`` (all target examples) and ``<name>_k<K>`` for each K in
+    ``shots``."""
 
     def decorator(cls: type[TransferTask]) -> type[TransferTask]:
         DATASETS.register(name)(cls)
@@ -101,7 +107,8 @@ def task_dataset(task: str, shots: int | None) -> str:
         )
     if name not in DATASETS:
         raise UserError(
-            f"task {task} has no {shots}-shot variant; shots available: {', '.join(map(str, SHOTS))} (or omit --shots for all)"
+            f"task {task} has no {shots}-shot variant; shots available: "
+            f"{', '.join(map(str, SHOTS))} (or omit --shots for all)"
         )
     return name
 
@@ -126,7 +133,8 @@ def split_env(
 
 class EnvTransferTask(TransferTask):
     """A task cut from a registered multi-environment dataset: pretrain on ``SOURCE_ENVS`` (pooled),
-    adapt on ``TARGET_ENV`` (split into a training pool and ``target_test``), ``OOD_ENVS`` as test splits."""
+    adapt on ``TARGET_ENV`` (split into a training pool and ``target_test``), ``OOD_ENVS`` as test
+    splits."""
 
     BASE: ClassVar[str]
     SOURCE_ENVS: ClassVar[tuple[str, ...]]
@@ -139,9 +147,8 @@ class EnvTransferTask(TransferTask):
         return DATASETS.get(cls.BASE).data_paths(root)
 
     def _base(self) -> MultiEnvDataset:
-        from bench.runner import (
-            load_dataset,
-        )  # cached per process: built once for target and source
+        # cached per process: built once for target and source
+        from bench.runner import load_dataset
 
         return load_dataset(self.BASE, self.root, self.data_seed, self.size, self.download)
 
@@ -170,7 +177,8 @@ def env_task(
     doc: str = "",
     shots: tuple[int, ...] = SHOTS,
 ) -> type[EnvTransferTask]:
-    """Define and register ``name`` (and its few-shot variants) from environments of dataset ``base``."""
+    """Define and register ``name`` (and its few-shot variants) from environments of dataset
+    ``base``."""
     from bench.datasets.base import Environment
 
     base_cls = DATASETS.get(base)
