@@ -32,33 +32,64 @@ def fingerprint() -> str:
 
 
 def render() -> str:
-    """Algorithms and datasets with their environments, as tables (imports every registered module)."""
+    """Algorithms and datasets with their environments, as tables (imports every registered
+    module)."""
     from tabulate import tabulate
 
     from bench.algorithms import ALGORITHMS
     from bench.datasets import DATASETS
 
     def summary(cls: type) -> str:
-        return ((cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines() or [""])[0]
+        return (
+            (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines() or [""]
+        )[0]
 
-    algorithms = [[name, ALGORITHMS.get(name).VERSION, summary(ALGORITHMS.get(name))] for name in ALGORITHMS.names()]
+    algorithms = [
+        [name, ALGORITHMS.get(name).VERSION, summary(ALGORITHMS.get(name))]
+        for name in ALGORITHMS.names()
+    ]
     datasets = []
     for name in DATASETS.names():
         cls = DATASETS.get(name)
         test = "leave-one-out" if cls.TEST_ENVS is None else ",".join(cls.TEST_ENVS)
-        datasets.append([name, ", ".join(cls.env_names()), test, "x".join(map(str, cls.INPUT_SHAPE)), cls.NUM_CLASSES, cls.FEATURIZER, cls.N_STEPS])
-    return "\n".join([
-        "Algorithms",
-        tabulate(algorithms, headers=["name", "version", "description"]),
-        "\nDatasets",
-        tabulate(datasets, headers=["name", "environments", "test envs", "input", "classes", "featurizer", "steps"]),
-        "\nYour own data (README, Bring your own data): folder:PATH (<domain>/<class>/<image>), "
-        "csv:PATH?env=env&label=label, hf:NAME?env=domain&label=label",
-    ])
+        datasets.append(
+            [
+                name,
+                ", ".join(cls.env_names()),
+                test,
+                "x".join(map(str, cls.INPUT_SHAPE)),
+                cls.NUM_CLASSES,
+                cls.FEATURIZER,
+                cls.N_STEPS,
+            ]
+        )
+    return "\n".join(
+        [
+            "Algorithms",
+            tabulate(algorithms, headers=["name", "version", "description"]),
+            "\nDatasets",
+            tabulate(
+                datasets,
+                headers=[
+                    "name",
+                    "environments",
+                    "test envs",
+                    "input",
+                    "classes",
+                    "featurizer",
+                    "steps",
+                ],
+            ),
+            "\nYour own data (README, Bring your own data): folder:PATH "
+            "(<domain>/<class>/<image>), "
+            "csv:PATH?env=env&label=label, hf:NAME?env=domain&label=label",
+        ]
+    )
 
 
 def listing(use_cache: bool = True) -> str:
-    """``render()``, read from the cache when the sources are unchanged; written back when possible."""
+    """``render()``, read from the cache when the sources are unchanged; written back when
+    possible."""
     if not use_cache:
         return render()
     path = cache_dir() / f"list-{fingerprint()}.txt"

@@ -33,7 +33,9 @@ def _json_object(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UserError(f"--hparams is not valid JSON ({exc.msg} at column {exc.colno}): {text}") from None
+        raise UserError(
+            f"--hparams is not valid JSON ({exc.msg} at column {exc.colno}): {text}"
+        ) from None
     if not isinstance(value, dict):
         raise UserError(f"--hparams must be a JSON object like '{{\"lr\": 0.001}}', got {text}")
     return value
@@ -50,43 +52,112 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE_OR_FILE",
-                   help="import a plugin (a module name on sys.path, or a .py file) that registers algorithms or datasets; "
-                   "repeatable; this RUNS the plugin's code, in this process and in every worker")
+    p.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_FILE",
+        help="import a plugin (a module name on sys.path, or a .py file) that registers "
+        "algorithms or datasets; "
+        "repeatable; this RUNS the plugin's code, in this process and in every worker",
+    )
 
 
 def _add_run(p: argparse.ArgumentParser) -> None:
     _add_common(p)
     p.add_argument("--algorithm", default=None, help="one run of this algorithm (default erm)")
-    p.add_argument("--dataset", default=None, help="one run on this dataset (default cmnist_irm); with neither: the default benchmark")
-    p.add_argument("--test-envs", default=None, help="comma-separated environment names (default: the dataset's)")
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help="one run on this dataset (default cmnist_irm); with neither: the default benchmark",
+    )
+    p.add_argument(
+        "--test-envs",
+        default=None,
+        help="comma-separated environment names (default: the dataset's)",
+    )
     p.add_argument("--trial-seed", type=int, default=0)
-    p.add_argument("--hparams-seed", type=int, default=0, help="0 = defaults; K > 0 = K-th random-search sample")
-    p.add_argument("--hparams", default="{}", metavar="JSON", help="overrides, e.g. '{\"lr\": 0.001}'")
-    p.add_argument("--weights", default=None, help="start weights of a ResNet featurizer: imagenet (torchvision's, cached or downloaded), none, or a state_dict file")
-    p.add_argument("--steps", type=int, default=None, help="training steps (default: the dataset's)")
-    p.add_argument("--eval-every", type=int, default=None, help="evaluate every N steps (default: the dataset's)")
+    p.add_argument(
+        "--hparams-seed",
+        type=int,
+        default=0,
+        help="0 = defaults; K > 0 = K-th random-search sample",
+    )
+    p.add_argument(
+        "--hparams", default="{}", metavar="JSON", help="overrides, e.g. '{\"lr\": 0.001}'"
+    )
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="start weights of a ResNet featurizer: imagenet (torchvision's, cached or "
+        "downloaded), none, or a state_dict file",
+    )
+    p.add_argument(
+        "--steps", type=int, default=None, help="training steps (default: the dataset's)"
+    )
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=None,
+        help="evaluate every N steps (default: the dataset's)",
+    )
     p.add_argument("--holdout-fraction", type=float, default=None)
-    p.add_argument("--size", choices=("full", "tiny"), default="full", help="tiny: a few hundred examples, for smoke tests")
+    p.add_argument(
+        "--size",
+        choices=("full", "tiny"),
+        default="full",
+        help="tiny: a few hundred examples, for smoke tests",
+    )
     p.add_argument("--output-dir", type=Path, default=Path("bench_output"))
-    p.add_argument("--data-dir", default=None, help="folder with the data files (default: $BENCH_DATA, ./data, ../shared/data)")
-    p.add_argument("--download", action="store_true", help="download missing data where the dataset supports it")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with the data files (default: $BENCH_DATA, ./data, ../shared/data)",
+    )
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="download missing data where the dataset supports it",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--threads", type=int, default=None, help="torch threads per run")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--eval-splits", choices=("needed", "all"), default="needed", help="needed: skip training envs' in splits that no selection rule reads (default); all: evaluate every split")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default=None, help="bf16: autocast training and evaluation (default fp32)")
+    p.add_argument(
+        "--eval-splits",
+        choices=("needed", "all"),
+        default="needed",
+        help="needed: skip training envs' in splits that no selection rule reads (default); "
+        "all: evaluate every split",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default=None,
+        help="bf16: autocast training and evaluation (default fp32)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bench", description="Domain-generalization and transfer benchmark harness.")
+    parser = argparse.ArgumentParser(
+        prog="bench", description="Domain-generalization and transfer benchmark harness."
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command")
-    p = sub.add_parser("run", help="train one run (a transfer run with --task and --recipe), a sweep (--algorithms, --datasets, ...), or with no arguments the default benchmark")
+    p = sub.add_parser(
+        "run",
+        help="train one run (a transfer run with --task and --recipe), a sweep (--algorithms, "
+        "--datasets, ...), or with no arguments the default benchmark",
+    )
     _add_run(p)
     _add_transfer(p)
     _add_sweep(p)
-    _add_leaderboard(sub.add_parser("leaderboard", help="leaderboard markdown, per-trial CSV/JSON and figures from a runs directory"))
+    _add_leaderboard(
+        sub.add_parser(
+            "leaderboard",
+            help="leaderboard markdown, per-trial CSV/JSON and figures from a runs directory",
+        )
+    )
     p = sub.add_parser("list", help="algorithms and datasets with their environments")
     _add_common(p)
     p = sub.add_parser("hparams", help="hyperparameter space and resolved values")
@@ -95,7 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True)
     p.add_argument("--hparams-seed", type=int, default=0)
     p.add_argument("--trial-seed", type=int, default=0)
-    p = sub.add_parser("show", help="summary of a run directory (or every run under an output directory)")
+    p = sub.add_parser(
+        "show", help="summary of a run directory (or every run under an output directory)"
+    )
     p.add_argument("path", type=Path)
     return parser
 
@@ -104,7 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(_join_dash_values(argv))
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         from bench.registry import import_plugins, plugin_reference
 
@@ -115,13 +191,21 @@ def main(argv: list[str] | None = None) -> int:
             if args.command is None:
                 args = parser.parse_args(["run"])
             return _cmd_transfer(args, argv) if args.task or args.recipe else _cmd_run(args, argv)
-        return {"list": _cmd_list, "hparams": _cmd_hparams, "show": _cmd_show, "leaderboard": _cmd_leaderboard}[args.command](args)
+        return {
+            "list": _cmd_list,
+            "hparams": _cmd_hparams,
+            "show": _cmd_show,
+            "leaderboard": _cmd_leaderboard,
+        }[args.command](args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # the output or data directory: not a folder, read-only, full, ...
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"error: {where}{exc.strerror or exc}; check the path, its permissions and free space", file=sys.stderr)
+        print(
+            f"error: {where}{exc.strerror or exc}; check the path, its permissions and free space",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)
@@ -179,34 +263,58 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _add_transfer(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("transfer", "pretrain -> adapt: the run trains --recipe on --task's target")
-    g.add_argument("--task", default=None, help="transfer task (a dataset with a source), e.g. mnist_ab")
-    g.add_argument("--recipe", default=None, help="adaptation recipe: scratch, linear_probe, finetune, lp_ft, surgical, frozen_first_n, reinit_above_n, self_pretrain")
-    g.add_argument("--shots", type=int, default=None, help="target examples per class (10, 50, 100; default: all)")
+    g = p.add_argument_group(
+        "transfer", "pretrain -> adapt: the run trains --recipe on --task's target"
+    )
+    g.add_argument(
+        "--task", default=None, help="transfer task (a dataset with a source), e.g. mnist_ab"
+    )
+    g.add_argument(
+        "--recipe",
+        default=None,
+        help="adaptation recipe: scratch, linear_probe, finetune, lp_ft, surgical, "
+        "frozen_first_n, reinit_above_n, self_pretrain",
+    )
+    g.add_argument(
+        "--shots",
+        type=int,
+        default=None,
+        help="target examples per class (10, 50, 100; default: all)",
+    )
 
 
 def _cmd_transfer(args: argparse.Namespace, argv: list[str]) -> int:
-    """A transfer run is a run of the recipe (an algorithm) on the task's dataset for that target size."""
+    """A transfer run is a run of the recipe (an algorithm) on the task's dataset for that target
+    size."""
     from bench.algorithms import ALGORITHMS
     from bench.transfer.recipes import Recipe
     from bench.transfer.tasks import task_dataset, task_names
 
     if not args.task or not args.recipe:
-        raise UserError(f"a transfer run needs both --task ({', '.join(task_names())}) and --recipe")
+        raise UserError(
+            f"a transfer run needs both --task ({', '.join(task_names())}) and --recipe"
+        )
     if args.algorithms or args.datasets or args.algorithm or args.dataset:
-        raise UserError("--task/--recipe name one transfer setting; for several, sweep --algorithms RECIPES --datasets TASKS [--shots K]")
+        raise UserError(
+            "--task/--recipe name one transfer setting; for several, sweep --algorithms "
+            "RECIPES --datasets TASKS [--shots K]"
+        )
     recipes = [n for n in ALGORITHMS.names() if issubclass(ALGORITHMS.get(n), Recipe)]
     if args.recipe not in recipes:
         raise UserError(f"unknown recipe {args.recipe!r}; recipes: {', '.join(recipes)}")
     args.dataset, args.algorithm = task_dataset(args.task, args.shots), args.recipe
-    args.task = args.recipe = args.shots = None  # translated: the run (or sweep) below sees a plain algorithm x dataset
+    args.task = args.recipe = args.shots = (
+        None  # translated: the run (or sweep) below sees a plain algorithm x dataset
+    )
     return _cmd_run(args, argv)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from bench.catalog import listing
 
-    print(listing(use_cache=not args.imports))  # cached: no torch import while the sources are unchanged
+    print(
+        listing(use_cache=not args.imports)
+    )  # cached: no torch import while the sources are unchanged
     return 0
 
 
@@ -221,9 +329,21 @@ def _cmd_hparams(args: argparse.Namespace) -> int:
     args.algorithm = ALGORITHMS.canonical(args.algorithm)  # the names runs draw with
     args.dataset = DATASETS.canonical(args.dataset)
     values = hp.sample(space, args.algorithm, args.dataset, args.hparams_seed, args.trial_seed)
-    rows = [[key, repr(values[key]), repr(param.default), param.describe(), str(param.domain or "any"), param.doc]
-            for key, param in sorted(space.items())]
-    print(f"{args.algorithm} on {args.dataset}, hparams_seed={args.hparams_seed}, trial_seed={args.trial_seed}")
+    rows = [
+        [
+            key,
+            repr(values[key]),
+            repr(param.default),
+            param.describe(),
+            str(param.domain or "any"),
+            param.doc,
+        ]
+        for key, param in sorted(space.items())
+    ]
+    print(
+        f"{args.algorithm} on {args.dataset}, hparams_seed={args.hparams_seed}, "
+        f"trial_seed={args.trial_seed}"
+    )
     print(tabulate(rows, headers=["key", "value", "default", "search", "allowed", "doc"]))
     return 0
 
@@ -241,25 +361,65 @@ _TEST_ENV_KEYWORDS = ("single", "all", "pairs")
 
 
 def _add_sweep(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("sweep", "any of these (or no --algorithm/--dataset at all: the default benchmark) makes a sweep; re-running it resumes")
+    g = p.add_argument_group(
+        "sweep",
+        "any of these (or no --algorithm/--dataset at all: the default benchmark) makes "
+        "a sweep; re-running it resumes",
+    )
     g.add_argument("--algorithms", default=None, help="comma-separated, e.g. erm,irm,vrex")
     g.add_argument("--datasets", default=None, help="comma-separated, e.g. cmnist,debug")
-    g.add_argument("--n-hparams", type=int, default=None, help="hparams samples per cell: seeds 0..K-1, 0 = defaults (default 1)")
+    g.add_argument(
+        "--n-hparams",
+        type=int,
+        default=None,
+        help="hparams samples per cell: seeds 0..K-1, 0 = defaults (default 1)",
+    )
     g.add_argument("--n-trials", type=int, default=None, help="trial seeds 0..T-1 (default 1)")
-    g.add_argument("--launcher", choices=("local", "dask", "slurm"), default=None, help="default local")
-    g.add_argument("--jobs", type=int, default=None, help="local: parallel processes (default: one per core; threads per job = cores // jobs)")
-    g.add_argument("--no-stack", action="store_true", help="local: train every run on its own (default: tiny same-shape ERM runs train together)")
-    g.add_argument("--scheduler", default=None, metavar="ADDR", help="dask: address of a running scheduler, e.g. tcp://10.0.0.5:8786")
+    g.add_argument(
+        "--launcher", choices=("local", "dask", "slurm"), default=None, help="default local"
+    )
+    g.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="local: parallel processes (default: one per core; threads per job = cores // jobs)",
+    )
+    g.add_argument(
+        "--no-stack",
+        action="store_true",
+        help="local: train every run on its own (default: tiny same-shape ERM runs train together)",
+    )
+    g.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDR",
+        help="dask: address of a running scheduler, e.g. tcp://10.0.0.5:8786",
+    )
     g.add_argument("--slurm-partition", default=None)
-    g.add_argument("--slurm-timeout", type=int, default=60, metavar="MIN", help="slurm: minutes per run")
-    g.add_argument("--slurm-cluster", choices=("slurm", "local", "debug"), default=None, help="submitit executor (default: slurm if available, else local)")
-    g.add_argument("--selection", default=None, help="rules for the printed tables: train_val, loo, oracle, last, val_env (comma-separated; default train_val, or last when no run has a validation split)")
+    g.add_argument(
+        "--slurm-timeout", type=int, default=60, metavar="MIN", help="slurm: minutes per run"
+    )
+    g.add_argument(
+        "--slurm-cluster",
+        choices=("slurm", "local", "debug"),
+        default=None,
+        help="submitit executor (default: slurm if available, else local)",
+    )
+    g.add_argument(
+        "--selection",
+        default=None,
+        help="rules for the printed tables: train_val, loo, oracle, last, val_env "
+        "(comma-separated; default train_val, or last when no run has a validation split)",
+    )
 
 
 def _wants_sweep(args: argparse.Namespace) -> bool:
     if args.algorithm is None and args.dataset is None:
         return True  # the default benchmark
-    return any(getattr(args, k) is not None for k in _SWEEP_FLAGS) or (args.test_envs or "") in _TEST_ENV_KEYWORDS
+    return (
+        any(getattr(args, k) is not None for k in _SWEEP_FLAGS)
+        or (args.test_envs or "") in _TEST_ENV_KEYWORDS
+    )
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -274,47 +434,97 @@ def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
     from bench.spec import RuntimeOptions
 
     if args.trial_seed or args.hparams_seed:
-        raise UserError("--trial-seed/--hparams-seed pick one run; a sweep takes --n-trials T and --n-hparams K (seeds 0..T-1, 0..K-1)")
+        raise UserError(
+            "--trial-seed/--hparams-seed pick one run; a sweep takes --n-trials T and "
+            "--n-hparams K (seeds 0..T-1, 0..K-1)"
+        )
     checks.check_launcher_flags(args)
     default = not (args.algorithm or args.dataset or args.algorithms or args.datasets)
     if default and args.output_dir == Path("bench_output"):
-        args.output_dir = Path("bench_output") / "default"  # keep the default benchmark's runs apart
+        args.output_dir = (
+            Path("bench_output") / "default"
+        )  # keep the default benchmark's runs apart
     if default:
         grid, skipped = sweep.default_grid()
         for name in skipped:
-            print(f"warning: default-benchmark algorithm {name!r} is not registered; skipped", file=sys.stderr)
+            print(
+                f"warning: default-benchmark algorithm {name!r} is not registered; skipped",
+                file=sys.stderr,
+            )
     else:
         datasets = _names(args.datasets or args.dataset or "cmnist_irm")
         if args.shots is not None:
             from bench.transfer.tasks import task_dataset
 
             datasets = tuple(task_dataset(d, args.shots) for d in datasets)
-        grid = sweep.Grid(algorithms=_names(args.algorithms or args.algorithm or "erm"), datasets=datasets)
-    given = {"n_hparams": args.n_hparams, "n_trials": args.n_trials, "test_envs": args.test_envs, "steps": args.steps, "eval_every": args.eval_every, "holdout_fraction": args.holdout_fraction, "precision": getattr(args, "precision", None)}
-    grid = dataclasses.replace(grid, **{k: v for k, v in given.items() if v is not None}, overrides=_overrides(args))
+        grid = sweep.Grid(
+            algorithms=_names(args.algorithms or args.algorithm or "erm"), datasets=datasets
+        )
+    given = {
+        "n_hparams": args.n_hparams,
+        "n_trials": args.n_trials,
+        "test_envs": args.test_envs,
+        "steps": args.steps,
+        "eval_every": args.eval_every,
+        "holdout_fraction": args.holdout_fraction,
+        "precision": getattr(args, "precision", None),
+    }
+    grid = dataclasses.replace(
+        grid, **{k: v for k, v in given.items() if v is not None}, overrides=_overrides(args)
+    )
     if args.size != "full":
         grid = dataclasses.replace(grid, size=args.size)
     specs = sweep.expand(grid, args.data_dir, args.download)
     no_validation = all(s.holdout_fraction == 0 for s in specs)
     if args.selection is None and no_validation:
-        print("no validation split (holdout fraction 0, e.g. the IRM-paper protocol): tables use selection 'last'")
+        print(
+            "no validation split (holdout fraction 0, e.g. the IRM-paper protocol): "
+            "tables use selection 'last'"
+        )
     rules = rule_names(args.selection or ("last" if no_validation else "train_val"))
     command = shlex.join(["python", "-m", "bench", *argv])
-    options = RuntimeOptions(output_dir=args.output_dir, data_dir=args.data_dir, device=checks.device(args.device), download=args.download,
-                             progress=False, threads=args.threads, command=command, eval_splits=args.eval_splits, imports=tuple(args.imports))
+    options = RuntimeOptions(
+        output_dir=args.output_dir,
+        data_dir=args.data_dir,
+        device=checks.device(args.device),
+        download=args.download,
+        progress=False,
+        threads=args.threads,
+        command=command,
+        eval_splits=args.eval_splits,
+        imports=tuple(args.imports),
+    )
     records.check_output_dir(args.output_dir)
     found = sweep.states(args.output_dir, specs)
     damaged = f" / {len(found['damaged'])} damaged (trained again)" if found["damaged"] else ""
-    print(f"{'default benchmark: ' if default else ''}{len(specs)} runs: {len(found['done'])} done / {len(found['partial'])} partial{damaged} / {len(found['new'])} new  (output: {args.output_dir})")
+    print(
+        f"{'default benchmark: ' if default else ''}{len(specs)} runs: "
+        f"{len(found['done'])} done / {len(found['partial'])} partial{damaged} / "
+        f"{len(found['new'])} new  (output: {args.output_dir})"
+    )
     result = sweep.launch(
-        specs, options, args.launcher or "local", progress=not args.no_progress, jobs=args.jobs, scheduler=args.scheduler, stack=not args.no_stack,
-        cluster=args.slurm_cluster, partition=args.slurm_partition, timeout_min=args.slurm_timeout,
+        specs,
+        options,
+        args.launcher or "local",
+        progress=not args.no_progress,
+        jobs=args.jobs,
+        scheduler=args.scheduler,
+        stack=not args.no_stack,
+        cluster=args.slurm_cluster,
+        partition=args.slurm_partition,
+        timeout_min=args.slurm_timeout,
         on_line=lambda line: print(line, flush=True),  # without a terminal: a line per finished run
     )
     counts = result.counts
-    print(f"trained {counts['ok']}, diverged {counts['diverged']}, finished meanwhile elsewhere {counts['skipped']}, held by another worker {counts['busy']}")
+    print(
+        f"trained {counts['ok']}, diverged {counts['diverged']}, finished meanwhile "
+        f"elsewhere {counts['skipped']}, held by another worker {counts['busy']}"
+    )
     if counts["busy"]:
-        print("runs held by another worker are not in the tables yet; run the same command again once it is done")
+        print(
+            "runs held by another worker are not in the tables yet; run the same command "
+            "again once it is done"
+        )
     rep = report.build_report(report.load_runs(args.output_dir, [s.run_id for s in specs]), rules)
     print()
     print(report.render_tables(rep, "plain"))
@@ -324,18 +534,61 @@ def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"\n{render(rep)}")
         out = Path(args.output_dir) / "leaderboard"
         title = "Default benchmark"
-        page = leaderboard.write(rep, out, records.git_commit(), shlex.join(["python", "-m", "bench", "leaderboard", "--runs", str(args.output_dir), "--out", str(out), "--selection", ",".join(rules), "--title", title]), title)
+        page = leaderboard.write(
+            rep,
+            out,
+            records.git_commit(),
+            shlex.join(
+                [
+                    "python",
+                    "-m",
+                    "bench",
+                    "leaderboard",
+                    "--runs",
+                    str(args.output_dir),
+                    "--out",
+                    str(out),
+                    "--selection",
+                    ",".join(rules),
+                    "--title",
+                    title,
+                ]
+            ),
+            title,
+        )
         print(f"\nleaderboard: {page}")
-    return 0  # diverged runs are results of the search (shown in the tables), not a failure of the sweep
+    # diverged runs are results of the search (shown in the tables), not a failure of the sweep
+    return 0
 
 
 def _add_leaderboard(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--runs", type=Path, required=True, help="output directory of the sweep(s) (holds runs/)")
-    p.add_argument("--out", type=Path, default=Path("leaderboard"), help="directory for README.md, selected.csv/json and PNGs")
-    p.add_argument("--selection", default="train_val,oracle,last", help="comma-separated rules: train_val, loo, oracle, last, val_env")
+    p.add_argument(
+        "--runs", type=Path, required=True, help="output directory of the sweep(s) (holds runs/)"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("leaderboard"),
+        help="directory for README.md, selected.csv/json and PNGs",
+    )
+    p.add_argument(
+        "--selection",
+        default="train_val,oracle,last",
+        help="comma-separated rules: train_val, loo, oracle, last, val_env",
+    )
     p.add_argument("--title", default="Leaderboard")
-    p.add_argument("--format", choices=("markdown", "latex", "plain"), default=None, help="also print the tables in this format")
-    p.add_argument("--spread", choices=("std", "se"), default="std", help="spread printed after ± (with --format)")
+    p.add_argument(
+        "--format",
+        choices=("markdown", "latex", "plain"),
+        default=None,
+        help="also print the tables in this format",
+    )
+    p.add_argument(
+        "--spread",
+        choices=("std", "se"),
+        default="std",
+        help="spread printed after ± (with --format)",
+    )
     p.add_argument("--ci", action="store_true", help="also print 95%% t-intervals (with --format)")
     p.add_argument("--no-figures", action="store_true")
 
@@ -346,13 +599,32 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 
     rules = rule_names(args.selection)
     if not args.format and (args.spread != "std" or args.ci):
-        raise UserError("--spread and --ci shape the tables printed with --format; add --format markdown|latex|plain")
+        raise UserError(
+            "--spread and --ci shape the tables printed with --format; add --format "
+            "markdown|latex|plain"
+        )
     runs = report.load_runs(args.runs)
     if not runs:
         raise UserError(f"no runs under {args.runs}/runs; pass the --output-dir of a sweep")
     rep = report.build_report(runs, rules)
-    command = shlex.join(["python", "-m", "bench", "leaderboard", "--runs", str(args.runs), "--out", str(args.out), "--selection", ",".join(rules), *(["--title", args.title] if args.title != "Leaderboard" else [])])
-    page = leaderboard.write(rep, args.out, records.git_commit(), command, args.title, figures=not args.no_figures)
+    command = shlex.join(
+        [
+            "python",
+            "-m",
+            "bench",
+            "leaderboard",
+            "--runs",
+            str(args.runs),
+            "--out",
+            str(args.out),
+            "--selection",
+            ",".join(rules),
+            *(["--title", args.title] if args.title != "Leaderboard" else []),
+        ]
+    )
+    page = leaderboard.write(
+        rep, args.out, records.git_commit(), command, args.title, figures=not args.no_figures
+    )
     if args.format:
         print(report.render_tables(rep, args.format, args.spread, args.ci))
     print(f"leaderboard: {page} ({len(runs)} runs)")

@@ -12,7 +12,9 @@ from bench.errors import UserError
 
 # Flags that only mean something in some modes: given elsewhere they are refused, never ignored.
 SWEEP_ONLY = {
-    "selection": "--selection", "no_stack": "--no-stack", "slurm_partition": "--slurm-partition",
+    "selection": "--selection",
+    "no_stack": "--no-stack",
+    "slurm_partition": "--slurm-partition",
     "slurm_cluster": "--slurm-cluster",
 }
 
@@ -27,10 +29,14 @@ def device(text: str) -> str:
         raise UserError(f"--device {text}: not a device; use cpu, cuda or cuda:N") from None
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
-            raise UserError(f"--device {text}: CUDA is not available on this machine "
-                            f"(torch {torch.__version__}); use --device cpu")
+            raise UserError(
+                f"--device {text}: CUDA is not available on this machine "
+                f"(torch {torch.__version__}); use --device cpu"
+            )
         if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise UserError(f"--device {text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise UserError(
+                f"--device {text}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
     elif parsed.type != "cpu":
         raise UserError(f"--device {text}: only cpu and cuda are supported")
     return text
@@ -44,10 +50,13 @@ def at_least_one(value: int | None, flag: str) -> int | None:
 
 
 def refuse(args: argparse.Namespace, flags: dict[str, str], mode: str) -> None:
-    """UserError naming every flag of ``flags`` that was given although it does not apply to ``mode``."""
+    """UserError naming every flag of ``flags`` that was given although it does not apply to
+    ``mode``."""
     given = [flag for dest, flag in flags.items() if getattr(args, dest, None) not in (None, False)]
     if given:
-        raise UserError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to {mode}")
+        raise UserError(
+            f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to {mode}"
+        )
 
 
 def check_launcher_flags(args: argparse.Namespace) -> None:
@@ -56,10 +65,18 @@ def check_launcher_flags(args: argparse.Namespace) -> None:
     at_least_one(args.threads, "--threads")
     launcher = args.launcher or "local"
     if launcher != "local":
-        refuse(args, {"jobs": "--jobs", "no_stack": "--no-stack"},
-               f"--launcher {launcher} (they are for --launcher local)")
+        refuse(
+            args,
+            {"jobs": "--jobs", "no_stack": "--no-stack"},
+            f"--launcher {launcher} (they are for --launcher local)",
+        )
     if launcher != "dask":
-        refuse(args, {"scheduler": "--scheduler"}, f"--launcher {launcher} (it is for --launcher dask)")
+        refuse(
+            args, {"scheduler": "--scheduler"}, f"--launcher {launcher} (it is for --launcher dask)"
+        )
     if launcher != "slurm":
-        refuse(args, {"slurm_partition": "--slurm-partition", "slurm_cluster": "--slurm-cluster"},
-               f"--launcher {launcher} (they are for --launcher slurm)")
+        refuse(
+            args,
+            {"slurm_partition": "--slurm-partition", "slurm_cluster": "--slurm-cluster"},
+            f"--launcher {launcher} (they are for --launcher slurm)",
+        )

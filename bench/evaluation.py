@@ -26,17 +26,25 @@ from bench.datasets.base import EnvData
 EVAL_SPLITS = ("needed", "all")
 
 
-def skipped_splits(splits: Mapping[str, Mapping[str, Tensor]], test_envs: Collection[str], mode: str = "needed") -> set[tuple[str, str]]:
-    """(env, part) pairs that ``mode`` leaves unevaluated: training envs' ``in`` when they have an ``out``."""
+def skipped_splits(
+    splits: Mapping[str, Mapping[str, Tensor]], test_envs: Collection[str], mode: str = "needed"
+) -> set[tuple[str, str]]:
+    """(env, part) pairs that ``mode`` leaves unevaluated: training envs' ``in`` when they have an
+    ``out``."""
     if mode not in EVAL_SPLITS:
         raise ValueError(f"eval_splits must be one of {EVAL_SPLITS}, got {mode!r}")
     if mode == "all":
         return set()
-    return {(name, "in") for name, parts in splits.items() if name not in test_envs and len(parts.get("out", ())) > 0}
+    return {
+        (name, "in")
+        for name, parts in splits.items()
+        if name not in test_envs and len(parts.get("out", ())) > 0
+    }
 
 
 def accuracy(algorithm: Algorithm, env: EnvData, idx: Tensor, batch_size: int) -> dict[str, Any]:
-    """``{"acc", "mcc", "n", "confusion"}`` of one split; the metrics are None for an empty split."""
+    """``{"acc", "mcc", "n", "confusion"}`` of one split; the metrics are None for an empty
+    split."""
     n = len(idx)
     if n == 0:
         return {"acc": None, "mcc": None, "n": 0, "confusion": []}
@@ -46,11 +54,17 @@ def accuracy(algorithm: Algorithm, env: EnvData, idx: Tensor, batch_size: int) -
         pairs.append(torch.stack([y, predictions(algorithm.predict(x))], dim=1))
     cells, counts = torch.cat(pairs).unique(dim=0, return_counts=True)
     confusion = [[int(t), int(p), int(c)] for (t, p), c in zip(cells.tolist(), counts.tolist())]
-    return {"acc": sum(c for t, p, c in confusion if t == p) / n, "mcc": mcc(confusion), "n": n, "confusion": confusion}
+    return {
+        "acc": sum(c for t, p, c in confusion if t == p) / n,
+        "mcc": mcc(confusion),
+        "n": n,
+        "confusion": confusion,
+    }
 
 
 def mcc(confusion: list[list[int]]) -> float:
-    """Matthews correlation (multi-class form) from sparse confusion counts ``[true, predicted, count]``."""
+    """Matthews correlation (multi-class form) from sparse confusion counts
+    ``[true, predicted, count]``."""
     from sklearn.metrics import matthews_corrcoef
 
     true, pred, count = zip(*confusion)
@@ -77,7 +91,9 @@ def evaluate(
         with torch.inference_mode():
             return {
                 name: {
-                    part: {"acc": None, "n": len(idx), "skipped": True} if (name, part) in skip else accuracy(algorithm, envs[name], idx, batch_size)
+                    part: {"acc": None, "n": len(idx), "skipped": True}
+                    if (name, part) in skip
+                    else accuracy(algorithm, envs[name], idx, batch_size)
                     for part, idx in parts.items()
                 }
                 for name, parts in splits.items()

@@ -168,7 +168,9 @@ class IntLogUniform(LogUniform):
 Space = dict[str, Param]
 
 
-def sample(space: Mapping[str, Param], algorithm: str, dataset: str, hparams_seed: int, trial_seed: int) -> dict[str, Any]:
+def sample(
+    space: Mapping[str, Param], algorithm: str, dataset: str, hparams_seed: int, trial_seed: int
+) -> dict[str, Any]:
     """Defaults for ``hparams_seed == 0``, else one independent draw per key."""
     if hparams_seed == 0:
         return {key: param.default for key, param in sorted(space.items())}
@@ -178,11 +180,15 @@ def sample(space: Mapping[str, Param], algorithm: str, dataset: str, hparams_see
     }
 
 
-def apply_overrides(space: Mapping[str, Param], values: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+def apply_overrides(
+    space: Mapping[str, Param], values: dict[str, Any], overrides: Mapping[str, Any]
+) -> dict[str, Any]:
     """Validated overrides: unknown keys and out-of-domain values raise UserError."""
     unknown = sorted(set(overrides) - set(space))
     if unknown:
-        raise UserError(f"unknown hparam(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(space))}")
+        raise UserError(
+            f"unknown hparam(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(space))}"
+        )
     out = dict(values)
     for key, value in overrides.items():
         out[key] = space[key].validate(key, value)
@@ -210,7 +216,10 @@ def space_for(algorithm_cls: type, dataset_cls: type, featurizer: str | None = N
     _layer(space, featurizer_space(featurizer))
     _layer(space, getattr(dataset_cls, "HPARAMS", {}))  # the dataset's own keys, e.g. augmentation
     _layer(space, {k: v for k, v in dataset_cls.HPARAM_OVERRIDES.items() if k in space})
-    _layer(space, getattr(dataset_cls, "ALGORITHM_HPARAMS", {}).get(getattr(algorithm_cls, "NAME", None), {}))  # per algorithm, declared by the dataset
+    _layer(
+        space,
+        getattr(dataset_cls, "ALGORITHM_HPARAMS", {}).get(getattr(algorithm_cls, "NAME", None), {}),
+    )  # per algorithm, declared by the dataset
     for klass in reversed(algorithm_cls.__mro__):
         _layer(space, klass.__dict__.get("DATASET_HPARAMS", {}).get(dataset_cls.NAME, {}))
     return space

@@ -1,4 +1,5 @@
-"""What a result means, in a few lines: chance level, oracle (upper bound) and one generated sentence.
+"""What a result means, in a few lines: chance level, oracle (upper bound) and one generated
+sentence.
 
 For datasets built to show a spurious correlation (those declaring ``ORACLE``, the variant
 with the spurious feature removed, or ``ORACLE_OF``, being that variant), e.g. the default
@@ -20,8 +21,11 @@ import numpy as np
 from bench import report as rp
 
 INVARIANCE = {"irm": "IRM", "vrex": "V-REx", "fishr": "Fishr"}
-CLEAR_GAP = 0.20  # points (as a fraction) between the best invariance method and ERM that count as a clear separation
-BELOW_CHANCE = 0.05  # ERM this far below chance means it used a feature whose relation to the label flipped
+# points (as a fraction) between the best invariance method and ERM that count as a clear separation
+CLEAR_GAP = 0.20
+BELOW_CHANCE = (
+    0.05  # ERM this far below chance means it used a feature whose relation to the label flipped
+)
 
 
 def _dataset_class(report: rp.Report, label: str):
@@ -40,7 +44,8 @@ def applies(report: rp.Report, label: str) -> bool:
 
 
 def chance(report: rp.Report, label: str) -> float | None:
-    """Majority-class rate of the (first) test environment, mean over the report's trials (data seed = trial seed)."""
+    """Majority-class rate of the (first) test environment, mean over the report's trials (data seed
+    = trial seed)."""
     cls, runs = _dataset_class(report, label)
     if cls is None:
         return None
@@ -89,8 +94,11 @@ def oracle(report: rp.Report, label: str, rule: str) -> tuple[str, float] | None
     return None
 
 
-def sentence(report: rp.Report, label: str, rule: str, chance_level: float | None, upper: float | None) -> str | None:
-    """One sentence generated from the numbers: ERM vs the best invariance method on the test environment."""
+def sentence(
+    report: rp.Report, label: str, rule: str, chance_level: float | None, upper: float | None
+) -> str | None:
+    """One sentence generated from the numbers: ERM vs the best invariance method on the test
+    environment."""
     found = _column(report, label, rule)
     if found is None:
         return None
@@ -102,33 +110,64 @@ def sentence(report: rp.Report, label: str, rule: str, chance_level: float | Non
     best = max(methods, key=lambda a: (methods[a], a))
     gap = methods[best] - erm
     p = column[best].p_vs_baseline
-    head = f"ERM {_pct(erm)} vs best invariance method {INVARIANCE[best]} {_pct(methods[best])} on the shifted test environment `{env}`"
-    test = f" (paired t-test, Holm-adjusted p = {p:.2g}, n = {column[best].n})" if p is not None else ""
+    head = (
+        f"ERM {_pct(erm)} vs best invariance method {INVARIANCE[best]} {_pct(methods[best])} "
+        f"on the shifted test environment `{env}`"
+    )
+    test = (
+        f" (paired t-test, Holm-adjusted p = {p:.2g}, n = {column[best].n})"
+        if p is not None
+        else ""
+    )
     below = chance_level is not None and erm < chance_level - BELOW_CHANCE
     if gap >= CLEAR_GAP:
-        why = "ERM used the spurious feature, whose relation to the label flips at test" if below else "ERM relied on features that do not transfer"
-        reach = f" and reaches {methods[best] / upper:.0%} of the oracle's {_pct(upper)}" if upper else ""
+        why = (
+            "ERM used the spurious feature, whose relation to the label flips at test"
+            if below
+            else "ERM relied on features that do not transfer"
+        )
+        reach = (
+            f" and reaches {methods[best] / upper:.0%} of the oracle's {_pct(upper)}"
+            if upper
+            else ""
+        )
         return f"{head}{test}: {why}; {INVARIANCE[best]} did not{reach}."
     if gap > 0:
-        return f"{head}{test}: {INVARIANCE[best]} is ahead by {100 * gap:.1f} points, less than the {100 * CLEAR_GAP:.0f} that would make the separation clear."
-    return f"{head}{test}: no invariance method beats ERM here" + (" (ERM is below chance: every method used the spurious feature)." if below else ".")
+        return (
+            f"{head}{test}: {INVARIANCE[best]} is ahead by {100 * gap:.1f} points, less than "
+            f"the {100 * CLEAR_GAP:.0f} that would make the separation clear."
+        )
+    return f"{head}{test}: no invariance method beats ERM here" + (
+        " (ERM is below chance: every method used the spurious feature)." if below else "."
+    )
 
 
 def lines(report: rp.Report, label: str, rule: str) -> list[str]:
-    """The interpretation of one dataset under one rule (empty for datasets it does not apply to)."""
+    """The interpretation of one dataset under one rule (empty for datasets it does not apply
+    to)."""
     if not applies(report, label) or not report.has_values(label, rule):
         return []
     cls, _ = _dataset_class(report, label)
     level = chance(report, label)
-    out = [f"chance (majority class of the test environment): {_pct(level) if level is not None else 'unknown'}"]
+    out = [
+        "chance (majority class of the test environment): "
+        f"{_pct(level) if level is not None else 'unknown'}"
+    ]
     if getattr(cls, "ORACLE_OF", None):
         found = _column(report, label, rule)
         erm = _mean(found[1].get(rp.BASELINE)) if found else None
         if erm is not None:
-            out.append(f"oracle: this is {cls.ORACLE_OF} with its spurious feature removed; ERM here, {_pct(erm)}, is that dataset's upper bound")
+            out.append(
+                f"oracle: this is {cls.ORACLE_OF} with its spurious feature removed; ERM "
+                f"here, {_pct(erm)}, is that dataset's upper bound"
+            )
         return out
     top = oracle(report, label, rule)
-    out.append(f"oracle (ERM on {top[0]}, the spurious feature removed): {_pct(top[1])}" if top else f"oracle: ERM on {cls.ORACLE} was not run")
+    out.append(
+        f"oracle (ERM on {top[0]}, the spurious feature removed): {_pct(top[1])}"
+        if top
+        else f"oracle: ERM on {cls.ORACLE} was not run"
+    )
     text = sentence(report, label, rule, level, top[1] if top else None)
     if text:
         out.append(text)
@@ -136,7 +175,8 @@ def lines(report: rp.Report, label: str, rule: str) -> list[str]:
 
 
 def render(report: rp.Report, rules: Sequence[str] | None = None) -> str:
-    """The block ``bench run`` prints under the tables (empty when no dataset has an interpretation)."""
+    """The block ``bench run`` prints under the tables (empty when no dataset has an
+    interpretation)."""
     parts = []
     for rule in rules or report.rules:
         for label in report.datasets:

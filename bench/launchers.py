@@ -47,8 +47,11 @@ def execute(spec: RunSpec, options: RuntimeOptions, launcher: str = "local") -> 
     return _report(runner.run(spec, options), launcher)
 
 
-def execute_unit(unit: Sequence[RunSpec], options: RuntimeOptions, launcher: str = "local") -> list[Finished]:
-    """One spec through the runner, or a group of same-shape tiny runs trained together (``bench.stacked``)."""
+def execute_unit(
+    unit: Sequence[RunSpec], options: RuntimeOptions, launcher: str = "local"
+) -> list[Finished]:
+    """One spec through the runner, or a group of same-shape tiny runs trained together
+    (``bench.stacked``)."""
     _worker_setup(options)
     if len(unit) == 1:
         return [execute(unit[0], options, launcher)]
@@ -72,16 +75,24 @@ def _worker_setup(options: RuntimeOptions) -> None:
 def _report(outcome: runner.RunOutcome, launcher: str) -> Finished:
     host = socket.gethostname()
     if outcome.status in ("ok", "diverged"):
-        line = {"host": host, "pid": os.getpid(), "launcher": launcher, "status": outcome.status, "wall_s": outcome.wall_s}
+        line = {
+            "host": host,
+            "pid": os.getpid(),
+            "launcher": launcher,
+            "status": outcome.status,
+            "wall_s": outcome.wall_s,
+        }
         records.append_record(outcome.run_dir / TRAINED, line)
     return Finished(outcome.run_id, outcome.status, outcome.wall_s, host)
 
 
-STACK_SIZE = 16  # trials per stacked group: enough to amortise per-step overhead, small enough to spread over jobs
+# trials per stacked group: enough to amortise per-step overhead, small enough to spread over jobs
+STACK_SIZE = 16
 
 
 def work_units(specs: Sequence[RunSpec], stack: bool = True) -> list[list[RunSpec]]:
-    """Runs grouped for stacked training where their shapes match (tiny ERM models), else one run per unit."""
+    """Runs grouped for stacked training where their shapes match (tiny ERM models), else one run
+    per unit."""
     if not stack:
         return [[spec] for spec in specs]
     from bench.stacked import stack_key
@@ -101,7 +112,9 @@ def work_units(specs: Sequence[RunSpec], stack: bool = True) -> list[list[RunSpe
 
 def cores() -> int:
     """CPU cores this process may use (respects affinity masks and cgroup cpusets)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    )
 
 
 def plan_local(n_runs: int, jobs: int | None, threads: int | None) -> tuple[int, int]:
@@ -127,7 +140,13 @@ def _for_workers(options: RuntimeOptions, threads: int | None) -> RuntimeOptions
     )
 
 
-def local(specs: Sequence[RunSpec], options: RuntimeOptions, jobs: int | None = None, stack: bool = True, **_: Any) -> Iterator[Finished]:
+def local(
+    specs: Sequence[RunSpec],
+    options: RuntimeOptions,
+    jobs: int | None = None,
+    stack: bool = True,
+    **_: Any,
+) -> Iterator[Finished]:
     """joblib processes; same-shape tiny runs are trained together unless ``stack`` is False."""
     units = work_units(specs, stack)
     n_jobs, threads = plan_local(len(units), jobs, options.threads)
@@ -138,7 +157,13 @@ def local(specs: Sequence[RunSpec], options: RuntimeOptions, jobs: int | None = 
         return
     from joblib import Parallel, delayed
 
-    parallel = Parallel(n_jobs=n_jobs, backend="loky", return_as="generator_unordered", batch_size=1, pre_dispatch="n_jobs")
+    parallel = Parallel(
+        n_jobs=n_jobs,
+        backend="loky",
+        return_as="generator_unordered",
+        batch_size=1,
+        pre_dispatch="n_jobs",
+    )
     for finished in parallel(delayed(execute_unit)(unit, opts, "local") for unit in units):
         yield from finished
 
@@ -156,7 +181,10 @@ def dask(
     in one UserError within about ``connect_timeout_s``.
     """
     if not scheduler:
-        raise UserError("--launcher dask needs --scheduler ADDRESS of a running scheduler, e.g. tcp://10.0.0.5:8786")
+        raise UserError(
+            "--launcher dask needs --scheduler ADDRESS of a running scheduler, e.g. "
+            "tcp://10.0.0.5:8786"
+        )
     from bench.errors import reason  # imported here: this change keeps to the dask launcher
 
     try:
@@ -164,7 +192,9 @@ def dask(
         from distributed.comm import parse_address
         from distributed.comm.addressing import parse_host_port
     except ImportError:
-        raise UserError("--launcher dask needs dask.distributed: pip install 'bench[dask]'") from None
+        raise UserError(
+            "--launcher dask needs dask.distributed: pip install 'bench[dask]'"
+        ) from None
     try:
         host, port = parse_host_port(parse_address(scheduler)[1])
     except ValueError:
@@ -179,7 +209,10 @@ def dask(
         raise UserError(f"{failed} ({reason(exc)}); is one listening there?") from None
     opts = _for_workers(options, options.threads or 1)
     try:
-        futures = [client.submit(execute, spec, opts, "dask", key=f"bench-run-{spec.run_id}", pure=False) for spec in specs]
+        futures = [
+            client.submit(execute, spec, opts, "dask", key=f"bench-run-{spec.run_id}", pure=False)
+            for spec in specs
+        ]
         for future in as_completed(futures):
             yield future.result()
     finally:
@@ -195,14 +228,19 @@ def slurm(
     poll_s: float = 5.0,
     **_: Any,
 ) -> Iterator[Finished]:
-    """One Slurm array task per run via submitit; logs under ``<output>/slurm/``. ``cluster``: None (auto), local, debug."""
+    """One Slurm array task per run via submitit; logs under ``<output>/slurm/``. ``cluster``: None
+    (auto), local, debug."""
     try:
         import submitit
     except ImportError:
         raise UserError("--launcher slurm needs submitit: pip install 'bench[slurm]'") from None
     opts = _for_workers(options, options.threads or 1)
     executor = submitit.AutoExecutor(folder=Path(opts.output_dir) / "slurm" / "%j", cluster=cluster)
-    params: dict[str, Any] = {"timeout_min": timeout_min, "cpus_per_task": opts.threads, "name": "bench"}
+    params: dict[str, Any] = {
+        "timeout_min": timeout_min,
+        "cpus_per_task": opts.threads,
+        "name": "bench",
+    }
     if partition:
         params["slurm_partition"] = partition
     executor.update_parameters(**params)
@@ -216,7 +254,11 @@ def slurm(
             time.sleep(poll_s)
 
 
-LAUNCHERS: dict[str, Callable[..., Iterator[Finished]]] = {"local": local, "dask": dask, "slurm": slurm}
+LAUNCHERS: dict[str, Callable[..., Iterator[Finished]]] = {
+    "local": local,
+    "dask": dask,
+    "slurm": slurm,
+}
 
 
 def get(name: str) -> Callable[..., Iterator[Finished]]:

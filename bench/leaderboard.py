@@ -1,4 +1,5 @@
-"""The published leaderboard: markdown (tables, reference rows, chosen hparams, commands) and figures.
+"""The published leaderboard: markdown (tables, reference rows, chosen hparams, commands) and
+figures.
 
 Everything in the markdown is a function of the runs plus the injected ``commit`` and
 ``command``, so a golden file can pin it and a re-run reproduces it byte for byte.
@@ -35,32 +36,124 @@ class Reference:
 
 
 _IRM = "Arjovsky et al. 2019 (IRM), Table 1, 10 restarts, ± std(ddof=0)"
-_FISHR = "Rame et al. 2022 (Fishr), Table 2 (Sec. 6.A), every method at IRM-tuned hparams, 10 restarts, ± std(ddof=0)"
+_FISHR = (
+    "Rame et al. 2022 (Fishr), Table 2 (Sec. 6.A), every method at IRM-tuned hparams, 10 "
+    "restarts, ± std(ddof=0)"
+)
 _DB = "Gulrajani & Lopez-Paz 2021 (DomainBed); ± there is std(ddof=0)/sqrt(n)"
 _IRM_RUN = {"steps": 501, "size": "full"}
 _DB_CMNIST = {"steps": 5001, "eval_every": 100, "size": "full"}
 _DB_PACS = {"size": "full", "featurizer": "resnet50", "weights": "imagenet", "eval_every": 300}
 REFERENCES: tuple[Reference, ...] = (
-    Reference("cmnist_irm", "last", "ERM", {"train envs": "87.4 ± 0.2", "test": "17.1 ± 0.6"}, _IRM, _IRM_RUN),
-    Reference("cmnist_irm", "last", "IRM", {"train envs": "70.8 ± 0.9", "test": "66.9 ± 2.5"}, _IRM, _IRM_RUN),
-    Reference("cmnist_irm_gray", "last", "ERM grayscale (oracle)", {"train envs": "73.5 ± 0.2", "test": "73.0 ± 0.4"}, _IRM,
-              {"steps": 101, "size": "full"}),
-    *(Reference(d, "last", "V-REx", {"train envs": "71.7 ± 1.5", "test": "67.2 ± 1.5"}, _FISHR, _IRM_RUN) for d in ("cmnist_irm", "cmnist_fishr")),
-    *(Reference(d, "last", "Fishr", {"train envs": "71.0 ± 0.9", "test": "69.5 ± 1.0"}, _FISHR, _IRM_RUN) for d in ("cmnist_irm", "cmnist_fishr")),
-    Reference("cmnist_fishr", "last", "ERM", {"train envs": "86.4 ± 0.2", "test": "14.0 ± 0.7"}, _FISHR, _IRM_RUN),
-    Reference("cmnist_fishr", "last", "IRM", {"train envs": "71.0 ± 0.5", "test": "65.6 ± 1.8"}, _FISHR, _IRM_RUN),
-    Reference("cmnist", "train_val", "ERM", {"+90%": "71.7", "+80%": "72.9", "-90%": "10.0", "Avg": "51.5"}, _DB, _DB_CMNIST),
-    *(Reference("cmnist", "train_val", a, {"Avg": v}, _DB, _DB_CMNIST) for a, v in (("IRM", "52.0"), ("VREx", "51.8"), ("CORAL", "51.5"), ("DANN", "51.5"), ("GroupDRO", "52.1"), ("MMD", "51.5"))),
-    Reference("cmnist", "train_val", "Mixup", {"Avg": "52.1"}, _DB + "; mixup_alpha was 0.1 for every sample there (a registry bug fixed in 2023; bench searches 10^U(-1, 1))", _DB_CMNIST),
-    *(Reference("cmnist", "oracle", a, {"-90%": t, "Avg": v}, _DB, _DB_CMNIST) for a, t, v in (("ERM", "28.7", "57.8"), ("IRM", "58.5", "67.7"), ("VREx", "55.2", "67.0"))),
-    Reference("cmnist", "oracle", "Fishr", {"Avg": "68.8 ± 1.4"}, "Rame et al. 2022 (Fishr), DomainBed protocol", _DB_CMNIST),
-    *(Reference("pacs_domainbed", "train_val", a, {"Avg": v}, "Gulrajani & Lopez-Paz 2021 (DomainBed), ResNet-50 ImageNet", _DB_PACS)
-      for a, v in (("ERM", "85.5"), ("CORAL", "86.2"), ("IRM", "83.5"), ("DANN", "83.6"))),
+    Reference(
+        "cmnist_irm",
+        "last",
+        "ERM",
+        {"train envs": "87.4 ± 0.2", "test": "17.1 ± 0.6"},
+        _IRM,
+        _IRM_RUN,
+    ),
+    Reference(
+        "cmnist_irm",
+        "last",
+        "IRM",
+        {"train envs": "70.8 ± 0.9", "test": "66.9 ± 2.5"},
+        _IRM,
+        _IRM_RUN,
+    ),
+    Reference(
+        "cmnist_irm_gray",
+        "last",
+        "ERM grayscale (oracle)",
+        {"train envs": "73.5 ± 0.2", "test": "73.0 ± 0.4"},
+        _IRM,
+        {"steps": 101, "size": "full"},
+    ),
+    *(
+        Reference(
+            d, "last", "V-REx", {"train envs": "71.7 ± 1.5", "test": "67.2 ± 1.5"}, _FISHR, _IRM_RUN
+        )
+        for d in ("cmnist_irm", "cmnist_fishr")
+    ),
+    *(
+        Reference(
+            d, "last", "Fishr", {"train envs": "71.0 ± 0.9", "test": "69.5 ± 1.0"}, _FISHR, _IRM_RUN
+        )
+        for d in ("cmnist_irm", "cmnist_fishr")
+    ),
+    Reference(
+        "cmnist_fishr",
+        "last",
+        "ERM",
+        {"train envs": "86.4 ± 0.2", "test": "14.0 ± 0.7"},
+        _FISHR,
+        _IRM_RUN,
+    ),
+    Reference(
+        "cmnist_fishr",
+        "last",
+        "IRM",
+        {"train envs": "71.0 ± 0.5", "test": "65.6 ± 1.8"},
+        _FISHR,
+        _IRM_RUN,
+    ),
+    Reference(
+        "cmnist",
+        "train_val",
+        "ERM",
+        {"+90%": "71.7", "+80%": "72.9", "-90%": "10.0", "Avg": "51.5"},
+        _DB,
+        _DB_CMNIST,
+    ),
+    *(
+        Reference("cmnist", "train_val", a, {"Avg": v}, _DB, _DB_CMNIST)
+        for a, v in (
+            ("IRM", "52.0"),
+            ("VREx", "51.8"),
+            ("CORAL", "51.5"),
+            ("DANN", "51.5"),
+            ("GroupDRO", "52.1"),
+            ("MMD", "51.5"),
+        )
+    ),
+    Reference(
+        "cmnist",
+        "train_val",
+        "Mixup",
+        {"Avg": "52.1"},
+        _DB + "; mixup_alpha was 0.1 for every sample there (a registry bug fixed in 2023; "
+        "bench searches 10^U(-1, 1))",
+        _DB_CMNIST,
+    ),
+    *(
+        Reference("cmnist", "oracle", a, {"-90%": t, "Avg": v}, _DB, _DB_CMNIST)
+        for a, t, v in (("ERM", "28.7", "57.8"), ("IRM", "58.5", "67.7"), ("VREx", "55.2", "67.0"))
+    ),
+    Reference(
+        "cmnist",
+        "oracle",
+        "Fishr",
+        {"Avg": "68.8 ± 1.4"},
+        "Rame et al. 2022 (Fishr), DomainBed protocol",
+        _DB_CMNIST,
+    ),
+    *(
+        Reference(
+            "pacs_domainbed",
+            "train_val",
+            a,
+            {"Avg": v},
+            "Gulrajani & Lopez-Paz 2021 (DomainBed), ResNet-50 ImageNet",
+            _DB_PACS,
+        )
+        for a, v in (("ERM", "85.5"), ("CORAL", "86.2"), ("IRM", "83.5"), ("DANN", "83.6"))
+    ),
 )
 
 
 def protocol_differences(ref: Reference, runs: Sequence[Run]) -> list[str]:
-    """``key: published vs ours`` for every protocol field where some run differs from the reference."""
+    """``key: published vs ours`` for every protocol field where some run differs from the
+    reference."""
     out = []
     for key, value in ref.protocol.items():
         ours = sorted({str(r.spec.get(key, r.hparams.get(key))) for r in runs})
@@ -69,15 +162,21 @@ def protocol_differences(ref: Reference, runs: Sequence[Run]) -> list[str]:
     return out
 
 
-def _references(dataset: str, rule: str, headers: list[str], runs: Sequence[Run]) -> tuple[list[list[str]], list[str]]:
-    """Rows of the comparable published references, and one note per source that is not comparable."""
+def _references(
+    dataset: str, rule: str, headers: list[str], runs: Sequence[Run]
+) -> tuple[list[list[str]], list[str]]:
+    """Rows of the comparable published references, and one note per source that is not
+    comparable."""
     rows, notes = [], {}
     for ref in REFERENCES:
         if ref.dataset != dataset or ref.rule != rule or not set(ref.cells) & set(headers):
             continue
         differences = protocol_differences(ref, runs)
         if differences:
-            notes[ref.source] = f"Published rows of {ref.source} not shown: their protocol differs ({'; '.join(differences)})."
+            notes[ref.source] = (
+                f"Published rows of {ref.source} not shown: their protocol differs "
+                f"({'; '.join(differences)})."
+            )
         else:
             rows.append(_reference_row(ref, headers))
     return rows, list(notes.values())
@@ -97,9 +196,12 @@ def _protocol(runs: Sequence[Run]) -> str:
     envs = sorted({",".join(r.spec["test_envs"]) for r in runs})
     return (
         f"{_status_counts(runs)}; "
-        f"algorithms: {', '.join(sorted({r.spec['algorithm'] for r in runs}))}; test envs: {'; '.join(envs)}; "
-        f"{count('hparams_seed')} hparams sample(s), {count('trial_seed')} trial(s); size {spec['size']}, "
-        f"{spec['steps']} steps, eval every {spec.get('eval_every', '?')}, holdout {spec['holdout_fraction']}."
+        f"algorithms: {', '.join(sorted({r.spec['algorithm'] for r in runs}))}; test "
+        f"envs: {'; '.join(envs)}; "
+        f"{count('hparams_seed')} hparams sample(s), {count('trial_seed')} trial(s); size "
+        f"{spec['size']}, "
+        f"{spec['steps']} steps, eval every {spec.get('eval_every', '?')}, holdout "
+        f"{spec['holdout_fraction']}."
     )
 
 
@@ -114,11 +216,35 @@ def _hparams_table(report: rp.Report, dataset: str, rule: str) -> str:
     varying: dict[str, list[str]] = {}
     for s in chosen:
         if s.algorithm not in varying:
-            values = [r.hparams for r in report.dataset_runs(dataset) if report.rows[r.run_id] == s.algorithm]
-            varying[s.algorithm] = sorted(k for k in values[0] if len({repr(v.get(k)) for v in values}) > 1)
-    rows = [[s.algorithm, s.test_env, s.trial_seed, s.hparams_seed, s.step, s.run_id, ", ".join(f"{k}={_hp_value(s.hparams[k])}" for k in varying[s.algorithm]) or "defaults"] for s in chosen]
-    table = rp.Table("", ["algorithm", "test env", "trial", "hparams seed", "step", "run", "searched hparams"], rows).render("markdown")
-    return f"<details><summary>Selected hyperparameters ({rule})</summary>\n\n{table}\n\nFull values: `selected.json`.\n</details>"
+            values = [
+                r.hparams
+                for r in report.dataset_runs(dataset)
+                if report.rows[r.run_id] == s.algorithm
+            ]
+            varying[s.algorithm] = sorted(
+                k for k in values[0] if len({repr(v.get(k)) for v in values}) > 1
+            )
+    rows = [
+        [
+            s.algorithm,
+            s.test_env,
+            s.trial_seed,
+            s.hparams_seed,
+            s.step,
+            s.run_id,
+            ", ".join(f"{k}={_hp_value(s.hparams[k])}" for k in varying[s.algorithm]) or "defaults",
+        ]
+        for s in chosen
+    ]
+    table = rp.Table(
+        "",
+        ["algorithm", "test env", "trial", "hparams seed", "step", "run", "searched hparams"],
+        rows,
+    ).render("markdown")
+    return (
+        f"<details><summary>Selected hyperparameters ({rule})</summary>\n\n{table}\n\nFull "
+        "values: `selected.json`.\n</details>"
+    )
 
 
 def _slug(text: str) -> str:
@@ -126,13 +252,21 @@ def _slug(text: str) -> str:
 
 
 DIAGNOSTIC_NOTE = (
-    "Mean pairwise cosine similarity of the per-environment gradients of the classifier head (1 = the training "
+    "Mean pairwise cosine similarity of the per-environment gradients of the classifier "
+    "head (1 = the training "
     "environments pull the same way; the quantity Fish and IDGM are designed to raise)."
 )
 
 
-def markdown(report: rp.Report, commit: str | None, command: str, title: str = "Leaderboard", figures: Mapping[str, str] | None = None) -> str:
-    """The whole leaderboard page; ``figures`` maps a dataset label to a PNG file name next to it."""
+def markdown(
+    report: rp.Report,
+    commit: str | None,
+    command: str,
+    title: str = "Leaderboard",
+    figures: Mapping[str, str] | None = None,
+) -> str:
+    """The whole leaderboard page; ``figures`` maps a dataset label to a PNG file name next to
+    it."""
     figures = figures or {}
     run_commands = sorted({r.command for r in report.runs if r.command})
     run_commits = sorted({r.git or "unknown" for r in report.runs})
@@ -140,11 +274,13 @@ def markdown(report: rp.Report, commit: str | None, command: str, title: str = "
         f"# {title}",
         "",
         f"{_status_counts(report.runs + [r for r in report.damaged if not r.spec])}. "
-        f"Written at git commit `{commit or 'unknown'}`; runs trained at {', '.join(f'`{c}`' for c in run_commits)}.",
+        f"Written at git commit `{commit or 'unknown'}`; runs trained at "
+        f"{', '.join(f'`{c}`' for c in run_commits)}.",
         "",
         "## Regenerate every number",
         "",
-        "Train, from the directory the paths are relative to (re-running a command resumes it; finished runs are skipped):",
+        "Train, from the directory the paths are relative to (re-running a command "
+        "resumes it; finished runs are skipped):",
         "",
         "```",
         *(run_commands or ["(runs carry no command)"]),
@@ -157,7 +293,8 @@ def markdown(report: rp.Report, commit: str | None, command: str, title: str = "
         "```",
         "",
         rp.legend("std", False),
-        "Rows marked *(published: source)* are numbers from papers, for reference; they were not run here.",
+        "Rows marked *(published: source)* are numbers from papers, for reference; they "
+        "were not run here.",
         *(["", *rp.damage_notes(report)] if report.damaged else []),
     ]
     for rule in report.rules:
@@ -167,7 +304,9 @@ def markdown(report: rp.Report, commit: str | None, command: str, title: str = "
     for dataset in report.datasets:
         runs = report.dataset_runs(dataset)
         out += ["", f"## {dataset}", "", _protocol(runs)]
-        cards = [r.protocol for r in sorted(runs, key=lambda r: r.spec["hparams_seed"]) if r.protocol]
+        cards = [
+            r.protocol for r in sorted(runs, key=lambda r: r.spec["hparams_seed"]) if r.protocol
+        ]
         if cards:
             out += ["", render_card(cards[0])]
         for rule in report.rules:
@@ -175,23 +314,53 @@ def markdown(report: rp.Report, commit: str | None, command: str, title: str = "
                 out += ["", f"### {rule}", "", f"No values: {_empty_reason(report, dataset, rule)}"]
                 continue
             table = rp.dataset_table(report, dataset, rule)
-            published, differ = _references(dataset, rule, table.headers, report.dataset_runs(dataset))
+            published, differ = _references(
+                dataset, rule, table.headers, report.dataset_runs(dataset)
+            )
             rows = table.rows + published
-            out += ["", f"### {rule}: {RULES[rule][0]}", "", rp.Table(table.title, table.headers, rows).render("markdown"), ""]
+            out += [
+                "",
+                f"### {rule}: {RULES[rule][0]}",
+                "",
+                rp.Table(table.title, table.headers, rows).render("markdown"),
+                "",
+            ]
             notes = table.notes[2:] + differ
             out += notes + ([""] if notes else [])
             meaning = interpret.lines(report, dataset, rule)
-            out += [f"**What it means.** {' '.join(_sentence(m) for m in meaning)}", ""] if meaning else []
+            out += (
+                [f"**What it means.** {' '.join(_sentence(m) for m in meaning)}", ""]
+                if meaning
+                else []
+            )
             out.append(_hparams_table(report, dataset, rule))
         if dataset in figures:
             out += ["", f"![{dataset}: train vs test accuracy]({figures[dataset]})"]
         diagnostic = rp.diagnostic_table(report, dataset, report.rules[0])
         if diagnostic is not None:
-            out += ["", f"### Training diagnostic: `{rp.DIAGNOSTIC}`", "", DIAGNOSTIC_NOTE, "", diagnostic.render("markdown"), "", *diagnostic.notes]
+            out += [
+                "",
+                f"### Training diagnostic: `{rp.DIAGNOSTIC}`",
+                "",
+                DIAGNOSTIC_NOTE,
+                "",
+                diagnostic.render("markdown"),
+                "",
+                *diagnostic.notes,
+            ]
             if f"{rp.DIAGNOSTIC}:{dataset}" in figures:
-                out += ["", f"![{dataset}: {rp.DIAGNOSTIC} over training]({figures[f'{rp.DIAGNOSTIC}:{dataset}']})"]
+                out += [
+                    "",
+                    f"![{dataset}: {rp.DIAGNOSTIC} over "
+                    f"training]({figures[f'{rp.DIAGNOSTIC}:{dataset}']})",
+                ]
     if "domains" in figures:
-        out += ["", "## Accuracy vs number of training domains", "", f"![accuracy vs number of domains]({figures['domains']})"]
+        out += [
+            "",
+            "## Accuracy vs number of training domains",
+            "",
+            f"![accuracy vs number of domains]({figures['domains']})",
+        ]
     return "\n".join(out) + "\n"
 
 
@@ -206,11 +375,15 @@ def _empty_reason(report: rp.Report, dataset: str, rule: str) -> str:
 
 
 def _reference_row(ref: Reference, headers: list[str]) -> list[str]:
-    return [f"{ref.algorithm} (published: {ref.source})", *(ref.cells.get(h, "") for h in headers[1:])]
+    return [
+        f"{ref.algorithm} (published: {ref.source})",
+        *(ref.cells.get(h, "") for h in headers[1:]),
+    ]
 
 
 def _save(fig: Any, ax: Any, path: Path, title: str | None = None) -> None:
-    """Legend, optional title, then a PNG without the matplotlib version in it (stable bytes across machines)."""
+    """Legend, optional title, then a PNG without the matplotlib version in it (stable bytes across
+    machines)."""
     import matplotlib.pyplot as plt
 
     if title:
@@ -222,7 +395,8 @@ def _save(fig: Any, ax: Any, path: Path, title: str | None = None) -> None:
 
 
 def plot(report: rp.Report, out_dir: Path, rule: str) -> dict[str, str]:
-    """Train vs test accuracy per algorithm for each dataset, and accuracy vs number of domains for ``*_n<N>`` families."""
+    """Train vs test accuracy per algorithm for each dataset, and accuracy vs number of domains for
+    ``*_n<N>`` families."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -237,9 +411,26 @@ def plot(report: rp.Report, out_dir: Path, rule: str) -> dict[str, str]:
         algorithms = report.algorithms(dataset)
         fig, ax = plt.subplots(figsize=(2.5 + 0.9 * len(algorithms), 3.4))
         x = np.arange(len(algorithms))
-        for offset, key, label in ((-0.2, "train_acc", "train envs"), (0.2, "acc", "test env (in)")):
-            vals = [[100 * getattr(s, key) for s in chosen if s.algorithm == a and getattr(s, key) is not None] for a in algorithms]
-            ax.bar(x + offset, [np.mean(v) if v else 0 for v in vals], 0.4, yerr=[np.std(v, ddof=1) if len(v) > 1 else 0 for v in vals], label=label, capsize=3)
+        for offset, key, label in (
+            (-0.2, "train_acc", "train envs"),
+            (0.2, "acc", "test env (in)"),
+        ):
+            vals = [
+                [
+                    100 * getattr(s, key)
+                    for s in chosen
+                    if s.algorithm == a and getattr(s, key) is not None
+                ]
+                for a in algorithms
+            ]
+            ax.bar(
+                x + offset,
+                [np.mean(v) if v else 0 for v in vals],
+                0.4,
+                yerr=[np.std(v, ddof=1) if len(v) > 1 else 0 for v in vals],
+                label=label,
+                capsize=3,
+            )
         ax.set_xticks(x, algorithms, rotation=30)
         ax.set_ylabel("accuracy (%), mean ± std")
         name = f"{_slug(dataset)}_{rule}_train_test.png"
@@ -252,7 +443,12 @@ def plot(report: rp.Report, out_dir: Path, rule: str) -> dict[str, str]:
                 if a in curves:
                     steps = sorted(curves[a])
                     mean = np.array([np.mean(curves[a][s]) for s in steps])
-                    std = np.array([np.std(curves[a][s], ddof=1) if len(curves[a][s]) > 1 else 0.0 for s in steps])
+                    std = np.array(
+                        [
+                            np.std(curves[a][s], ddof=1) if len(curves[a][s]) > 1 else 0.0
+                            for s in steps
+                        ]
+                    )
                     ax.plot(steps, mean, marker=".", label=a)
                     ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
             ax.set_xlabel("step")
@@ -271,10 +467,20 @@ def plot(report: rp.Report, out_dir: Path, rule: str) -> dict[str, str]:
         for family, members in families.items():
             for a in report.algorithms():
                 points = [(n, rp.cells(report, d, rule)) for n, d in members]
-                points = [(n, next(iter(c.values()))) if "Avg" not in c else (n, c["Avg"]) for n, c in points]
-                points = [(n, col[a].summary()["mean"]) for n, col in points if a in col and col[a].n]
+                points = [
+                    (n, next(iter(c.values()))) if "Avg" not in c else (n, c["Avg"])
+                    for n, c in points
+                ]
+                points = [
+                    (n, col[a].summary()["mean"]) for n, col in points if a in col and col[a].n
+                ]
                 if points:
-                    ax.plot([p[0] for p in points], [100 * p[1] for p in points], marker="o", label=f"{a} ({family})")
+                    ax.plot(
+                        [p[0] for p in points],
+                        [100 * p[1] for p in points],
+                        marker="o",
+                        label=f"{a} ({family})",
+                    )
         ax.set_xlabel("number of training domains")
         ax.set_ylabel("test accuracy (%)")
         _save(fig, ax, out_dir / f"domains_{rule}.png")
@@ -282,8 +488,16 @@ def plot(report: rp.Report, out_dir: Path, rule: str) -> dict[str, str]:
     return files
 
 
-def write(report: rp.Report, out_dir: str | Path, commit: str | None, command: str, title: str = "Leaderboard", figures: bool = True) -> Path:
-    """Write README.md, selected.csv/json and the figures into ``out_dir``; return the markdown path."""
+def write(
+    report: rp.Report,
+    out_dir: str | Path,
+    commit: str | None,
+    command: str,
+    title: str = "Leaderboard",
+    figures: bool = True,
+) -> Path:
+    """Write README.md, selected.csv/json and the figures into ``out_dir``; return the markdown
+    path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plotted = plot(report, out_dir, report.rules[0]) if figures else {}

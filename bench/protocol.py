@@ -36,13 +36,25 @@ def protocol_card(spec: Mapping[str, Any]) -> dict[str, Any]:
 
 
 FIELDS = (
-    "reference", "network", "input", "init", "steps", "eval_every", "batch_size", "augmentation",
-    "holdout", "selection", "metric", "size", "precision",
+    "reference",
+    "network",
+    "input",
+    "init",
+    "steps",
+    "eval_every",
+    "batch_size",
+    "augmentation",
+    "holdout",
+    "selection",
+    "metric",
+    "size",
+    "precision",
 )
 
 
 def render_card(card: Mapping[str, Any]) -> str:
     """One markdown line, fields in a fixed order, for the top of a board's dataset section."""
+
     def text(value: Any) -> str:
         return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
 

@@ -21,7 +21,9 @@ from typing import Any, Iterator, Mapping
 from bench.errors import UserError
 
 SCHEMA = 2
-IDENTITY = 2  # the run-id scheme (see spec.RunSpec); runs written under another are refused, never mixed
+IDENTITY = (
+    2  # the run-id scheme (see spec.RunSpec); runs written under another are refused, never mixed
+)
 SPEC, RESULTS, CHECKPOINT, DONE = "spec.json", "results.jsonl", "checkpoint.pt", "done"
 _TEMP_PREFIXES = tuple(f".{name}." for name in (SPEC, RESULTS, CHECKPOINT, DONE))
 
@@ -64,7 +66,9 @@ def write_atomic(path: Path, write) -> None:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    write_atomic(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))
+    write_atomic(
+        path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    )
 
 
 def read_json(path: Path) -> Any:
@@ -80,7 +84,8 @@ def append_record(path: Path, record: dict[str, Any]) -> None:
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """All complete records; a torn last line (a crash mid-append) is ignored, a corrupt earlier one raises DamagedRun."""
+    """All complete records; a torn last line (a crash mid-append) is ignored, a corrupt earlier one
+    raises DamagedRun."""
     path = Path(path)
     if not path.exists():
         return []
@@ -116,8 +121,11 @@ def read_spec(directory: Path) -> dict[str, Any]:
     return info
 
 
-def check_run(directory: Path, spec: Mapping[str, Any] | None = None) -> tuple[str, list[dict[str, Any]]]:
-    """(status, records) of a run directory: ok, diverged, partial, or DamagedRun saying what is wrong.
+def check_run(
+    directory: Path, spec: Mapping[str, Any] | None = None
+) -> tuple[str, list[dict[str, Any]]]:
+    """(status, records) of a run directory: ok, diverged, partial, or DamagedRun saying what is
+    wrong.
 
     A finished run must have records for exactly the steps its spec implies (a diverged
     one: a prefix of them, ending at the step it diverged); records of an unfinished run
@@ -133,7 +141,10 @@ def check_run(directory: Path, spec: Mapping[str, Any] | None = None) -> tuple[s
     steps = [r.get("step") for r in found]
     expected = record_steps(info["spec"]["steps"], info["spec"]["eval_every"])
     if steps != expected[: len(steps)] or any(r.get("run_id") != info["run_id"] for r in found):
-        raise DamagedRun(f"{directory / RESULTS}: records at steps {_span(steps)} do not follow the expected {_span(expected)}")
+        raise DamagedRun(
+            f"{directory / RESULTS}: records at steps {_span(steps)} do not follow the "
+            f"expected {_span(expected)}"
+        )
     if not (directory / DONE).exists():
         return "partial", found
     try:
@@ -142,7 +153,9 @@ def check_run(directory: Path, spec: Mapping[str, Any] | None = None) -> tuple[s
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DamagedRun(f"{directory / DONE}: unreadable ({exc})") from None
     if status == "ok" and steps != expected:
-        raise DamagedRun(f"{directory / RESULTS}: finished run has {len(steps)} of {len(expected)} evaluations")
+        raise DamagedRun(
+            f"{directory / RESULTS}: finished run has {len(steps)} of {len(expected)} evaluations"
+        )
     if status not in ("ok", "diverged"):
         raise DamagedRun(f"{directory / DONE}: unknown status {status!r}")
     return status, found
@@ -155,14 +168,16 @@ def _span(steps: list[Any]) -> str:
 
 
 def clean_temp_files(directory: Path) -> None:
-    """Remove temp files an interrupted atomic write left behind (call while holding the run's lock)."""
+    """Remove temp files an interrupted atomic write left behind (call while holding the run's
+    lock)."""
     for path in Path(directory).iterdir():
         if path.name.startswith(_TEMP_PREFIXES):
             path.unlink(missing_ok=True)
 
 
 def reset_run(directory: Path) -> None:
-    """Forget a run's state (spec, records, checkpoint, done) so it is trained again from scratch."""
+    """Forget a run's state (spec, records, checkpoint, done) so it is trained again from
+    scratch."""
     for name in (SPEC, RESULTS, CHECKPOINT, DONE):
         (Path(directory) / name).unlink(missing_ok=True)
     clean_temp_files(directory)
@@ -173,7 +188,8 @@ class LegacyRun(UserError):
 
 
 def check_output_dir(output_dir: str | Path) -> None:
-    """Refuse an output directory holding runs of an older identity scheme: they must not be mixed in."""
+    """Refuse an output directory holding runs of an older identity scheme: they must not be mixed
+    in."""
     old = []
     for d in iter_runs(output_dir):
         try:
@@ -184,8 +200,10 @@ def check_output_dir(output_dir: str | Path) -> None:
             continue  # reported and repaired run by run
     if old:
         raise LegacyRun(
-            f"{output_dir} holds {len(old)} run(s) written by an older bench whose run ids ignore resolved hparams "
-            f"and data (e.g. runs/{old[0]}); use a new --output-dir, or move {Path(output_dir) / 'runs'} away and re-run"
+            f"{output_dir} holds {len(old)} run(s) written by an older bench whose run "
+            "ids ignore resolved hparams "
+            f"and data (e.g. runs/{old[0]}); use a new --output-dir, or move "
+            f"{Path(output_dir) / 'runs'} away and re-run"
         )
 
 
@@ -208,10 +226,18 @@ def git_commit() -> str | None:
     """HEAD of the checkout this package lives in (suffix ``-dirty`` with local changes), if any."""
     here = Path(__file__).resolve().parent
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        )
         if head.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None

@@ -36,9 +36,13 @@ class Registry(Generic[T]):
 
         def decorator(cls: type[T]) -> type[T]:
             if name in self._entries and self._entries[name] is not cls:
-                raise ValueError(f"{self.kind} {name!r} is already registered by {self._entries[name]!r}")
+                raise ValueError(
+                    f"{self.kind} {name!r} is already registered by {self._entries[name]!r}"
+                )
             if not isinstance(getattr(cls, "VERSION", None), int):
-                raise TypeError(f"{self.kind} {name!r}: class {cls.__name__} needs an integer VERSION")
+                raise TypeError(
+                    f"{self.kind} {name!r}: class {cls.__name__} needs an integer VERSION"
+                )
             cls.NAME = name
             self._entries[name] = cls
             return cls
@@ -77,7 +81,11 @@ class Registry(Generic[T]):
             return self._entries[folded[0]]
         lowered = {n.lower(): n for n in self._entries}
         close = difflib.get_close_matches(name.lower(), lowered, n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(lowered[c] for c in close)}?" if close else " A plugin's? Add --import MODULE_OR_FILE."
+        hint = (
+            f" Did you mean {', '.join(lowered[c] for c in close)}?"
+            if close
+            else " A plugin's? Add --import MODULE_OR_FILE."
+        )
         forms = ", ".join(p + ":..." for p in sorted(self._prefixes))
         forms = f" Or one of {forms}." if forms else ""
         known = ", ".join(self.names())
@@ -130,7 +138,8 @@ class Registry(Generic[T]):
 
 
 def plugin_reference(text: str) -> str:
-    """``--import`` value as workers need it: a module name as given, a ``.py`` file as an absolute path."""
+    """``--import`` value as workers need it: a module name as given, a ``.py`` file as an absolute
+    path."""
     if text.endswith(".py"):
         path = Path(text).expanduser().resolve()
         if not path.is_file():
@@ -140,7 +149,8 @@ def plugin_reference(text: str) -> str:
 
 
 def import_plugins(modules: Iterable[str]) -> None:
-    """Import user modules (``--import mylab.algos`` or ``--import path/to/algos.py``): this runs their code.
+    """Import user modules (``--import mylab.algos`` or ``--import path/to/algos.py``): this runs
+    their code.
 
     Their decorators register algorithms and datasets. Importing twice is a no-op, so
     every worker process can call this before it runs anything.
@@ -151,11 +161,18 @@ def import_plugins(modules: Iterable[str]) -> None:
         except UserError:
             raise
         except SyntaxError as exc:
-            raise UserError(f"plugin {module}: syntax error at {exc.filename}:{exc.lineno}: {exc.msg}") from None
+            raise UserError(
+                f"plugin {module}: syntax error at {exc.filename}:{exc.lineno}: {exc.msg}"
+            ) from None
         except ImportError as exc:
-            raise UserError(f"cannot import plugin module {module!r}: {exc} (is its folder on PYTHONPATH? or pass a .py path)") from None
+            raise UserError(
+                f"cannot import plugin module {module!r}: {exc} (is its folder on "
+                "PYTHONPATH? or pass a .py path)"
+            ) from None
         except Exception as exc:  # the plugin's own code failed: say where, in one line
-            raise UserError(f"plugin {module} failed while importing: {type(exc).__name__}: {exc}") from None
+            raise UserError(
+                f"plugin {module} failed while importing: {type(exc).__name__}: {exc}"
+            ) from None
 
 
 def _import(module: str) -> None:
@@ -163,7 +180,12 @@ def _import(module: str) -> None:
         importlib.import_module(module)
         return
     path = Path(plugin_reference(module))
-    name = "bench_plugin_" + hashlib.sha256(str(path).encode()).hexdigest()[:12] + "_" + re.sub(r"\W", "_", path.stem)
+    name = (
+        "bench_plugin_"
+        + hashlib.sha256(str(path).encode()).hexdigest()[:12]
+        + "_"
+        + re.sub(r"\W", "_", path.stem)
+    )
     if name in sys.modules:
         return
     spec = importlib.util.spec_from_file_location(name, path)

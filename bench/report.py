@@ -1,4 +1,5 @@
-"""Select -> aggregate -> tables. Cells are ``mean ± std (n)`` over trials of the selected test accuracy.
+"""Select -> aggregate -> tables. Cells are ``mean ± std (n)`` over trials of the selected test
+accuracy.
 
 std uses ddof=1; n is always shown, and a cell with fewer trials than the dataset's
 sweep shows ``k/n``. Optional SE and a 95% t-interval. Each non-ERM cell gets a paired
@@ -22,7 +23,16 @@ from scipy import stats as st
 from tabulate import tabulate
 
 from bench import records
-from bench.selection import RULES, Run, Selected, algorithm_labels, dataset_labels, rule_names, select, split_pair_runs
+from bench.selection import (
+    RULES,
+    Run,
+    Selected,
+    algorithm_labels,
+    dataset_labels,
+    rule_names,
+    select,
+    split_pair_runs,
+)
 
 BASELINE = "erm"
 ALPHA = 0.05
@@ -47,8 +57,18 @@ def load_runs(output_dir: str | Path, run_ids: Iterable[str] | None = None) -> l
         except records.DamagedRun as exc:
             runs.append(Run(d.name, _readable_spec(d), {}, (), "damaged", damage=str(exc)))
             continue
-        runs.append(Run(info["run_id"], info["spec"], info["hparams"], tuple(found), status, info.get("command", ""),
-                        info.get("meta", {}).get("git"), protocol=info.get("protocol", {})))
+        runs.append(
+            Run(
+                info["run_id"],
+                info["spec"],
+                info["hparams"],
+                tuple(found),
+                status,
+                info.get("command", ""),
+                info.get("meta", {}).get("git"),
+                protocol=info.get("protocol", {}),
+            )
+        )
     return runs
 
 
@@ -88,7 +108,8 @@ class Cell:
         return {"mean": mean, "std": std, "se": se, "ci_lo": mean - half, "ci_hi": mean + half}
 
     def format(self, spread: str = "std", ci: bool = False) -> str:
-        """``71.7 ± 0.5 (3)``; ``(2/3)`` when trials are missing; ``–`` when none; ``*`` when significant."""
+        """``71.7 ± 0.5 (3)``; ``(2/3)`` when trials are missing; ``–`` when none; ``*`` when
+        significant."""
         count = f"({self.n})" if self.n == self.expected else f"({self.n}/{self.expected})"
         s = self.summary()
         if s["mean"] is None:
@@ -112,7 +133,9 @@ class Table:
     notes: list[str] = field(default_factory=list)
 
     def render(self, fmt: str = "markdown") -> str:
-        return tabulate(self.rows, headers=self.headers, tablefmt=FORMATS[fmt], disable_numparse=True)
+        return tabulate(
+            self.rows, headers=self.headers, tablefmt=FORMATS[fmt], disable_numparse=True
+        )
 
 
 @dataclass
@@ -124,7 +147,9 @@ class Report:
     selected: dict[str, list[Selected]]
     env_order: dict[str, list[str]]
     labels: dict[str, str]  # run_id -> dataset label
-    rows: dict[str, str] = field(default_factory=dict)  # run_id -> row label (algorithm, and its config if several)
+    rows: dict[str, str] = field(
+        default_factory=dict
+    )  # run_id -> row label (algorithm, and its config if several)
     damaged: list[Run] = field(default_factory=list)  # every damaged run, excluded from every cell
 
     def dataset_runs(self, dataset: str) -> list[Run]:
@@ -133,18 +158,30 @@ class Report:
     @property
     def datasets(self) -> list[str]:
         """Natural order, so ``cdsprites_n2`` comes before ``cdsprites_n10``."""
-        return sorted(self.env_order, key=lambda name: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)])
+        return sorted(
+            self.env_order,
+            key=lambda name: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)],
+        )
 
     def algorithms(self, dataset: str | None = None) -> list[str]:
-        found = {s.algorithm for sel in self.selected.values() for s in sel if dataset is None or s.dataset == dataset}
+        found = {
+            s.algorithm
+            for sel in self.selected.values()
+            for s in sel
+            if dataset is None or s.dataset == dataset
+        }
         return sorted(found, key=lambda a: (a != BASELINE, a))
 
     def columns(self, dataset: str) -> list[str]:
-        present = {s.test_env for sel in self.selected.values() for s in sel if s.dataset == dataset}
+        present = {
+            s.test_env for sel in self.selected.values() for s in sel if s.dataset == dataset
+        }
         return [e for e in self.env_order[dataset] if e in present]
 
     def trials(self, dataset: str) -> list[int]:
-        return sorted({s.trial_seed for sel in self.selected.values() for s in sel if s.dataset == dataset})
+        return sorted(
+            {s.trial_seed for sel in self.selected.values() for s in sel if s.dataset == dataset}
+        )
 
     def has_values(self, dataset: str, rule: str) -> bool:
         return any(s.acc is not None for s in self.selected[rule] if s.dataset == dataset)
@@ -153,19 +190,32 @@ class Report:
 def build_report(runs: Sequence[Run], rules: str | Sequence[str] = ("train_val",)) -> Report:
     names = rule_names(rules)
     damaged = [r for r in runs if r.status == "damaged"]
-    runs = [r for r in runs if r.spec]  # a damaged run with a readable spec still counts in its cells
+    runs = [
+        r for r in runs if r.spec
+    ]  # a damaged run with a readable spec still counts in its cells
     labels = dataset_labels(runs)
     env_order: dict[str, list[str]] = {}
     for run in split_pair_runs(runs)[0]:
         if run.records:
             env_order.setdefault(labels[run.run_id], list(run.records[0]["eval"]))
     rows = algorithm_labels(runs, labels)
-    return Report(list(runs), names, {rule: select(runs, rule) for rule in names}, env_order, labels, rows, damaged)
+    return Report(
+        list(runs),
+        names,
+        {rule: select(runs, rule) for rule in names},
+        env_order,
+        labels,
+        rows,
+        damaged,
+    )
 
 
 def damage_notes(report: Report) -> list[str]:
     """One line per damaged run: excluded from every table, re-run by the sweep command."""
-    return [f"Damaged run {r.run_id} (excluded; re-running its sweep trains it again): {r.damage}" for r in report.damaged]
+    return [
+        f"Damaged run {r.run_id} (excluded; re-running its sweep trains it again): {r.damage}"
+        for r in report.damaged
+    ]
 
 
 def _paired_p(values: dict[int, float], baseline: dict[int, float]) -> float | None:
@@ -181,7 +231,12 @@ def _paired_p(values: dict[int, float], baseline: dict[int, float]) -> float | N
 def _with_test(cells: dict[str, Cell]) -> dict[str, Cell]:
     """Attach each algorithm's raw paired p-value against the baseline in the same column."""
     base = cells.get(BASELINE)
-    return {a: c if base is None or a == BASELINE else dataclasses.replace(c, p_raw=_paired_p(c.values, base.values)) for a, c in cells.items()}
+    return {
+        a: c
+        if base is None or a == BASELINE
+        else dataclasses.replace(c, p_raw=_paired_p(c.values, base.values))
+        for a, c in cells.items()
+    }
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -196,14 +251,22 @@ def holm(pvalues: Sequence[float]) -> list[float]:
 
 def _holm_table(table: dict[str, dict[str, Cell]]) -> dict[str, dict[str, Cell]]:
     """Every comparison with the baseline in one table is one family."""
-    keys = [(col, a) for col, column in table.items() for a, c in column.items() if c.p_raw is not None]
+    keys = [
+        (col, a) for col, column in table.items() for a, c in column.items() if c.p_raw is not None
+    ]
     adjusted = dict(zip(keys, holm([table[col][a].p_raw for col, a in keys])))
-    return {col: {a: dataclasses.replace(c, p_vs_baseline=adjusted.get((col, a))) for a, c in column.items()} for col, column in table.items()}
+    return {
+        col: {
+            a: dataclasses.replace(c, p_vs_baseline=adjusted.get((col, a)))
+            for a, c in column.items()
+        }
+        for col, column in table.items()
+    }
 
 
 def cells(report: Report, dataset: str, rule: str) -> dict[str, dict[str, Cell]]:
-    """column -> algorithm -> Cell, with ``Avg`` and ``Worst`` (per-trial mean and minimum over the test
-    environments, over the trials complete in every one) when there are several."""
+    """column -> algorithm -> Cell, with ``Avg`` and ``Worst`` (per-trial mean and minimum over the
+    test environments, over the trials complete in every one) when there are several."""
     expected = len(report.trials(dataset))
     columns = report.columns(dataset)
     chosen = [s for s in report.selected[rule] if s.dataset == dataset]
@@ -213,7 +276,14 @@ def cells(report: Report, dataset: str, rule: str) -> dict[str, dict[str, Cell]]
         for a in report.algorithms(dataset):
             mine = [s for s in chosen if s.algorithm == a and s.test_env == column]
             values = {s.trial_seed: s.acc for s in mine if s.acc is not None}
-            table[column][a] = Cell(values, expected, *(sum(getattr(s, f"n_{k}") for s in mine) for k in ("diverged", "partial", "damaged")))
+            table[column][a] = Cell(
+                values,
+                expected,
+                *(
+                    sum(getattr(s, f"n_{k}") for s in mine)
+                    for k in ("diverged", "partial", "damaged")
+                ),
+            )
         table[column] = _with_test(table[column])
     if len(columns) > 1:
         for name, combine in AGGREGATES.items():
@@ -221,7 +291,9 @@ def cells(report: Report, dataset: str, rule: str) -> dict[str, dict[str, Cell]]
             for a in report.algorithms(dataset):
                 per = [table[c][a].values for c in columns]
                 complete = set.intersection(*(set(v) for v in per))
-                aggregated[a] = Cell({t: float(combine([v[t] for v in per])) for t in sorted(complete)}, expected)
+                aggregated[a] = Cell(
+                    {t: float(combine([v[t] for v in per])) for t in sorted(complete)}, expected
+                )
             table[name] = _with_test(aggregated)
     return _holm_table(table)
 
@@ -230,15 +302,23 @@ AGGREGATES = {"Avg": np.mean, "Worst": np.min}  # over test environments, per tr
 
 
 def metric_name(report: Report, dataset: str) -> str:
-    """The dataset's primary metric as recorded with its runs' records (``acc`` unless the protocol says otherwise)."""
-    found = {rec.get("metric", "acc") for r in report.dataset_runs(dataset) for rec in r.records[:1]}
+    """The dataset's primary metric as recorded with its runs' records (``acc`` unless the protocol
+    says otherwise)."""
+    found = {
+        rec.get("metric", "acc") for r in report.dataset_runs(dataset) for rec in r.records[:1]
+    }
     return found.pop() if len(found) == 1 else "acc"
 
 
-METRIC_NOTES = {"mcc": "Metric: Matthews correlation coefficient (MCC) x 100, the dataset's primary metric; chance is 0."}
+METRIC_NOTES = {
+    "mcc": "Metric: Matthews correlation coefficient (MCC) x 100, the dataset's primary metric; "
+    "chance is 0."
+}
 
 
-def mean_ranks(columns: dict[str, dict[str, Cell]], skip: Sequence[str] = tuple(AGGREGATES)) -> dict[str, float | None]:
+def mean_ranks(
+    columns: dict[str, dict[str, Cell]], skip: Sequence[str] = tuple(AGGREGATES)
+) -> dict[str, float | None]:
     """Mean over columns of each algorithm's rank by mean accuracy (1 = best, ties averaged)."""
     ranks: dict[str, list[float]] = {}
     for name, column in columns.items():
@@ -247,44 +327,91 @@ def mean_ranks(columns: dict[str, dict[str, Cell]], skip: Sequence[str] = tuple(
         present = [(a, c.summary()["mean"]) for a, c in column.items() if c.n]
         for (a, _), r in zip(present, st.rankdata([-m for _, m in present])):
             ranks.setdefault(a, []).append(float(r))
-    return {a: float(np.mean(ranks[a])) if a in ranks else None for column in columns.values() for a in column}
+    return {
+        a: float(np.mean(ranks[a])) if a in ranks else None
+        for column in columns.values()
+        for a in column
+    }
 
 
 def legend(spread: str, ci: bool) -> str:
-    text = (f"Cells: the test environment's primary metric x 100 (accuracy unless noted), mean ± {'std (ddof=1)' if spread == 'std' else 'SE'} "
-            "over trials (n trials; k/n when some are missing); Worst: the lowest test environment per trial")
+    text = (
+        "Cells: the test environment's primary metric x 100 (accuracy unless noted), "
+        f"mean ± {'std (ddof=1)' if spread == 'std' else 'SE'} "
+        "over trials (n trials; k/n when some are missing); Worst: the lowest test "
+        "environment per trial"
+    )
     if ci:
         text += ", [95% t-interval]"
-    return text + (f"; * paired t-test vs {BASELINE.upper()} over shared trials, p < {ALPHA} after Holm's correction "
-                   "over all comparisons in the table (p-values in selected.csv/json).")
+    return text + (
+        f"; * paired t-test vs {BASELINE.upper()} over shared trials, p < {ALPHA} after "
+        "Holm's correction "
+        "over all comparisons in the table (p-values in selected.csv/json)."
+    )
 
 
-def dataset_table(report: Report, dataset: str, rule: str, spread: str = "std", ci: bool = False) -> Table:
+def dataset_table(
+    report: Report, dataset: str, rule: str, spread: str = "std", ci: bool = False
+) -> Table:
     """One row per algorithm: a column per test environment, Avg, mean rank, runs that diverged."""
     columns = cells(report, dataset, rule)
     ranks = mean_ranks(columns)
     chosen = [s for s in report.selected[rule] if s.dataset == dataset]
     single = len(columns) == 1
-    headers = ["algorithm", *(["train envs"] if single else []), *columns, "rank", "runs diverged / unfinished / damaged"]
+    headers = [
+        "algorithm",
+        *(["train envs"] if single else []),
+        *columns,
+        "rank",
+        "runs diverged / unfinished / damaged",
+    ]
     rows = []
     for a in report.algorithms(dataset):
-        train = Cell({s.trial_seed: s.train_acc for s in chosen if s.algorithm == a and s.train_acc is not None}, len(report.trials(dataset)))
+        train = Cell(
+            {
+                s.trial_seed: s.train_acc
+                for s in chosen
+                if s.algorithm == a and s.train_acc is not None
+            },
+            len(report.trials(dataset)),
+        )
         rank = ranks.get(a)
-        runs = " / ".join(str(sum(getattr(c[a], k) for c in columns.values())) for k in ("diverged", "partial", "damaged"))
-        rows.append([a, *([train.format(spread)] if single else []), *(columns[c][a].format(spread, ci) for c in columns), "–" if rank is None else f"{rank:.2f}", runs])
-    notes = [legend(spread, ci), f"Selection: {RULES[rule][0]} (`{rule}`).", *([METRIC_NOTES[m]] if (m := metric_name(report, dataset)) in METRIC_NOTES else [])]
+        runs = " / ".join(
+            str(sum(getattr(c[a], k) for c in columns.values()))
+            for k in ("diverged", "partial", "damaged")
+        )
+        rows.append(
+            [
+                a,
+                *([train.format(spread)] if single else []),
+                *(columns[c][a].format(spread, ci) for c in columns),
+                "–" if rank is None else f"{rank:.2f}",
+                runs,
+            ]
+        )
+    notes = [
+        legend(spread, ci),
+        f"Selection: {RULES[rule][0]} (`{rule}`).",
+        *([METRIC_NOTES[m]] if (m := metric_name(report, dataset)) in METRIC_NOTES else []),
+    ]
     if single:
-        notes.append("train envs: mean accuracy over the training environments at the selected checkpoint (their `in` splits, or `out` where `in` was not evaluated).")
+        notes.append(
+            "train envs: mean accuracy over the training environments at the selected "
+            "checkpoint (their `in` splits, or `out` where `in` was not evaluated)."
+        )
     reasons: dict[str, list[str]] = {}
     for s in chosen:
         if s.acc is None:
-            reasons.setdefault(s.reason, []).append(f"{s.algorithm}/{s.test_env}/trial {s.trial_seed}")
+            reasons.setdefault(s.reason, []).append(
+                f"{s.algorithm}/{s.test_env}/trial {s.trial_seed}"
+            )
     notes += [f"Missing ({reason}): {', '.join(where)}." for reason, where in reasons.items()]
     return Table(f"{dataset} — {rule}", headers, rows, notes)
 
 
 def summary_table(report: Report, rule: str, spread: str = "std") -> Table:
-    """Algorithms x datasets (each dataset's Avg, or its single column), with the mean rank over datasets."""
+    """Algorithms x datasets (each dataset's Avg, or its single column), with the mean rank over
+    datasets."""
     datasets = [d for d in report.datasets if report.has_values(d, rule)]
     per = {}
     for d in datasets:
@@ -296,21 +423,37 @@ def summary_table(report: Report, rule: str, spread: str = "std") -> Table:
         row = [a] + [per[d][a].format(spread) if a in per[d] else "–" for d in datasets]
         rank = ranks.get(a)
         rows.append(row + ["–" if rank is None else f"{rank:.2f}"])
-    return Table(f"summary — {rule}", ["algorithm", *datasets, "rank"], rows, [legend(spread, False), f"Selection: {RULES[rule][0]} (`{rule}`); each dataset's average over test environments."])
+    return Table(
+        f"summary — {rule}",
+        ["algorithm", *datasets, "rank"],
+        rows,
+        [
+            legend(spread, False),
+            f"Selection: {RULES[rule][0]} (`{rule}`); each dataset's average over test "
+            "environments.",
+        ],
+    )
 
 
 DIAGNOSTIC = "grad_cos"
 
 
-def diagnostic_curves(report: Report, dataset: str, rule: str, key: str = DIAGNOSTIC) -> dict[str, dict[int, list[float]]]:
-    """algorithm -> record step -> ``train[key]`` of the runs ``rule`` selected (one per cell trial).
+def diagnostic_curves(
+    report: Report, dataset: str, rule: str, key: str = DIAGNOSTIC
+) -> dict[str, dict[int, list[float]]]:
+    """algorithm -> record step -> ``train[key]`` of the runs ``rule`` selected (one per cell
+    trial).
 
     Reading the selected runs, not every run, keeps the curve tied to the numbers in the
     accuracy table: it shows how the reported models trained, e.g. whether Fish's
     per-environment gradients became more aligned than ERM's.
     """
     by_id = {r.run_id: r for r in report.runs}
-    chosen = {s.run_id: s.algorithm for s in report.selected[rule] if s.dataset == dataset and s.run_id is not None}
+    chosen = {
+        s.run_id: s.algorithm
+        for s in report.selected[rule]
+        if s.dataset == dataset and s.run_id is not None
+    }
     curves: dict[str, dict[int, list[float]]] = {}
     for run_id, algorithm in chosen.items():  # a run holding out several test envs counts once
         for rec in by_id[run_id].records:
@@ -320,36 +463,61 @@ def diagnostic_curves(report: Report, dataset: str, rule: str, key: str = DIAGNO
     return curves
 
 
-def diagnostic_table(report: Report, dataset: str, rule: str, key: str = DIAGNOSTIC, max_steps: int = 8) -> Table | None:
-    """Mean ± std over the selected runs of a training diagnostic at up to ``max_steps`` evenly spaced record steps."""
+def diagnostic_table(
+    report: Report, dataset: str, rule: str, key: str = DIAGNOSTIC, max_steps: int = 8
+) -> Table | None:
+    """Mean ± std over the selected runs of a training diagnostic at up to ``max_steps`` evenly
+    spaced record steps."""
     curves = diagnostic_curves(report, dataset, rule, key)
     if not curves:
         return None
     steps = sorted({step for curve in curves.values() for step in curve})
-    shown = [steps[i] for i in sorted(set(np.linspace(0, len(steps) - 1, min(max_steps, len(steps))).round().astype(int)))]
+    shown = [
+        steps[i]
+        for i in sorted(
+            set(np.linspace(0, len(steps) - 1, min(max_steps, len(steps))).round().astype(int))
+        )
+    ]
 
     def fmt(values: list[float] | None) -> str:
         if not values:
             return "–"
-        return f"{np.mean(values):+.2f}" + (f" ± {np.std(values, ddof=1):.2f}" if len(values) > 1 else "") + f" ({len(values)})"
+        return (
+            f"{np.mean(values):+.2f}"
+            + (f" ± {np.std(values, ddof=1):.2f}" if len(values) > 1 else "")
+            + f" ({len(values)})"
+        )
 
-    rows = [[a, *(fmt(curves[a].get(step)) for step in shown)] for a in report.algorithms(dataset) if a in curves]
+    rows = [
+        [a, *(fmt(curves[a].get(step)) for step in shown)]
+        for a in report.algorithms(dataset)
+        if a in curves
+    ]
     note = (
-        f"`{key}` recorded by the training loop (averaged over the steps since the previous record) in the runs selected by "
-        f"`{rule}` (one per test environment and trial; a run holding out several test environments counts once): mean ± std (ddof=1) over them (n)."
+        f"`{key}` recorded by the training loop (averaged over the steps since the "
+        "previous record) in the runs selected by "
+        f"`{rule}` (one per test environment and trial; a run holding out several test "
+        "environments counts once): mean ± std (ddof=1) over them (n)."
     )
-    return Table(f"{dataset} — {key} — {rule}", ["algorithm", *(f"step {s}" for s in shown)], rows, [note])
+    return Table(
+        f"{dataset} — {key} — {rule}", ["algorithm", *(f"step {s}" for s in shown)], rows, [note]
+    )
 
 
 def selected_rows(report: Report) -> list[dict[str, Any]]:
-    """Flat per-trial rows (every rule): the values behind every cell, with the chosen run and hparams,
-    and the cell's paired test against the baseline (raw and Holm-adjusted p)."""
+    """Flat per-trial rows (every rule): the values behind every cell, with the chosen run and
+    hparams, and the cell's paired test against the baseline (raw and Holm-adjusted p)."""
     rows = []
     for rule in report.rules:
         tables = {d: cells(report, d, rule) for d in report.datasets}
         for s in report.selected[rule]:
             cell = tables.get(s.dataset, {}).get(s.test_env, {}).get(s.algorithm)
-            row = {"rule": rule, **asdict(s), "p_vs_erm": cell and cell.p_raw, "p_vs_erm_holm": cell and cell.p_vs_baseline}
+            row = {
+                "rule": rule,
+                **asdict(s),
+                "p_vs_erm": cell and cell.p_raw,
+                "p_vs_erm_holm": cell and cell.p_vs_baseline,
+            }
             row["hparams"] = dict(s.hparams)
             row["acc_pct"] = None if s.acc is None else 100 * s.acc  # the tables' unit
             rows.append(row)
@@ -359,8 +527,13 @@ def selected_rows(report: Report) -> list[dict[str, Any]]:
 def write_selected(report: Report, csv_path: Path, json_path: Path) -> None:
     rows = selected_rows(report)
     json_path.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
-    fields = ["rule", *(f for f in Selected.__dataclass_fields__), "acc_pct",
-              "p_vs_erm", "p_vs_erm_holm"]
+    fields = [
+        "rule",
+        *(f for f in Selected.__dataclass_fields__),
+        "acc_pct",
+        "p_vs_erm",
+        "p_vs_erm_holm",
+    ]
     with open(csv_path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
@@ -369,7 +542,8 @@ def write_selected(report: Report, csv_path: Path, json_path: Path) -> None:
 
 
 def render_tables(report: Report, fmt: str = "plain", spread: str = "std", ci: bool = False) -> str:
-    """Summary then every (dataset, rule) table that has values, as one text block (what ``bench run`` prints)."""
+    """Summary then every (dataset, rule) table that has values, as one text block (what
+    ``bench run`` prints)."""
     parts = []
     for rule in report.rules:
         parts.append(_render(summary_table(report, rule, spread), fmt))

@@ -27,8 +27,8 @@ from bench import records
 from bench.algorithms import ALGORITHMS, Algorithm
 from bench.datasets import DATASETS, EnvData, MultiEnvDataset
 from bench.evaluation import evaluate, skipped_splits
-from bench.seeding import rng, stable_hash, torch_generator
 from bench.protocol import protocol_card
+from bench.seeding import rng, stable_hash, torch_generator
 from bench.spec import RunSpec, RuntimeOptions, resolve_hparams
 
 log = logging.getLogger(__name__)
@@ -44,13 +44,18 @@ class RunOutcome:
 
 
 @functools.lru_cache(maxsize=4)
-def load_dataset(name: str, root: str | None, data_seed: int, size: str, download: bool = False) -> MultiEnvDataset:
+def load_dataset(
+    name: str, root: str | None, data_seed: int, size: str, download: bool = False
+) -> MultiEnvDataset:
     """Construct a dataset once per worker process and reuse it across the runs of a sweep."""
     return DATASETS.get(name)(root, data_seed, size=size, download=download)
 
 
-def holdout_splits(dataset: MultiEnvDataset, trial_seed: int, fraction: float) -> dict[str, dict[str, Tensor]]:
-    """Per environment, a seeded permutation: the first ``int(n * fraction)`` are ``out``, the rest ``in``."""
+def holdout_splits(
+    dataset: MultiEnvDataset, trial_seed: int, fraction: float
+) -> dict[str, dict[str, Tensor]]:
+    """Per environment, a seeded permutation: the first ``int(n * fraction)`` are ``out``, the rest
+    ``in``."""
     splits = {}
     for name, env in dataset.envs.items():
         perm = torch.from_numpy(rng("holdout", trial_seed, name).permutation(len(env)))
@@ -149,16 +154,25 @@ def inspect_run(spec: RunSpec, directory: Path) -> str:
 def finished_outcome(spec: RunSpec, directory: Path) -> RunOutcome:
     found = records.read_records(directory / records.RESULTS)
     done = records.read_json(directory / records.DONE)
-    return RunOutcome(spec.run_id, directory, "skipped", found[-1] if found else None, done.get("wall_s", 0.0))
+    return RunOutcome(
+        spec.run_id, directory, "skipped", found[-1] if found else None, done.get("wall_s", 0.0)
+    )
 
 
 def capture_rng_state(device: torch.device) -> dict[str, Any]:
-    """Every RNG the run draws from, as tensors and plain types (checkpoints load with weights_only=True)."""
+    """Every RNG the run draws from, as tensors and plain types (checkpoints load with
+    weights_only=True)."""
     name, keys, pos, has_gauss, gauss = np.random.get_state()
     state = {
         "torch": torch.get_rng_state(),
         "python": random.getstate(),
-        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)),
+        "numpy": (
+            name,
+            torch.from_numpy(keys.astype(np.int64)),
+            int(pos),
+            int(has_gauss),
+            float(gauss),
+        ),
     }
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
@@ -175,11 +189,21 @@ def restore_rng_state(state: dict[str, Any], device: torch.device) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
-    """The checkpoint's state (tensors and plain types only: a planted file cannot run code), or None if unreadable."""
+    """The checkpoint's state (tensors and plain types only: a planted file cannot run code), or
+    None if unreadable."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)  # RNG states must stay CPU tensors
-    except Exception as exc:  # torch raises many types for a corrupt or hostile file; all mean "do not resume"
-        log.warning("checkpoint %s is unreadable (%s: %s)", path, type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")
+        state = torch.load(
+            path, map_location="cpu", weights_only=True
+        )  # RNG states must stay CPU tensors
+    except (
+        Exception
+    ) as exc:  # torch raises many types for a corrupt or hostile file; all mean "do not resume"
+        log.warning(
+            "checkpoint %s is unreadable (%s: %s)",
+            path,
+            type(exc).__name__,
+            str(exc).splitlines()[0][:200] if str(exc) else "",
+        )
         return None
     if not isinstance(state, dict) or not {"algorithm", "rng", "step", "wall_s"} <= set(state):
         log.warning("checkpoint %s is not a bench checkpoint", path)
@@ -188,7 +212,8 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
 
 
 def _seed_everything(spec: RunSpec) -> None:
-    """Initialisation and dropout draw from (trial_seed, hparams_seed): equal across algorithms, as in DomainBed."""
+    """Initialisation and dropout draw from (trial_seed, hparams_seed): equal across algorithms, as
+    in DomainBed."""
     seed = stable_hash("init", spec.trial_seed, spec.hparams_seed)
     torch.manual_seed(seed)
     random.seed(seed)
@@ -203,7 +228,9 @@ def cpu_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def precision_context(device: torch.device, precision: str | None) -> contextlib.AbstractContextManager:
+def precision_context(
+    device: torch.device, precision: str | None
+) -> contextlib.AbstractContextManager:
     """Autocast to bfloat16 for ``precision == "bf16"``; fp32 (None) runs unchanged."""
     if precision in (None, "fp32"):
         return contextlib.nullcontext()
@@ -219,7 +246,8 @@ def wants_channels_last(model: torch.nn.Module, device: torch.device, choice: bo
 
 @dataclass
 class RunContext:
-    """Everything one run's loop needs; built once by ``prepare``, shared with the stacked trainer."""
+    """Everything one run's loop needs; built once by ``prepare``, shared with the stacked
+    trainer."""
 
     spec: RunSpec
     options: RuntimeOptions
@@ -236,7 +264,9 @@ class RunContext:
     skip: set[tuple[str, str]]
     start: int = 0
     wall_offset: float = 0.0
-    rng_state: dict[str, Any] | None = None  # the stacked trainer pins each trial's own RNG state here
+    rng_state: dict[str, Any] | None = (
+        None  # the stacked trainer pins each trial's own RNG state here
+    )
 
     def minibatches(self, step: int) -> list[tuple[Tensor, Tensor]]:
         out = []
@@ -245,20 +275,27 @@ class RunContext:
             if idx is None:
                 out.append(self.full[name].batch(None, train=True))
             else:
-                out.append(self.envs[name].batch(self.splits[name]["in"][idx.to(self.device)], train=True))
+                out.append(
+                    self.envs[name].batch(self.splits[name]["in"][idx.to(self.device)], train=True)
+                )
         return out
 
     def record(self, step: int, wall: float, train: dict[str, float]) -> dict[str, Any]:
-        """Evaluate, append the record and write the checkpoint (in that order, as resume expects)."""
+        """Evaluate, append the record and write the checkpoint (in that order, as resume
+        expects)."""
         spec, hparams = self.spec, self.hparams
         batch = hparams["batch_size"]
         with precision_context(self.device, spec.precision):
-            scores = evaluate(self.algorithm, self.envs, self.splits, self.options.eval_batch_size, self.skip)
+            scores = evaluate(
+                self.algorithm, self.envs, self.splits, self.options.eval_batch_size, self.skip
+            )
         record = {
             "schema": records.SCHEMA,
             "run_id": spec.run_id,
             "step": step,
-            "epoch": (step + 1) * batch / min(len(self.splits[n]["in"]) for n in self.train_envs) if batch else step + 1,
+            "epoch": (step + 1) * batch / min(len(self.splits[n]["in"]) for n in self.train_envs)
+            if batch
+            else step + 1,
             "wall_s": wall,
             "spec": spec.to_dict(),
             "metric": DATASETS.get(spec.dataset).METRIC,
@@ -268,14 +305,29 @@ class RunContext:
         }
         records.append_record(self.directory / records.RESULTS, record)
         rng_state = self.rng_state if self.rng_state is not None else capture_rng_state(self.device)
-        state = {"algorithm": self.algorithm.state_dict(), "rng": rng_state, "step": step, "wall_s": wall}
+        state = {
+            "algorithm": self.algorithm.state_dict(),
+            "rng": rng_state,
+            "step": step,
+            "wall_s": wall,
+        }
         records.write_atomic(self.directory / records.CHECKPOINT, lambda f: torch.save(state, f))
         return record
 
-    def finish(self, status: str, step: int, wall: float, last: dict[str, Any] | None) -> RunOutcome:
-        records.write_json(self.directory / records.DONE, {"status": status, "step": step, "wall_s": wall})
+    def finish(
+        self, status: str, step: int, wall: float, last: dict[str, Any] | None
+    ) -> RunOutcome:
+        records.write_json(
+            self.directory / records.DONE, {"status": status, "step": step, "wall_s": wall}
+        )
         results = self.directory / records.RESULTS
-        return RunOutcome(self.spec.run_id, self.directory, status, last or (records.read_records(results) or [None])[-1], wall)
+        return RunOutcome(
+            self.spec.run_id,
+            self.directory,
+            status,
+            last or (records.read_records(results) or [None])[-1],
+            wall,
+        )
 
 
 def _full_batch(env: EnvData, idx: Tensor) -> EnvData:
@@ -289,31 +341,63 @@ def _full_batch(env: EnvData, idx: Tensor) -> EnvData:
 def prepare(spec: RunSpec, options: RuntimeOptions, directory: Path) -> RunContext:
     """Data, splits, samplers and the algorithm, restored from the checkpoint when one exists."""
     directory.mkdir(parents=True, exist_ok=True)
-    # Default: torch's own choice (physical cores), capped by this process's CPU affinity (e.g. a Slurm allocation).
+    # Default: torch's own choice (physical cores), capped by this process's CPU affinity (e.g. a
+    # Slurm allocation).
     torch.set_num_threads(options.threads or min(torch.get_num_threads(), cpu_threads()))
     device = torch.device(options.device)
     hparams = resolve_hparams(spec)
     ds_cls = DATASETS.get(spec.dataset)
-    dataset = load_dataset(spec.dataset, options.data_dir, spec.data_seed, spec.size, options.download)
+    dataset = load_dataset(
+        spec.dataset, options.data_dir, spec.data_seed, spec.size, options.download
+    )
     envs = {name: env.to(device) for name, env in dataset.envs.items()}
     envs = dataset.for_run(envs, spec.test_envs)  # e.g. csv: standardised on the training envs
     augment = dataset.augmentation(hparams)
     for env in envs.values():  # copies made by .to(): the cached dataset stays unaugmented
         env.augment = augment or env.augment
-    splits = {name: {k: v.to(device) for k, v in parts.items()} for name, parts in holdout_splits(dataset, spec.trial_seed, spec.holdout_fraction).items()}
+    splits = {
+        name: {k: v.to(device) for k, v in parts.items()}
+        for name, parts in holdout_splits(dataset, spec.trial_seed, spec.holdout_fraction).items()
+    }
     train_envs = [name for name in envs if name not in spec.test_envs]
-    samplers = {name: MinibatchSampler(len(splits[name]["in"]), hparams["batch_size"], spec.trial_seed, name) for name in train_envs}
-    full = {name: _full_batch(envs[name], splits[name]["in"]) for name in train_envs} if hparams["batch_size"] == 0 else {}
+    samplers = {
+        name: MinibatchSampler(
+            len(splits[name]["in"]), hparams["batch_size"], spec.trial_seed, name
+        )
+        for name in train_envs
+    }
+    full = (
+        {name: _full_batch(envs[name], splits[name]["in"]) for name in train_envs}
+        if hparams["batch_size"] == 0
+        else {}
+    )
 
     _seed_everything(spec)
-    algorithm = ALGORITHMS.get(spec.algorithm)(ds_cls.INPUT_SHAPE, ds_cls.num_outputs(), len(train_envs), hparams).to(device)
+    algorithm = ALGORITHMS.get(spec.algorithm)(
+        ds_cls.INPUT_SHAPE, ds_cls.num_outputs(), len(train_envs), hparams
+    ).to(device)
     if wants_channels_last(algorithm, device, options.channels_last):
         algorithm = algorithm.to(memory_format=torch.channels_last)
-    prepare_run = getattr(algorithm, "prepare_run", None)  # transfer recipes load (or pretrain and cache) their start weights
+    prepare_run = getattr(
+        algorithm, "prepare_run", None
+    )  # transfer recipes load (or pretrain and cache) their start weights
     setup = prepare_run(spec, options) if prepare_run else None
 
-    ctx = RunContext(spec, options, directory, device, hparams, envs, splits, train_envs, samplers, full, algorithm,
-                     records.provenance(str(device)), skipped_splits(splits, spec.test_envs, options.eval_splits))
+    ctx = RunContext(
+        spec,
+        options,
+        directory,
+        device,
+        hparams,
+        envs,
+        splits,
+        train_envs,
+        samplers,
+        full,
+        algorithm,
+        records.provenance(str(device)),
+        skipped_splits(splits, spec.test_envs, options.eval_splits),
+    )
     results, checkpoint = directory / records.RESULTS, directory / records.CHECKPOINT
     state = _consistent_checkpoint(spec, directory) if checkpoint.exists() else None
     if state is not None:
@@ -326,23 +410,37 @@ def prepare(spec: RunSpec, options: RuntimeOptions, directory: Path) -> RunConte
         results.unlink(missing_ok=True)
         checkpoint.unlink(missing_ok=True)
     if not (directory / records.SPEC).exists():
-        records.write_json(directory / records.SPEC, {
-            "spec": spec.to_dict(), "run_id": spec.run_id, "hparams": hparams, "command": options.command, "meta": ctx.meta,
-            "protocol": protocol_card(spec.to_dict()), **({"transfer": setup} if setup else {}),
-        })
+        records.write_json(
+            directory / records.SPEC,
+            {
+                "spec": spec.to_dict(),
+                "run_id": spec.run_id,
+                "hparams": hparams,
+                "command": options.command,
+                "meta": ctx.meta,
+                "protocol": protocol_card(spec.to_dict()),
+                **({"transfer": setup} if setup else {}),
+            },
+        )
     return ctx
 
 
 def _consistent_checkpoint(spec: RunSpec, directory: Path) -> dict[str, Any] | None:
-    """The checkpoint if it is readable and its step has a record; else None (one warning: restart from scratch)."""
+    """The checkpoint if it is readable and its step has a record; else None (one warning: restart
+    from scratch)."""
     state = load_checkpoint(directory / records.CHECKPOINT)
     if state is None:
         log.warning("run %s: its checkpoint is unreadable; restarting it from scratch", spec.run_id)
         return None
     steps = [r["step"] for r in records.read_records(directory / records.RESULTS)]
     if state["step"] not in steps:
-        log.warning("run %s: checkpoint at step %s has no record (records end at %s); restarting it from scratch",
-                    spec.run_id, state["step"], steps[-1] if steps else "none")
+        log.warning(
+            "run %s: checkpoint at step %s has no record (records end at %s); restarting "
+            "it from scratch",
+            spec.run_id,
+            state["step"],
+            steps[-1] if steps else "none",
+        )
         return None
     return state
 
@@ -363,7 +461,15 @@ def train_loop(ctx: RunContext) -> RunOutcome:
     t0 = time.perf_counter() - ctx.wall_offset
     sums: dict[str, float] = {}
     count, status, last = 0, "ok", None
-    bar = tqdm(range(ctx.start, spec.steps), initial=ctx.start, total=spec.steps, desc=f"{spec.algorithm}/{spec.dataset}", unit="step", disable=not (options.progress and sys.stderr.isatty()), leave=False)
+    bar = tqdm(
+        range(ctx.start, spec.steps),
+        initial=ctx.start,
+        total=spec.steps,
+        desc=f"{spec.algorithm}/{spec.dataset}",
+        unit="step",
+        disable=not (options.progress and sys.stderr.isatty()),
+        leave=False,
+    )
     step = ctx.start - 1
     for step in bar:
         minibatches = ctx.minibatches(step)
@@ -377,7 +483,9 @@ def train_loop(ctx: RunContext) -> RunOutcome:
             sums[key] = sums.get(key, 0.0) + value
         count += 1
         if is_record_step(spec, step):
-            last = ctx.record(step, time.perf_counter() - t0, {key: value / count for key, value in sums.items()})
+            last = ctx.record(
+                step, time.perf_counter() - t0, {key: value / count for key, value in sums.items()}
+            )
             sums, count = {}, 0
             bar.set_postfix(loss=f"{last['train'].get('loss', float('nan')):.4f}")
     bar.close()

@@ -40,7 +40,8 @@ from bench.errors import UserError
 
 @dataclass(frozen=True)
 class Run:
-    """One run directory as selection sees it; ``status`` is ok, diverged, partial or damaged (never a candidate)."""
+    """One run directory as selection sees it; ``status`` is ok, diverged, partial or damaged (never
+    a candidate)."""
 
     run_id: str
     spec: Mapping[str, Any]
@@ -50,7 +51,9 @@ class Run:
     command: str = ""
     git: str | None = None
     damage: str = ""  # why a damaged run cannot be used
-    protocol: Mapping[str, Any] = field(default_factory=dict)  # the protocol card recorded in spec.json
+    protocol: Mapping[str, Any] = field(
+        default_factory=dict
+    )  # the protocol card recorded in spec.json
 
 
 @dataclass(frozen=True)
@@ -83,12 +86,15 @@ class _Pick:
 
 
 def _acc(record: Mapping[str, Any], env: str, part: str) -> float | None:
-    """The dataset's primary metric (recorded with each record; accuracy by default) of one split."""
+    """The dataset's primary metric (recorded with each record; accuracy by default) of one
+    split."""
     return record["eval"][env][part].get(record.get("metric", "acc"))
 
 
 def _mean(values: list[float | None]) -> float | None:
-    return None if not values or any(v is None for v in values) else sum(values) / len(values)  # type: ignore[arg-type]
+    if not values or any(v is None for v in values):
+        return None
+    return sum(values) / len(values)  # type: ignore[arg-type]
 
 
 def _train_envs(run: Run, record: Mapping[str, Any]) -> list[str]:
@@ -105,7 +111,12 @@ def _best(picks: list[_Pick]) -> _Pick | None:
 
 
 def _pick_train_val(run: Run, test_env: str, _: Callable) -> _Pick | None:
-    return _best([_Pick(run, r, _mean([_acc(r, e, "out") for e in _train_envs(run, r)])) for r in run.records])
+    return _best(
+        [
+            _Pick(run, r, _mean([_acc(r, e, "out") for e in _train_envs(run, r)]))
+            for r in run.records
+        ]
+    )
 
 
 def _pick_oracle(run: Run, test_env: str, _: Callable) -> _Pick | None:
@@ -142,12 +153,17 @@ def _pick_loo(run: Run, test_env: str, pair_run: Callable[[Run, str], Run | None
     pairs = {v: pair_run(run, v) for v in others}
     if any(p is None for p in pairs.values()):
         return None
-    by_step = {v: {r["step"]: r for r in p.records} for v, p in pairs.items()}  # type: ignore[union-attr]
+    by_step = {
+        v: {r["step"]: r for r in p.records}  # type: ignore[union-attr]
+        for v, p in pairs.items()
+    }
     picks = []
     for record in run.records:
         val_records = [by_step[v].get(record["step"]) for v in others]
         if all(r is not None for r in val_records):
-            picks.append(_Pick(run, record, _mean([_acc(r, v, "in") for r, v in zip(val_records, others)])))  # type: ignore[index]
+            picks.append(
+                _Pick(run, record, _mean([_acc(r, v, "in") for r, v in zip(val_records, others)]))
+            )  # type: ignore[index]
     return _best(picks)
 
 
@@ -165,14 +181,24 @@ def rule_names(text: str | Sequence[str]) -> list[str]:
     names = [n.strip() for n in text.split(",")] if isinstance(text, str) else list(text)
     unknown = [n for n in names if n not in RULES]
     if unknown or not names:
-        raise UserError(f"unknown selection rule(s) {', '.join(unknown) or '(none)'}; rules: {', '.join(RULES)}")
+        raise UserError(
+            f"unknown selection rule(s) {', '.join(unknown) or '(none)'}; rules: {', '.join(RULES)}"
+        )
     return names
 
 
 # A cell pools runs that differ only in seeds (and the hparams drawn from them). Runs that
 # differ in anything else are labelled apart: protocol fields split a dataset's table,
 # configuration fields split an algorithm's row (e.g. ``erm [lr=1e-05]``).
-_PROTOCOL_KEYS = ("size", "steps", "eval_every", "holdout_fraction", "dataset_version", "precision", "data")
+_PROTOCOL_KEYS = (
+    "size",
+    "steps",
+    "eval_every",
+    "holdout_fraction",
+    "dataset_version",
+    "precision",
+    "data",
+)
 _CONFIG_KEYS = ("algorithm_version", "space", "code")
 
 
@@ -189,7 +215,8 @@ def _show(value: Any) -> str:
 
 
 def dataset_labels(runs: Sequence[Run]) -> dict[str, str]:
-    """run_id -> dataset label; a dataset run under several protocols gets the differing fields spelled out."""
+    """run_id -> dataset label; a dataset run under several protocols gets the differing fields
+    spelled out."""
     by_name: dict[str, list[Run]] = {}
     for run in runs:
         by_name.setdefault(run.spec["dataset"], []).append(run)
@@ -197,12 +224,17 @@ def dataset_labels(runs: Sequence[Run]) -> dict[str, str]:
     for name, members in by_name.items():
         keys = _differing([r.spec for r in members], _PROTOCOL_KEYS)
         for run in members:
-            labels[run.run_id] = name + (" [" + ", ".join(f"{k}={_show(run.spec.get(k))}" for k in keys) + "]" if keys else "")
+            labels[run.run_id] = name + (
+                " [" + ", ".join(f"{k}={_show(run.spec.get(k))}" for k in keys) + "]"
+                if keys
+                else ""
+            )
     return labels
 
 
 def algorithm_labels(runs: Sequence[Run], datasets: Mapping[str, str]) -> dict[str, str]:
-    """run_id -> row label; within one dataset label, an algorithm run in several configurations gets one row each.
+    """run_id -> row label; within one dataset label, an algorithm run in several configurations
+    gets one row each.
 
     The label spells the run's hparam overrides and any other configuration field that
     differs (algorithm version, search-space digest, plugin code digest).
@@ -212,10 +244,17 @@ def algorithm_labels(runs: Sequence[Run], datasets: Mapping[str, str]) -> dict[s
         groups.setdefault((datasets[run.run_id], run.spec["algorithm"]), []).append(run)
     labels = {}
     for (_, algorithm), members in groups.items():
-        configs = {_canon([r.spec.get("overrides", {}), *(r.spec.get(k) for k in _CONFIG_KEYS)]) for r in members}
+        configs = {
+            _canon([r.spec.get("overrides", {}), *(r.spec.get(k) for k in _CONFIG_KEYS)])
+            for r in members
+        }
         keys = _differing([r.spec for r in members], _CONFIG_KEYS)
         for run in members:
-            parts = [f"{k}={_show(v)}" for k, v in sorted(run.spec.get("overrides", {}).items())] if len(configs) > 1 else []
+            parts = (
+                [f"{k}={_show(v)}" for k, v in sorted(run.spec.get("overrides", {}).items())]
+                if len(configs) > 1
+                else []
+            )
             parts += [f"{k}={_show(run.spec.get(k))}" for k in keys]
             labels[run.run_id] = algorithm + (f" [{', '.join(parts)}]" if parts else "")
     return labels
@@ -229,12 +268,16 @@ def split_pair_runs(runs: Sequence[Run]) -> tuple[list[Run], list[Run]]:
     rows = algorithm_labels(runs, labels)
     held: dict[tuple, set] = {}
     for run in runs:
-        held.setdefault((labels[run.run_id], rows[run.run_id], run.spec["trial_seed"]), set()).add(frozenset(run.spec["test_envs"]))
+        held.setdefault((labels[run.run_id], rows[run.run_id], run.spec["trial_seed"]), set()).add(
+            frozenset(run.spec["test_envs"])
+        )
     cells, pairs = [], []
     for run in runs:
         envs = frozenset(run.spec["test_envs"])
         siblings = held[(labels[run.run_id], rows[run.run_id], run.spec["trial_seed"])]
-        (pairs if any(len(o) == len(envs) - 1 and o < envs for o in siblings) else cells).append(run)
+        (pairs if any(len(o) == len(envs) - 1 and o < envs for o in siblings) else cells).append(
+            run
+        )
     return cells, pairs
 
 
@@ -247,8 +290,14 @@ def select(runs: Sequence[Run], rule: str) -> list[Selected]:
     groups: dict[tuple, list[Run]] = {}
     for run in cell_runs:
         for env in run.spec["test_envs"]:
-            groups.setdefault((labels[run.run_id], rows[run.run_id], env, run.spec["trial_seed"]), []).append(run)
-    finished_pairs = {_pair_key(labels, rows, r, r.spec["test_envs"]): r for r in pair_runs if r.status == "ok" and r.records}
+            groups.setdefault(
+                (labels[run.run_id], rows[run.run_id], env, run.spec["trial_seed"]), []
+            ).append(run)
+    finished_pairs = {
+        _pair_key(labels, rows, r, r.spec["test_envs"]): r
+        for r in pair_runs
+        if r.status == "ok" and r.records
+    }
 
     def pair_run(run: Run, other: str) -> Run | None:
         return finished_pairs.get(_pair_key(labels, rows, run, [*run.spec["test_envs"], other]))
@@ -257,40 +306,67 @@ def select(runs: Sequence[Run], rule: str) -> list[Selected]:
     for (label, algorithm, test_env, trial), members in sorted(groups.items()):
         members = sorted(members, key=lambda r: r.spec["hparams_seed"])
         finished = [r for r in members if r.status == "ok" and r.records]
-        counts = {"n_runs": len(members), **{f"n_{s}": sum(r.status == s for r in members) for s in ("diverged", "partial", "damaged")}}
+        counts = {
+            "n_runs": len(members),
+            **{
+                f"n_{s}": sum(r.status == s for r in members)
+                for s in ("diverged", "partial", "damaged")
+            },
+        }
         best = _best([p for p in (pick(r, test_env, pair_run) for r in finished) if p is not None])
-        head = dict(dataset=label, algorithm=algorithm, test_env=test_env, trial_seed=trial, **counts)
+        head = dict(
+            dataset=label, algorithm=algorithm, test_env=test_env, trial_seed=trial, **counts
+        )
         if best is None:
-            out.append(Selected(acc=None, reason=_why_missing(rule, members, finished, counts), **head))
+            out.append(
+                Selected(acc=None, reason=_why_missing(rule, members, finished, counts), **head)
+            )
             continue
         record = best.record
-        out.append(Selected(
-            acc=_acc(record, test_env, "in"),
-            val=None if rule == "last" else best.val,
-            train_acc=_train_acc(best.run, record),
-            run_id=best.run.run_id,
-            step=record["step"],
-            hparams_seed=best.run.spec["hparams_seed"],
-            hparams=dict(best.run.hparams),
-            **head,
-        ))
+        out.append(
+            Selected(
+                acc=_acc(record, test_env, "in"),
+                val=None if rule == "last" else best.val,
+                train_acc=_train_acc(best.run, record),
+                run_id=best.run.run_id,
+                step=record["step"],
+                hparams_seed=best.run.spec["hparams_seed"],
+                hparams=dict(best.run.hparams),
+                **head,
+            )
+        )
     return out
 
 
 def _train_acc(run: Run, record: Mapping[str, Any]) -> float | None:
-    """Mean accuracy over the training envs: their ``in`` splits, or ``out`` where ``in`` was not evaluated."""
+    """Mean accuracy over the training envs: their ``in`` splits, or ``out`` where ``in`` was not
+    evaluated."""
     envs = _train_envs(run, record)
-    return _mean([_acc(record, e, "in") for e in envs]) or _mean([_acc(record, e, "out") for e in envs])
+    return _mean([_acc(record, e, "in") for e in envs]) or _mean(
+        [_acc(record, e, "out") for e in envs]
+    )
 
 
-def _pair_key(labels: Mapping[str, str], rows: Mapping[str, str], run: Run, test_envs: Sequence[str]) -> tuple:
+def _pair_key(
+    labels: Mapping[str, str], rows: Mapping[str, str], run: Run, test_envs: Sequence[str]
+) -> tuple:
     s = run.spec
-    return (labels[run.run_id], rows[run.run_id], s["trial_seed"], s["hparams_seed"], frozenset(test_envs))
+    return (
+        labels[run.run_id],
+        rows[run.run_id],
+        s["trial_seed"],
+        s["hparams_seed"],
+        frozenset(test_envs),
+    )
 
 
-def _why_missing(rule: str, members: list[Run], finished: list[Run], counts: Mapping[str, int]) -> str:
+def _why_missing(
+    rule: str, members: list[Run], finished: list[Run], counts: Mapping[str, int]
+) -> str:
     if not finished:
-        parts = [f"{counts[k]} {k[2:]}" for k in ("n_diverged", "n_partial", "n_damaged") if counts[k]]
+        parts = [
+            f"{counts[k]} {k[2:]}" for k in ("n_diverged", "n_partial", "n_damaged") if counts[k]
+        ]
         return "no finished run" + (f" ({', '.join(parts)})" if parts else "")
     if rule == "last":
         return "no default-hparams run (hparams_seed 0)"

@@ -1,4 +1,5 @@
-"""RunSpec: everything that changes a run's results, hashed into its run_id. RuntimeOptions: the rest."""
+"""RunSpec: everything that changes a run's results, hashed into its run_id. RuntimeOptions: the
+rest."""
 
 from __future__ import annotations
 
@@ -89,8 +90,12 @@ class RuntimeOptions:
     progress: bool = True
     threads: int | None = None  # None: torch's default, capped by the cores this process may use
     eval_batch_size: int = 128
-    eval_splits: str = "needed"  # "needed": skip splits no selection rule reads (see evaluation.py); "all"
-    channels_last: bool | None = None  # None: on for models with 2-D convolutions on CPU, where it is faster
+    eval_splits: str = (
+        "needed"  # "needed": skip splits no selection rule reads (see evaluation.py); "all"
+    )
+    channels_last: bool | None = (
+        None  # None: on for models with 2-D convolutions on CPU, where it is faster
+    )
     command: str = ""
     imports: tuple[str, ...] = ()  # plugin modules (--import) every worker imports before it runs
     extra: dict[str, Any] = field(default_factory=dict)
@@ -112,10 +117,12 @@ def make_spec(
     download: bool = False,
     data: str | None = None,
 ) -> RunSpec:
-    """A validated, fully resolved RunSpec; defaults come from the dataset. Bad input raises UserError.
+    """A validated, fully resolved RunSpec; defaults come from the dataset. Bad input raises
+    UserError.
 
     ``data_dir``/``download`` locate the dataset's files, whose content is fingerprinted;
-    ``data`` passes that fingerprint when the caller computed it already (a sweep, once per dataset).
+    ``data`` passes that fingerprint when the caller computed it already (a sweep, once per
+    dataset).
     """
     from bench.algorithms import ALGORITHMS
     from bench.datasets import DATASETS
@@ -126,9 +133,14 @@ def make_spec(
     chosen = tuple(test_envs) if test_envs else ds_cls.default_test_envs()
     unknown = [e for e in chosen if e not in names]
     if unknown:
-        raise UserError(f"unknown test environment(s) {', '.join(unknown)} for {dataset}; environments: {', '.join(names)}")
+        raise UserError(
+            f"unknown test environment(s) {', '.join(unknown)} for {dataset}; "
+            f"environments: {', '.join(names)}"
+        )
     if len(set(chosen)) >= len(names):
-        raise UserError(f"test environments {list(chosen)} leave no training environment in {dataset}")
+        raise UserError(
+            f"test environments {list(chosen)} leave no training environment in {dataset}"
+        )
     for value, what in ((trial_seed, "trial seed"), (hparams_seed, "hparams seed")):
         if value < 0:
             raise UserError(f"{what} must be >= 0, got {value}")
@@ -172,11 +184,22 @@ def _space(alg_cls: type, ds_cls: type, overrides: Mapping[str, Any]) -> dict[st
 
     space = hp.space_for(alg_cls, ds_cls, overrides.get("featurizer"))
     if "weights" in overrides and "weights" not in space:
-        raise UserError(f"--weights needs a ResNet featurizer; {ds_cls.NAME} uses {space['featurizer'].default}: add --hparams '{{\"featurizer\": \"resnet18\"}}' (or resnet50)")
+        raise UserError(
+            f"--weights needs a ResNet featurizer; {ds_cls.NAME} uses "
+            f'{space["featurizer"].default}: add --hparams \'{{"featurizer": '
+            f'"resnet18"}}\' (or resnet50)'
+        )
     return space
 
 
-def _resolve(space: Mapping[str, Any], algorithm: str, dataset: str, hparams_seed: int, trial_seed: int, overrides: Mapping[str, Any]) -> dict[str, Any]:
+def _resolve(
+    space: Mapping[str, Any],
+    algorithm: str,
+    dataset: str,
+    hparams_seed: int,
+    trial_seed: int,
+    overrides: Mapping[str, Any],
+) -> dict[str, Any]:
     """Defaults or this (hparams_seed, trial_seed)'s random draw, then the validated overrides."""
     from bench import hparams as hp
 
@@ -186,13 +209,19 @@ def _resolve(space: Mapping[str, Any], algorithm: str, dataset: str, hparams_see
 
 def space_digest(space: Mapping[str, Any]) -> str:
     """Digest of the search space (defaults, distributions, ranges; not the docs)."""
-    described = {key: [type(p).__name__, {k: v for k, v in asdict(p).items() if k != "doc"}] for key, p in sorted(space.items())}
-    text = json.dumps(described, sort_keys=True, separators=(",", ":"), default=repr)  # domains may be unbounded (inf)
+    described = {
+        key: [type(p).__name__, {k: v for k, v in asdict(p).items() if k != "doc"}]
+        for key, p in sorted(space.items())
+    }
+    text = json.dumps(
+        described, sort_keys=True, separators=(",", ":"), default=repr
+    )  # domains may be unbounded (inf)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def dataset_fingerprint(dataset: str, data_dir: str | None, download: bool = False) -> str:
-    """The content fingerprint of ``dataset``'s files; with ``download``, missing files are fetched first."""
+    """The content fingerprint of ``dataset``'s files; with ``download``, missing files are fetched
+    first."""
     from bench.datasets import DATASETS
     from bench.errors import DataNotFoundError
 
@@ -202,7 +231,9 @@ def dataset_fingerprint(dataset: str, data_dir: str | None, download: bool = Fal
     except DataNotFoundError:
         if not download:
             raise
-        ds_cls(data_dir, 0, size="tiny", download=True)  # fetches the files once, here, not in every worker
+        ds_cls(
+            data_dir, 0, size="tiny", download=True
+        )  # fetches the files once, here, not in every worker
         paths = ds_cls.data_paths(data_dir)
     return data_fingerprint(paths)
 

@@ -49,15 +49,29 @@ def stack_key(spec: RunSpec) -> str | None:
         return None
     hparams = resolve_hparams(spec)
     envs: Any = list(spec.test_envs) if hparams["batch_size"] == 0 else len(spec.test_envs)
-    fields = [spec.algorithm, spec.algorithm_version, spec.dataset, spec.dataset_version, spec.size, spec.steps,
-              spec.eval_every, spec.holdout_fraction, spec.precision, envs, hparams]
+    fields = [
+        spec.algorithm,
+        spec.algorithm_version,
+        spec.dataset,
+        spec.dataset_version,
+        spec.size,
+        spec.steps,
+        spec.eval_every,
+        spec.holdout_fraction,
+        spec.precision,
+        envs,
+        hparams,
+    ]
     return canonical_json(fields)
 
 
 def stackable_network(network: torch.nn.Module) -> bool:
-    """vmap needs a pure forward: no buffers to update (BatchNorm) and no random ops (dropout with p > 0)."""
+    """vmap needs a pure forward: no buffers to update (BatchNorm) and no random ops (dropout with p
+    > 0)."""
     random_ops = (torch.nn.Dropout, torch.nn.Dropout1d, torch.nn.Dropout2d, torch.nn.AlphaDropout)
-    return not list(network.buffers()) and not any(isinstance(m, random_ops) and m.p > 0 for m in network.modules())
+    return not list(network.buffers()) and not any(
+        isinstance(m, random_ops) and m.p > 0 for m in network.modules()
+    )
 
 
 def run_stacked(specs: Sequence[RunSpec], options: RuntimeOptions) -> list[runner.RunOutcome]:
@@ -93,7 +107,9 @@ def _run_group(specs: list[RunSpec], options: RuntimeOptions) -> list[runner.Run
                 outcomes[i] = runner.finished_outcome(spec, directory)
             else:
                 ctx = runner.prepare(spec, options, directory)
-                ctx.rng_state = runner.capture_rng_state(ctx.device)  # advanced only by augmentation (see _batch)
+                ctx.rng_state = runner.capture_rng_state(
+                    ctx.device
+                )  # advanced only by augmentation (see _batch)
                 contexts.append((i, ctx))
         by_start: dict[int, list[tuple[int, runner.RunContext]]] = {}
         for i, ctx in contexts:
@@ -116,9 +132,16 @@ class StackedTrainer:
         self.ctxs = ctxs
         self.template = ctxs[0].algorithm.network
         self.names = [name for name, _ in self.template.named_parameters()]
-        self.head = {f"1.{name}" for name, p in ctxs[0].algorithm.classifier.named_parameters() if p.requires_grad}
+        self.head = {
+            f"1.{name}"
+            for name, p in ctxs[0].algorithm.classifier.named_parameters()
+            if p.requires_grad
+        }
         per_trial = [dict(ctx.algorithm.network.named_parameters()) for ctx in ctxs]
-        self.params = {n: torch.stack([p[n].detach() for p in per_trial]).requires_grad_(True) for n in self.names}
+        self.params = {
+            n: torch.stack([p[n].detach() for p in per_trial]).requires_grad_(True)
+            for n in self.names
+        }
         self.optimizer = ctxs[0].algorithm.make_optimizer(list(self.params.values()))
         self._load_optimizer_state()
         self.layers = self._layers()
@@ -139,7 +162,10 @@ class StackedTrainer:
             first = states[0][trial_params[0]]
             self.optimizer.state[self.params[name]] = {
                 "step": first["step"].clone(),
-                **{k: torch.stack([s[p][k] for s, p in zip(states, trial_params)]) for k in ("exp_avg", "exp_avg_sq")},
+                **{
+                    k: torch.stack([s[p][k] for s, p in zip(states, trial_params)])
+                    for k in ("exp_avg", "exp_avg_sq")
+                },
             }
 
     def _sync_trial(self, t: int, step: int) -> None:
@@ -150,11 +176,16 @@ class StackedTrainer:
                 trial_p.copy_(stacked_p[t])
                 state = self.optimizer.state.get(stacked_p)
                 if state:
-                    ctx.algorithm.optimizer.state[trial_p] = {"step": state["step"].clone(), "exp_avg": state["exp_avg"][t].clone(), "exp_avg_sq": state["exp_avg_sq"][t].clone()}
+                    ctx.algorithm.optimizer.state[trial_p] = {
+                        "step": state["step"].clone(),
+                        "exp_avg": state["exp_avg"][t].clone(),
+                        "exp_avg_sq": state["exp_avg_sq"][t].clone(),
+                    }
             ctx.algorithm.step.fill_(step + 1)
 
     def _layers(self) -> list[tuple[str, torch.nn.Module]] | None:
-        """The network as a flat list of (parameter prefix, layer) when it is a plain MLP, else None.
+        """The network as a flat list of (parameter prefix, layer) when it is a plain MLP, else
+        None.
 
         Such networks run as batched matrix products over the trial dimension, which costs
         far less per step than ``vmap`` (whose per-call overhead dominates tiny models).
@@ -164,9 +195,21 @@ class StackedTrainer:
         for name, module in self.template.named_modules():
             if isinstance(module, containers):
                 continue
-            if list(module.children()) or not isinstance(module, (torch.nn.Linear, torch.nn.ReLU, torch.nn.Flatten, torch.nn.Identity, torch.nn.Dropout)):
+            if list(module.children()) or not isinstance(
+                module,
+                (
+                    torch.nn.Linear,
+                    torch.nn.ReLU,
+                    torch.nn.Flatten,
+                    torch.nn.Identity,
+                    torch.nn.Dropout,
+                ),
+            ):
                 return None
-            if isinstance(module, torch.nn.Flatten) and (module.start_dim, module.end_dim) != (1, -1):
+            if isinstance(module, torch.nn.Flatten) and (module.start_dim, module.end_dim) != (
+                1,
+                -1,
+            ):
                 return None
             layers.append((name, module))
         return layers
@@ -174,13 +217,19 @@ class StackedTrainer:
     def _forward(self, x: Tensor) -> Tensor:
         """Logits ``[T, N, C]`` for inputs ``[T, N, ...]``, each trial with its own parameters."""
         if self.layers is None:
-            return vmap(lambda params, xs: functional_call(self.template, params, (xs,)))(self.params, x)
+            return vmap(lambda params, xs: functional_call(self.template, params, (xs,)))(
+                self.params, x
+            )
         h = x
         for name, layer in self.layers:
             if isinstance(layer, torch.nn.Linear):
                 weight = self.params[f"{name}.weight"].transpose(1, 2)
                 bias = self.params.get(f"{name}.bias")
-                h = torch.bmm(h, weight) if bias is None else torch.baddbmm(bias.unsqueeze(1), h, weight)
+                h = (
+                    torch.bmm(h, weight)
+                    if bias is None
+                    else torch.baddbmm(bias.unsqueeze(1), h, weight)
+                )
             elif isinstance(layer, torch.nn.ReLU):
                 h = torch.relu(h)
             elif isinstance(layer, torch.nn.Flatten):
@@ -188,10 +237,13 @@ class StackedTrainer:
         return h
 
     def _batch(self, step: int) -> tuple[Tensor, Tensor, list[int]]:
-        """Inputs ``[T, N, ...]`` and labels ``[T, N]`` of every trial, environments concatenated as ERM does."""
+        """Inputs ``[T, N, ...]`` and labels ``[T, N]`` of every trial, environments concatenated as
+        ERM does."""
         if self.train_data is None:
             batches = []
-            for ctx in self.ctxs:  # augmentation draws from the global RNGs: give each trial its own stream
+            for ctx in (
+                self.ctxs
+            ):  # augmentation draws from the global RNGs: give each trial its own stream
                 runner.restore_rng_state(ctx.rng_state, ctx.device)
                 batches.append(ctx.minibatches(step))
                 ctx.rng_state = runner.capture_rng_state(ctx.device)
@@ -212,7 +264,8 @@ class StackedTrainer:
         return torch.cat(xs, dim=1), torch.cat(ys, dim=1), [y.shape[1] for y in ys]
 
     def _stack_train_data(self) -> list[tuple[Tensor, Tensor]] | None:
-        """Each training environment's ``in`` split stacked over trials, or None (augmentation, unequal sizes)."""
+        """Each training environment's ``in`` split stacked over trials, or None (augmentation,
+        unequal sizes)."""
         stacked_envs = []
         for position in range(len(self.ctxs[0].train_envs)):
             parts = []
@@ -223,34 +276,56 @@ class StackedTrainer:
                 parts.append(env.batch(ctx.splits[ctx.train_envs[position]]["in"]))
             if len({tuple(x.shape) for x, _ in parts}) != 1:
                 return None
-            stacked_envs.append((torch.stack([x for x, _ in parts]), torch.stack([y for _, y in parts])))
+            stacked_envs.append(
+                (torch.stack([x for x, _ in parts]), torch.stack([y for _, y in parts]))
+            )
         return stacked_envs
 
     def _step(self, step: int) -> list[dict[str, float]]:
-        """One ERM update of every trial: pooled NLL + L2, and the per-environment head-gradient cosine."""
+        """One ERM update of every trial: pooled NLL + L2, and the per-environment head-gradient
+        cosine."""
         x, y, sizes = self._batch(step)
         ctx0 = self.ctxs[0]
         with runner.precision_context(ctx0.device, ctx0.spec.precision):
             logits = self._forward(x)
             n_trials, n = y.shape
-            per_example = classification_loss(logits.flatten(0, 1), y.flatten(), reduction="none").view(n_trials, n)
+            per_example = classification_loss(
+                logits.flatten(0, 1), y.flatten(), reduction="none"
+            ).view(n_trials, n)
             nll = per_example.mean(1)
             l2 = ctx0.hparams["l2"]
-            loss = nll + l2 * sum(p.pow(2).flatten(1).sum(1) for p in self.params.values()) if l2 else nll
-            cosines = self._head_grad_cos([part.mean(1) for part in per_example.split(sizes, dim=1)])
+            loss = (
+                nll + l2 * sum(p.pow(2).flatten(1).sum(1) for p in self.params.values())
+                if l2
+                else nll
+            )
+            cosines = self._head_grad_cos(
+                [part.mean(1) for part in per_example.split(sizes, dim=1)]
+            )
             self.optimizer.zero_grad(set_to_none=True)
             loss.sum().backward()  # trials are independent: each slice gets its own gradient
             self.optimizer.step()
         losses, nlls = loss.tolist(), nll.tolist()
-        return [{"loss": losses[t], "nll": nlls[t], **({"grad_cos": cosines[t]} if cosines else {})} for t in range(n_trials)]
+        return [
+            {"loss": losses[t], "nll": nlls[t], **({"grad_cos": cosines[t]} if cosines else {})}
+            for t in range(n_trials)
+        ]
 
     def _head_grad_cos(self, env_nll: list[Tensor]) -> list[float]:
-        """ERM's ``grad_cos`` per trial: ``mean_pairwise_cosine`` of the per-environment head gradients, batched."""
+        """ERM's ``grad_cos`` per trial: ``mean_pairwise_cosine`` of the per-environment head
+        gradients, batched."""
         if len(env_nll) < 2:
             return []
         head = [self.params[n] for n in self.names if n in self.head]
-        grads = [torch.cat([g.flatten(1) for g in torch.autograd.grad(e.sum(), head, retain_graph=True)], dim=1) for e in env_nll]
-        unit = torch.nn.functional.normalize(torch.stack(grads, dim=1), dim=2)  # [T, E, D], as mean_pairwise_cosine
+        grads = [
+            torch.cat(
+                [g.flatten(1) for g in torch.autograd.grad(e.sum(), head, retain_graph=True)], dim=1
+            )
+            for e in env_nll
+        ]
+        unit = torch.nn.functional.normalize(
+            torch.stack(grads, dim=1), dim=2
+        )  # [T, E, D], as mean_pairwise_cosine
         gram = unit @ unit.transpose(1, 2)
         n = len(env_nll)
         return ((gram.sum((1, 2)) - gram.diagonal(dim1=1, dim2=2).sum(1)) / (n * (n - 1))).tolist()
@@ -268,9 +343,13 @@ class StackedTrainer:
             stats = self._step(step)
             for t in list(active):
                 if not all(math.isfinite(v) for v in stats[t].values()):
-                    log.warning("run %s diverged at step %d: %s", ctxs[t].spec.run_id, step, stats[t])
+                    log.warning(
+                        "run %s diverged at step %d: %s", ctxs[t].spec.run_id, step, stats[t]
+                    )
                     self._sync_trial(t, step)
-                    outcomes[t] = ctxs[t].finish("diverged", step, ctxs[t].wall_offset + time.perf_counter() - t0, last[t])
+                    outcomes[t] = ctxs[t].finish(
+                        "diverged", step, ctxs[t].wall_offset + time.perf_counter() - t0, last[t]
+                    )
                     active.remove(t)
                     continue
                 for key, value in stats[t].items():
@@ -279,10 +358,14 @@ class StackedTrainer:
                 if runner.is_record_step(spec, step):
                     self._sync_trial(t, step)
                     wall = ctxs[t].wall_offset + time.perf_counter() - t0
-                    last[t] = ctxs[t].record(step, wall, {k: v / counts[t] for k, v in sums[t].items()})
+                    last[t] = ctxs[t].record(
+                        step, wall, {k: v / counts[t] for k, v in sums[t].items()}
+                    )
                     sums[t], counts[t] = {}, 0
             if not active:
                 break
         for t in active:
-            outcomes[t] = ctxs[t].finish("ok", spec.steps - 1, ctxs[t].wall_offset + time.perf_counter() - t0, last[t])
+            outcomes[t] = ctxs[t].finish(
+                "ok", spec.steps - 1, ctxs[t].wall_offset + time.perf_counter() - t0, last[t]
+            )
         return [outcomes[t] for t in range(len(ctxs))]

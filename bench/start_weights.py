@@ -1,4 +1,5 @@
-"""Start weights for torchvision ResNets: ``none``, ``imagenet`` or a state-dict file (``--weights``).
+"""Start weights for torchvision ResNets: ``none``, ``imagenet`` or a state-dict file
+(``--weights``).
 
 ImageNet weights are never required: they come from torchvision's cache
 (``$TORCH_HOME/hub/checkpoints``), downloaded there only when the network allows,
@@ -36,7 +37,8 @@ def file_digest(path: Path) -> str:
 
 
 def weights_value(text: str) -> str:
-    """The hparam value for ``--weights TEXT``: ``none``/``imagenet`` as given, a file as ``abs path@sha256:<hex>``."""
+    """The hparam value for ``--weights TEXT``: ``none``/``imagenet`` as given, a file as
+    ``abs path@sha256:<hex>``."""
     if text in (NONE, IMAGENET):
         return text
     path = Path(text).expanduser().resolve()
@@ -66,35 +68,57 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def imagenet_state(depth: int) -> dict[str, torch.Tensor]:
-    """torchvision's IMAGENET1K_V1 ResNet-``depth`` weights, from its cache or downloaded into it."""
+    """torchvision's IMAGENET1K_V1 ResNet-``depth`` weights, from its cache or downloaded into
+    it."""
     import torchvision
 
-    enum = {18: torchvision.models.ResNet18_Weights, 50: torchvision.models.ResNet50_Weights}[depth].IMAGENET1K_V1
+    enum = {18: torchvision.models.ResNet18_Weights, 50: torchvision.models.ResNet50_Weights}[
+        depth
+    ].IMAGENET1K_V1
     target = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
-    if not target.exists():  # offline, fail in seconds with what to fetch, not after a minute of retries
-        require_host(enum.url, f"ImageNet weights for resnet{depth}", f"{target.parent} (or pass --weights PATH or --weights none)")
+    if (
+        not target.exists()
+    ):  # offline, fail in seconds with what to fetch, not after a minute of retries
+        require_host(
+            enum.url,
+            f"ImageNet weights for resnet{depth}",
+            f"{target.parent} (or pass --weights PATH or --weights none)",
+        )
     try:
         return enum.get_state_dict(progress=False, check_hash=True)
-    except Exception as exc:  # offline, proxy or a corrupt partial download: say what to fetch and where
+    except (
+        Exception
+    ) as exc:  # offline, proxy or a corrupt partial download: say what to fetch and where
         raise UserError(
-            f"ImageNet weights for resnet{depth} are not in torchvision's cache and could not be downloaded ({type(exc).__name__}: {exc}). "
-            f"Download {enum.url} to {target} (the folder is $TORCH_HOME/hub/checkpoints), or pass --weights PATH to a state_dict, or --weights none"
+            f"ImageNet weights for resnet{depth} are not in torchvision's cache and could "
+            f"not be downloaded ({type(exc).__name__}: {exc}). "
+            f"Download {enum.url} to {target} (the folder is "
+            "$TORCH_HOME/hub/checkpoints), or pass --weights PATH to a state_dict, or "
+            "--weights none"
         ) from None
 
 
 def file_state(value: str) -> dict[str, torch.Tensor]:
-    """The state dict of ``path@sha256:<hex>``, checked against the digest recorded in the run's spec."""
+    """The state dict of ``path@sha256:<hex>``, checked against the digest recorded in the run's
+    spec."""
     path_text, _, digest = value.partition(_DIGEST)
     path = Path(path_text)
     if not path.is_file():
-        raise UserError(f"start weights {path} not found; this run was started with that file (sha256 {digest or '?'})")
+        raise UserError(
+            f"start weights {path} not found; this run was started with that file (sha256 "
+            f"{digest or '?'})"
+        )
     if digest and file_digest(path) != digest:
-        raise UserError(f"start weights {path} changed since this run was specified (sha256 {digest} expected); pass --weights again for a new run")
+        raise UserError(
+            f"start weights {path} changed since this run was specified (sha256 {digest} "
+            "expected); pass --weights again for a new run"
+        )
     return read_state_dict(path)
 
 
 def load_resnet_weights(network: nn.Module, depth: int, value: str) -> None:
-    """Load ``value``'s weights into a torchvision ResNet whose ``fc`` is replaced (``fc.*`` keys are dropped)."""
+    """Load ``value``'s weights into a torchvision ResNet whose ``fc`` is replaced (``fc.*`` keys
+    are dropped)."""
     if value == NONE:
         return
     state = imagenet_state(depth) if value == IMAGENET else file_state(value)
@@ -103,4 +127,7 @@ def load_resnet_weights(network: nn.Module, depth: int, value: str) -> None:
     missing, unexpected = network.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("fc.")]
     if missing or unexpected:
-        raise UserError(f"start weights {value} do not fit resnet{depth}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise UserError(
+            f"start weights {value} do not fit resnet{depth}: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )

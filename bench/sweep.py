@@ -58,17 +58,26 @@ def test_env_choices(dataset: str, mode: str) -> list[tuple[str, ...]]:
         return [(n,) for n in names]
     if mode == "pairs":
         singles = [tuple(c) for c in cls.test_env_choices()]
-        pairs = {tuple(e for e in names if e in t or e == v) for t in singles for v in names if v not in t}
+        pairs = {
+            tuple(e for e in names if e in t or e == v)
+            for t in singles
+            for v in names
+            if v not in t
+        }
         if any(len(p) >= len(names) for p in pairs):  # a pair run must keep a training environment
-            raise UserError(f"--test-envs pairs: {dataset} has too few environments for leave-one-out pairs")
+            raise UserError(
+                f"--test-envs pairs: {dataset} has too few environments for leave-one-out pairs"
+            )
         return singles + sorted(pairs, key=lambda p: [names.index(e) for e in p])
     return [tuple(e.strip() for e in mode.split(",") if e.strip())]
 
 
 def expand(grid: Grid, data_dir: str | None = None, download: bool = False) -> list[RunSpec]:
-    """Every RunSpec of the grid, trial-major (an interrupted sweep holds whole trials), validated up front.
+    """Every RunSpec of the grid, trial-major (an interrupted sweep holds whole trials), validated
+    up front.
 
-    ``data_dir``/``download`` locate each dataset's files, whose content fingerprint is part of every run id.
+    ``data_dir``/``download`` locate each dataset's files, whose content fingerprint is part of
+    every run id.
     """
     for value, what in ((grid.n_hparams, "--n-hparams"), (grid.n_trials, "--n-trials")):
         if value < 1:
@@ -79,17 +88,31 @@ def expand(grid: Grid, data_dir: str | None = None, download: bool = False) -> l
     fingerprints = {d: dataset_fingerprint(d, data_dir, download) for d in grid.datasets}
     for trial, dataset in itertools.product(range(grid.n_trials), grid.datasets):
         choices = test_env_choices(dataset, grid.test_envs)
-        for algorithm, test_envs, hseed in itertools.product(grid.algorithms, choices, range(grid.n_hparams)):
-            specs.append(make_spec(
-                algorithm, dataset, test_envs=list(test_envs), trial_seed=trial, hparams_seed=hseed, overrides=grid.overrides,
-                steps=grid.steps, eval_every=grid.eval_every, holdout_fraction=grid.holdout_fraction, size=grid.size, precision=grid.precision,
-                data=fingerprints[dataset],
-            ))
+        for algorithm, test_envs, hseed in itertools.product(
+            grid.algorithms, choices, range(grid.n_hparams)
+        ):
+            specs.append(
+                make_spec(
+                    algorithm,
+                    dataset,
+                    test_envs=list(test_envs),
+                    trial_seed=trial,
+                    hparams_seed=hseed,
+                    overrides=grid.overrides,
+                    steps=grid.steps,
+                    eval_every=grid.eval_every,
+                    holdout_fraction=grid.holdout_fraction,
+                    size=grid.size,
+                    precision=grid.precision,
+                    data=fingerprints[dataset],
+                )
+            )
     return list({s.run_id: s for s in specs}.values())  # explicit test-env sets may repeat
 
 
 def state(output_dir: str | Path, spec: RunSpec) -> str:
-    """done (finished and intact), damaged (finished but short or corrupt: trained again), partial (started), or new."""
+    """done (finished and intact), damaged (finished but short or corrupt: trained again), partial
+    (started), or new."""
     directory = records.run_dir(output_dir, spec.run_id)
     if not directory.exists():
         return "new"
@@ -134,14 +157,17 @@ def launch(
     from tqdm.auto import tqdm
 
     found = states(options.output_dir, specs)
-    todo = found["partial"] + found["damaged"] + found["new"]  # partial first: they hold checkpoints
+    todo = (
+        found["partial"] + found["damaged"] + found["new"]
+    )  # partial first: they hold checkpoints
     before = {k: len(v) for k, v in found.items()}
     finished: list[Finished] = []
     bar_shown = progress and sys.stderr.isatty()
     by_id = {spec.run_id: spec for spec in todo}
     if todo:
-        with tqdm(total=len(todo), unit="run", desc="sweep", disable=not bar_shown,
-                  dynamic_ncols=True) as bar:
+        with tqdm(
+            total=len(todo), unit="run", desc="sweep", disable=not bar_shown, dynamic_ncols=True
+        ) as bar:
             for outcome in get(launcher)(todo, options, **launcher_args):
                 finished.append(outcome)
                 bar.update(1)
@@ -162,14 +188,20 @@ def finished_line(done: int, total: int, outcome: Finished, spec: RunSpec | None
 
 
 # The default benchmark (``python -m bench run`` with no arguments): Colored MNIST without MNIST
-# (``spurious_toy``: invariant feature 75%, spurious colour 90% / 80% in training and 10% at test) and its
-# oracle (``spurious_toy_oracle``: the colour removed), every algorithm on both, 3 trials at the dataset's
-# declared settings (hparams seed 0; the invariance methods' were searched under training-domain validation,
-# see bench/datasets/spurious_toy.py), train_val selection over checkpoints: 30 runs, under 3 minutes on two
-# CPU cores. Fixed lists so the published numbers are reproducible; a listed algorithm that is not
-# registered is skipped with a warning.
+# (``spurious_toy``: invariant feature 75%, spurious colour 90% / 80% in training and 10% at test)
+# and its oracle (``spurious_toy_oracle``: the colour removed), every algorithm on both, 3 trials at
+# the dataset's declared settings (hparams seed 0; the invariance methods' were searched under
+# training-domain validation, see bench/datasets/spurious_toy.py), train_val selection over
+# checkpoints: 30 runs, under 3 minutes on two CPU cores. Fixed lists so the published numbers are
+# reproducible; a listed algorithm that is not registered is skipped with a warning.
 DEFAULT_ALGORITHMS = ("erm", "irm", "vrex", "fishr", "group_dro")
-DEFAULT_GRID = Grid(algorithms=DEFAULT_ALGORITHMS, datasets=("spurious_toy", "spurious_toy_oracle"), n_hparams=1, n_trials=3, test_envs="single")
+DEFAULT_GRID = Grid(
+    algorithms=DEFAULT_ALGORITHMS,
+    datasets=("spurious_toy", "spurious_toy_oracle"),
+    n_hparams=1,
+    n_trials=3,
+    test_envs="single",
+)
 
 
 def default_grid() -> tuple[Grid, list[str]]:

@@ -37,9 +37,13 @@ def _train(alg_cls: type, dataset, hparams: dict[str, Any], steps: int, seed: in
     batch = min(hparams.get("batch_size") or 32, 32)
     for step in range(steps):
         stats = algorithm.update(_minibatches(dataset, names, batch, step))
-        assert isinstance(stats, dict) and stats, f"{alg_cls.__name__}.update must return a non-empty dict of floats"
+        assert isinstance(stats, dict) and stats, (
+            f"{alg_cls.__name__}.update must return a non-empty dict of floats"
+        )
         for key, value in stats.items():
-            assert isinstance(value, float) and math.isfinite(value), f"{alg_cls.__name__}: update()[{key!r}] = {value!r} is not a finite float"
+            assert isinstance(value, float) and math.isfinite(value), (
+                f"{alg_cls.__name__}: update()[{key!r}] = {value!r} is not a finite float"
+            )
         losses.append(stats)
     return algorithm, losses
 
@@ -78,8 +82,9 @@ def declared_hparams(alg_cls: type) -> set[str]:
     return {key for klass in alg_cls.__mro__ for key in vars(klass).get("HPARAMS", {})}
 
 
-def _check_every_declared_hparam_is_read(alg_cls: type, data, hparams: dict[str, Any],
-                                         steps: int) -> None:
+def _check_every_declared_hparam_is_read(
+    alg_cls: type, data, hparams: dict[str, Any], steps: int
+) -> None:
     recording = RecordingHparams(hparams)
     _train(alg_cls, data, recording, steps)
     exempt = getattr(alg_cls, "RUN_HPARAMS", frozenset())  # read by the runner or prepare_run
@@ -127,7 +132,9 @@ def check_algorithm(alg_cls: type, dataset: str = "debug", steps: int = 5) -> No
     algorithm, _ = _train(alg_cls, data, hparams, steps)
     x, _ = data.envs[data.env_names()[-1]].batch(torch.arange(8))
     logits = _logits(algorithm, x)
-    assert logits.shape == (8, ds_cls.num_outputs()), f"predict() gave shape {tuple(logits.shape)}, expected (8, {ds_cls.num_outputs()})"
+    assert logits.shape == (8, ds_cls.num_outputs()), (
+        f"predict() gave shape {tuple(logits.shape)}, expected (8, {ds_cls.num_outputs()})"
+    )
     assert torch.isfinite(logits).all(), "predict() gave non-finite logits"
     assert int(algorithm.step) == steps, f"self.step is {int(algorithm.step)} after {steps} updates"
 
@@ -160,25 +167,37 @@ def check_algorithm(alg_cls: type, dataset: str = "debug", steps: int = 5) -> No
     algorithm.eval()
     fresh.eval()
     with torch.no_grad():
-        assert torch.allclose(fresh.predict(x), algorithm.predict(x), atol=1e-6), "an update after a state_dict round trip differs: optimiser or other state is not checkpointed"
+        assert torch.allclose(fresh.predict(x), algorithm.predict(x), atol=1e-6), (
+            "an update after a state_dict round trip differs: optimiser or other state "
+            "is not checkpointed"
+        )
     _check_every_declared_hparam_is_read(alg_cls, data, hparams, steps)
     _check_l2_is_applied(alg_cls, data, hparams, steps)
 
 
 def check_dataset(ds_cls: type, size: str = "tiny", root: str | None = None) -> None:
-    """Construct twice with one seed (identical), once with another; check declared shapes and names."""
+    """Construct twice with one seed (identical), once with another; check declared shapes and
+    names."""
     a = ds_cls(root, data_seed=0, size=size)
     b = ds_cls(root, data_seed=0, size=size)
     assert a.env_names() == list(a.envs), "environments built differ from ENVIRONMENTS"
-    assert ds_cls.TEST_ENVS is None or set(ds_cls.TEST_ENVS) <= set(a.env_names()), "TEST_ENVS names unknown environments"
+    assert ds_cls.TEST_ENVS is None or set(ds_cls.TEST_ENVS) <= set(a.env_names()), (
+        "TEST_ENVS names unknown environments"
+    )
     for name in a.env_names():
         xa, ya = a.envs[name].batch(None)
         xb, yb = b.envs[name].batch(None)
-        assert torch.equal(xa, xb) and torch.equal(ya, yb), f"{name}: same data_seed built different data"
-        assert tuple(xa.shape[1:]) == tuple(ds_cls.INPUT_SHAPE), f"{name}: shape {tuple(xa.shape[1:])} != INPUT_SHAPE {ds_cls.INPUT_SHAPE}"
+        assert torch.equal(xa, xb) and torch.equal(ya, yb), (
+            f"{name}: same data_seed built different data"
+        )
+        assert tuple(xa.shape[1:]) == tuple(ds_cls.INPUT_SHAPE), (
+            f"{name}: shape {tuple(xa.shape[1:])} != INPUT_SHAPE {ds_cls.INPUT_SHAPE}"
+        )
         assert xa.dtype.is_floating_point, f"{name}: inputs must be floating point"
         assert torch.isfinite(xa).all(), f"{name}: non-finite inputs"
-        assert ya.dtype == torch.long and 0 <= int(ya.min()) and int(ya.max()) < ds_cls.NUM_CLASSES, f"{name}: labels outside [0, {ds_cls.NUM_CLASSES})"
+        assert (
+            ya.dtype == torch.long and 0 <= int(ya.min()) and int(ya.max()) < ds_cls.NUM_CLASSES
+        ), f"{name}: labels outside [0, {ds_cls.NUM_CLASSES})"
     assert ds_cls.N_STEPS >= 1 and ds_cls.EVAL_EVERY >= 1, "N_STEPS and EVAL_EVERY must be >= 1"
     assert ds_cls.FEATURIZER, "FEATURIZER must name a registered featurizer"
     from bench.networks import featurizer_space

@@ -21,18 +21,26 @@ def machine() -> str:
     model = platform.processor() or "cpu"
     try:
         with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            model = next(
+                line.split(":", 1)[1].strip() for line in f if line.startswith("model name")
+            )
     except (OSError, StopIteration):
         pass
     flags = ""
     try:
         with open("/proc/cpuinfo") as f:
             present = set(next(line for line in f if line.startswith("flags")).split())
-        flags = " ".join(flag for flag in ("avx512f", "avx512_bf16", "amx_bf16") if flag in present) or "no avx512"
+        flags = (
+            " ".join(flag for flag in ("avx512f", "avx512_bf16", "amx_bf16") if flag in present)
+            or "no avx512"
+        )
     except (OSError, StopIteration):
         pass
-    return (f"{model} [{flags}], {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} threads, "
-            f"load average {os.getloadavg()[0]:.1f}")
+    return (
+        f"{model} [{flags}], {os.cpu_count()} cores, torch {torch.__version__} with "
+        f"{torch.get_num_threads()} threads, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
 
 
 def clock(fn: Callable[[], object], repeat: int = 3) -> tuple[float, float]:
@@ -67,7 +75,10 @@ def peak_flops(repeat: int = 5) -> dict[str, float]:
     x = torch.randn(128, 128, 14, 14)
     out = {}
     with torch.inference_mode():
-        for name, fn in (("sgemm 1024^3", lambda: a @ b), ("conv 128->128 3x3 @14x14, batch 128", lambda: conv(x))):
+        for name, fn in (
+            ("sgemm 1024^3", lambda: a @ b),
+            ("conv 128->128 3x3 @14x14, batch 128", lambda: conv(x)),
+        ):
             n = flops(fn)
             wall, cpu = clock(fn, repeat)
             out[name] = n / wall

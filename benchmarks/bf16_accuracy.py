@@ -27,24 +27,44 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     print(machine())
-    print(f"| {args.dataset} trial | fp32 test in | bf16 test in | fp32 train-env out | bf16 train-env out | wall fp32 / bf16 s |")
+    print(
+        f"| {args.dataset} trial | fp32 test in | bf16 test in | fp32 train-env out | "
+        "bf16 train-env out | wall fp32 / bf16 s |"
+    )
     print("|---|---|---|---|---|---|")
     diffs = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in map(int, args.seeds.split(",")):
             row = {}
             for precision in ("fp32", "bf16"):
-                spec = make_spec("erm", args.dataset, trial_seed=seed, steps=args.steps, precision=precision)
-                outcome = runner.run(spec, RuntimeOptions(output_dir=Path(tmp), progress=False, threads=args.threads))
+                spec = make_spec(
+                    "erm", args.dataset, trial_seed=seed, steps=args.steps, precision=precision
+                )
+                outcome = runner.run(
+                    spec, RuntimeOptions(output_dir=Path(tmp), progress=False, threads=args.threads)
+                )
                 ev = outcome.last_record["eval"]
                 test = spec.test_envs[0]
-                train_out = statistics.mean(ev[e]["out"]["acc"] for e in ev if e not in spec.test_envs and ev[e]["out"]["acc"] is not None) if any(
-                    ev[e]["out"]["n"] for e in ev if e not in spec.test_envs) else float("nan")
+                train_out = (
+                    statistics.mean(
+                        ev[e]["out"]["acc"]
+                        for e in ev
+                        if e not in spec.test_envs and ev[e]["out"]["acc"] is not None
+                    )
+                    if any(ev[e]["out"]["n"] for e in ev if e not in spec.test_envs)
+                    else float("nan")
+                )
                 row[precision] = (ev[test]["in"]["acc"], train_out, outcome.wall_s)
             (a, b, wa), (c, d, wc) = row["fp32"], row["bf16"]
             diffs.append(abs(a - c))
-            print(f"| {seed} | {100 * a:.1f} | {100 * c:.1f} | {100 * b:.1f} | {100 * d:.1f} | {wa:.0f} / {wc:.0f} |")
-    print(f"mean |fp32 - bf16| test accuracy: {100 * statistics.mean(diffs):.2f} points over {len(diffs)} trials")
+            print(
+                f"| {seed} | {100 * a:.1f} | {100 * c:.1f} | {100 * b:.1f} | "
+                f"{100 * d:.1f} | {wa:.0f} / {wc:.0f} |"
+            )
+    print(
+        f"mean |fp32 - bf16| test accuracy: {100 * statistics.mean(diffs):.2f} points "
+        f"over {len(diffs)} trials"
+    )
 
 
 if __name__ == "__main__":

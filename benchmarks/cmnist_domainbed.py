@@ -28,13 +28,20 @@ from bench import runner
 from bench.evaluation import accuracy
 from bench.spec import RuntimeOptions, make_spec
 
-VARIANTS = {"fp32": (None, False), "fp32-cl": (None, True), "bf16": ("bf16", False), "bf16-cl": ("bf16", True)}
+VARIANTS = {
+    "fp32": (None, False),
+    "fp32-cl": (None, True),
+    "bf16": ("bf16", False),
+    "bf16-cl": ("bf16", True),
+}
 FULL_STEPS, N_EVALS, ALL_IMAGES = 5001, 51, 70000
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=10, help="timed training steps per variant per round")
+    parser.add_argument(
+        "--steps", type=int, default=10, help="timed training steps per variant per round"
+    )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--eval-images", type=int, default=4096)
     parser.add_argument("--eval-batch", type=int, default=128)
@@ -56,11 +63,22 @@ def main() -> None:
         for name in names:
             precision, channels_last = VARIANTS[name]
             spec = make_spec("erm", "cmnist", trial_seed=0, precision=precision)
-            options = RuntimeOptions(output_dir=Path(tmp) / name, data_dir=args.data_dir, progress=False,
-                                     threads=args.threads, channels_last=channels_last, eval_batch_size=args.eval_batch)
+            options = RuntimeOptions(
+                output_dir=Path(tmp) / name,
+                data_dir=args.data_dir,
+                progress=False,
+                threads=args.threads,
+                channels_last=channels_last,
+                eval_batch_size=args.eval_batch,
+            )
             contexts[name] = runner.prepare(spec, options, Path(tmp) / name)
         ctx0 = contexts[names[0]]
-        needed = sum(len(idx) for env, parts in ctx0.splits.items() for part, idx in parts.items() if (env, part) not in ctx0.skip)
+        needed = sum(
+            len(idx)
+            for env, parts in ctx0.splits.items()
+            for part, idx in parts.items()
+            if (env, part) not in ctx0.skip
+        )
         step_flops = flops(lambda: _steps(contexts[names[0]], 1))
         probe = ctx0.splits[ctx0.spec.test_envs[0]]["in"][: args.eval_images]
         image_flops = flops(lambda: _eval(ctx0, probe[:64], 64)) / 64
@@ -73,9 +91,15 @@ def main() -> None:
                 step_times[name].append(clock(lambda: _steps(ctx, args.steps), repeat=1))
                 eval_times[name].append(clock(lambda: _eval(ctx, probe, args.eval_batch), repeat=1))
 
-    print(f"\ntraining step: {step_flops / 1e9:.1f} GFLOP (batch 2x64); evaluation: {image_flops / 1e6:.0f} MFLOP/image; "
-          f"'needed' splits = {needed} of {ALL_IMAGES} images")
-    print("| variant | s/step | CPU-s/step | GFLOP/s | % of bound (wall / CPU) | s/eval all 70k | s/eval needed | projected full run |")
+    print(
+        f"\ntraining step: {step_flops / 1e9:.1f} GFLOP (batch 2x64); evaluation: "
+        f"{image_flops / 1e6:.0f} MFLOP/image; "
+        f"'needed' splits = {needed} of {ALL_IMAGES} images"
+    )
+    print(
+        "| variant | s/step | CPU-s/step | GFLOP/s | % of bound (wall / CPU) | s/eval "
+        "all 70k | s/eval needed | projected full run |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name in names:
         wall = statistics.median(w for w, _ in step_times[name]) / args.steps
@@ -84,8 +108,12 @@ def main() -> None:
         rate = step_flops / wall
         run_s = FULL_STEPS * wall + N_EVALS * needed * per_image
         all_s = FULL_STEPS * wall + N_EVALS * ALL_IMAGES * per_image
-        print(f"| {name} | {wall:.3f} | {cpu:.3f} | {rate / 1e9:.0f} | {100 * rate / peak:.0f}% / {100 * step_flops / cpu / peak_cpu:.0f}% "
-              f"| {ALL_IMAGES * per_image:.0f} | {needed * per_image:.0f} | {run_s / 60:.0f} min ({all_s / 60:.0f} min evaluating all) |")
+        print(
+            f"| {name} | {wall:.3f} | {cpu:.3f} | {rate / 1e9:.0f} | "
+            f"{100 * rate / peak:.0f}% / {100 * step_flops / cpu / peak_cpu:.0f}% "
+            f"| {ALL_IMAGES * per_image:.0f} | {needed * per_image:.0f} | "
+            f"{run_s / 60:.0f} min ({all_s / 60:.0f} min evaluating all) |"
+        )
 
 
 def _steps(ctx: runner.RunContext, n: int) -> None:

@@ -40,7 +40,9 @@ def main() -> None:
         contexts = {}
         for name, precision in (("regather", None), ("cached", None), ("cached-bf16", "bf16")):
             spec = make_spec("erm", "cmnist_irm", trial_seed=0, precision=precision)
-            options = RuntimeOptions(output_dir=Path(tmp) / name, data_dir=args.data_dir, progress=False)
+            options = RuntimeOptions(
+                output_dir=Path(tmp) / name, data_dir=args.data_dir, progress=False
+            )
             contexts[name] = runner.prepare(spec, options, Path(tmp) / name)
         step_flops = flops(lambda: _steps("cached", contexts["cached"], 1))
         times: dict[tuple[str, int], list[tuple[float, float]]] = {}
@@ -48,7 +50,9 @@ def main() -> None:
             for threads in map(int, args.threads.split(",")):
                 torch.set_num_threads(threads)
                 for name, ctx in contexts.items():
-                    times.setdefault((name, threads), []).append(clock(lambda: _steps(name, ctx, args.steps), repeat=1))
+                    times.setdefault((name, threads), []).append(
+                        clock(lambda: _steps(name, ctx, args.steps), repeat=1)
+                    )
     print(f"\nstep: {step_flops / 1e9:.1f} GFLOP")
     print("| variant | threads | s/step | CPU-s/step | projected 501 steps |")
     print("|---|---|---|---|---|")

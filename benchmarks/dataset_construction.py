@@ -38,7 +38,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     names = DATASETS.names()
     groups = {
-        "datasets (budget: 30 s in total)": [n for n in names if not issubclass(DATASETS.get(n), ImageFolderDataset)],
+        "datasets (budget: 30 s in total)": [
+            n for n in names if not issubclass(DATASETS.get(n), ImageFolderDataset)
+        ],
         "image folders": [n for n in names if issubclass(DATASETS.get(n), ImageFolderDataset)],
     }
     for title, members in groups.items():

@@ -84,7 +84,15 @@ def grid_points(trials: int) -> list[tuple[str, dict, list]]:
     for algorithm, (weight_key, anneal_key, weights, anneals, extra) in GRIDS.items():
         for lr, weight, anneal in itertools.product(LRS, weights, anneals):
             overrides = {"lr": lr, weight_key: weight, anneal_key: anneal, **extra}
-            out.append((algorithm, overrides, sweep.expand(sweep.Grid((algorithm,), (DATASET,), n_trials=trials, overrides=overrides))))
+            out.append(
+                (
+                    algorithm,
+                    overrides,
+                    sweep.expand(
+                        sweep.Grid((algorithm,), (DATASET,), n_trials=trials, overrides=overrides)
+                    ),
+                )
+            )
     return out
 
 
@@ -97,7 +105,11 @@ def score(output_dir: Path, specs: list) -> tuple[float, float, float]:
     for s in chosen:
         ev = records[(s.run_id, s.step)]["eval"]
         gaps.append(abs(ev["train_0.1"]["out"]["acc"] - ev["train_0.2"]["out"]["acc"]))
-    return statistics.mean(s.val for s in chosen), statistics.mean(gaps), statistics.mean(s.acc for s in chosen)
+    return (
+        statistics.mean(s.val for s in chosen),
+        statistics.mean(gaps),
+        statistics.mean(s.acc for s in chosen),
+    )
 
 
 def main() -> None:
@@ -108,15 +120,28 @@ def main() -> None:
     args = parser.parse_args()
     grid = grid_points(args.trials)
     everything = [spec for _, _, specs in grid for spec in specs]
-    sweep.launch(everything, RuntimeOptions(output_dir=args.output_dir, progress=False), "local", progress=True, jobs=args.jobs)
-    print(f"| method | lr | penalty weight | anneal | train-domain val | train-env gap (<= {100 * MAX_GAP:g}) | test (not used) |")
+    sweep.launch(
+        everything,
+        RuntimeOptions(output_dir=args.output_dir, progress=False),
+        "local",
+        progress=True,
+        jobs=args.jobs,
+    )
+    print(
+        "| method | lr | penalty weight | anneal | train-domain val | train-env gap (<= "
+        f"{100 * MAX_GAP:g}) | test (not used) |"
+    )
     print("|---|---|---|---|---|---|---|")
     scored: dict[str, list[tuple[float, float, dict]]] = {}
     for algorithm, overrides, specs in grid:
         val, gap, test = score(args.output_dir, specs)
         scored.setdefault(algorithm, []).append((val, gap, overrides))
         weight_key, anneal_key = GRIDS[algorithm][:2]
-        print(f"| {algorithm} | {overrides['lr']:g} | {overrides[weight_key]:g} | {overrides[anneal_key]} | {100 * val:.1f} | {100 * gap:.1f} | {100 * test:.1f} |")
+        print(
+            f"| {algorithm} | {overrides['lr']:g} | {overrides[weight_key]:g} | "
+            f"{overrides[anneal_key]} | {100 * val:.1f} | {100 * gap:.1f} | "
+            f"{100 * test:.1f} |"
+        )
     print("\nchosen (constrained training-domain validation):")
     for algorithm, points in scored.items():
         val, gap, overrides = choose(points)

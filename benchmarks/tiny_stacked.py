@@ -32,34 +32,54 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(machine())
-    specs = [make_spec("erm", args.dataset, trial_seed=seed, steps=args.steps) for seed in range(args.trials)]
+    specs = [
+        make_spec("erm", args.dataset, trial_seed=seed, steps=args.steps)
+        for seed in range(args.trials)
+    ]
     for spec in specs:
         runner.load_dataset(spec.dataset, None, spec.data_seed, spec.size)
     with tempfile.TemporaryDirectory() as tmp:
         timings = {}
         outcomes = {}
-        for name, fn in (("sequential", lambda o: [runner.run(s, o) for s in specs]), ("stacked", lambda o: stacked.run_stacked(specs, o))):
-            options = RuntimeOptions(output_dir=Path(tmp) / name, progress=False, threads=args.threads)
+        for name, fn in (
+            ("sequential", lambda o: [runner.run(s, o) for s in specs]),
+            ("stacked", lambda o: stacked.run_stacked(specs, o)),
+        ):
+            options = RuntimeOptions(
+                output_dir=Path(tmp) / name, progress=False, threads=args.threads
+            )
             wall, cpu = time.perf_counter(), time.process_time()
             outcomes[name] = fn(options)
             timings[name] = (time.perf_counter() - wall, time.process_time() - cpu)
         agree = all(_same(a, b) for a, b in zip(outcomes["sequential"], outcomes["stacked"]))
     steps = specs[0].steps
-    print(f"\n{args.trials} trials of ERM on {args.dataset}, {steps} steps each, evaluation every {specs[0].eval_every}")
+    print(
+        f"\n{args.trials} trials of ERM on {args.dataset}, {steps} steps each, evaluation "
+        f"every {specs[0].eval_every}"
+    )
     print("| mode | wall s | CPU s | ms/step per trial (wall) |")
     print("|---|---|---|---|")
     for name, (wall, cpu) in timings.items():
         print(f"| {name} | {wall:.1f} | {cpu:.1f} | {1000 * wall / steps / args.trials:.2f} |")
     (sw, sc), (tw, tc) = timings["sequential"], timings["stacked"]
-    print(f"speed-up: {sw / tw:.1f}x wall, {sc / tc:.1f}x CPU; every run's records agree with its sequential twin: {agree}")
+    print(
+        f"speed-up: {sw / tw:.1f}x wall, {sc / tc:.1f}x CPU; every run's records agree "
+        f"with its sequential twin: {agree}"
+    )
 
 
 def _same(a: runner.RunOutcome, b: runner.RunOutcome, tol: float = 1e-4) -> bool:
-    ra, rb = records.read_records(a.run_dir / records.RESULTS), records.read_records(b.run_dir / records.RESULTS)
+    ra, rb = (
+        records.read_records(a.run_dir / records.RESULTS),
+        records.read_records(b.run_dir / records.RESULTS),
+    )
     if [r["step"] for r in ra] != [r["step"] for r in rb]:
         return False
     for x, y in zip(ra, rb):
-        if x["eval"] != y["eval"] or any(abs(x["train"][k] - y["train"][k]) > tol * max(1.0, abs(x["train"][k])) for k in x["train"]):
+        if x["eval"] != y["eval"] or any(
+            abs(x["train"][k] - y["train"][k]) > tol * max(1.0, abs(x["train"][k]))
+            for k in x["train"]
+        ):
             return False
     return True
 

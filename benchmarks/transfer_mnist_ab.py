@@ -35,7 +35,23 @@ def grid(trials: int) -> list[tuple[str, dict]]:
 
 
 def command(recipe: str, hp: dict, trial: int, args: argparse.Namespace) -> str:
-    argv = ["python", "-m", "bench", "run", "--task", "mnist_ab", "--recipe", recipe, "--trial-seed", str(trial), "--output-dir", str(args.output_dir), "--threads", str(args.threads), "--no-progress"]
+    argv = [
+        "python",
+        "-m",
+        "bench",
+        "run",
+        "--task",
+        "mnist_ab",
+        "--recipe",
+        recipe,
+        "--trial-seed",
+        str(trial),
+        "--output-dir",
+        str(args.output_dir),
+        "--threads",
+        str(args.threads),
+        "--no-progress",
+    ]
     if hp:
         argv += ["--hparams", json.dumps(hp, sort_keys=True)]
     if args.steps is not None:
@@ -59,9 +75,17 @@ def main() -> None:
     t0 = time.perf_counter()
     ids = set()
     for recipe, hp, trial in grid(args.trials):
-        spec = make_spec(recipe, "mnist_ab", trial_seed=trial, overrides=hp, steps=args.steps, size=args.size)
+        spec = make_spec(
+            recipe, "mnist_ab", trial_seed=trial, overrides=hp, steps=args.steps, size=args.size
+        )
         cmd = command(recipe, hp, trial, args)
-        options = RuntimeOptions(output_dir=args.output_dir, data_dir=args.data_dir, progress=False, threads=args.threads, command=cmd)
+        options = RuntimeOptions(
+            output_dir=args.output_dir,
+            data_dir=args.data_dir,
+            progress=False,
+            threads=args.threads,
+            command=cmd,
+        )
         out = runner.run(spec, options)
         ids.add(spec.run_id)
         acc = out.last_record["eval"]["target_test"]["in"]["acc"] if out.last_record else None
@@ -69,19 +93,27 @@ def main() -> None:
     print(f"total wall time: {time.perf_counter() - t0:.1f}s")
 
     report, runs = transfer_report(args.output_dir, ["last", "train_val"])
-    label = report.labels[next(iter(ids))]  # other experiments may share the output directory (and its cache)
+    label = report.labels[
+        next(iter(ids))
+    ]  # other experiments may share the output directory (and its cache)
     runs = [r for r in runs if r.run_id in ids]
     for rule in ("last", "train_val"):
         table = dataset_table(report, label, rule)
         print(f"\n### {table.title}\n\n{table.render('markdown')}\n\n" + "\n".join(table.notes))
     args.figure.parent.mkdir(parents=True, exist_ok=True)
     selected = [s for s in report.selected["last"] if s.run_id in ids]
-    values = layer_transfer_figure(selected, runs, "target_test", args.figure, "MNIST A (0-4) -> B (5-9), 4-block MLP")
+    values = layer_transfer_figure(
+        selected, runs, "target_test", args.figure, "MNIST A (0-4) -> B (5-9), 4-block MLP"
+    )
     print(f"\nfigure: {args.figure}")
     print(json.dumps({k: {str(n): v for n, v in s.items()} for k, s in values.items()}))
-    fine_tuned = [r for r in runs if r.spec["algorithm"].startswith(("reinit_above_n[n=4", "scratch"))]
+    fine_tuned = [
+        r for r in runs if r.spec["algorithm"].startswith(("reinit_above_n[n=4", "scratch"))
+    ]
     diag_path = args.figure.with_name(args.figure.stem + "_diagnostics.png")
-    diag = diagnostics_figure(fine_tuned, diag_path, "per-block change during adaptation (last evaluation)")
+    diag = diagnostics_figure(
+        fine_tuned, diag_path, "per-block change during adaptation (last evaluation)"
+    )
     print(f"\nfigure: {diag_path}\n{json.dumps(diag)}")
 
 

@@ -27,7 +27,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tasks", required=True, help="comma-separated transfer tasks")
     p.add_argument("--recipes", required=True, help="comma-separated recipes")
-    p.add_argument("--shots", default="all", help="comma-separated target examples per class, 'all' = every example")
+    p.add_argument(
+        "--shots",
+        default="all",
+        help="comma-separated target examples per class, 'all' = every example",
+    )
     p.add_argument("--trials", type=int, default=3)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--eval-every", type=int, default=None)
@@ -35,7 +39,12 @@ def main() -> None:
     p.add_argument("--output-dir", type=Path, required=True)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--curve", type=Path, default=None, help="write the learning-curve figure (first task, target_test) here")
+    p.add_argument(
+        "--curve",
+        type=Path,
+        default=None,
+        help="write the learning-curve figure (first task, target_test) here",
+    )
     args = p.parse_args()
     overrides = json.loads(args.hparams)
     shots = [None if s == "all" else int(s) for s in args.shots.split(",")]
@@ -45,18 +54,62 @@ def main() -> None:
         for k in shots:
             for trial in range(args.trials):
                 for recipe in args.recipes.split(","):
-                    argv = ["python", "-m", "bench", "run", "--task", task, "--recipe", recipe, "--trial-seed", str(trial),
-                            "--output-dir", str(args.output_dir), "--threads", str(args.threads), "--no-progress"]
-                    argv += (["--shots", str(k)] if k else []) + (["--hparams", json.dumps(overrides, sort_keys=True)] if overrides else [])
-                    argv += (["--steps", str(args.steps)] if args.steps else []) + (["--eval-every", str(args.eval_every)] if args.eval_every else [])
+                    argv = [
+                        "python",
+                        "-m",
+                        "bench",
+                        "run",
+                        "--task",
+                        task,
+                        "--recipe",
+                        recipe,
+                        "--trial-seed",
+                        str(trial),
+                        "--output-dir",
+                        str(args.output_dir),
+                        "--threads",
+                        str(args.threads),
+                        "--no-progress",
+                    ]
+                    argv += (["--shots", str(k)] if k else []) + (
+                        ["--hparams", json.dumps(overrides, sort_keys=True)] if overrides else []
+                    )
+                    argv += (["--steps", str(args.steps)] if args.steps else []) + (
+                        ["--eval-every", str(args.eval_every)] if args.eval_every else []
+                    )
                     try:
-                        spec = make_spec(recipe, task_dataset(task, k), trial_seed=trial, overrides=overrides, steps=args.steps, eval_every=args.eval_every)
+                        spec = make_spec(
+                            recipe,
+                            task_dataset(task, k),
+                            trial_seed=trial,
+                            overrides=overrides,
+                            steps=args.steps,
+                            eval_every=args.eval_every,
+                        )
                     except UserError as exc:
                         raise SystemExit(f"error: {exc}") from None
-                    options = RuntimeOptions(output_dir=args.output_dir, data_dir=args.data_dir, progress=False, threads=args.threads, command=shlex.join(argv))
+                    options = RuntimeOptions(
+                        output_dir=args.output_dir,
+                        data_dir=args.data_dir,
+                        progress=False,
+                        threads=args.threads,
+                        command=shlex.join(argv),
+                    )
                     out = runner.run(spec, options)
-                    accs = {e: round(v["in"]["acc"], 4) for e, v in out.last_record["eval"].items() if v["in"]["acc"] is not None} if out.last_record else None
-                    print(f"{out.status:8s} {time.perf_counter() - t0:7.1f}s {accs}  {shlex.join(argv)}", flush=True)
+                    accs = (
+                        {
+                            e: round(v["in"]["acc"], 4)
+                            for e, v in out.last_record["eval"].items()
+                            if v["in"]["acc"] is not None
+                        }
+                        if out.last_record
+                        else None
+                    )
+                    print(
+                        f"{out.status:8s} {time.perf_counter() - t0:7.1f}s {accs}  "
+                        f"{shlex.join(argv)}",
+                        flush=True,
+                    )
     print(f"total wall time: {time.perf_counter() - t0:.1f}s")
 
     report, _ = transfer_report(args.output_dir, ["last", "train_val"])
@@ -66,8 +119,18 @@ def main() -> None:
             print(f"\n### {table.title}\n\n{table.render('markdown')}\n\n" + "\n".join(table.notes))
     if args.curve:
         task = args.tasks.split(",")[0]
-        labels = [variant_label({"algorithm": recipe, "overrides": overrides}) for recipe in args.recipes.split(",")]
-        curves = learning_curve_figure(report.selected["last"], task, "target_test", args.curve, f"{task}: target accuracy vs target size", labels)
+        labels = [
+            variant_label({"algorithm": recipe, "overrides": overrides})
+            for recipe in args.recipes.split(",")
+        ]
+        curves = learning_curve_figure(
+            report.selected["last"],
+            task,
+            "target_test",
+            args.curve,
+            f"{task}: target accuracy vs target size",
+            labels,
+        )
         print(f"\nfigure: {args.curve}\n{json.dumps(curves)}")
 
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real-data folder beside the checkout (../shared/data), skipped when absent."""
+"""Shared fixtures: the real-data folder beside the checkout (../shared/data), skipped when
+absent."""
 
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 def data_dir() -> str:
     """Folder with mnist.npz, pacs/ and genomic/; tests that need it skip with the reason."""
     if not (SHARED_DATA / "mnist.npz").exists():
-        pytest.skip(f"real data not found at {SHARED_DATA} (needs mnist.npz); clone with ../shared beside the repo")
+        pytest.skip(
+            f"real data not found at {SHARED_DATA} (needs mnist.npz); clone with "
+            "../shared beside the repo"
+        )
     return str(SHARED_DATA)
 
 

@@ -16,7 +16,8 @@ from bench.transfer.recipes import Recipe
 # Every registered algorithm; the DG methods are those that are not transfer recipes.
 ALL = ALGORITHMS.names()
 DG = [name for name in ALL if not issubclass(ALGORITHMS.get(name), Recipe)]
-STATEFUL = {  # hparams that put a schedule switch, EMA or discriminator step inside the resumed window
+# hparams that put a schedule switch, EMA or discriminator step inside the resumed window
+STATEFUL = {
     "irm": {"irm_penalty_anneal_iters": 3},
     "vrex": {"vrex_penalty_anneal_iters": 3},
     "fishr": {"penalty_anneal_iters": 3, "ema": 0.9},
@@ -30,12 +31,16 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 
 
 def hparams_for(name: str, dataset: str = "debug", hparams_seed: int = 0, **overrides) -> dict:
-    hp = sample(space_for(ALGORITHMS.get(name), DATASETS.get(dataset)), name, dataset, hparams_seed, 0)
+    hp = sample(
+        space_for(ALGORITHMS.get(name), DATASETS.get(dataset)), name, dataset, hparams_seed, 0
+    )
     hp.update(overrides)
     return hp
 
 
-def batches(n_envs: int, n: int, seed: int, dim: int = 10) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def batches(
+    n_envs: int, n: int, seed: int, dim: int = 10
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
     out = []
     for e in range(n_envs):
@@ -73,12 +78,15 @@ def test_one_logit_head_and_grad_cos(name):
 
 @pytest.mark.parametrize("name", ALL)
 def test_resume_across_schedule_switch(name):
-    """Stop after 2 updates, restore from state_dict into a fresh model, continue: same as uninterrupted."""
+    """Stop after 2 updates, restore from state_dict into a fresh model, continue: same as
+    uninterrupted."""
     hp = hparams_for(name, **STATEFUL.get(name, {}))
 
     def run(alg, steps):
         for step in steps:
-            torch.manual_seed(100 + step)  # the runner restores torch's RNG state; Mixup draws from it
+            torch.manual_seed(
+                100 + step
+            )  # the runner restores torch's RNG state; Mixup draws from it
             alg.update(batches(2, 16, step))
 
     torch.manual_seed(0)
@@ -101,12 +109,17 @@ def test_resume_across_schedule_switch(name):
 IRM_TUNED = {"mlp_width": 390, "l2": 0.00110794568, "lr": 0.0004898536566546834}
 IRM_CODE_ERM = {"mlp_width": 256, "l2": 0.001, "lr": 0.001}
 ORACLE = {"mlp_width": 83, "l2": 0.0008602868865288383, "lr": 0.0028171488133821726}
-PENALISED = [("irm", "irm_lambda", "irm_penalty_anneal_iters"), ("vrex", "vrex_lambda", "vrex_penalty_anneal_iters"),
-             ("fishr", "lambda", "penalty_anneal_iters")]
+PENALISED = [
+    ("irm", "irm_lambda", "irm_penalty_anneal_iters"),
+    ("vrex", "vrex_lambda", "vrex_penalty_anneal_iters"),
+    ("fishr", "lambda", "penalty_anneal_iters"),
+]
 
 
 def _defaults(algorithm: str, dataset: str) -> dict:
-    return sample(space_for(ALGORITHMS.get(algorithm), DATASETS.get(dataset)), algorithm, dataset, 0, 0)
+    return sample(
+        space_for(ALGORITHMS.get(algorithm), DATASETS.get(dataset)), algorithm, dataset, 0, 0
+    )
 
 
 @pytest.mark.parametrize("dataset", ["cmnist_irm", "cmnist_fishr"])
@@ -114,19 +127,31 @@ def test_irm_data_penalised_methods_use_the_irm_papers_tuned_settings(dataset):
     for name, weight_key, anneal_key in PENALISED:
         hp = _defaults(name, dataset)
         assert {k: hp[k] for k in IRM_TUNED} == IRM_TUNED
-        assert (hp[weight_key], hp[anneal_key], hp["batch_size"], hp["irm_code"]) == (91257.18613115903, 190, 0, True)
-    assert _defaults("vrex", dataset)["vrex_penalty"] == "squared_difference"  # the Fishr code's (R0 - R1)^2
+        assert (hp[weight_key], hp[anneal_key], hp["batch_size"], hp["irm_code"]) == (
+            91257.18613115903,
+            190,
+            0,
+            True,
+        )
+    assert (
+        _defaults("vrex", dataset)["vrex_penalty"] == "squared_difference"
+    )  # the Fishr code's (R0 - R1)^2
     assert _defaults("fishr", dataset)["ema"] == 0.0
 
 
 def test_irm_data_conventions_for_everything_else():
-    """cmnist_irm: ERM (and every untuned method) at the IRM code's ERM flags; cmnist_fishr: at the IRM-tuned ones."""
+    """cmnist_irm: ERM (and every untuned method) at the IRM code's ERM flags; cmnist_fishr: at the
+    IRM-tuned ones."""
     for name in ("erm", "coral", "group_dro"):
         assert {k: _defaults(name, "cmnist_irm")[k] for k in IRM_CODE_ERM} == IRM_CODE_ERM
         assert {k: _defaults(name, "cmnist_fishr")[k] for k in IRM_TUNED} == IRM_TUNED
     oracle = _defaults("erm", "cmnist_irm_gray")
     assert {k: oracle[k] for k in ORACLE} == ORACLE
-    assert (DATASETS.get("cmnist_irm_gray").N_STEPS, DATASETS.get("cmnist_irm").N_STEPS, DATASETS.get("cmnist_fishr").N_STEPS) == (101, 501, 501)
+    assert (
+        DATASETS.get("cmnist_irm_gray").N_STEPS,
+        DATASETS.get("cmnist_irm").N_STEPS,
+        DATASETS.get("cmnist_fishr").N_STEPS,
+    ) == (101, 501, 501)
 
 
 def test_vrex_squared_difference_penalty_is_four_times_the_variance_for_two_envs():
@@ -148,14 +173,29 @@ def test_fishr_per_sample_grads_match_a_loop(n_outputs):
     head = torch.nn.Linear(5, n_outputs)
     f = torch.randn(7, 5, requires_grad=True)
     y = torch.randint(0, max(n_outputs, 2), (7,))
-    loop = torch.stack([
-        torch.cat([g.reshape(-1) for g in torch.autograd.grad(classification_loss(head(f[i : i + 1]), y[i : i + 1]), list(head.parameters()), create_graph=True)])
-        for i in range(7)
-    ])
+    loop = torch.stack(
+        [
+            torch.cat(
+                [
+                    g.reshape(-1)
+                    for g in torch.autograd.grad(
+                        classification_loss(head(f[i : i + 1]), y[i : i + 1]),
+                        list(head.parameters()),
+                        create_graph=True,
+                    )
+                ]
+            )
+            for i in range(7)
+        ]
+    )
     fast = per_sample_grads(head, f, y)
     assert torch.allclose(fast, loop, atol=1e-6)
     # differentiable with respect to the features, as the penalty needs
-    assert torch.allclose(torch.autograd.grad(fast.pow(2).sum(), f)[0], torch.autograd.grad(loop.pow(2).sum(), f)[0], atol=1e-5)
+    assert torch.allclose(
+        torch.autograd.grad(fast.pow(2).sum(), f)[0],
+        torch.autograd.grad(loop.pow(2).sum(), f)[0],
+        atol=1e-5,
+    )
 
 
 def test_mean_pairwise_cosine():
@@ -176,7 +216,8 @@ def test_fish_meta_step_moves_meta_lr_of_the_way_to_the_inner_weights():
 
 
 def test_irm_penalty_vanishes_at_the_optimal_scale():
-    """The IRMv1 penalty is the squared derivative of the risk w.r.t. a classifier scale: zero at its optimum."""
+    """The IRMv1 penalty is the squared derivative of the risk w.r.t. a classifier scale: zero at
+    its optimum."""
     from bench.algorithms.irm import irm_penalty
 
     torch.manual_seed(0)
@@ -185,4 +226,10 @@ def test_irm_penalty_vanishes_at_the_optimal_scale():
     assert irm_penalty((2.0 * s)[:, None], y, full_batch=True) < 1e-3
     assert irm_penalty((6.0 * s)[:, None], y, full_batch=True) > 1e-2
     # the half-split product estimates the same quantity
-    assert abs(irm_penalty((6.0 * s)[:, None], y, full_batch=False) - irm_penalty((6.0 * s)[:, None], y, full_batch=True)) < 0.02
+    assert (
+        abs(
+            irm_penalty((6.0 * s)[:, None], y, full_batch=False)
+            - irm_penalty((6.0 * s)[:, None], y, full_batch=True)
+        )
+        < 0.02
+    )

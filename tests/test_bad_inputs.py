@@ -147,7 +147,9 @@ def _gue(content: bytes) -> Setup:
         (tmp / "data" / "genomic").mkdir(parents=True)
         (tmp / "data" / "genomic" / "gue_prom_core_tata.csv.gz").write_bytes(content)
         # the other environment's file is intact: every file is fingerprinted before a run starts
-        (tmp / "data" / "genomic" / "gue_prom_core_notata.csv.gz").write_bytes(gzip.compress(CSV + _random_rows(20)))
+        (tmp / "data" / "genomic" / "gue_prom_core_notata.csv.gz").write_bytes(
+            gzip.compress(CSV + _random_rows(20))
+        )
 
     return setup
 
@@ -188,8 +190,9 @@ HPARAM_CASES = [
     hparams('{"mlp_width": 0}', "'mlp_width' must be >= 1", id="hparam-mlp-width-zero"),
     hparams('{"mlp_depth": -1}', "'mlp_depth' must be >= 1", id="hparam-mlp-depth-negative"),
     hparams('{"mlp_dropout": 5}', "'mlp_dropout' must be in [0, 1)", id="hparam-mlp-dropout-5"),
-    hparams('{"weight_decay": -0.1}', "'weight_decay' must be >= 0",
-            id="hparam-weight-decay-negative"),
+    hparams(
+        '{"weight_decay": -0.1}', "'weight_decay' must be >= 0", id="hparam-weight-decay-negative"
+    ),
     hparams('{"lr": NaN}', "'lr' must be finite", id="hparam-lr-nan"),
     hparams('{"lr": Infinity}', "'lr' must be finite", id="hparam-lr-infinite"),
     hparams('{"lr": "fast"}', "'lr' must be float", id="hparam-lr-string"),
@@ -199,16 +202,31 @@ HPARAM_CASES = [
     hparams("[0.1]", "--hparams must be a JSON object", id="hparam-not-an-object"),
     hparams('{"featurizer": "nope"}', "unknown featurizer 'nope'", id="hparam-unknown-featurizer"),
     hparams('{"l2": -5}', "'l2' must be >= 0", base=CMNIST, id="hparam-fixed-l2-cmnist-irm"),
-    hparams('{"mlp_dropout": 5}', "'mlp_dropout' must be in [0, 1)", base=CMNIST,
-            id="hparam-fixed-dropout-cmnist-irm"),
-    hparams('{"irm_lambda": -1}', "'irm_lambda' must be >= 0", algorithm="irm", base=CMNIST,
-            id="hparam-fixed-irm-lambda-paper-protocol"),
-    hparams('{"ema": 1.0}', "'ema' must be in [0, 1)", algorithm="fishr",
-            id="hparam-fishr-ema-one"),
-    hparams('{"mixup_alpha": 0}', "'mixup_alpha' must be > 0", algorithm="mixup",
-            id="hparam-mixup-alpha-zero"),
-    hparams('{"beta1": 1.0}', "'beta1' must be in [0, 1)", algorithm="dann",
-            id="hparam-dann-beta1-one"),
+    hparams(
+        '{"mlp_dropout": 5}',
+        "'mlp_dropout' must be in [0, 1)",
+        base=CMNIST,
+        id="hparam-fixed-dropout-cmnist-irm",
+    ),
+    hparams(
+        '{"irm_lambda": -1}',
+        "'irm_lambda' must be >= 0",
+        algorithm="irm",
+        base=CMNIST,
+        id="hparam-fixed-irm-lambda-paper-protocol",
+    ),
+    hparams(
+        '{"ema": 1.0}', "'ema' must be in [0, 1)", algorithm="fishr", id="hparam-fishr-ema-one"
+    ),
+    hparams(
+        '{"mixup_alpha": 0}',
+        "'mixup_alpha' must be > 0",
+        algorithm="mixup",
+        id="hparam-mixup-alpha-zero",
+    ),
+    hparams(
+        '{"beta1": 1.0}', "'beta1' must be in [0, 1)", algorithm="dann", id="hparam-dann-beta1-one"
+    ),
 ]
 
 NPZ = "{tmp}/data/mnist.npz is damaged"
@@ -216,53 +234,112 @@ MNIST_CASES = [
     case(CMNIST, NPZ, _mnist(_truncated_npz), id="mnist-npz-truncated"),
     case(CMNIST, NPZ, _mnist(_random_bytes), id="mnist-npz-random-bytes"),
     case(CMNIST, NPZ, _mnist(lambda p: p.write_bytes(b"")), id="mnist-npz-zero-bytes"),
-    case(CMNIST, "y_train is not a file", _mnist(_npz(x_train=np.zeros((8, 28, 28), np.uint8))),
-         id="mnist-npz-missing-keys"),
-    case(CMNIST, "array shapes", _mnist(_npz(**{k: np.zeros(8) for k in MNIST_KEYS})),
-         id="mnist-npz-wrong-shapes"),
-    case(CMNIST, "replace it with a good mnist.npz", _mnist(Path.mkdir),
-         id="mnist-npz-is-a-directory"),
-    case(CMNIST, "{tmp}/data/MNIST/raw is incomplete", _raw_mnist_folder,
-         id="mnist-raw-folder-empty"),
-    case(CMNIST + " --download", "cannot download MNIST", _offline_empty,
-         id="mnist-download-offline"),
+    case(
+        CMNIST,
+        "y_train is not a file",
+        _mnist(_npz(x_train=np.zeros((8, 28, 28), np.uint8))),
+        id="mnist-npz-missing-keys",
+    ),
+    case(
+        CMNIST,
+        "array shapes",
+        _mnist(_npz(**{k: np.zeros(8) for k in MNIST_KEYS})),
+        id="mnist-npz-wrong-shapes",
+    ),
+    case(
+        CMNIST,
+        "replace it with a good mnist.npz",
+        _mnist(Path.mkdir),
+        id="mnist-npz-is-a-directory",
+    ),
+    case(
+        CMNIST, "{tmp}/data/MNIST/raw is incomplete", _raw_mnist_folder, id="mnist-raw-folder-empty"
+    ),
+    case(
+        CMNIST + " --download", "cannot download MNIST", _offline_empty, id="mnist-download-offline"
+    ),
 ]
 
 BAD_IMAGE = "cannot decode image {tmp}/data/pacs/photo/dog/0."
 IMAGE_CASES = [
     case(PACS, BAD_IMAGE + "jpg", _pacs("0.jpg", None), id="image-truncated-jpeg"),
     case(PACS, BAD_IMAGE + "jpg", _pacs("0.jpg", b""), id="image-zero-bytes"),
-    case(PACS, BAD_IMAGE + "png", _pacs("0.png", b"just some text\n"),
-         id="image-text-file-named-png"),
-    case(PACS + " --download", "huggingface.co:443 is unreachable", _hub([], offline=True),
-         id="hub-download-offline"),
-    case(PACS + " --download", "pip install 'bench[hub]'", _hub(None),
-         id="hub-datasets-package-missing"),
-    case(PACS + " --download", "hub domain name '..' is not usable", _hub([("..", "dog")]),
-         id="hub-domain-name-dot-dot"),
-    case(PACS + " --download", "hub label name '.' is not usable", _hub([("photo", ".")]),
-         id="hub-class-name-dot"),
-    case(PACS + " --download", "'a/b' and 'a_b' both become", _hub([("a/b", "x"), ("a_b", "x")]),
-         id="hub-domain-names-collide"),
+    case(
+        PACS, BAD_IMAGE + "png", _pacs("0.png", b"just some text\n"), id="image-text-file-named-png"
+    ),
+    case(
+        PACS + " --download",
+        "huggingface.co:443 is unreachable",
+        _hub([], offline=True),
+        id="hub-download-offline",
+    ),
+    case(
+        PACS + " --download",
+        "pip install 'bench[hub]'",
+        _hub(None),
+        id="hub-datasets-package-missing",
+    ),
+    case(
+        PACS + " --download",
+        "hub domain name '..' is not usable",
+        _hub([("..", "dog")]),
+        id="hub-domain-name-dot-dot",
+    ),
+    case(
+        PACS + " --download",
+        "hub label name '.' is not usable",
+        _hub([("photo", ".")]),
+        id="hub-class-name-dot",
+    ),
+    case(
+        PACS + " --download",
+        "'a/b' and 'a_b' both become",
+        _hub([("a/b", "x"), ("a_b", "x")]),
+        id="hub-domain-names-collide",
+    ),
 ]
 
 CSV = b"sequence,label,split\n"
 GUE_FILE = "cannot read {tmp}/data/genomic/gue_prom_core_tata.csv.gz"
 GENOMIC_CASES = [
-    case(GUE, GUE_FILE, _gue(gzip.compress(CSV + _random_rows(500))[:2000]),
-         id="genomic-csv-truncated"),
+    case(
+        GUE,
+        GUE_FILE,
+        _gue(gzip.compress(CSV + _random_rows(500))[:2000]),
+        id="genomic-csv-truncated",
+    ),
     case(GUE, GUE_FILE, _gue(b""), id="genomic-csv-zero-bytes"),
     case(GUE, "No columns to parse", _gue(gzip.compress(b"")), id="genomic-csv-empty"),
-    case(GUE, "missing column(s) label", _gue(gzip.compress(b"sequence,split\nACGT,train\n")),
-         id="genomic-csv-missing-label"),
-    case(GUE, "missing column split", _gue(gzip.compress(b"sequence,label\nACGT,1\n")),
-         id="genomic-csv-missing-split"),
-    case(GUE, "label must hold integer class indices", _gue(gzip.compress(CSV + b"A,yes,train\n")),
-         id="genomic-csv-label-not-integer"),
-    case(GUE, "row 2 has no sequence", _gue(gzip.compress(CSV + b"ACGT,1,train\n,0,train\n")),
-         id="genomic-csv-empty-sequence"),
-    case(GUE, GUE_FILE, _gue(gzip.compress(CSV + "ACGT,1,tr\u00e4in\n".encode("latin-1"))),
-         id="genomic-csv-not-utf8"),
+    case(
+        GUE,
+        "missing column(s) label",
+        _gue(gzip.compress(b"sequence,split\nACGT,train\n")),
+        id="genomic-csv-missing-label",
+    ),
+    case(
+        GUE,
+        "missing column split",
+        _gue(gzip.compress(b"sequence,label\nACGT,1\n")),
+        id="genomic-csv-missing-split",
+    ),
+    case(
+        GUE,
+        "label must hold integer class indices",
+        _gue(gzip.compress(CSV + b"A,yes,train\n")),
+        id="genomic-csv-label-not-integer",
+    ),
+    case(
+        GUE,
+        "row 2 has no sequence",
+        _gue(gzip.compress(CSV + b"ACGT,1,train\n,0,train\n")),
+        id="genomic-csv-empty-sequence",
+    ),
+    case(
+        GUE,
+        GUE_FILE,
+        _gue(gzip.compress(CSV + "ACGT,1,tr\u00e4in\n".encode("latin-1"))),
+        id="genomic-csv-not-utf8",
+    ),
 ]
 
 WEIGHTS = DEBUG + " --weights {tmp}/w.pt"
@@ -270,28 +347,51 @@ NOT_WEIGHTS = "{tmp}/w.pt is not a torch state_dict"
 WEIGHTS_CASES = [
     case(WEIGHTS, NOT_WEIGHTS, _weights(lambda p: p.write_text("hello\n")), id="weights-text-file"),
     case(WEIGHTS, NOT_WEIGHTS, _weights(lambda p: p.write_bytes(b"")), id="weights-zero-bytes"),
-    case(WEIGHTS, NOT_WEIGHTS, _weights(lambda p: p.write_bytes(pickle.dumps({"a": 1}))),
-         id="weights-pickle-of-a-dict"),
-    case(WEIGHTS, "holds a Tensor, not a state_dict", _weights(partial(torch.save, torch.ones(3))),
-         id="weights-a-tensor"),
-    case(WEIGHTS, "holds a dict, not a state_dict", _weights(partial(torch.save, {"lr": 0.1})),
-         id="weights-dict-of-numbers"),
+    case(
+        WEIGHTS,
+        NOT_WEIGHTS,
+        _weights(lambda p: p.write_bytes(pickle.dumps({"a": 1}))),
+        id="weights-pickle-of-a-dict",
+    ),
+    case(
+        WEIGHTS,
+        "holds a Tensor, not a state_dict",
+        _weights(partial(torch.save, torch.ones(3))),
+        id="weights-a-tensor",
+    ),
+    case(
+        WEIGHTS,
+        "holds a dict, not a state_dict",
+        _weights(partial(torch.save, {"lr": 0.1})),
+        id="weights-dict-of-numbers",
+    ),
     case(WEIGHTS, NOT_WEIGHTS, _weights(_zip), id="weights-zip-archive"),
     case(WEIGHTS, "no such file", id="weights-missing-file"),
 ]
 
 DASK = DEBUG + " --launcher dask --scheduler "
 DASK_CASES = [
-    case(DASK + "notaurl", "--scheduler 'notaurl' is not a scheduler address",
-         id="dask-address-no-port"),
-    case(DASK + "tcp://", "--scheduler 'tcp://' is not a scheduler address",
-         id="dask-address-no-host"),
-    case(DASK + "tcp://host:notaport", "is not a scheduler address",
-         id="dask-address-port-not-a-number"),
-    case(DASK + "tcp://127.0.0.1:99999", "is not a scheduler address",
-         id="dask-address-port-out-of-range"),
+    case(
+        DASK + "notaurl",
+        "--scheduler 'notaurl' is not a scheduler address",
+        id="dask-address-no-port",
+    ),
+    case(
+        DASK + "tcp://",
+        "--scheduler 'tcp://' is not a scheduler address",
+        id="dask-address-no-host",
+    ),
+    case(
+        DASK + "tcp://host:notaport",
+        "is not a scheduler address",
+        id="dask-address-port-not-a-number",
+    ),
+    case(
+        DASK + "tcp://127.0.0.1:99999",
+        "is not a scheduler address",
+        id="dask-address-port-out-of-range",
+    ),
 ]
-
 
 
 def _file_at(name: str, text: str) -> Setup:
@@ -302,7 +402,9 @@ def _legacy_output_dir(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A run written under identity scheme 1 (its spec has no ``identity``)."""
     run = tmp / "out" / "runs" / "erm-debug-e0-t0-h0"
     run.mkdir(parents=True)
-    (run / "spec.json").write_text('{"spec": {"algorithm": "erm"}, "run_id": "erm-debug-e0-t0-h0", "hparams": {}}')
+    (run / "spec.json").write_text(
+        '{"spec": {"algorithm": "erm"}, "run_id": "erm-debug-e0-t0-h0", "hparams": {}}'
+    )
 
 
 SWEEP = "run --algorithms erm --datasets debug --test-envs e0 --size tiny " + OUT
@@ -315,25 +417,72 @@ RUN_CASES = [
     case(SWEEP + " --jobs 0", "--jobs must be >= 1", id="jobs-zero"),
     case(SWEEP + " --jobs -2", "--jobs must be >= 1", id="jobs-negative"),
     case(SWEEP + " --threads 0", "--threads must be >= 1", id="sweep-threads-zero"),
-    case(DEBUG.replace("{tmp}/out", "{tmp}/afile"), "{tmp}/afile", _file_at("afile", "not a folder"), id="output-dir-is-a-file"),
+    case(
+        DEBUG.replace("{tmp}/out", "{tmp}/afile"),
+        "{tmp}/afile",
+        _file_at("afile", "not a folder"),
+        id="output-dir-is-a-file",
+    ),
     case(DEBUG, "older bench", _legacy_output_dir, id="output-dir-older-identity"),
-    case(DEBUG + " --import {tmp}/plug.py", "syntax error at {tmp}/plug.py:1", _file_at("plug.py", "def broken(:\n"), id="plugin-syntax-error"),
-    case(DEBUG + " --import {tmp}/plug.py", "ZeroDivisionError", _file_at("plug.py", "1 / 0\n"), id="plugin-raises"),
+    case(
+        DEBUG + " --import {tmp}/plug.py",
+        "syntax error at {tmp}/plug.py:1",
+        _file_at("plug.py", "def broken(:\n"),
+        id="plugin-syntax-error",
+    ),
+    case(
+        DEBUG + " --import {tmp}/plug.py",
+        "ZeroDivisionError",
+        _file_at("plug.py", "1 / 0\n"),
+        id="plugin-raises",
+    ),
     case(DEBUG + " --import {tmp}/none.py", "no such file", id="plugin-missing-file"),
     case(DEBUG + " --import no_such_module_xyz", "no_such_module_xyz", id="plugin-missing-module"),
-    case("run --algorithm andmask --dataset debug " + OUT, "Add --import", id="algorithm-unknown-hints-plugins"),
-    case(DEBUG + " --selection oracle", "--selection does not apply to one run", id="selection-on-one-run"),
+    case(
+        "run --algorithm andmask --dataset debug " + OUT,
+        "Add --import",
+        id="algorithm-unknown-hints-plugins",
+    ),
+    case(
+        DEBUG + " --selection oracle",
+        "--selection does not apply to one run",
+        id="selection-on-one-run",
+    ),
     case(DEBUG + " --no-stack", "--no-stack does not apply", id="no-stack-on-one-run"),
-    case(SWEEP + " --scheduler tcp://127.0.0.1:1", "--scheduler does not apply", id="scheduler-without-dask"),
+    case(
+        SWEEP + " --scheduler tcp://127.0.0.1:1",
+        "--scheduler does not apply",
+        id="scheduler-without-dask",
+    ),
     case(SWEEP + " --launcher slurm --jobs 2", "--jobs does not apply", id="jobs-with-slurm"),
-    case(SWEEP + " --slurm-partition gpu", "--slurm-partition does not apply", id="slurm-flag-with-local"),
+    case(
+        SWEEP + " --slurm-partition gpu",
+        "--slurm-partition does not apply",
+        id="slurm-flag-with-local",
+    ),
     case(SWEEP + " --shots 10", "not a transfer task", id="shots-on-a-plain-dataset"),
-    case("run --task mnist_ab --recipe scratch --shots 7 " + OUT, "no 7-shot variant", id="shots-not-offered"),
-    case("run --task mnist_ab --recipe scratch --algorithms erm " + OUT, "--task/--recipe", id="task-with-algorithms"),
+    case(
+        "run --task mnist_ab --recipe scratch --shots 7 " + OUT,
+        "no 7-shot variant",
+        id="shots-not-offered",
+    ),
+    case(
+        "run --task mnist_ab --recipe scratch --algorithms erm " + OUT,
+        "--task/--recipe",
+        id="task-with-algorithms",
+    ),
     case("leaderboard --runs {tmp} --spread se", "add --format", id="spread-without-format"),
 ]
 
-CASES = HPARAM_CASES + MNIST_CASES + IMAGE_CASES + GENOMIC_CASES + WEIGHTS_CASES + DASK_CASES + RUN_CASES
+CASES = (
+    HPARAM_CASES
+    + MNIST_CASES
+    + IMAGE_CASES
+    + GENOMIC_CASES
+    + WEIGHTS_CASES
+    + DASK_CASES
+    + RUN_CASES
+)
 
 
 @pytest.mark.parametrize("argv, expected, setup", CASES)
@@ -404,8 +553,11 @@ def test_hub_names_are_single_safe_path_parts(tmp_path, monkeypatch):
     target = fetch_from_hub(_pacs_stub(), tmp_path / "data" / "pacs")
     written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.jpg"))
     assert target == tmp_path / "data" / "pacs"
-    assert written == ["data/pacs/_evil/a_b/0.jpg", "data/pacs/_up/ok/2.jpg",
-                       "data/pacs/hidden/nul_byte/1.jpg"]
+    assert written == [
+        "data/pacs/_evil/a_b/0.jpg",
+        "data/pacs/_up/ok/2.jpg",
+        "data/pacs/hidden/nul_byte/1.jpg",
+    ]
 
 
 def _pacs_stub() -> object:
@@ -432,11 +584,17 @@ def test_a_full_disk_is_one_line(tmp_path, monkeypatch, capfd):
 
 
 def test_imagenet_weights_offline_fail_fast_in_one_line(tmp_path, monkeypatch, capfd):
-    """Not in torchvision's cache and no network: one line naming the URL's file and the folder, in seconds."""
+    """Not in torchvision's cache and no network: one line naming the URL's file and the folder, in
+    seconds."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     _offline(monkeypatch)
-    argv = shlex.split(_expand(PACS, tmp_path).replace("--data-dir {tmp}/data".format(tmp=tmp_path), ""))
+    argv = shlex.split(
+        _expand(PACS, tmp_path).replace("--data-dir {tmp}/data".format(tmp=tmp_path), "")
+    )
     start = time.monotonic()
-    line = assert_one_error_line(argv + ["--hparams", '{"featurizer": "resnet18"}', "--weights", "imagenet"],
-                                 "ImageNet weights for resnet18", capfd)
+    line = assert_one_error_line(
+        argv + ["--hparams", '{"featurizer": "resnet18"}', "--weights", "imagenet"],
+        "ImageNet weights for resnet18",
+        capfd,
+    )
     assert time.monotonic() - start < 20 and str(tmp_path / "torch") in line

@@ -55,8 +55,15 @@ def table_rows(n: int = 30) -> list[dict]:
     for site, shift in (("north", 0.0), ("south", 5.0), ("west", 10.0)):
         for _ in range(n):
             y = int(gen.integers(2))
-            rows.append({"site": site, "y": ("no", "yes")[y], "a": y + shift + gen.normal(0, 0.3),
-                         "b": float(gen.normal()), "comment": "text"})
+            rows.append(
+                {
+                    "site": site,
+                    "y": ("no", "yes")[y],
+                    "a": y + shift + gen.normal(0, 0.3),
+                    "b": float(gen.normal()),
+                    "comment": "text",
+                }
+            )
     return rows
 
 
@@ -76,8 +83,12 @@ def make_hf(path: Path, images: bool = False) -> Path:
         from PIL import Image
 
         columns["image"] = [Image.new("L", (20, 20), 200 * lab) for lab in columns["label"]]
-        data = hf.Dataset.from_dict(columns, features=hf.Features({
-            "domain": hf.Value("string"), "label": hf.Value("int64"), "image": hf.Image()}))
+        data = hf.Dataset.from_dict(
+            columns,
+            features=hf.Features(
+                {"domain": hf.Value("string"), "label": hf.Value("int64"), "image": hf.Image()}
+            ),
+        )
     else:
         columns.update(a=[r["a"] for r in rows], b=[r["b"] for r in rows])
         data = hf.Dataset.from_dict(columns)
@@ -86,11 +97,22 @@ def make_hf(path: Path, images: bool = False) -> Path:
 
 
 def sweep_then_board(name: str, out: Path, jobs: int, capsys) -> str:
-    argv = ["run", "--algorithms", "erm,vrex", "--datasets", name, *FAST, "--jobs", str(jobs),
-            "--output-dir", str(out)]
+    argv = [
+        "run",
+        "--algorithms",
+        "erm,vrex",
+        "--datasets",
+        name,
+        *FAST,
+        "--jobs",
+        str(jobs),
+        "--output-dir",
+        str(out),
+    ]
     assert main(argv) == 0
-    assert main(["leaderboard", "--runs", str(out), "--out", str(out / "board"), 
-                 "--no-figures"]) == 0
+    assert (
+        main(["leaderboard", "--runs", str(out), "--out", str(out / "board"), "--no-figures"]) == 0
+    )
     return capsys.readouterr().out
 
 
@@ -116,11 +138,23 @@ def test_leave_one_domain_out_sweep_and_board(form, tmp_path, capsys):
 
 def test_jobs_2_workers_rebuild_all_three_forms(tmp_path, capsys):
     """Loky workers are fresh processes: they know the datasets only through the options."""
-    names = [f"folder:{make_folder(tmp_path / 'digits_jobs', size=16, per_class=2)}",
-             f"csv:{make_csv(tmp_path / 'sites_jobs.csv')}?env=site&label=y",
-             f"hf:{make_hf(tmp_path / 'hf_jobs')}"]
-    argv = ["run", "--algorithms", "erm", "--datasets", ",".join(names), *FAST, "--jobs", "2",
-            "--output-dir", str(tmp_path / "out")]
+    names = [
+        f"folder:{make_folder(tmp_path / 'digits_jobs', size=16, per_class=2)}",
+        f"csv:{make_csv(tmp_path / 'sites_jobs.csv')}?env=site&label=y",
+        f"hf:{make_hf(tmp_path / 'hf_jobs')}",
+    ]
+    argv = [
+        "run",
+        "--algorithms",
+        "erm",
+        "--datasets",
+        ",".join(names),
+        *FAST,
+        "--jobs",
+        "2",
+        "--output-dir",
+        str(tmp_path / "out"),
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "trained 9, diverged 0" in printed
@@ -174,11 +208,14 @@ def test_two_live_folders_with_one_name_are_refused(tmp_path):
         DATASETS.get(f"folder:{make_folder(tmp_path / 'y' / 'same')}")
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("classes", "domain 'scanner_b' lacks class folder\\(s\\) 1"),
-    ("corrupt", "cannot decode image .*0000.png"),
-    ("text", "notes.txt is not an image file"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("classes", "domain 'scanner_b' lacks class folder\\(s\\) 1"),
+        ("corrupt", "cannot decode image .*0000.png"),
+        ("text", "notes.txt is not an image file"),
+    ],
+)
 def test_layout_errors_are_one_line_naming_the_problem(damage, message, tmp_path, capsys):
     root = make_folder(tmp_path / f"broken_{damage}")
     if damage == "classes":

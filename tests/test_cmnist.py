@@ -1,4 +1,5 @@
-"""Colored MNIST protocols on real MNIST: sizes, label noise and colour agreement at the declared rates."""
+"""Colored MNIST protocols on real MNIST: sizes, label noise and colour agreement at the declared
+rates."""
 
 import math
 
@@ -18,7 +19,13 @@ def _within(observed, p, n, sigmas=4.0):
     return abs(observed - p) <= sigmas * math.sqrt(p * (1 - p) / n)
 
 
-@pytest.mark.parametrize("name, sizes", [("cmnist", {"+90%": 23334, "+80%": 23333, "-90%": 23333}), ("cmnist_irm", {"train_0.2": 25000, "train_0.1": 25000, "test": 10000})])
+@pytest.mark.parametrize(
+    "name, sizes",
+    [
+        ("cmnist", {"+90%": 23334, "+80%": 23333, "-90%": 23333}),
+        ("cmnist_irm", {"train_0.2": 25000, "train_0.1": 25000, "test": 10000}),
+    ],
+)
 def test_colour_agrees_with_label_at_declared_rate(data_dir, name, sizes):
     cls = DATASETS.get(name)
     data = cls(data_dir, data_seed=0)
@@ -46,7 +53,9 @@ def test_irm_protocol_images_and_grayscale_oracle(data_dir):
     assert x.shape[1:] == (2, 14, 14) and xg.shape[1:] == (1, 14, 14)
     assert torch.equal(y, yg) and torch.equal(x.sum(1, keepdim=True), xg)
     assert (x.min(), x.max()) == (0.0, 1.0)
-    assert ((x[:, 0] > 0).flatten(1).any(1) & (x[:, 1] > 0).flatten(1).any(1)).sum() == 0, "one channel zeroed"
+    assert ((x[:, 0] > 0).flatten(1).any(1) & (x[:, 1] > 0).flatten(1).any(1)).sum() == 0, (
+        "one channel zeroed"
+    )
 
 
 def test_data_seed_redraws_colours_but_not_images(data_dir):

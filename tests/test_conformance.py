@@ -1,4 +1,5 @@
-"""Conformance: every claim of "DomainBed's defaults and search space" checked against DomainBed's own registry.
+"""Conformance: every claim of "DomainBed's defaults and search space" checked against DomainBed's
+own registry.
 
 The facts below are literals transcribed from DomainBed's ``domainbed/hparams_registry.py``
 (facebookresearch/DomainBed) and ``domainbed/datasets.py`` (CHECKPOINT_FREQ, N_STEPS), not
@@ -14,42 +15,107 @@ import pytest
 
 from bench.algorithms import ALGORITHMS
 from bench.datasets import DATASETS
-from bench.hparams import Choice, Fixed, IntLogUniform, IntUniform, LogUniform, Param, Setting, Uniform, space_for
+from bench.hparams import (
+    Choice,
+    Fixed,
+    IntLogUniform,
+    IntUniform,
+    LogUniform,
+    Param,
+    Setting,
+    Uniform,
+    space_for,
+)
 
 # (default, distribution); distributions: ("fixed",), ("choice", options), ("10^U", lo, hi),
 # ("int(10^U)", lo, hi), ("int(2^U)", lo, hi), ("U", lo, hi), ("int(U)", lo, hi)
 DOMAINBED_ALGORITHM = {
     "erm": {},
-    "irm": {"irm_lambda": (1e2, ("10^U", -1, 5)), "irm_penalty_anneal_iters": (500, ("int(10^U)", 0, 4))},
-    "vrex": {"vrex_lambda": (1e1, ("10^U", -1, 5)), "vrex_penalty_anneal_iters": (500, ("int(10^U)", 0, 4))},
+    "irm": {
+        "irm_lambda": (1e2, ("10^U", -1, 5)),
+        "irm_penalty_anneal_iters": (500, ("int(10^U)", 0, 4)),
+    },
+    "vrex": {
+        "vrex_lambda": (1e1, ("10^U", -1, 5)),
+        "vrex_penalty_anneal_iters": (500, ("int(10^U)", 0, 4)),
+    },
     "fish": {"meta_lr": (0.5, ("choice", (0.05, 0.1, 0.5)))},
-    "fishr": {"lambda": (1000.0, ("10^U", 1, 4)), "penalty_anneal_iters": (1500, ("int(U)", 0, 5000)), "ema": (0.95, ("U", 0.9, 0.99))},
+    "fishr": {
+        "lambda": (1000.0, ("10^U", 1, 4)),
+        "penalty_anneal_iters": (1500, ("int(U)", 0, 5000)),
+        "ema": (0.95, ("U", 0.9, 0.99)),
+    },
     "coral": {"mmd_gamma": (1.0, ("10^U", -1, 1))},
     "mmd": {"mmd_gamma": (1.0, ("10^U", -1, 1))},
     "group_dro": {"groupdro_eta": (1e-2, ("10^U", -3, -1))},
     "mixup": {"mixup_alpha": (0.2, ("10^U", -1, 1))},
     "sd": {"sd_reg": (0.1, ("10^U", -5, -1))},
-    **{name: {
-        "lambda": (1.0, ("10^U", -2, 2)), "weight_decay_d": (0.0, ("10^U", -6, -2)), "d_steps_per_g_step": (1, ("int(2^U)", 0, 3)),
-        "grad_penalty": (0.0, ("10^U", -2, 1)), "beta1": (0.5, ("choice", (0.0, 0.5))), "mlp_width": (256, ("int(2^U)", 6, 10)),
-        "mlp_depth": (3, ("choice", (3, 4, 5))), "mlp_dropout": (0.0, ("choice", (0.0, 0.1, 0.5))),
-    } for name in ("dann", "cdann")},
+    **{
+        name: {
+            "lambda": (1.0, ("10^U", -2, 2)),
+            "weight_decay_d": (0.0, ("10^U", -6, -2)),
+            "d_steps_per_g_step": (1, ("int(2^U)", 0, 3)),
+            "grad_penalty": (0.0, ("10^U", -2, 1)),
+            "beta1": (0.5, ("choice", (0.0, 0.5))),
+            "mlp_width": (256, ("int(2^U)", 6, 10)),
+            "mlp_depth": (3, ("choice", (3, 4, 5))),
+            "mlp_dropout": (0.0, ("choice", (0.0, 0.1, 0.5))),
+        }
+        for name in ("dann", "cdann")
+    },
 }
-SMALL = {"lr": (1e-3, ("10^U", -4.5, -2.5)), "weight_decay": (0.0, ("fixed",)), "batch_size": (64, ("int(2^U)", 3, 9)),
-         "nonlinear_classifier": (False, ("fixed",))}
-SMALL_DANN = {"lr_d": (1e-3, ("10^U", -4.5, -2.5)), "lr_g": (1e-3, ("10^U", -4.5, -2.5)), "weight_decay_g": (0.0, ("fixed",))}
-LARGE = {"lr": (5e-5, ("10^U", -5, -3.5)), "weight_decay": (0.0, ("10^U", -6, -2)), "batch_size": (32, ("int(2^U)", 3, 5.5)),
-         "resnet_dropout": (0.0, ("choice", (0.0, 0.1, 0.5))), "nonlinear_classifier": (False, ("fixed",))}
-LARGE_DANN = {"lr_d": (5e-5, ("10^U", -5, -3.5)), "lr_g": (5e-5, ("10^U", -5, -3.5)), "weight_decay_g": (0.0, ("10^U", -6, -2))}
+SMALL = {
+    "lr": (1e-3, ("10^U", -4.5, -2.5)),
+    "weight_decay": (0.0, ("fixed",)),
+    "batch_size": (64, ("int(2^U)", 3, 9)),
+    "nonlinear_classifier": (False, ("fixed",)),
+}
+SMALL_DANN = {
+    "lr_d": (1e-3, ("10^U", -4.5, -2.5)),
+    "lr_g": (1e-3, ("10^U", -4.5, -2.5)),
+    "weight_decay_g": (0.0, ("fixed",)),
+}
+LARGE = {
+    "lr": (5e-5, ("10^U", -5, -3.5)),
+    "weight_decay": (0.0, ("10^U", -6, -2)),
+    "batch_size": (32, ("int(2^U)", 3, 5.5)),
+    "resnet_dropout": (0.0, ("choice", (0.0, 0.1, 0.5))),
+    "nonlinear_classifier": (False, ("fixed",)),
+}
+LARGE_DANN = {
+    "lr_d": (5e-5, ("10^U", -5, -3.5)),
+    "lr_g": (5e-5, ("10^U", -5, -3.5)),
+    "weight_decay_g": (0.0, ("10^U", -6, -2)),
+}
 DOMAINNET = {**LARGE, "batch_size": (32, ("int(2^U)", 3, 5))}
-DOMAINBED_DATASETS = {"cmnist": SMALL, "rmnist": SMALL, "pacs_domainbed": LARGE, "vlcs_domainbed": LARGE,
-                      "office_home_domainbed": LARGE, "terra_incognita_domainbed": LARGE, "domain_net_domainbed": DOMAINNET}
+DOMAINBED_DATASETS = {
+    "cmnist": SMALL,
+    "rmnist": SMALL,
+    "pacs_domainbed": LARGE,
+    "vlcs_domainbed": LARGE,
+    "office_home_domainbed": LARGE,
+    "terra_incognita_domainbed": LARGE,
+    "domain_net_domainbed": DOMAINNET,
+}
 # datasets.py: CHECKPOINT_FREQ (evaluation cadence) and N_STEPS (5001 for every dataset)
-DOMAINBED_CADENCE = {"cmnist": 100, "rmnist": 100, "pacs_domainbed": 300, "vlcs_domainbed": 300, "office_home_domainbed": 300,
-                     "terra_incognita_domainbed": 300, "domain_net_domainbed": 1000}
+DOMAINBED_CADENCE = {
+    "cmnist": 100,
+    "rmnist": 100,
+    "pacs_domainbed": 300,
+    "vlcs_domainbed": 300,
+    "office_home_domainbed": 300,
+    "terra_incognita_domainbed": 300,
+    "domain_net_domainbed": 1000,
+}
 
 # Same quantity, bench's name (DomainBed's DANN generator is bench's main network).
-RENAMED = {"mlp_width": "d_mlp_width", "mlp_depth": "d_mlp_depth", "mlp_dropout": "d_mlp_dropout", "lr_g": "lr", "weight_decay_g": "weight_decay"}
+RENAMED = {
+    "mlp_width": "d_mlp_width",
+    "mlp_depth": "d_mlp_depth",
+    "mlp_dropout": "d_mlp_dropout",
+    "lr_g": "lr",
+    "weight_decay_g": "weight_decay",
+}
 # Keys DomainBed does not have: each must be fixed (never searched), with the reason.
 BENCH_ONLY = {
     "l2": "the IRM paper's explicit L2 regulariser; 0 = off, as DomainBed",
@@ -61,7 +127,12 @@ BENCH_ONLY = {
     "freeze_bn": "DomainBed's ResNet always freezes BatchNorm; True on its protocol",
     "augment": "DomainBed's data_augmentation is True and not searched",
 }
-PROTOCOL_VALUES = {"weights": "imagenet", "freeze_bn": True, "augment": "domainbed", "featurizer": "resnet50"}
+PROTOCOL_VALUES = {
+    "weights": "imagenet",
+    "freeze_bn": True,
+    "augment": "domainbed",
+    "featurizer": "resnet50",
+}
 
 
 def canonical(param: Param) -> tuple:
@@ -73,7 +144,11 @@ def canonical(param: Param) -> tuple:
     if isinstance(param, LogUniform):
         base = {10.0: "10", 2.0: "2"}[param.base]
         kind = f"int({base}^U)" if isinstance(param, IntLogUniform) else f"{base}^U"
-        return (kind, round(math.log(param.low, param.base), 6), round(math.log(param.high, param.base), 6))
+        return (
+            kind,
+            round(math.log(param.low, param.base), 6),
+            round(math.log(param.high, param.base), 6),
+        )
     if isinstance(param, Uniform):
         return ("int(U)" if isinstance(param, IntUniform) else "U", param.low, param.high)
     raise TypeError(param)
@@ -94,15 +169,27 @@ def test_search_space_matches_domainbeds_registry(algorithm, dataset):
     for key, (default, distribution) in expected.items():
         assert key in space, f"{algorithm}/{dataset}: DomainBed's {key} is missing"
         param = space[key]
-        assert param.default == pytest.approx(default) if isinstance(default, float) else param.default == default, key
+        assert (
+            param.default == pytest.approx(default)
+            if isinstance(default, float)
+            else param.default == default
+        ), key
         got = canonical(param)
-        assert got[0] == distribution[0] and got[1:] == pytest.approx(distribution[1:]) if got[0] != "choice" else got == distribution, \
-            f"{algorithm}/{dataset} {key}: {got} != DomainBed's {distribution}"
+        assert (
+            got[0] == distribution[0] and got[1:] == pytest.approx(distribution[1:])
+            if got[0] != "choice"
+            else got == distribution
+        ), f"{algorithm}/{dataset} {key}: {got} != DomainBed's {distribution}"
     for key in set(space) - set(expected):
         if key.startswith(("cnn_", "mlp_", "seq_")) and DOMAINBED_DATASETS[dataset] is SMALL:
             continue  # not reached: the MNIST CNN has no such keys
-        assert key in BENCH_ONLY, f"{algorithm}/{dataset}: {key} is not in DomainBed; declare it in BENCH_ONLY with the reason"
-        assert canonical(space[key]) == ("fixed",), f"{key} must not be searched: DomainBed does not search it"
+        assert key in BENCH_ONLY, (
+            f"{algorithm}/{dataset}: {key} is not in DomainBed; declare it in BENCH_ONLY "
+            "with the reason"
+        )
+        assert canonical(space[key]) == ("fixed",), (
+            f"{key} must not be searched: DomainBed does not search it"
+        )
         if "_domainbed" in dataset and key in PROTOCOL_VALUES:
             assert space[key].default == PROTOCOL_VALUES[key], key
 
@@ -118,14 +205,21 @@ def test_domainbed_image_protocol_is_resnet50_at_224_px_and_the_cpu_protocol_is_
     assert (db.FEATURIZER, db.INPUT_SHAPE, db.IMAGE_SIZE) == ("resnet50", (3, 224, 224), 224)
     assert (cpu.FEATURIZER, cpu.INPUT_SHAPE, cpu.EVAL_EVERY) == ("small_cnn", (3, 64, 64), 100)
     cpu_space = space_for(ALGORITHMS.get("erm"), cpu)
-    assert canonical(cpu_space["augment"]) == ("fixed",)  # augmentation is a protocol choice, never searched
-    assert canonical(cpu_space["batch_size"])[0] == "int(2^U)" and canonical(cpu_space["batch_size"])[1:] == pytest.approx((3, 5.5))
+    assert canonical(cpu_space["augment"]) == (
+        "fixed",
+    )  # augmentation is a protocol choice, never searched
+    assert canonical(cpu_space["batch_size"])[0] == "int(2^U)" and canonical(
+        cpu_space["batch_size"]
+    )[1:] == pytest.approx((3, 5.5))
 
 
 def test_resnet_freeze_bn_keeps_batchnorm_in_eval_mode_while_training():
     from bench.networks import ResNet
 
-    frozen, free = ResNet((3, 32, 32), 18, "none", 0.0, freeze_bn=True), ResNet((3, 32, 32), 18, "none", 0.0)
+    frozen, free = (
+        ResNet((3, 32, 32), 18, "none", 0.0, freeze_bn=True),
+        ResNet((3, 32, 32), 18, "none", 0.0),
+    )
     frozen.train(), free.train()
     bns = [m for m in frozen.modules() if m.__class__.__name__ == "BatchNorm2d"]
     assert bns and not any(m.training for m in bns) and frozen.training
@@ -134,11 +228,30 @@ def test_resnet_freeze_bn_keeps_batchnorm_in_eval_mode_while_training():
 
 @pytest.mark.slow
 def test_domainbed_image_protocol_smoke_run(tmp_path):
-    """One ResNet-50 step at 224 px on the tiny PACS copy (ImageNet weights are not available offline: none)."""
+    """One ResNet-50 step at 224 px on the tiny PACS copy (ImageNet weights are not available
+    offline: none)."""
     from bench import cli
 
-    argv = ["run", "--algorithm", "erm", "--dataset", "pacs_domainbed", "--size", "tiny", "--steps", "1", "--weights", "none",
-            "--hparams", '{"batch_size": 2}', "--output-dir", str(tmp_path), "--no-progress", "--threads", "2"]
+    argv = [
+        "run",
+        "--algorithm",
+        "erm",
+        "--dataset",
+        "pacs_domainbed",
+        "--size",
+        "tiny",
+        "--steps",
+        "1",
+        "--weights",
+        "none",
+        "--hparams",
+        '{"batch_size": 2}',
+        "--output-dir",
+        str(tmp_path),
+        "--no-progress",
+        "--threads",
+        "2",
+    ]
     if "pacs" not in {p.name for p in DATASETS.get("pacs").data_paths(None)}:
         pytest.skip("no PACS copy")
     assert cli.main(argv) == 0

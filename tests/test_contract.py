@@ -156,12 +156,15 @@ class IgnoresTheSeed(_Plugin):
         super().build()
 
 
-@pytest.mark.parametrize("cls, message", [
-    (DropsL2, "never reads .*l2|ignores the l2 hparam"),
-    (ReadsButIgnoresL2, "ignores the l2 hparam"),
-    (DeclaresAnUnusedHparam, "never reads .*my_beta"),
-    (IgnoresTheSeed, "another seed gave the same logits"),
-])
+@pytest.mark.parametrize(
+    "cls, message",
+    [
+        (DropsL2, "never reads .*l2|ignores the l2 hparam"),
+        (ReadsButIgnoresL2, "ignores the l2 hparam"),
+        (DeclaresAnUnusedHparam, "never reads .*my_beta"),
+        (IgnoresTheSeed, "another seed gave the same logits"),
+    ],
+)
 def test_check_algorithm_catches_a_broken_plugin(cls, message):
     with pytest.raises(AssertionError, match=message):
         check_algorithm(cls)

@@ -1,4 +1,5 @@
-"""Behaviour of the dataset suite: the shortcuts are where the protocols say, the real data matches its counts."""
+"""Behaviour of the dataset suite: the shortcuts are where the protocols say, the real data matches
+its counts."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import torch
 from bench.datasets import DATASETS
 from bench.datasets.genomic import GUE_SPLITS
 
-# Official PACS counts per domain, in the order dog, elephant, giraffe, guitar, horse, house, person (../shared/data/README.md).
+# Official PACS counts per domain, in the order dog, elephant, giraffe, guitar, horse, house, person
+# (../shared/data/README.md).
 PACS_COUNTS = {
     "art_painting": [379, 255, 285, 184, 201, 295, 449],
     "cartoon": [389, 457, 346, 135, 324, 288, 405],
@@ -59,10 +61,19 @@ def test_spurious_genomic_toy_erm_fails_out_of_distribution(tmp_path):
     from bench import runner
     from bench.spec import RuntimeOptions, make_spec
 
-    spec = make_spec("erm", "genomic_toy_spurious", size="tiny", steps=100, eval_every=99, overrides={"seq_width": 32, "seq_depth": 2})
+    spec = make_spec(
+        "erm",
+        "genomic_toy_spurious",
+        size="tiny",
+        steps=100,
+        eval_every=99,
+        overrides={"seq_width": 32, "seq_depth": 2},
+    )
     outcome = runner.run(spec, RuntimeOptions(output_dir=tmp_path, progress=False, threads=1))
     evals = outcome.last_record["eval"]
-    train = np.mean([evals[name]["out"]["acc"] for name in ("train_0.1", "train_0.2")])  # held-out, training distribution
+    train = np.mean(
+        [evals[name]["out"]["acc"] for name in ("train_0.1", "train_0.2")]
+    )  # held-out, training distribution
     test = evals["test"]["in"]["acc"]
     assert train > 0.75 and test < train - 0.3, f"train {train:.3f} test {test:.3f}"
 
@@ -82,7 +93,10 @@ def test_gue_split_sizes_match_the_files_and_the_published_table(data_dir):
     for name, env in tf.envs.items():
         assert len(env) == sum(GUE_SPLITS[name])
     prom = DATASETS.get("gue_prom_300")(data_dir, data_seed=0)
-    assert (len(prom.envs["train"]), len(prom.envs["test"])) == (GUE_SPLITS["prom_300_tata"][0], GUE_SPLITS["prom_300_tata"][2])
+    assert (len(prom.envs["train"]), len(prom.envs["test"])) == (
+        GUE_SPLITS["prom_300_tata"][0],
+        GUE_SPLITS["prom_300_tata"][2],
+    )
     core = DATASETS.get("gue_prom_core")(data_dir, data_seed=0)
     assert len(core.envs["tata"]) + len(core.envs["notata"]) == sum(GUE_SPLITS["prom_core_all"])
 

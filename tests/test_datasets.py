@@ -1,4 +1,5 @@
-"""Dataset suite contract: every dataset passes check_dataset in tiny size, layouts and errors are clear."""
+"""Dataset suite contract: every dataset passes check_dataset in tiny size, layouts and errors are
+clear."""
 
 from __future__ import annotations
 
@@ -9,15 +10,37 @@ import torch
 
 from bench.cli import main
 from bench.datasets import DATASETS
-from bench.datasets.genomic import encode, read_sequence_file, reverse_complement, sequence_file_dataset
+from bench.datasets.genomic import (
+    encode,
+    read_sequence_file,
+    reverse_complement,
+    sequence_file_dataset,
+)
 from bench.datasets.image_folder import augment_batch
 from bench.errors import DataNotFoundError, UserError
 from bench.hparams import space_for
 from bench.testing import check_dataset
 
-GENERATED = ["cdsprites_n2", "cdsprites_n5", "cdsprites_n10", "cdsprites_n15", "genomic_toy", "genomic_toy_spurious", "fish_toy", "irm_sem", "bottleneck_toy", "spurious_toy", "spurious_toy_oracle"]
+GENERATED = [
+    "cdsprites_n2",
+    "cdsprites_n5",
+    "cdsprites_n10",
+    "cdsprites_n15",
+    "genomic_toy",
+    "genomic_toy_spurious",
+    "fish_toy",
+    "irm_sem",
+    "bottleneck_toy",
+    "spurious_toy",
+    "spurious_toy_oracle",
+]
 REAL = ["rmnist", "pacs", "gue_tf", "gue_prom_core", "gue_prom_300"]
-ABSENT = ["vlcs", "office_home", "terra_incognita", "domain_net"]  # declared layouts, no data in ../shared/data
+ABSENT = [
+    "vlcs",
+    "office_home",
+    "terra_incognita",
+    "domain_net",
+]  # declared layouts, no data in ../shared/data
 
 
 @pytest.mark.parametrize("name", GENERATED)
@@ -54,10 +77,26 @@ def test_declared_layouts_without_data_raise_the_missing_data_error(name, tmp_pa
 
 
 def test_wrong_data_dir_gives_one_line_naming_the_layout(tmp_path, capsys):
-    code = main(["run", "--dataset", "pacs", "--data-dir", str(tmp_path / "nowhere"), "--steps", "1", "--output-dir", str(tmp_path / "out")])
+    code = main(
+        [
+            "run",
+            "--dataset",
+            "pacs",
+            "--data-dir",
+            str(tmp_path / "nowhere"),
+            "--steps",
+            "1",
+            "--output-dir",
+            str(tmp_path / "out"),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
-    assert "pacs/<domain>/<class>/*.jpg" in err and str(tmp_path / "nowhere" / "pacs") in err and "--data-dir" in err
+    assert (
+        "pacs/<domain>/<class>/*.jpg" in err
+        and str(tmp_path / "nowhere" / "pacs") in err
+        and "--data-dir" in err
+    )
 
 
 def _fake_image_folder(root, domains, classes, per_class, size=80):
@@ -78,9 +117,17 @@ def test_image_folder_resizes_and_checks_domains_classes_and_counts(tmp_path):
     x, y = data.envs["SUN09"].batch(None)
     assert x.shape == (10, 3, 64, 64) and y.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
 
-    _fake_image_folder(tmp_path / "pacs", ["art_painting", "cartoon", "photo", "sketch"], DATASETS.get("pacs").CLASSES, per_class=1, size=64)
+    _fake_image_folder(
+        tmp_path / "pacs",
+        ["art_painting", "cartoon", "photo", "sketch"],
+        DATASETS.get("pacs").CLASSES,
+        per_class=1,
+        size=64,
+    )
     assert len(DATASETS.get("pacs")(str(tmp_path), 0, size="tiny").envs["photo"]) == 7
-    with pytest.raises(UserError, match="official"):  # a copy with missing images is caught at full size
+    with pytest.raises(
+        UserError, match="official"
+    ):  # a copy with missing images is caught at full size
         DATASETS.get("pacs")(str(tmp_path), 0, size="full")
 
     (tmp_path / "VLCS" / "LabelMe" / "cat").mkdir()
@@ -124,7 +171,8 @@ def test_sequence_files_csv_fasta_as_environments(tmp_path):
 
 
 class _FakeHub:
-    """Stands in for a HuggingFace dataset (no network): rows with a PIL image, a domain string and a ClassLabel."""
+    """Stands in for a HuggingFace dataset (no network): rows with a PIL image, a domain string and
+    a ClassLabel."""
 
     def __init__(self, rows, classes):
         label = type("ClassLabel", (), {"int2str": lambda self, i: classes[i]})()
@@ -141,10 +189,16 @@ def test_download_writes_the_hub_copy_in_the_folder_layout(tmp_path, monkeypatch
     from PIL import Image
 
     pacs = DATASETS.get("pacs")
-    rows = [{"image": Image.new("RGB", (90, 90), (i, 0, 0)), "domain": d, "label": i} for d in pacs.env_names() for i in range(7)]
+    rows = [
+        {"image": Image.new("RGB", (90, 90), (i, 0, 0)), "domain": d, "label": i}
+        for d in pacs.env_names()
+        for i in range(7)
+    ]
     fake = types.SimpleNamespace(load_dataset=lambda hub_id, split: _FakeHub(rows, pacs.CLASSES))
     monkeypatch.setitem(sys.modules, "datasets", fake)
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")  # the fake hub is local: no reachability check
     data = pacs(str(tmp_path), data_seed=0, size="tiny", download=True)
     assert (tmp_path / "pacs" / "sketch" / "person").is_dir()
-    assert data.envs["cartoon"].y.tolist() == list(range(7)) and data.envs["cartoon"].x.shape[1:] == (3, 64, 64)
+    assert data.envs["cartoon"].y.tolist() == list(range(7)) and data.envs["cartoon"].x.shape[
+        1:
+    ] == (3, 64, 64)

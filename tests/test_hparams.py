@@ -16,7 +16,9 @@ def test_seed_zero_gives_defaults():
     space = _space()
     values = hp.sample(space, "erm", "cmnist", 0, 3)
     assert values == {k: p.default for k, p in space.items()}
-    assert values["lr"] == 1e-3 and values["batch_size"] == 64 and values["featurizer"] == "mnist_cnn"
+    assert (
+        values["lr"] == 1e-3 and values["batch_size"] == 64 and values["featurizer"] == "mnist_cnn"
+    )
 
 
 def test_random_draws_in_range_reproducible_and_per_trial():
@@ -41,7 +43,9 @@ def test_overrides_validated():
     space = _space()
     values = hp.sample(space, "erm", "cmnist", 0, 0)
     assert hp.apply_overrides(space, values, {"lr": 0.01})["lr"] == 0.01
-    assert hp.apply_overrides(space, values, {"weight_decay": 0})["weight_decay"] == 0.0  # int coerced to float
+    assert (
+        hp.apply_overrides(space, values, {"weight_decay": 0})["weight_decay"] == 0.0
+    )  # int coerced to float
     with pytest.raises(UserError, match="valid keys"):
         hp.apply_overrides(space, values, {"learning_rate": 0.1})
     with pytest.raises(UserError, match="> 0"):
@@ -55,7 +59,12 @@ def test_overrides_validated():
 def test_dataset_overrides_apply_to_the_protocol():
     space = hp.space_for(ALGORITHMS.get("erm"), DATASETS.get("cmnist_irm"))
     values = hp.sample(space, "erm", "cmnist_irm", 0, 0)
-    assert (values["mlp_width"], values["l2"], values["lr"], values["batch_size"]) == (256, 0.001, 0.001, 0)
+    assert (values["mlp_width"], values["l2"], values["lr"], values["batch_size"]) == (
+        256,
+        0.001,
+        0.001,
+        0,
+    )
 
 
 def _spaces():
@@ -77,7 +86,9 @@ def test_every_numeric_hparam_declares_a_domain_holding_its_default():
                 continue
             where = f"{algorithm} x {dataset}: {key}"
             assert param.domain is not None, f"{where}: declare a domain where it is first declared"
-            assert param.default in param.domain, f"{where}: default {param.default} not {param.domain}"
+            assert param.default in param.domain, (
+                f"{where}: default {param.default} not {param.domain}"
+            )
             checked += 1
     assert checked > 1000
 
@@ -85,8 +96,13 @@ def test_every_numeric_hparam_declares_a_domain_holding_its_default():
 def test_a_redefinition_without_a_domain_keeps_the_first_declared_one():
     space = hp.space_for(ALGORITHMS.get("erm"), DATASETS.get("cmnist_irm"))  # Fixed l2, mlp_*, ...
     values = hp.sample(space, "erm", "cmnist_irm", 0, 0)
-    for key, value, domain in [("l2", -5, ">= 0"), ("lr", 0.0, "> 0"), ("batch_size", -3, ">= 0"),
-                               ("mlp_width", 0, ">= 1"), ("mlp_dropout", 5, "in [0, 1)")]:
+    for key, value, domain in [
+        ("l2", -5, ">= 0"),
+        ("lr", 0.0, "> 0"),
+        ("batch_size", -3, ">= 0"),
+        ("mlp_width", 0, ">= 1"),
+        ("mlp_dropout", 5, "in [0, 1)"),
+    ]:
         with pytest.raises(UserError, match=rf"'{key}' must be {re.escape(domain)}, got"):
             hp.apply_overrides(space, values, {key: value})
     assert hp.apply_overrides(space, values, {"batch_size": 0, "l2": 0})["l2"] == 0.0

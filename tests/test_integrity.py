@@ -35,7 +35,10 @@ def _spec(**kw) -> RunSpec:
 
 def _numbers(run_dir: Path) -> list[tuple[int, str]]:
     """What a run reports: its steps and evaluations (not wall times)."""
-    return [(r["step"], json.dumps(r["eval"], sort_keys=True)) for r in records.read_records(run_dir / records.RESULTS)]
+    return [
+        (r["step"], json.dumps(r["eval"], sort_keys=True))
+        for r in records.read_records(run_dir / records.RESULTS)
+    ]
 
 
 @pytest.fixture
@@ -53,12 +56,28 @@ def test_every_field_of_the_spec_changes_the_run_id():
     """Generated from the dataclass's fields, so a field added later is covered automatically."""
     base = _spec()
     changed = {
-        "algorithm": "irm", "dataset": "fish_toy", "test_envs": ("e1",), "trial_seed": 1, "hparams_seed": 1,
-        "overrides": {"lr": 0.5}, "steps": 13, "eval_every": 5, "holdout_fraction": 0.3, "size": "full",
-        "algorithm_version": 99, "dataset_version": 99, "precision": "bf16", "hparams": {**base.hparams, "lr": 0.5},
-        "space": "0" * 16, "data": "sha256:" + "0" * 16, "code": {"mylab": "0" * 16}, "identity": 99,
+        "algorithm": "irm",
+        "dataset": "fish_toy",
+        "test_envs": ("e1",),
+        "trial_seed": 1,
+        "hparams_seed": 1,
+        "overrides": {"lr": 0.5},
+        "steps": 13,
+        "eval_every": 5,
+        "holdout_fraction": 0.3,
+        "size": "full",
+        "algorithm_version": 99,
+        "dataset_version": 99,
+        "precision": "bf16",
+        "hparams": {**base.hparams, "lr": 0.5},
+        "space": "0" * 16,
+        "data": "sha256:" + "0" * 16,
+        "code": {"mylab": "0" * 16},
+        "identity": 99,
     }
-    assert set(changed) == {f.name for f in dataclasses.fields(RunSpec)}, "add the new field to this table"
+    assert set(changed) == {f.name for f in dataclasses.fields(RunSpec)}, (
+        "add the new field to this table"
+    )
     ids = {base.run_id}
     for name, value in changed.items():
         run_id = dataclasses.replace(base, **{name: value}).run_id
@@ -68,16 +87,26 @@ def test_every_field_of_the_spec_changes_the_run_id():
 
 def test_spec_resolves_hparams_space_and_data():
     spec = _spec()
-    assert spec.hparams["lr"] == pytest.approx(1e-3) and spec.data == "generated" and spec.code == {}
+    assert (
+        spec.hparams["lr"] == pytest.approx(1e-3) and spec.data == "generated" and spec.code == {}
+    )
     assert spec.precision == "fp32" and spec.identity == records.IDENTITY
     assert RunSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
-    assert make_spec("erm", "debug", size="tiny", steps=12, eval_every=4, precision="fp32").run_id == spec.run_id
+    assert (
+        make_spec("erm", "debug", size="tiny", steps=12, eval_every=4, precision="fp32").run_id
+        == spec.run_id
+    )
 
 
 def _fake_mnist(path: Path, seed: int) -> None:
     gen = np.random.default_rng(seed)
-    arrays = {k: gen.integers(0, 256, (n, 28, 28), dtype=np.uint8) for k, n in (("x_train", 1500), ("x_test", 500))}
-    arrays |= {k: gen.integers(0, 10, n).astype(np.uint8) for k, n in (("y_train", 1500), ("y_test", 500))}
+    arrays = {
+        k: gen.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        for k, n in (("x_train", 1500), ("x_test", 500))
+    }
+    arrays |= {
+        k: gen.integers(0, 10, n).astype(np.uint8) for k, n in (("y_train", 1500), ("y_test", 500))
+    }
     np.savez(path, **arrays)
 
 
@@ -109,18 +138,43 @@ class PlugERM(ERM):
 
 
 def _bench(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench", *argv], cwd=cwd, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *argv],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 @pytest.mark.slow
 def test_changing_a_plugin_default_or_its_source_makes_a_new_run(tmp_path):
     """The acceptance case: same command after each edit -> trained again; unchanged -> skipped."""
     plugin = tmp_path / "mylab.py"
-    args = ("run", "--import", str(plugin), "--algorithm", "plug_erm", "--dataset", "debug", "--size", "tiny",
-            "--steps", "3", "--output-dir", str(tmp_path / "out"), "--no-progress")
+    args = (
+        "run",
+        "--import",
+        str(plugin),
+        "--algorithm",
+        "plug_erm",
+        "--dataset",
+        "debug",
+        "--size",
+        "tiny",
+        "--steps",
+        "3",
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--no-progress",
+    )
     outputs = []
-    for lr, extra in ((1e-3, ""), (1e-3, ""), (2e-3, ""), (2e-3, "# a comment changes the source digest")):
+    for lr, extra in (
+        (1e-3, ""),
+        (1e-3, ""),
+        (2e-3, ""),
+        (2e-3, "# a comment changes the source digest"),
+    ):
         plugin.write_text(PLUGIN.format(lr=lr, extra=extra))
         result = _bench(*args, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
@@ -141,8 +195,22 @@ def test_a_finished_run_is_skipped_only_for_the_identical_request(tmp_path, refe
 def test_output_dir_of_an_older_identity_scheme_is_refused(tmp_path, capsys):
     old = tmp_path / "runs" / "0123456789abcdef"
     old.mkdir(parents=True)
-    records.write_json(old / records.SPEC, {"spec": {"algorithm": "erm"}, "run_id": old.name, "hparams": {}})
-    argv = ["run", "--algorithm", "erm", "--dataset", "debug", "--size", "tiny", "--steps", "2", "--output-dir", str(tmp_path)]
+    records.write_json(
+        old / records.SPEC, {"spec": {"algorithm": "erm"}, "run_id": old.name, "hparams": {}}
+    )
+    argv = [
+        "run",
+        "--algorithm",
+        "erm",
+        "--dataset",
+        "debug",
+        "--size",
+        "tiny",
+        "--steps",
+        "2",
+        "--output-dir",
+        str(tmp_path),
+    ]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "older bench" in err[0] and "--output-dir" in err[0]
@@ -153,14 +221,40 @@ def test_output_dir_of_an_older_identity_scheme_is_refused(tmp_path, capsys):
 
 
 def _sweep(out: Path, *extra: str) -> int:
-    return cli.main(["run", "--algorithms", "erm", "--datasets", "debug", "--test-envs", "e0", "--n-trials", "2",
-                     "--size", "tiny", "--steps", "30", "--eval-every", "10", "--jobs", "1", "--no-progress",
-                     "--output-dir", str(out), *extra])
+    return cli.main(
+        [
+            "run",
+            "--algorithms",
+            "erm",
+            "--datasets",
+            "debug",
+            "--test-envs",
+            "e0",
+            "--n-trials",
+            "2",
+            "--size",
+            "tiny",
+            "--steps",
+            "30",
+            "--eval-every",
+            "10",
+            "--jobs",
+            "1",
+            "--no-progress",
+            "--output-dir",
+            str(out),
+            *extra,
+        ]
+    )
 
 
-def test_runs_of_different_configurations_get_separate_rows_and_the_default_row_is_unchanged(tmp_path, capsys):
+def test_runs_of_different_configurations_get_separate_rows_and_the_default_row_is_unchanged(
+    tmp_path, capsys
+):
     assert _sweep(tmp_path) == 0
-    before = cells(build_report(load_runs(tmp_path), ["train_val", "last"]), "debug", "last")["e0"]["erm"]
+    before = cells(build_report(load_runs(tmp_path), ["train_val", "last"]), "debug", "last")["e0"][
+        "erm"
+    ]
     assert _sweep(tmp_path, "--hparams", '{"lr": 1e-05}') == 0
     report = build_report(load_runs(tmp_path), ["train_val", "last"])
     for rule in ("train_val", "last"):
@@ -190,22 +284,30 @@ def _truncate(path: Path, keep_lines: int) -> None:
     path.write_text("".join(path.read_text().splitlines(keepends=True)[:keep_lines]))
 
 
-def test_truncated_records_of_a_finished_run_are_damaged_excluded_and_retrained(tmp_path, reference, caplog):
+def test_truncated_records_of_a_finished_run_are_damaged_excluded_and_retrained(
+    tmp_path, reference, caplog
+):
     spec, numbers = reference
     _, directory = _finished(tmp_path)
     _truncate(directory / records.RESULTS, 2)
     [run] = load_runs(tmp_path)
     assert run.status == "damaged" and "2 of 4 evaluations" in run.damage
     report = build_report([run], ["oracle", "last"])
-    assert report.damaged == [run] and all(s.acc is None and s.n_damaged == 1 for s in report.selected["last"])
+    assert report.damaged == [run] and all(
+        s.acc is None and s.n_damaged == 1 for s in report.selected["last"]
+    )
     assert sweep.state(tmp_path, spec) == "damaged"
     assert runner.run(spec, _options(tmp_path)).status == "ok"  # repaired by re-running
     assert _numbers(directory) == numbers
     assert "is damaged" in caplog.text and "from scratch" in caplog.text
 
 
-@pytest.mark.parametrize("damage", ["truncate_records", "corrupt_checkpoint", "garbage_spec", "corrupt_middle_record"])
-def test_an_interrupted_run_with_damaged_files_restarts_to_the_same_numbers(tmp_path, reference, damage, caplog):
+@pytest.mark.parametrize(
+    "damage", ["truncate_records", "corrupt_checkpoint", "garbage_spec", "corrupt_middle_record"]
+)
+def test_an_interrupted_run_with_damaged_files_restarts_to_the_same_numbers(
+    tmp_path, reference, damage, caplog
+):
     spec, numbers = reference
     _, directory = _finished(tmp_path)
     (directory / records.DONE).unlink()  # as if killed after its last checkpoint
@@ -231,7 +333,12 @@ def test_show_and_leaderboard_report_damaged_runs_and_never_use_them(tmp_path, c
     assert "damaged" in capsys.readouterr().out
     assert cli.main(["show", str(directory)]) == 2  # the run itself: one line, no traceback
     assert "unreadable" in capsys.readouterr().err
-    assert cli.main(["leaderboard", "--runs", str(tmp_path), "--out", str(tmp_path / "lb"), "--no-figures"]) == 0
+    assert (
+        cli.main(
+            ["leaderboard", "--runs", str(tmp_path), "--out", str(tmp_path / "lb"), "--no-figures"]
+        )
+        == 0
+    )
     page = (tmp_path / "lb" / "README.md").read_text()
     assert f"Damaged run {directory.name}" in page and "1 damaged" in page
 
@@ -261,7 +368,9 @@ def test_a_planted_checkpoint_cannot_run_code(tmp_path, reference, monkeypatch):
     (directory / records.DONE).unlink()
     marker = tmp_path / "pwned"
     monkeypatch.setenv("BENCH_PLANTED", str(marker))
-    (directory / records.CHECKPOINT).write_bytes(pickle.dumps({"algorithm": _Planted(), "rng": {}, "step": 0, "wall_s": 0}, protocol=2))
+    (directory / records.CHECKPOINT).write_bytes(
+        pickle.dumps({"algorithm": _Planted(), "rng": {}, "step": 0, "wall_s": 0}, protocol=2)
+    )
     assert runner.run(spec, _options(tmp_path)).status == "ok"
     assert not marker.exists() and _numbers(directory) == numbers
 
@@ -284,8 +393,29 @@ def test_every_file_of_a_run_honours_the_umask(tmp_path):
 
 
 def test_shots_are_honoured_in_sweeps(tmp_path):
-    assert cli.main(["run", "--algorithms", "scratch", "--datasets", "mnist_ab", "--shots", "50", "--size", "tiny",
-                     "--steps", "2", "--jobs", "1", "--no-progress", "--output-dir", str(tmp_path)]) == 0
+    assert (
+        cli.main(
+            [
+                "run",
+                "--algorithms",
+                "scratch",
+                "--datasets",
+                "mnist_ab",
+                "--shots",
+                "50",
+                "--size",
+                "tiny",
+                "--steps",
+                "2",
+                "--jobs",
+                "1",
+                "--no-progress",
+                "--output-dir",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     [run] = load_runs(tmp_path)
     assert run.spec["dataset"] == "mnist_ab_k50"
     target = run.records[-1]["eval"]["target"]
@@ -296,9 +426,30 @@ def test_shots_are_honoured_in_sweeps(tmp_path):
 def test_a_plugin_sweep_with_two_workers(tmp_path):
     plugin = tmp_path / "mylab.py"
     plugin.write_text(PLUGIN.format(lr=1e-3, extra=""))
-    result = _bench("run", "--import", str(plugin), "--algorithms", "plug_erm", "--datasets", "debug", "--test-envs", "e0", "--n-trials", "2",
-                    "--size", "tiny", "--steps", "3", "--jobs", "2", "--no-stack", "--no-progress",
-                    "--output-dir", str(tmp_path / "out"), cwd=tmp_path)
+    result = _bench(
+        "run",
+        "--import",
+        str(plugin),
+        "--algorithms",
+        "plug_erm",
+        "--datasets",
+        "debug",
+        "--test-envs",
+        "e0",
+        "--n-trials",
+        "2",
+        "--size",
+        "tiny",
+        "--steps",
+        "3",
+        "--jobs",
+        "2",
+        "--no-stack",
+        "--no-progress",
+        "--output-dir",
+        str(tmp_path / "out"),
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert "trained 2," in result.stdout
     assert {r.spec["code"] != {} for r in load_runs(tmp_path / "out")} == {True}
@@ -306,11 +457,32 @@ def test_a_plugin_sweep_with_two_workers(tmp_path):
 
 @pytest.mark.slow
 def test_a_plugin_sweep_through_submitit_workers(tmp_path):
-    """submitit's local executor runs each run in a fresh process: the plugin must be imported there too."""
+    """submitit's local executor runs each run in a fresh process: the plugin must be imported there
+    too."""
     plugin = tmp_path / "mylab.py"
     plugin.write_text(PLUGIN.format(lr=1e-3, extra=""))
-    result = _bench("run", "--import", str(plugin), "--algorithms", "plug_erm", "--datasets", "debug", "--test-envs", "e0",
-                    "--size", "tiny", "--steps", "3", "--launcher", "slurm", "--slurm-cluster", "local", "--no-progress",
-                    "--output-dir", str(tmp_path / "out"), cwd=tmp_path)
+    result = _bench(
+        "run",
+        "--import",
+        str(plugin),
+        "--algorithms",
+        "plug_erm",
+        "--datasets",
+        "debug",
+        "--test-envs",
+        "e0",
+        "--size",
+        "tiny",
+        "--steps",
+        "3",
+        "--launcher",
+        "slurm",
+        "--slurm-cluster",
+        "local",
+        "--no-progress",
+        "--output-dir",
+        str(tmp_path / "out"),
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert "trained 1," in result.stdout

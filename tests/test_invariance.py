@@ -27,7 +27,11 @@ class ToyFlip(MultiEnvDataset):
     """Not registered: used directly, so the global dataset list is unchanged by the tests."""
 
     NAME = "toy_flip"
-    ENVIRONMENTS = (Environment("e0.1", {"flip": 0.1}), Environment("e0.2", {"flip": 0.2}), Environment("test", {"flip": 0.9}))
+    ENVIRONMENTS = (
+        Environment("e0.1", {"flip": 0.1}),
+        Environment("e0.2", {"flip": 0.2}),
+        Environment("test", {"flip": 0.9}),
+    )
     TEST_ENVS = ("test",)
     INPUT_SHAPE = (2,)
     NUM_CLASSES = 2
@@ -46,7 +50,9 @@ class ToyFlip(MultiEnvDataset):
             z = torch.randint(0, 2, (1000,), generator=g)
             y = z ^ (torch.rand(1000, generator=g) < 0.25).long()
             spurious = y ^ (torch.rand(1000, generator=g) < env.params["flip"]).long()
-            x = torch.stack([2.0 * z - 1, 2.0 * spurious - 1], 1) + 0.1 * torch.randn(1000, 2, generator=g)
+            x = torch.stack([2.0 * z - 1, 2.0 * spurious - 1], 1) + 0.1 * torch.randn(
+                1000, 2, generator=g
+            )
             envs[env.name] = EnvData(x, y)
         return envs
 
@@ -60,7 +66,12 @@ def train_and_test(name: str, seed: int, steps: int = 200, **overrides) -> float
     envs, g = [data.envs[e] for e in ("e0.1", "e0.2")], torch.Generator().manual_seed(seed)
     for _ in range(steps):
         size = hp["batch_size"]
-        algorithm.update([env.batch(torch.randint(len(env), (size,), generator=g) if size else None) for env in envs])
+        algorithm.update(
+            [
+                env.batch(torch.randint(len(env), (size,), generator=g) if size else None)
+                for env in envs
+            ]
+        )
     x, y = data.envs["test"].batch(None)
     algorithm.eval()
     with torch.no_grad():
@@ -80,7 +91,10 @@ def test_erm_uses_the_spurious_feature(erm_accuracy):
     "name, overrides",
     [
         ("irm", {"irm_lambda": 1e3, "irm_penalty_anneal_iters": 50}),
-        ("irm", {"irm_lambda": 1e3, "irm_penalty_anneal_iters": 50, "batch_size": 256}),  # half-split estimator
+        (
+            "irm",
+            {"irm_lambda": 1e3, "irm_penalty_anneal_iters": 50, "batch_size": 256},
+        ),  # half-split estimator
         ("vrex", {"vrex_lambda": 1e3, "vrex_penalty_anneal_iters": 50}),
         ("fishr", {"lambda": 1e5, "penalty_anneal_iters": 20, "ema": 0.0}),
     ],
@@ -92,12 +106,15 @@ def test_invariance_method_beats_erm(name, overrides, erm_accuracy):
 
 
 def opposite_spurious(seed: int, n: int = 1000) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Two environments whose spurious feature has opposite signs: their gradients start in conflict."""
+    """Two environments whose spurious feature has opposite signs: their gradients start in
+    conflict."""
     g = torch.Generator().manual_seed(seed)
     envs = []
     for sign in (1.0, -1.0):
         y = torch.randint(0, 2, (n,), generator=g)
-        x = torch.stack([2.0 * y - 1, sign * (2.0 * y - 1)], 1) + 0.5 * torch.randn(n, 2, generator=g)
+        x = torch.stack([2.0 * y - 1, sign * (2.0 * y - 1)], 1) + 0.5 * torch.randn(
+            n, 2, generator=g
+        )
         envs.append((x, y))
     return envs
 
@@ -111,7 +128,9 @@ def grad_cos_trajectory(name: str, seed: int, steps: int = 150, **overrides) -> 
     envs, g = opposite_spurious(seed), torch.Generator().manual_seed(seed)
     trace = []
     for _ in range(steps):
-        minibatches = [(x[idx], y[idx]) for x, y in envs for idx in [torch.randint(len(y), (32,), generator=g)]]
+        minibatches = [
+            (x[idx], y[idx]) for x, y in envs for idx in [torch.randint(len(y), (32,), generator=g)]
+        ]
         trace.append(algorithm.update(minibatches)["grad_cos"])
     k = steps // 10
     return sum(trace[:k]) / k, sum(trace[-k:]) / k
@@ -121,5 +140,9 @@ def test_gradient_matching_raises_gradient_alignment_and_erm_does_not():
     for seed in SEEDS:
         erm_start, erm_end = grad_cos_trajectory("erm", seed)
         idgm_start, idgm_end = grad_cos_trajectory("idgm", seed, idgm_gamma=1.0)
-        assert erm_end < 0.0, (seed, erm_start, erm_end)  # ERM ends with conflicting environment gradients
+        assert erm_end < 0.0, (
+            seed,
+            erm_start,
+            erm_end,
+        )  # ERM ends with conflicting environment gradients
         assert idgm_end > idgm_start + 0.3 and idgm_end > 0.9, (seed, idgm_start, idgm_end)

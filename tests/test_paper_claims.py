@@ -1,4 +1,5 @@
-"""Behavioural tests: the distribution-matching and robust methods do what their papers claim, on 2-d toys.
+"""Behavioural tests: the distribution-matching and robust methods do what their papers claim, on
+2-d toys.
 
 - CORAL / MMD align the feature distributions of the training environments.
 - DANN makes the environment hard to read from the features (against an independent probe).
@@ -37,7 +38,8 @@ def shifted_envs(seed: int, n: int = 500) -> Envs:
 
 
 def conflicting_envs(seed: int, n: int = 1000) -> Envs:
-    """Same inputs, different rules: sign of x0, or sign of x1 with 20% label noise (the harder one)."""
+    """Same inputs, different rules: sign of x0, or sign of x1 with 20% label noise (the harder
+    one)."""
     g = torch.Generator().manual_seed(seed)
     xa, xb = torch.randn(n, 2, generator=g), torch.randn(n, 2, generator=g)
     yb = (xb[:, 1] > 0).long() ^ (torch.rand(n, generator=g) < 0.2).long()
@@ -51,7 +53,13 @@ def train(name: str, seed: int, envs: Envs, steps: int, **overrides) -> Algorith
     algorithm = ALGORITHMS.get(name)((2,), 1, len(envs), hp)
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
-        algorithm.update([(x[idx], y[idx]) for x, y in envs for idx in [torch.randint(len(y), (64,), generator=g)]])
+        algorithm.update(
+            [
+                (x[idx], y[idx])
+                for x, y in envs
+                for idx in [torch.randint(len(y), (64,), generator=g)]
+            ]
+        )
     return algorithm.eval()
 
 
@@ -62,11 +70,14 @@ def features(algorithm: Algorithm, envs: Envs) -> list[torch.Tensor]:
 
 def accuracy(algorithm: Algorithm, envs: Envs) -> float:
     with torch.no_grad():
-        return sum((predictions(algorithm.predict(x)) == y).float().mean().item() for x, y in envs) / len(envs)
+        return sum(
+            (predictions(algorithm.predict(x)) == y).float().mean().item() for x, y in envs
+        ) / len(envs)
 
 
 def environment_probe_accuracy(algorithm: Algorithm, envs: Envs) -> float:
-    """Held-out accuracy of a logistic regression that predicts the environment from the features."""
+    """Held-out accuracy of a logistic regression that predicts the environment from the
+    features."""
     feats = features(algorithm, envs)
     x = torch.cat(feats).numpy()
     d = torch.cat([torch.full((len(f),), i) for i, f in enumerate(feats)]).numpy()
@@ -78,9 +89,14 @@ def test_feature_matching_aligns_environment_features(name, distance):
     for seed in SEEDS:
         envs = shifted_envs(seed)
         erm, method = train("erm", seed, envs, 300), train(name, seed, envs, 300, mmd_gamma=10.0)
-        erm_gap, gap = distance(*features(erm, envs)).item(), distance(*features(method, envs)).item()
+        erm_gap, gap = (
+            distance(*features(erm, envs)).item(),
+            distance(*features(method, envs)).item(),
+        )
         assert gap < 0.1 * erm_gap, (name, seed, gap, erm_gap)
-        assert environment_probe_accuracy(method, envs) < environment_probe_accuracy(erm, envs) - 0.2
+        assert (
+            environment_probe_accuracy(method, envs) < environment_probe_accuracy(erm, envs) - 0.2
+        )
         assert accuracy(method, envs) > 0.9  # the task is still solved
 
 
@@ -88,7 +104,10 @@ def test_dann_hides_the_environment_from_the_features():
     for seed in SEEDS:
         envs = shifted_envs(seed)
         erm, dann = train("erm", seed, envs, 600), train("dann", seed, envs, 600)
-        erm_probe, dann_probe = environment_probe_accuracy(erm, envs), environment_probe_accuracy(dann, envs)
+        erm_probe, dann_probe = (
+            environment_probe_accuracy(erm, envs),
+            environment_probe_accuracy(dann, envs),
+        )
         assert erm_probe > 0.9 and dann_probe < erm_probe - 0.1, (seed, erm_probe, dann_probe)
         assert mmd(*features(dann, envs)).item() < 0.2 * mmd(*features(erm, envs)).item()
         assert accuracy(dann, envs) > 0.95
@@ -97,7 +116,10 @@ def test_dann_hides_the_environment_from_the_features():
 def test_group_dro_lowers_the_worst_environment_loss():
     for seed in SEEDS:
         envs = conflicting_envs(seed)
-        erm, dro = train("erm", seed, envs, 400), train("group_dro", seed, envs, 400, groupdro_eta=0.1)
+        erm, dro = (
+            train("erm", seed, envs, 400),
+            train("group_dro", seed, envs, 400, groupdro_eta=0.1),
+        )
         with torch.no_grad():
             erm_losses = [classification_loss(erm.predict(x), y).item() for x, y in envs]
             dro_losses = [classification_loss(dro.predict(x), y).item() for x, y in envs]

@@ -15,8 +15,7 @@ import torch
 from PIL import Image
 
 from bench.algorithms import ALGORITHMS
-from bench.datasets import DATASETS
-from bench.datasets import colored_mnist, rotated_mnist
+from bench.datasets import DATASETS, colored_mnist, rotated_mnist
 from bench.hparams import sample, space_for
 
 # facebookresearch/DomainBed, domainbed/datasets.py: ColoredMNIST(MultipleEnvironmentMNIST)
@@ -71,7 +70,11 @@ RMNIST = {
 DOMAINBED_IMAGE_SIZE = 224
 BENCH_IMAGE_SIZE = 64
 IMAGE_FOLDER_EVAL_EVERY = {
-    "pacs": 300, "vlcs": 300, "office_home": 300, "terra_incognita": 300, "domain_net": 1000,
+    "pacs": 300,
+    "vlcs": 300,
+    "office_home": 300,
+    "terra_incognita": 300,
+    "domain_net": 1000,
 }
 
 
@@ -122,16 +125,25 @@ def test_cmnist_irm_declared_constants():
     assert DATASETS.get("cmnist_irm_gray").INPUT_SHAPE == (1, 14, 14)
 
 
-@pytest.mark.parametrize("name, weight_key, anneal_key, weight_factor", [
-    ("irm", "irm_lambda", "irm_penalty_anneal_iters", 1),
-    # The Fishr code's V-REx: (R_0 - R_1)^2 with the IRM weight itself (vrex_penalty squared_difference).
-    ("vrex", "vrex_lambda", "vrex_penalty_anneal_iters", 1),
-    ("fishr", "lambda", "penalty_anneal_iters", 1),
-])
+@pytest.mark.parametrize(
+    "name, weight_key, anneal_key, weight_factor",
+    [
+        ("irm", "irm_lambda", "irm_penalty_anneal_iters", 1),
+        # The Fishr code's V-REx: (R_0 - R_1)^2 with the IRM weight itself (vrex_penalty
+        # squared_difference).
+        ("vrex", "vrex_lambda", "vrex_penalty_anneal_iters", 1),
+        ("fishr", "lambda", "penalty_anneal_iters", 1),
+    ],
+)
 def test_cmnist_irm_tuned_settings(name, weight_key, anneal_key, weight_factor):
     hp = _paper_defaults(name)
-    got = {"mlp_width": hp["mlp_width"], "l2": hp["l2"], "lr": hp["lr"], "anneal": hp[anneal_key],
-           "weight": hp[weight_key] / weight_factor}
+    got = {
+        "mlp_width": hp["mlp_width"],
+        "l2": hp["l2"],
+        "lr": hp["lr"],
+        "anneal": hp[anneal_key],
+        "weight": hp[weight_key] / weight_factor,
+    }
     assert got == IRM_TUNED
     assert (hp["batch_size"], hp["mlp_depth"]) == (0, 2)  # full batch; 392 -> h -> h -> 1
 
@@ -213,7 +225,8 @@ def test_image_folder_size(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(IMAGE_FOLDER_EVAL_EVERY))
 def test_image_folder_eval_cadence_is_domainbeds_on_its_protocol(name):
-    """``<name>_domainbed`` is DomainBed's protocol (its CHECKPOINT_FREQ); ``<name>`` is bench's CPU one."""
+    """``<name>_domainbed`` is DomainBed's protocol (its CHECKPOINT_FREQ); ``<name>`` is bench's CPU
+    one."""
     domainbed, cpu = DATASETS.get(f"{name}_domainbed"), DATASETS.get(name)
     assert (domainbed.N_STEPS, domainbed.EVAL_EVERY) == (5001, IMAGE_FOLDER_EVAL_EVERY[name])
     assert "not DomainBed's protocol" in cpu.REFERENCE
@@ -248,6 +261,7 @@ def test_real_cmnist_irm_splits_and_rates(data_dir):
 @pytest.mark.slow
 def test_real_rmnist_environment_sizes(data_dir, monkeypatch):
     """70000 MNIST images split i::6 (rotation replaced by a no-op to keep it quick)."""
+
     def unrotated(images, angle):
         return torch.from_numpy(images).unsqueeze(1)
 

@@ -66,8 +66,9 @@ def test_write_atomic_leaves_the_old_file_and_no_temp_file_when_writing_fails(tm
 
 
 def _git(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", *args], cwd=Path(records.__file__).parent, capture_output=True,
-                          text=True)
+    return subprocess.run(
+        ["git", *args], cwd=Path(records.__file__).parent, capture_output=True, text=True
+    )
 
 
 def test_git_commit_is_head_of_this_checkout_with_dirty_flag():
@@ -79,10 +80,18 @@ def test_git_commit_is_head_of_this_checkout_with_dirty_flag():
 
 
 def test_git_commit_marks_tracked_changes_as_dirty(tmp_path, monkeypatch):
-    """A checkout with an edited tracked file gives ``<sha>-dirty``; untracked files do not count."""
+    """A checkout with an edited tracked file gives ``<sha>-dirty``; untracked files do not
+    count."""
+
     def git(*args):
-        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
-                              cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+        return subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
     git("init", "-q")
     (tmp_path / "records.py").write_text("v1")
     git("add", "records.py")

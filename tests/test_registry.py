@@ -28,7 +28,9 @@ def test_duplicate_name_raises():
 def test_unknown_name_lists_close_matches_and_all_names():
     with pytest.raises(UserError) as err:
         ALGORITHMS.get("emr")
-    assert "erm" in str(err.value) and "Did you mean" in str(err.value) and "Known:" in str(err.value)
+    assert (
+        "erm" in str(err.value) and "Did you mean" in str(err.value) and "Known:" in str(err.value)
+    )
 
 
 def test_names_must_be_snake_case_and_versioned():
@@ -39,16 +41,21 @@ def test_names_must_be_snake_case_and_versioned():
         reg.register("ok")(type("NoVersion", (), {}))
 
 
-@pytest.mark.parametrize("package, registry, helpers", [
-    (bench.algorithms, ALGORITHMS, {"base"}),
-    (bench.datasets, DATASETS, {"base", "files"}),
-])
+@pytest.mark.parametrize(
+    "package, registry, helpers",
+    [
+        (bench.algorithms, ALGORITHMS, {"base"}),
+        (bench.datasets, DATASETS, {"base", "files"}),
+    ],
+)
 def test_every_module_registers_something(package, registry, helpers):
     registered_modules = {registry.get(name).__module__ for name in registry.names()}
     for module in pkgutil.iter_modules(package.__path__):
         if module.name in helpers or module.name in getattr(package, "_HELPERS", ()):
             continue
-        assert f"{package.__name__}.{module.name}" in registered_modules, f"{module.name} registers nothing"
+        assert f"{package.__name__}.{module.name}" in registered_modules, (
+            f"{module.name} registers nothing"
+        )
 
 
 def hf_datasets_problem(module) -> str | None:

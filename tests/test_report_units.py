@@ -23,12 +23,23 @@ def test_summary_of_fewer_than_two_trials_has_only_a_mean(values, mean):
 def test_summary_of_three_trials_by_hand():
     """Sample std (ddof=1), se = std / sqrt(n), 95% t-interval with t(0.975, 2) = 4.302653."""
     s = Cell({0: 0.6, 1: 0.7, 2: 0.8}, expected=3).summary()
-    assert s == pytest.approx({"mean": 0.7, "std": 0.1, "se": 0.1 / 3**0.5,
-                               "ci_lo": 0.7 - 4.302653 * 0.1 / 3**0.5,
-                               "ci_hi": 0.7 + 4.302653 * 0.1 / 3**0.5})
+    assert s == pytest.approx(
+        {
+            "mean": 0.7,
+            "std": 0.1,
+            "se": 0.1 / 3**0.5,
+            "ci_lo": 0.7 - 4.302653 * 0.1 / 3**0.5,
+            "ci_hi": 0.7 + 4.302653 * 0.1 / 3**0.5,
+        }
+    )
 
 
-SPEC = {"algorithm": "erm", "identity": records.IDENTITY, "steps": 2, "eval_every": 1}  # records at 0, 1
+SPEC = {
+    "algorithm": "erm",
+    "identity": records.IDENTITY,
+    "steps": 2,
+    "eval_every": 1,
+}  # records at 0, 1
 
 
 def _run(out, run_id, done: str | None, steps, **info):
@@ -36,7 +47,9 @@ def _run(out, run_id, done: str | None, steps, **info):
     d.mkdir(parents=True)
     spec = {"run_id": run_id, "spec": SPEC, "hparams": {"lr": 0.1}, **info}
     (d / records.SPEC).write_text(json.dumps(spec))
-    (d / records.RESULTS).write_text("".join(json.dumps({"step": s, "run_id": run_id}) + "\n" for s in steps))
+    (d / records.RESULTS).write_text(
+        "".join(json.dumps({"step": s, "run_id": run_id}) + "\n" for s in steps)
+    )
     if done:
         (d / records.DONE).write_text(json.dumps({"status": done}))
 
@@ -48,7 +61,12 @@ def test_load_runs_reads_spec_records_status_command_and_commit(tmp_path):
     assert (a.run_id, a.spec, a.hparams, a.status) == ("a", SPEC, {"lr": 0.1}, "ok")
     assert a.records == ({"step": 0, "run_id": "a"}, {"step": 1, "run_id": "a"})
     assert (a.command, a.git) == ("python -m bench run", "abc")
-    assert (b.status, b.records, b.command, b.git) == ("partial", ({"step": 0, "run_id": "b"},), "", None)
+    assert (b.status, b.records, b.command, b.git) == (
+        "partial",
+        ({"step": 0, "run_id": "b"},),
+        "",
+        None,
+    )
     assert [r.run_id for r in load_runs(tmp_path, ["b"])] == ["b"]
     assert load_runs(tmp_path, []) == []
 

@@ -55,7 +55,10 @@ def test_needed_splits_skip_only_training_in_splits_and_leave_numbers_unchanged(
 
 
 def test_without_holdout_training_in_splits_are_kept():
-    splits = {"a": {"in": torch.arange(5), "out": torch.arange(0)}, "t": {"in": torch.arange(5), "out": torch.arange(2)}}
+    splits = {
+        "a": {"in": torch.arange(5), "out": torch.arange(0)},
+        "t": {"in": torch.arange(5), "out": torch.arange(2)},
+    }
     assert skipped_splits(splits, ["t"], "needed") == set()
     splits["a"]["out"] = torch.arange(2)
     assert skipped_splits(splits, ["t"], "needed") == {("a", "in")}
@@ -63,7 +66,9 @@ def test_without_holdout_training_in_splits_are_kept():
 
 
 def test_full_batch_run_matches_a_hand_written_full_batch_loop(tmp_path):
-    spec = make_spec("erm", "debug", size="tiny", steps=5, eval_every=1, overrides={"batch_size": 0, "l2": 0.01})
+    spec = make_spec(
+        "erm", "debug", size="tiny", steps=5, eval_every=1, overrides={"batch_size": 0, "l2": 0.01}
+    )
     outcome = runner.run(spec, _options(tmp_path, "fb"))
     recorded = [r["train"]["loss"] for r in records.read_records(outcome.run_dir / records.RESULTS)]
 
@@ -71,15 +76,25 @@ def test_full_batch_run_matches_a_hand_written_full_batch_loop(tmp_path):
     splits = runner.holdout_splits(dataset, spec.trial_seed, spec.holdout_fraction)
     runner._seed_everything(spec)
     train = [n for n in dataset.envs if n not in spec.test_envs]
-    algorithm = ALGORITHMS.get("erm")(dataset.INPUT_SHAPE, dataset.num_outputs(), len(train), resolve_hparams(spec))
-    expected = [algorithm.update([dataset.envs[n].batch(splits[n]["in"]) for n in train])["loss"] for _ in range(5)]
+    algorithm = ALGORITHMS.get("erm")(
+        dataset.INPUT_SHAPE, dataset.num_outputs(), len(train), resolve_hparams(spec)
+    )
+    expected = [
+        algorithm.update([dataset.envs[n].batch(splits[n]["in"]) for n in train])["loss"]
+        for _ in range(5)
+    ]
     assert recorded == pytest.approx(expected, rel=1e-6)
 
 
 def test_channels_last_only_for_conv_nets_on_cpu():
     cpu = torch.device("cpu")
-    conv, mlp = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3)), torch.nn.Sequential(torch.nn.Linear(3, 2))
-    assert runner.wants_channels_last(conv, cpu, None) and not runner.wants_channels_last(mlp, cpu, None)
+    conv, mlp = (
+        torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3)),
+        torch.nn.Sequential(torch.nn.Linear(3, 2)),
+    )
+    assert runner.wants_channels_last(conv, cpu, None) and not runner.wants_channels_last(
+        mlp, cpu, None
+    )
     assert not runner.wants_channels_last(conv, cpu, False)
 
 
@@ -92,8 +107,14 @@ def _have_mnist():
 def test_channels_last_keeps_fp32_cmnist_numbers_within_tolerance(tmp_path):
     spec = make_spec("erm", "cmnist", size="tiny", steps=2, eval_every=1)
     base = _options(tmp_path, "x")
-    fast = _numbers(runner.run(spec, dataclasses.replace(base, output_dir=tmp_path / "cl", channels_last=True)))
-    plain = _numbers(runner.run(spec, dataclasses.replace(base, output_dir=tmp_path / "nchw", channels_last=False)))
+    fast = _numbers(
+        runner.run(spec, dataclasses.replace(base, output_dir=tmp_path / "cl", channels_last=True))
+    )
+    plain = _numbers(
+        runner.run(
+            spec, dataclasses.replace(base, output_dir=tmp_path / "nchw", channels_last=False)
+        )
+    )
     # Step 0 is one forward pass: only summation order differs. After an Adam step, parameters
     # whose gradient is ~0 may move by +-lr on rounding alone, so allow more there.
     assert fast[0]["train"] == pytest.approx(plain[0]["train"], rel=1e-5)
@@ -112,8 +133,13 @@ def test_cached_listing_is_identical_and_skips_torch(tmp_path):
     import sys
 
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
-    first = subprocess.run([sys.executable, "-m", "bench", "list"], env=env, capture_output=True, text=True, check=True).stdout
-    probe = "import sys; from bench.catalog import listing; print(listing(), end=''); assert 'torch' not in sys.modules"
+    first = subprocess.run(
+        [sys.executable, "-m", "bench", "list"], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    probe = (
+        "import sys; from bench.catalog import listing; print(listing(), end=''); assert "
+        "'torch' not in sys.modules"
+    )
     again = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert again.stdout.rstrip("\n") == first.rstrip("\n") and "erm" in first and "cmnist" in first
@@ -126,6 +152,10 @@ def test_records_keep_confusion_counts_and_mcc(tmp_path):
     outcome = runner.run(spec, _options(tmp_path, "cm"))
     split = outcome.last_record["eval"]["e1"]["out"]
     assert sum(c for _, _, c in split["confusion"]) == split["n"]
-    assert split["acc"] == pytest.approx(sum(c for t, p, c in split["confusion"] if t == p) / split["n"])
+    assert split["acc"] == pytest.approx(
+        sum(c for t, p, c in split["confusion"] if t == p) / split["n"]
+    )
     assert split["mcc"] == pytest.approx(mcc(split["confusion"]))
-    assert mcc([[0, 0, 40], [0, 1, 10], [1, 0, 5], [1, 1, 45]]) == pytest.approx(1750 / (55 * 50 * 50 * 45) ** 0.5)
+    assert mcc([[0, 0, 40], [0, 1, 10], [1, 0, 5], [1, 1, 45]]) == pytest.approx(
+        1750 / (55 * 50 * 50 * 45) ** 0.5
+    )

@@ -39,9 +39,17 @@ def test_streams_are_pcg64_seeded_by_the_stable_hash():
     assert torch.equal(drawn, expected_torch)
 
 
-@pytest.mark.parametrize("value, finite", [
-    (1, True), (0.5, True), (math.inf, False), (-math.inf, False), (math.nan, False), ("1", False),
-    (None, False),
-])
+@pytest.mark.parametrize(
+    "value, finite",
+    [
+        (1, True),
+        (0.5, True),
+        (math.inf, False),
+        (-math.inf, False),
+        (math.nan, False),
+        ("1", False),
+        (None, False),
+    ],
+)
 def test_is_finite(value, finite):
     assert is_finite(value) is finite

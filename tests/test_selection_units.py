@@ -18,16 +18,20 @@ def only(selected):
 
 
 def test_train_val_tie_keeps_the_earliest_checkpoint_and_hparams_seed():
-    same = [record(0, {"e0": (0.1, 0.0), "e1": (0.0, 0.5)}),
-            record(5, {"e0": (0.9, 0.0), "e1": (0.0, 0.5)})]
+    same = [
+        record(0, {"e0": (0.1, 0.0), "e1": (0.0, 0.5)}),
+        record(5, {"e0": (0.9, 0.0), "e1": (0.0, 0.5)}),
+    ]
     runs = [run("erm", ("e0",), 0, 0, same), run("erm", ("e0",), 0, 1, same)]
     s = only(select(runs, "train_val"))
     assert (s.step, s.hparams_seed, s.acc) == (0, 0, 0.1)
 
 
 def test_last_rule_reports_the_default_runs_last_checkpoint_and_no_validation_value():
-    recs = [record(0, {"e0": (0.1, 0.0), "e1": (0.0, 0.9)}),
-            record(5, {"e0": (0.4, 0.0), "e1": (0.0, 0.2)})]
+    recs = [
+        record(0, {"e0": (0.1, 0.0), "e1": (0.0, 0.9)}),
+        record(5, {"e0": (0.4, 0.0), "e1": (0.0, 0.2)}),
+    ]
     s = only(select([run("erm", ("e0",), 0, 1, recs), run("erm", ("e0",), 0, 0, recs)], "last"))
     assert (s.hparams_seed, s.step, s.acc, s.val) == (0, 5, 0.4, None)
 
@@ -40,8 +44,10 @@ def test_last_rule_without_a_default_run_says_so():
 
 def test_a_cell_with_no_finished_run_counts_diverged_and_partial_runs():
     recs = [record(0, {"e0": (0.1, 0.0), "e1": (0.0, 0.9)})]
-    runs = [run("erm", ("e0",), 0, 0, recs, status="diverged"),
-            run("erm", ("e0",), 0, 1, recs, status="partial")]
+    runs = [
+        run("erm", ("e0",), 0, 0, recs, status="diverged"),
+        run("erm", ("e0",), 0, 1, recs, status="partial"),
+    ]
     assert only(select(runs, "train_val")).reason == "no finished run (1 diverged, 1 partial)"
     assert only(select(runs[1:], "last")).reason == "no finished run (1 partial)"
 

@@ -24,13 +24,27 @@ def _assert_same_records(a, b):
     for x, y in zip(ra, rb):
         assert x["eval"] == y["eval"]
         assert x["train"] == pytest.approx(y["train"], rel=1e-5, abs=1e-6)
-        assert {k: v for k, v in x.items() if k != "train"} == {k: v for k, v in y.items() if k != "train"}
+        assert {k: v for k, v in x.items() if k != "train"} == {
+            k: v for k, v in y.items() if k != "train"
+        }
 
 
-@pytest.mark.parametrize("overrides", [{}, {"batch_size": 0, "l2": 0.01}], ids=["minibatch", "fullbatch_l2"])
+@pytest.mark.parametrize(
+    "overrides", [{}, {"batch_size": 0, "l2": 0.01}], ids=["minibatch", "fullbatch_l2"]
+)
 def test_stacked_trials_equal_sequential_trials(tmp_path, overrides):
-    specs = [make_spec("erm", "debug", test_envs=[env], trial_seed=seed, size="tiny", steps=41, overrides=overrides)
-             for seed, env in ((0, "e0"), (1, "e0"), (2, "e1"))]
+    specs = [
+        make_spec(
+            "erm",
+            "debug",
+            test_envs=[env],
+            trial_seed=seed,
+            size="tiny",
+            steps=41,
+            overrides=overrides,
+        )
+        for seed, env in ((0, "e0"), (1, "e0"), (2, "e1"))
+    ]
     if overrides:  # full-batch runs stack only with the same test environments
         assert stacked.stack_key(specs[0]) != stacked.stack_key(specs[2])
     else:
@@ -45,7 +59,9 @@ def test_stacked_trials_equal_sequential_trials(tmp_path, overrides):
 
 
 def test_stacked_checkpoint_resumes_alone_to_the_same_records(tmp_path, monkeypatch):
-    specs = [make_spec("erm", "debug", trial_seed=seed, size="tiny", steps=61) for seed in (0, 1, 2)]
+    specs = [
+        make_spec("erm", "debug", trial_seed=seed, size="tiny", steps=61) for seed in (0, 1, 2)
+    ]
     reference = [runner.run(s, _options(tmp_path, "ref")) for s in specs]
 
     real_append, calls = records.append_record, []
@@ -61,7 +77,10 @@ def test_stacked_checkpoint_resumes_alone_to_the_same_records(tmp_path, monkeypa
         stacked.run_stacked(specs, _options(tmp_path, "crash"))
     monkeypatch.setattr(records, "append_record", real_append)
     # one trial resumes alone, the other two stacked again (their Adam moments re-stacked)
-    resumed = [runner.run(specs[0], _options(tmp_path, "crash")), *stacked.run_stacked(specs[1:], _options(tmp_path, "crash"))]
+    resumed = [
+        runner.run(specs[0], _options(tmp_path, "crash")),
+        *stacked.run_stacked(specs[1:], _options(tmp_path, "crash")),
+    ]
     for a, b in zip(reference, resumed):
         _assert_same_records(a, b)
 
@@ -80,8 +99,16 @@ def test_conv_net_with_random_augmentation_stacks_exactly(tmp_path):
 
     if "genomic_toy" not in DATASETS:
         pytest.skip("genomic_toy dataset not registered")
-    specs = [make_spec("erm", "genomic_toy", trial_seed=seed, size="tiny", steps=6, eval_every=5) for seed in (0, 1)]
-    assert runner.load_dataset("genomic_toy", None, 0, "tiny").augmentation(runner.resolve_hparams(specs[0])) is not None
+    specs = [
+        make_spec("erm", "genomic_toy", trial_seed=seed, size="tiny", steps=6, eval_every=5)
+        for seed in (0, 1)
+    ]
+    assert (
+        runner.load_dataset("genomic_toy", None, 0, "tiny").augmentation(
+            runner.resolve_hparams(specs[0])
+        )
+        is not None
+    )
     alone = [runner.run(s, _options(tmp_path, "alone")) for s in specs]
     together = stacked.run_stacked(specs, _options(tmp_path, "together"))
     for a, b in zip(alone, together):

@@ -53,6 +53,7 @@ def phase(stats: dict[str, float], before: float, irm_code: bool) -> str:
 
     DomainBed: loss = nll + w * penalty. IRM code: the same, divided by w when w > 1.
     """
+
     def loss_with(w: float) -> float:
         loss = stats["nll"] + w * stats["penalty"]
         return loss / w if irm_code and w > 1 else loss
@@ -65,7 +66,8 @@ def phase(stats: dict[str, float], before: float, irm_code: bool) -> str:
 
 @pytest.mark.parametrize("name, weight_key, anneal_key, before", ANNEALED)
 def test_domainbed_schedule_switches_weight_and_resets_adam_at_the_anneal_step(
-        name, weight_key, anneal_key, before):
+    name, weight_key, anneal_key, before
+):
     """DomainBed: w = before while update_count < anneal_iters, then lambda; Adam re-created
     exactly at update_count == anneal_iters (algorithms.py, IRM/VREx/Fishr.update)."""
     alg = make(name, irm_code=False, ema=0.0, **{weight_key: WEIGHT, anneal_key: ANNEAL})
@@ -82,7 +84,8 @@ def test_domainbed_schedule_switches_weight_and_resets_adam_at_the_anneal_step(
 
 @pytest.mark.parametrize("name, weight_key, anneal_key, before", ANNEALED)
 def test_irm_code_schedule_switches_weight_at_the_anneal_step_without_reset(
-        name, weight_key, anneal_key, before):
+    name, weight_key, anneal_key, before
+):
     """IRM code (main.py): w = 1 while step < penalty_anneal_iters, then penalty_weight with the
     loss divided by it; one Adam for the whole run."""
     alg = make(name, irm_code=True, ema=0.0, **{weight_key: WEIGHT, anneal_key: ANNEAL})
@@ -107,12 +110,12 @@ def hand_fishr_penalty(featurizer, head, batches, summed: bool) -> float:
         features = featurizer(x).detach()
         grads = []
         for i in range(len(y)):
-            loss = torch.nn.functional.cross_entropy(head(features[i:i + 1]), y[i:i + 1])
+            loss = torch.nn.functional.cross_entropy(head(features[i : i + 1]), y[i : i + 1])
             per_param = torch.autograd.grad(loss, head.parameters())
             grads.append(torch.cat([g.flatten() for g in per_param]))
         grads = torch.stack(grads).double()
         centred = grads - grads.sum(dim=0) / len(y)
-        variances.append((centred ** 2).sum(dim=0) / len(y))
+        variances.append((centred**2).sum(dim=0) / len(y))
     mean = sum(variances) / len(variances)
     squared = [(v - mean) ** 2 for v in variances]
     total = sum(float(s.sum()) for s in squared)

@@ -23,28 +23,38 @@ ANNEALING_HPARAMS: dict[str, Param] = {
     "irm_code": Fixed(
         False,
         "False: DomainBed's schedule (Adam re-created at the anneal step, loss not rescaled). "
-        "True: the IRM paper's Colored MNIST code (also Fishr's): loss divided by the penalty weight once it exceeds 1, no reset",
+        "True: the IRM paper's Colored MNIST code (also Fishr's): loss divided by the "
+        "penalty weight once it exceeds 1, no reset",
     ),
 }
 
 
-IRM_CMNIST_DATASETS = ("cmnist_irm", "cmnist_fishr")  # the IRM paper's data, under its two conventions
+IRM_CMNIST_DATASETS = (
+    "cmnist_irm",
+    "cmnist_fishr",
+)  # the IRM paper's data, under its two conventions
 
 
-def irm_paper_cmnist(weight_key: str, anneal_key: str, weight: float = 91257.18613115903) -> dict[str, Param]:
-    """The IRM paper's tuned Colored MNIST settings (reproduce_paper_results.sh), reused by the Fishr paper."""
+def irm_paper_cmnist(
+    weight_key: str, anneal_key: str, weight: float = 91257.18613115903
+) -> dict[str, Param]:
+    """The IRM paper's tuned Colored MNIST settings (reproduce_paper_results.sh), reused by the
+    Fishr paper."""
     return {
         "lr": Fixed(0.0004898536566546834, "IRM paper's tuned Adam learning rate"),
         "l2": Fixed(0.00110794568, "IRM paper's tuned L2 weight on sum ||w||^2"),
         "mlp_width": Fixed(390, "IRM paper's tuned hidden width"),
-        "irm_code": Fixed(True, "the IRM code's schedule: loss / penalty weight after annealing, no Adam reset"),
+        "irm_code": Fixed(
+            True, "the IRM code's schedule: loss / penalty weight after annealing, no Adam reset"
+        ),
         weight_key: Fixed(weight, "IRM paper's tuned penalty weight"),
         anneal_key: Fixed(190, "IRM paper's tuned annealing steps"),
     }
 
 
 def classification_loss(logits: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
-    """Cross-entropy; a single logit column means binary labels {0, 1} with BCE (the IRM paper's head)."""
+    """Cross-entropy; a single logit column means binary labels {0, 1} with BCE (the IRM paper's
+    head)."""
     if logits.shape[1] == 1:
         return F.binary_cross_entropy_with_logits(logits[:, 0], y.float(), reduction=reduction)
     return F.cross_entropy(logits, y, reduction=reduction)
@@ -97,9 +107,21 @@ class Algorithm(nn.Module):
     NAME: ClassVar[str]
     HPARAMS: ClassVar[dict[str, Param]] = {
         "lr": LogUniform(1e-3, "Adam learning rate", low=10**-4.5, high=10**-2.5, domain=POSITIVE),
-        "weight_decay": LogUniform(0.0, "Adam weight decay", low=1e-6, high=1e-2, domain=NON_NEGATIVE),
-        "batch_size": IntLogUniform(64, "examples per training environment per step (0 = whole environment)", low=8, high=512, domain=NON_NEGATIVE),
-        "l2": Fixed(0.0, "explicit L2 penalty sum(||w||^2) added to the loss (the IRM paper's regulariser)", domain=NON_NEGATIVE),
+        "weight_decay": LogUniform(
+            0.0, "Adam weight decay", low=1e-6, high=1e-2, domain=NON_NEGATIVE
+        ),
+        "batch_size": IntLogUniform(
+            64,
+            "examples per training environment per step (0 = whole environment)",
+            low=8,
+            high=512,
+            domain=NON_NEGATIVE,
+        ),
+        "l2": Fixed(
+            0.0,
+            "explicit L2 penalty sum(||w||^2) added to the loss (the IRM paper's regulariser)",
+            domain=NON_NEGATIVE,
+        ),
         **networks.SHARED_HEAD_SPACE,
     }
     DATASET_HPARAMS: ClassVar[dict[str, dict[str, Param]]] = {}
@@ -107,8 +129,13 @@ class Algorithm(nn.Module):
     # "every declared hparam is read" rule; batch_size is the runner's.
     RUN_HPARAMS: ClassVar[frozenset[str]] = frozenset({"batch_size"})
 
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int, num_train_envs: int,
-                 hparams: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        num_train_envs: int,
+        hparams: Mapping[str, Any],
+    ) -> None:
         super().__init__()
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
@@ -119,7 +146,9 @@ class Algorithm(nn.Module):
         self._l2_in_loss = False  # set by l2_penalty(): this update's loss already has the l2 term
         self.build()
 
-    def update(self, minibatches: Minibatches, unlabeled: list[Tensor] | None = None) -> dict[str, float]:
+    def update(
+        self, minibatches: Minibatches, unlabeled: list[Tensor] | None = None
+    ) -> dict[str, float]:
         raise NotImplementedError
 
     def predict(self, x: Tensor) -> Tensor:
@@ -138,11 +167,17 @@ class Algorithm(nn.Module):
     def build_network(self) -> None:
         """``self.featurizer``, ``self.classifier`` and ``self.network`` from the hparams."""
         self.featurizer = networks.build_featurizer(self.input_shape, self.hparams)
-        self.classifier = networks.build_classifier(self.featurizer.n_outputs, self.num_classes, self.hparams)
+        self.classifier = networks.build_classifier(
+            self.featurizer.n_outputs, self.num_classes, self.hparams
+        )
         self.network = nn.Sequential(self.featurizer, self.classifier)
 
     def make_optimizer(self, params: Any, lr: float | None = None) -> torch.optim.Optimizer:
-        return torch.optim.Adam(params, lr=self.hparams["lr"] if lr is None else lr, weight_decay=self.hparams["weight_decay"])
+        return torch.optim.Adam(
+            params,
+            lr=self.hparams["lr"] if lr is None else lr,
+            weight_decay=self.hparams["weight_decay"],
+        )
 
     # -- one training step ----------------------------------------------------------------
     def minimize(self, loss: Tensor, optimizer: torch.optim.Optimizer | None = None) -> Tensor:
@@ -186,8 +221,11 @@ class Algorithm(nn.Module):
         params = self.parameters() if params is None else params
         return self.hparams["l2"] * sum(p.pow(2).sum() for p in params)
 
-    def penalised_loss(self, nll: Tensor, penalty: Tensor, weight: float, anneal_iters: int, before: float = 1.0) -> Tensor:
-        """``nll + l2 + w * penalty``, w = ``before`` until step ``anneal_iters`` and ``weight`` from then on.
+    def penalised_loss(
+        self, nll: Tensor, penalty: Tensor, weight: float, anneal_iters: int, before: float = 1.0
+    ) -> Tensor:
+        """``nll + l2 + w * penalty``, w = ``before`` until step ``anneal_iters`` and ``weight``
+        from then on.
 
         With ``irm_code`` the loss is divided by w when w > 1 (the IRM code); otherwise
         ``self.optimizer`` is re-created at the anneal step (DomainBed: Adam dislikes the
@@ -203,7 +241,8 @@ class Algorithm(nn.Module):
         return loss
 
     def head_grad_cos(self, env_losses: list[Tensor]) -> dict[str, float]:
-        """``{"grad_cos": mean pairwise cosine of the per-environment gradients}`` (empty for one env).
+        """``{"grad_cos": mean pairwise cosine of the per-environment gradients}`` (empty for one
+        env).
 
         Measured on the classifier head only, every step: backpropagation stops at the
         head, so the diagnostic costs a few small matrix products even for a ResNet.
@@ -212,20 +251,30 @@ class Algorithm(nn.Module):
         if len(env_losses) < 2:
             return {}
         params = [p for p in self.classifier.parameters() if p.requires_grad]
-        grads = [torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params, retain_graph=True)]) for loss in env_losses]
+        grads = [
+            torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params, retain_graph=True)])
+            for loss in env_losses
+        ]
         return {"grad_cos": mean_pairwise_cosine(grads)}
 
     def head_grad_cos_at(self, minibatches: Minibatches) -> dict[str, float]:
-        """``head_grad_cos`` at the current parameters from an extra forward (features without grad).
+        """``head_grad_cos`` at the current parameters from an extra forward (features without
+        grad).
 
         For methods whose training loss is not a sum of per-environment losses (Fish, Mixup).
         """
         with torch.no_grad():
             features = [self.featurizer(x) for x, _ in minibatches]
-        return self.head_grad_cos([classification_loss(self.classifier(f), y) for f, (_, y) in zip(features, minibatches)])
+        return self.head_grad_cos(
+            [classification_loss(self.classifier(f), y) for f, (_, y) in zip(features, minibatches)]
+        )
 
     def get_extra_state(self) -> dict[str, Any]:
-        return {name: opt.state_dict() for name, opt in vars(self).items() if isinstance(opt, torch.optim.Optimizer)}
+        return {
+            name: opt.state_dict()
+            for name, opt in vars(self).items()
+            if isinstance(opt, torch.optim.Optimizer)
+        }
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         for name, opt_state in state.items():

@@ -15,7 +15,12 @@ import torch
 from torch import Tensor
 
 from bench.algorithms.base import (
-    Algorithm, Minibatches, classification_loss, concat_inputs, register_algorithm, split_by_env,
+    Algorithm,
+    Minibatches,
+    classification_loss,
+    concat_inputs,
+    register_algorithm,
+    split_by_env,
 )
 from bench.hparams import NON_NEGATIVE, LogUniform
 
@@ -29,7 +34,11 @@ def gaussian_kernel(a: Tensor, b: Tensor) -> Tensor:
 
 
 def mmd(a: Tensor, b: Tensor) -> Tensor:
-    return gaussian_kernel(a, a).mean() + gaussian_kernel(b, b).mean() - 2 * gaussian_kernel(a, b).mean()
+    return (
+        gaussian_kernel(a, a).mean()
+        + gaussian_kernel(b, b).mean()
+        - 2 * gaussian_kernel(a, b).mean()
+    )
 
 
 def coral(a: Tensor, b: Tensor) -> Tensor:
@@ -45,7 +54,10 @@ class FeatureMatching(Algorithm):
     VERSION = 1
     HPARAMS = {
         "mmd_gamma": LogUniform(
-            1.0, "weight of the feature-distribution distance", low=1e-1, high=1e1,
+            1.0,
+            "weight of the feature-distribution distance",
+            low=1e-1,
+            high=1e1,
             domain=NON_NEGATIVE,
         ),
     }
@@ -56,7 +68,9 @@ class FeatureMatching(Algorithm):
 
     def update(self, minibatches: Minibatches, unlabeled=None) -> dict[str, float]:
         features = split_by_env(self.featurizer(concat_inputs(minibatches)), minibatches)
-        nlls = [classification_loss(self.classifier(f), y) for f, (_, y) in zip(features, minibatches)]
+        nlls = [
+            classification_loss(self.classifier(f), y) for f, (_, y) in zip(features, minibatches)
+        ]
         nll = torch.stack(nlls).mean()
         pairs = [(i, j) for i in range(len(features)) for j in range(i + 1, len(features))]
         distances = (self.distance(features[i], features[j]) for i, j in pairs)
@@ -68,7 +82,8 @@ class FeatureMatching(Algorithm):
 
 @register_algorithm("coral")
 class CORAL(FeatureMatching):
-    """Deep CORAL (Sun & Saenko, 2016): risk + mmd_gamma * distance of feature means and covariances."""
+    """Deep CORAL (Sun & Saenko, 2016): risk + mmd_gamma * distance of feature means and \
+covariances."""
 
     VERSION = 1
     distance = staticmethod(coral)
@@ -76,7 +91,8 @@ class CORAL(FeatureMatching):
 
 @register_algorithm("mmd")
 class MMD(FeatureMatching):
-    """MMD (Li et al., 2018): risk + mmd_gamma * Gaussian-kernel MMD between environment features."""
+    """MMD (Li et al., 2018): risk + mmd_gamma * Gaussian-kernel MMD between environment \
+features."""
 
     VERSION = 1
     distance = staticmethod(mmd)

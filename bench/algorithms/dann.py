@@ -20,10 +20,22 @@ import torch.nn.functional as F
 from torch import autograd, nn
 
 from bench.algorithms.base import (
-    Algorithm, Minibatches, classification_loss, concat_inputs, register_algorithm, split_by_env,
+    Algorithm,
+    Minibatches,
+    classification_loss,
+    concat_inputs,
+    register_algorithm,
+    split_by_env,
 )
 from bench.hparams import (
-    AT_LEAST_ONE, DROPOUT, NON_NEGATIVE, POSITIVE, Choice, Domain, IntLogUniform, LogUniform,
+    AT_LEAST_ONE,
+    DROPOUT,
+    NON_NEGATIVE,
+    POSITIVE,
+    Choice,
+    Domain,
+    IntLogUniform,
+    LogUniform,
 )
 from bench.networks import MLP
 
@@ -34,15 +46,49 @@ class AbstractDANN(Algorithm):
     VERSION = 1
     CONDITIONAL = False
     HPARAMS = {
-        "lambda": LogUniform(1.0, "weight of the adversarial term in the generator loss", low=1e-2, high=1e2, domain=NON_NEGATIVE),
-        "lr_d": LogUniform(1e-3, "discriminator Adam learning rate", low=10**-4.5, high=10**-2.5, domain=POSITIVE),
-        "weight_decay_d": LogUniform(0.0, "discriminator weight decay", low=1e-6, high=1e-2, domain=NON_NEGATIVE),
-        "d_steps_per_g_step": IntLogUniform(1, "discriminator steps per generator step", low=1, high=8, base=2.0, domain=AT_LEAST_ONE),
-        "grad_penalty": LogUniform(0.0, "weight of the discriminator's squared input gradient", low=1e-2, high=1e1, domain=NON_NEGATIVE),
-        "beta1": Choice(0.5, "Adam beta1 of both optimisers", options=(0.0, 0.5), domain=Domain(0, 1, open_high=True)),
-        "d_mlp_width": IntLogUniform(256, "discriminator hidden width", low=64, high=1024, domain=AT_LEAST_ONE),
-        "d_mlp_depth": Choice(3, "discriminator Linear layers", options=(3, 4, 5), domain=Domain(2)),
-        "d_mlp_dropout": Choice(0.0, "discriminator dropout", options=(0.0, 0.1, 0.5), domain=DROPOUT),
+        "lambda": LogUniform(
+            1.0,
+            "weight of the adversarial term in the generator loss",
+            low=1e-2,
+            high=1e2,
+            domain=NON_NEGATIVE,
+        ),
+        "lr_d": LogUniform(
+            1e-3, "discriminator Adam learning rate", low=10**-4.5, high=10**-2.5, domain=POSITIVE
+        ),
+        "weight_decay_d": LogUniform(
+            0.0, "discriminator weight decay", low=1e-6, high=1e-2, domain=NON_NEGATIVE
+        ),
+        "d_steps_per_g_step": IntLogUniform(
+            1,
+            "discriminator steps per generator step",
+            low=1,
+            high=8,
+            base=2.0,
+            domain=AT_LEAST_ONE,
+        ),
+        "grad_penalty": LogUniform(
+            0.0,
+            "weight of the discriminator's squared input gradient",
+            low=1e-2,
+            high=1e1,
+            domain=NON_NEGATIVE,
+        ),
+        "beta1": Choice(
+            0.5,
+            "Adam beta1 of both optimisers",
+            options=(0.0, 0.5),
+            domain=Domain(0, 1, open_high=True),
+        ),
+        "d_mlp_width": IntLogUniform(
+            256, "discriminator hidden width", low=64, high=1024, domain=AT_LEAST_ONE
+        ),
+        "d_mlp_depth": Choice(
+            3, "discriminator Linear layers", options=(3, 4, 5), domain=Domain(2)
+        ),
+        "d_mlp_dropout": Choice(
+            0.0, "discriminator dropout", options=(0.0, 0.1, 0.5), domain=DROPOUT
+        ),
     }
 
     def build(self) -> None:
@@ -68,17 +114,30 @@ class AbstractDANN(Algorithm):
         z = self.featurizer(concat_inputs(minibatches))
         disc_input = z + self.class_embeddings(y) if self.CONDITIONAL else z
         disc_out = self.discriminator(disc_input)
-        domains = torch.cat([torch.full((len(y_e),), i, dtype=torch.long, device=y.device) for i, (_, y_e) in enumerate(minibatches)])
+        domains = torch.cat(
+            [
+                torch.full((len(y_e),), i, dtype=torch.long, device=y.device)
+                for i, (_, y_e) in enumerate(minibatches)
+            ]
+        )
         if self.CONDITIONAL:  # class-balanced discriminator loss
             counts = F.one_hot(y).sum(dim=0)
-            disc_loss = (F.cross_entropy(disc_out, domains, reduction="none") / (counts[y] * counts.shape[0]).float()).sum()
+            disc_loss = (
+                F.cross_entropy(disc_out, domains, reduction="none")
+                / (counts[y] * counts.shape[0]).float()
+            ).sum()
         else:
             disc_loss = F.cross_entropy(disc_out, domains)
-        input_grad = autograd.grad(F.cross_entropy(disc_out, domains, reduction="sum"), [disc_input], create_graph=True)[0]
+        input_grad = autograd.grad(
+            F.cross_entropy(disc_out, domains, reduction="sum"), [disc_input], create_graph=True
+        )[0]
         disc_loss = disc_loss + self.hparams["grad_penalty"] * input_grad.pow(2).sum(dim=1).mean()
 
         logits = self.classifier(z)
-        nlls = [classification_loss(l, y_e) for l, (_, y_e) in zip(split_by_env(logits, minibatches), minibatches)]
+        nlls = [
+            classification_loss(l, y_e)
+            for l, (_, y_e) in zip(split_by_env(logits, minibatches), minibatches)
+        ]
         nll = classification_loss(logits, y)
         diagnostics = self.head_grad_cos(nlls)
         d_steps = self.hparams["d_steps_per_g_step"]

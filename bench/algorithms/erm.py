@@ -1,4 +1,5 @@
-"""Empirical Risk Minimisation (Vapnik, 1998): pool all training environments, minimise the average loss.
+"""Empirical Risk Minimisation (Vapnik, 1998): pool all training environments, minimise the \
+average loss.
 
 Also reports ``grad_cos``, the mean pairwise cosine of the per-environment gradients
 of the classifier head (see ``Algorithm.head_grad_cos``), as the baseline for Fish.
@@ -9,7 +10,12 @@ from __future__ import annotations
 import torch
 
 from bench.algorithms.base import (
-    Algorithm, Minibatches, classification_loss, concat_inputs, env_losses, register_algorithm,
+    Algorithm,
+    Minibatches,
+    classification_loss,
+    concat_inputs,
+    env_losses,
+    register_algorithm,
 )
 
 

@@ -24,13 +24,16 @@ from bench.hparams import POSITIVE, Choice
 
 @register_algorithm("fish")
 class Fish(Algorithm):
-    """Fish (Shi et al., 2022): one inner step per environment on a copy, then a meta step towards it."""
+    """Fish (Shi et al., 2022): one inner step per environment on a copy, then a meta step towards \
+it."""
 
     VERSION = 1
     HPARAMS = {
         "meta_lr": Choice(
-            0.5, "step size of the meta update towards the inner-loop weights",
-            options=(0.05, 0.1, 0.5), domain=POSITIVE,
+            0.5,
+            "step size of the meta update towards the inner-loop weights",
+            options=(0.05, 0.1, 0.5),
+            domain=POSITIVE,
         ),
     }
 

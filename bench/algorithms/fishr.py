@@ -22,14 +22,22 @@ from torch import Tensor
 from torch.func import functional_call, grad, vmap
 
 from bench.algorithms.base import (
-    ANNEALING_HPARAMS, IRM_CMNIST_DATASETS, Algorithm, Minibatches, classification_loss,
-    concat_inputs, irm_paper_cmnist, register_algorithm, split_by_env,
+    ANNEALING_HPARAMS,
+    IRM_CMNIST_DATASETS,
+    Algorithm,
+    Minibatches,
+    classification_loss,
+    concat_inputs,
+    irm_paper_cmnist,
+    register_algorithm,
+    split_by_env,
 )
 from bench.hparams import NON_NEGATIVE, Domain, Fixed, IntUniform, LogUniform, Uniform
 
 
 def per_sample_grads(head: torch.nn.Module, features: Tensor, y: Tensor) -> Tensor:
-    """``[n, P]`` gradients of each example's own loss w.r.t. the head's parameters, differentiable."""
+    """``[n, P]`` gradients of each example's own loss w.r.t. the head's parameters,
+    differentiable."""
     params = dict(head.named_parameters())
 
     def loss(p: dict[str, Tensor], f: Tensor, t: Tensor) -> Tensor:
@@ -45,9 +53,19 @@ class Fishr(Algorithm):
 
     VERSION = 1
     HPARAMS = {
-        "lambda": LogUniform(1000.0, "penalty weight after annealing", low=1e1, high=1e4, domain=NON_NEGATIVE),
-        "penalty_anneal_iters": IntUniform(1500, "steps before the penalty is switched on", low=0, high=5000, domain=NON_NEGATIVE),
-        "ema": Uniform(0.95, "moving-average rate of the gradient variances (0 = none)", low=0.90, high=0.99, domain=Domain(0, 1, open_high=True)),
+        "lambda": LogUniform(
+            1000.0, "penalty weight after annealing", low=1e1, high=1e4, domain=NON_NEGATIVE
+        ),
+        "penalty_anneal_iters": IntUniform(
+            1500, "steps before the penalty is switched on", low=0, high=5000, domain=NON_NEGATIVE
+        ),
+        "ema": Uniform(
+            0.95,
+            "moving-average rate of the gradient variances (0 = none)",
+            low=0.90,
+            high=0.99,
+            domain=Domain(0, 1, open_high=True),
+        ),
         **ANNEALING_HPARAMS,
     }
     DATASET_HPARAMS = {
@@ -79,7 +97,9 @@ class Fishr(Algorithm):
 
     def update(self, minibatches: Minibatches, unlabeled=None) -> dict[str, float]:
         features = split_by_env(self.featurizer(concat_inputs(minibatches)), minibatches)
-        nlls = [classification_loss(self.classifier(f), y) for f, (_, y) in zip(features, minibatches)]
+        nlls = [
+            classification_loss(self.classifier(f), y) for f, (_, y) in zip(features, minibatches)
+        ]
         nll = torch.stack(nlls).mean()
         penalty = self.penalty(features, minibatches)
         diagnostics = self.head_grad_cos(nlls)

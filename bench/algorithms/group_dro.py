@@ -11,20 +11,28 @@ from __future__ import annotations
 import torch
 
 from bench.algorithms.base import (
-    Algorithm, Minibatches, concat_inputs, env_losses, register_algorithm,
+    Algorithm,
+    Minibatches,
+    concat_inputs,
+    env_losses,
+    register_algorithm,
 )
 from bench.hparams import POSITIVE, LogUniform
 
 
 @register_algorithm("group_dro")
 class GroupDRO(Algorithm):
-    """GroupDRO (Sagawa et al., 2020): minimise the q-weighted risk, q ascends on environment losses."""
+    """GroupDRO (Sagawa et al., 2020): minimise the q-weighted risk, q ascends on environment \
+losses."""
 
     VERSION = 1
     HPARAMS = {
         "groupdro_eta": LogUniform(
-            1e-2, "step size of the exponentiated-gradient update of the group weights",
-            low=1e-3, high=1e-1, domain=POSITIVE,
+            1e-2,
+            "step size of the exponentiated-gradient update of the group weights",
+            low=1e-3,
+            high=1e-1,
+            domain=POSITIVE,
         ),
     }
 
@@ -39,4 +47,9 @@ class GroupDRO(Algorithm):
         self.q.div_(self.q.sum())
         diagnostics = self.head_grad_cos(nlls)
         loss = self.minimize(torch.dot(losses, self.q))
-        return {"loss": loss.item(), "nll": losses.mean().item(), "q_max": self.q.max().item(), **diagnostics}
+        return {
+            "loss": loss.item(),
+            "nll": losses.mean().item(),
+            "q_max": self.q.max().item(),
+            **diagnostics,
+        }

@@ -14,7 +14,11 @@ import torch
 from torch import Tensor, autograd
 
 from bench.algorithms.base import (
-    Algorithm, Minibatches, concat_inputs, env_losses, register_algorithm,
+    Algorithm,
+    Minibatches,
+    concat_inputs,
+    env_losses,
+    register_algorithm,
 )
 from bench.hparams import NON_NEGATIVE, LogUniform
 
@@ -26,13 +30,17 @@ def flat_grad(loss: Tensor, params: list[Tensor]) -> Tensor:
 
 @register_algorithm("idgm")
 class IDGM(Algorithm):
-    """IDGM (Shi et al., 2022): risk - gamma * mean pairwise inner product of environment gradients."""
+    """IDGM (Shi et al., 2022): risk - gamma * mean pairwise inner product of environment \
+gradients."""
 
     VERSION = 1
     HPARAMS = {
         "idgm_gamma": LogUniform(
-            0.01, "weight of the mean pairwise gradient inner product (maximised)",
-            low=1e-3, high=1.0, domain=NON_NEGATIVE,
+            0.01,
+            "weight of the mean pairwise gradient inner product (maximised)",
+            low=1e-3,
+            high=1.0,
+            domain=NON_NEGATIVE,
         ),
     }
 

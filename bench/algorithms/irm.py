@@ -1,4 +1,5 @@
-"""IRMv1: Invariant Risk Minimization (Arjovsky, Bottou, Gulrajani & Lopez-Paz, 2019, arXiv:1907.02893).
+"""IRMv1: Invariant Risk Minimization (Arjovsky, Bottou, Gulrajani & Lopez-Paz, 2019,
+arXiv:1907.02893).
 
 Penalty per environment: the squared gradient of the environment's risk with respect
 to a dummy classifier scale w = 1, ||d R_e(w * f) / dw||^2, averaged over environments.
@@ -18,14 +19,22 @@ import torch
 from torch import Tensor, autograd
 
 from bench.algorithms.base import (
-    ANNEALING_HPARAMS, IRM_CMNIST_DATASETS, Algorithm, Minibatches, classification_loss,
-    concat_inputs, irm_paper_cmnist, register_algorithm, split_by_env,
+    ANNEALING_HPARAMS,
+    IRM_CMNIST_DATASETS,
+    Algorithm,
+    Minibatches,
+    classification_loss,
+    concat_inputs,
+    irm_paper_cmnist,
+    register_algorithm,
+    split_by_env,
 )
 from bench.hparams import NON_NEGATIVE, IntLogUniform, LogUniform
 
 
 def dummy_scale_grad(logits: Tensor, y: Tensor) -> Tensor:
-    """d loss(w * logits) / dw at w = 1, kept in the graph (works for one-logit and softmax heads)."""
+    """d loss(w * logits) / dw at w = 1, kept in the graph (works for one-logit and softmax
+    heads)."""
     scale = torch.ones((), device=logits.device, requires_grad=True)
     return autograd.grad(classification_loss(logits * scale, y), [scale], create_graph=True)[0]
 
@@ -38,7 +47,8 @@ def irm_penalty(logits: Tensor, y: Tensor, full_batch: bool) -> Tensor:
 
 @register_algorithm("irm")
 class IRM(Algorithm):
-    """IRMv1 (Arjovsky et al., 2019): risk + weight * squared gradient w.r.t. a dummy classifier scale."""
+    """IRMv1 (Arjovsky et al., 2019): risk + weight * squared gradient w.r.t. a dummy classifier \
+scale."""
 
     VERSION = 1
     HPARAMS = {
@@ -46,7 +56,11 @@ class IRM(Algorithm):
             1e2, "penalty weight after annealing", low=1e-1, high=1e5, domain=NON_NEGATIVE
         ),
         "irm_penalty_anneal_iters": IntLogUniform(
-            500, "steps with penalty weight 1 before irm_lambda", low=1, high=1e4, base=10.0,
+            500,
+            "steps with penalty weight 1 before irm_lambda",
+            low=1,
+            high=1e4,
+            base=10.0,
             domain=NON_NEGATIVE,
         ),
         **ANNEALING_HPARAMS,

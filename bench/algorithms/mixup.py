@@ -17,7 +17,9 @@ from bench.algorithms.base import Algorithm, Minibatches, classification_loss, r
 from bench.hparams import POSITIVE, LogUniform
 
 
-def random_pairs(minibatches: Minibatches) -> list[tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]]:
+def random_pairs(
+    minibatches: Minibatches,
+) -> list[tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]]:
     """Each environment with its successor in a random permutation, truncated to equal size."""
     perm = torch.randperm(len(minibatches)).tolist()
     pairs = []
@@ -35,7 +37,10 @@ class Mixup(Algorithm):
     VERSION = 1
     HPARAMS = {
         "mixup_alpha": LogUniform(
-            0.2, "Beta(alpha, alpha) parameter of the mixing weight", low=1e-1, high=1e1,
+            0.2,
+            "Beta(alpha, alpha) parameter of the mixing weight",
+            low=1e-1,
+            high=1e1,
             domain=POSITIVE,
         ),
     }

@@ -10,7 +10,12 @@ from __future__ import annotations
 import torch
 
 from bench.algorithms.base import (
-    Algorithm, Minibatches, classification_loss, concat_inputs, env_losses, register_algorithm,
+    Algorithm,
+    Minibatches,
+    classification_loss,
+    concat_inputs,
+    env_losses,
+    register_algorithm,
 )
 from bench.hparams import NON_NEGATIVE, LogUniform
 

@@ -3,7 +3,8 @@
 - ``scratch``: no pretraining; the target alone.
 - ``linear_probe``: pretrained featurizer frozen; a new linear head trained (Adam on the head, or
   ``probe="sklearn"``: logistic regression with a C grid selected on the target validation split).
-- ``finetune``: every block starts pretrained and is trained, copied blocks at ``lr * pretrained_lr_mult``.
+- ``finetune``: every block starts pretrained and is trained, copied blocks at
+``lr * pretrained_lr_mult``.
 - ``lp_ft`` (Kumar et al. 2022): a linear probe for ``probe_steps``, then fine-tuning from it.
 - ``surgical`` (Lee et al. 2023): only the named ``block`` (and the new head) is trained.
 - ``frozen_first_n`` / ``reinit_above_n`` (Yosinski et al. 2014): the first ``n`` blocks are copied,
@@ -27,20 +28,29 @@ from bench.transfer.recipes import Recipe
 
 @register_algorithm("scratch")
 class Scratch(Recipe):
-    """Transfer baseline: the same network trained on the target alone, from random initialisation."""
+    """Transfer baseline: the same network trained on the target alone, from random \
+initialisation."""
 
     PRETRAINED = False
 
 
 @register_algorithm("linear_probe")
 class LinearProbe(Recipe):
-    """Linear probe: pretrained featurizer frozen, a new linear head (Adam, or probe="sklearn" logistic regression).
+    """Linear probe: pretrained featurizer frozen, a new linear head (Adam, or probe="sklearn" \
+logistic regression).
 
-    With ``probe="sklearn"`` the head is fitted once before training (bench/transfer/sklearn_probe.py);
-    the training steps then only log its loss.
+    With ``probe="sklearn"`` the head is fitted once before training
+    (bench/transfer/sklearn_probe.py); the training steps then only log its loss.
     """
 
-    HPARAMS = {"probe": Setting("adam", "how the head is trained: Adam steps, or scikit-learn logistic regression with a C grid", options=("adam", "sklearn"))}
+    HPARAMS = {
+        "probe": Setting(
+            "adam",
+            "how the head is trained: Adam steps, or scikit-learn logistic regression "
+            "with a C grid",
+            options=("adam", "sklearn"),
+        )
+    }
 
     def frozen_blocks(self, n_blocks: int) -> set[int]:
         return set(range(n_blocks))
@@ -57,36 +67,67 @@ class LinearProbe(Recipe):
         from bench.transfer.sklearn_probe import fit_logistic_head, frozen_features
 
         if not spec.holdout_fraction:
-            raise UserError("linear_probe with probe=sklearn picks C on the target validation split; use a holdout fraction > 0")
-        dataset = runner.load_dataset(spec.dataset, options.data_dir, spec.data_seed, spec.size, options.download)
+            raise UserError(
+                "linear_probe with probe=sklearn picks C on the target validation split; "
+                "use a holdout fraction > 0"
+            )
+        dataset = runner.load_dataset(
+            spec.dataset, options.data_dir, spec.data_seed, spec.size, options.download
+        )
         splits = runner.holdout_splits(dataset, spec.trial_seed, spec.holdout_fraction)
         train_envs = [name for name in dataset.envs if name not in spec.test_envs]
         if len(train_envs) != 1:
-            raise UserError(f"probe=sklearn fits one target environment; {spec.dataset} trains on {train_envs}")
+            raise UserError(
+                f"probe=sklearn fits one target environment; {spec.dataset} trains on {train_envs}"
+            )
         env, parts, device = dataset.envs[train_envs[0]], splits[train_envs[0]], self.step.device
-        return fit_logistic_head(self.classifier, frozen_features(self.featurizer, env, parts["in"], device), frozen_features(self.featurizer, env, parts["out"], device))
+        return fit_logistic_head(
+            self.classifier,
+            frozen_features(self.featurizer, env, parts["in"], device),
+            frozen_features(self.featurizer, env, parts["out"], device),
+        )
 
     def update(self, minibatches, unlabeled=None) -> dict[str, float]:
         if self.hparams["probe"] != "sklearn":
             return super().update(minibatches, unlabeled)
         with torch.no_grad():  # the fitted head is final; report its training loss like any run
-            nll = classification_loss(self.network(torch.cat([x for x, _ in minibatches])), torch.cat([y for _, y in minibatches]))
+            nll = classification_loss(
+                self.network(torch.cat([x for x, _ in minibatches])),
+                torch.cat([y for _, y in minibatches]),
+            )
         self.finish_update()
         return {"loss": nll.item(), "nll": nll.item()}
 
 
 @register_algorithm("finetune")
 class Finetune(Recipe):
-    """Fine-tuning: every block starts pretrained and is trained, pretrained blocks at lr * pretrained_lr_mult."""
+    """Fine-tuning: every block starts pretrained and is trained, pretrained blocks at lr * \
+pretrained_lr_mult."""
 
-    HPARAMS = {"pretrained_lr_mult": LogUniform(0.1, "learning-rate multiplier of the pretrained blocks (smaller lr)", low=0.01, high=1.0)}
+    HPARAMS = {
+        "pretrained_lr_mult": LogUniform(
+            0.1,
+            "learning-rate multiplier of the pretrained blocks (smaller lr)",
+            low=0.01,
+            high=1.0,
+        )
+    }
 
 
 @register_algorithm("lp_ft")
 class LinearProbeThenFinetune(Finetune):
     """LP-FT (Kumar et al., 2022): a linear probe for probe_steps, then fine-tuning from it."""
 
-    HPARAMS = {"probe_steps": IntLogUniform(300, "steps of linear probing before the featurizer is unfrozen", low=50, high=2000, base=10.0, domain=NON_NEGATIVE)}
+    HPARAMS = {
+        "probe_steps": IntLogUniform(
+            300,
+            "steps of linear probing before the featurizer is unfrozen",
+            low=50,
+            high=2000,
+            base=10.0,
+            domain=NON_NEGATIVE,
+        )
+    }
 
     def before_update(self) -> None:
         probing = int(self.step) < self.hparams["probe_steps"]
@@ -96,19 +137,35 @@ class LinearProbeThenFinetune(Finetune):
 
 @register_algorithm("surgical")
 class Surgical(Recipe):
-    """Surgical fine-tuning (Lee et al., 2023): only the named block (and the new head) is trained."""
+    """Surgical fine-tuning (Lee et al., 2023): only the named block (and the new head) is \
+trained."""
 
-    HPARAMS = {"block": Fixed("block1", "the one featurizer block fine-tuned (block1 = nearest the input); the new head is trained too")}
+    HPARAMS = {
+        "block": Fixed(
+            "block1",
+            "the one featurizer block fine-tuned (block1 = nearest the input); the new "
+            "head is trained too",
+        )
+    }
 
     def frozen_blocks(self, n_blocks: int) -> set[int]:
         if self.hparams["block"] not in self.block_names:
-            raise UserError(f"surgical: unknown block {self.hparams['block']!r}; blocks of this featurizer: {', '.join(self.block_names)}")
+            raise UserError(
+                f"surgical: unknown block {self.hparams['block']!r}; blocks of this "
+                f"featurizer: {', '.join(self.block_names)}"
+            )
         keep = self.block_names.index(self.hparams["block"])
         return set(range(n_blocks)) - {keep}
 
 
 class _FirstN(Recipe):
-    HPARAMS = {"n": Fixed(1, "number of blocks copied from the pretrained featurizer, counted from the input", domain=NON_NEGATIVE)}
+    HPARAMS = {
+        "n": Fixed(
+            1,
+            "number of blocks copied from the pretrained featurizer, counted from the input",
+            domain=NON_NEGATIVE,
+        )
+    }
 
     def copied_blocks(self, n_blocks: int) -> int:
         return self.hparams["n"]
@@ -116,7 +173,8 @@ class _FirstN(Recipe):
 
 @register_algorithm("frozen_first_n")
 class FrozenFirstN(_FirstN):
-    """Yosinski et al.'s AnB/BnB: the first n blocks copied and frozen, the blocks above re-initialised and trained."""
+    """Yosinski et al.'s AnB/BnB: the first n blocks copied and frozen, the blocks above \
+re-initialised and trained."""
 
     def frozen_blocks(self, n_blocks: int) -> set[int]:
         return set(range(min(self.hparams["n"], n_blocks)))
@@ -124,14 +182,22 @@ class FrozenFirstN(_FirstN):
 
 @register_algorithm("reinit_above_n")
 class ReinitAboveN(_FirstN):
-    """Yosinski et al.'s AnB+/BnB+: the first n blocks copied, the rest re-initialised, all fine-tuned at the same lr."""
+    """Yosinski et al.'s AnB+/BnB+: the first n blocks copied, the rest re-initialised, all \
+fine-tuned at the same lr."""
 
 
 @register_algorithm("self_pretrain")
 class SelfPretrain(Finetune):
-    """Self-pretraining: masked-input pretraining on the target's own training inputs, then fine-tuning."""
+    """Self-pretraining: masked-input pretraining on the target's own training inputs, then \
+fine-tuning."""
 
     HPARAMS = {
-        "pretrain_data": Setting("target", "self-pretraining: the target's own training inputs", options=("source", "target")),
-        "pretrain_objective": Setting("masked", "masked-input prediction (self-supervised)", options=OBJECTIVES),
+        "pretrain_data": Setting(
+            "target",
+            "self-pretraining: the target's own training inputs",
+            options=("source", "target"),
+        ),
+        "pretrain_objective": Setting(
+            "masked", "masked-input prediction (self-supervised)", options=OBJECTIVES
+        ),
     }

@@ -18,8 +18,14 @@ from __future__ import annotations
 import torch
 
 from bench.algorithms.base import (
-    ANNEALING_HPARAMS, IRM_CMNIST_DATASETS, Algorithm, Minibatches, concat_inputs, env_losses,
-    irm_paper_cmnist, register_algorithm,
+    ANNEALING_HPARAMS,
+    IRM_CMNIST_DATASETS,
+    Algorithm,
+    Minibatches,
+    concat_inputs,
+    env_losses,
+    irm_paper_cmnist,
+    register_algorithm,
 )
 from bench.errors import UserError
 from bench.hparams import NON_NEGATIVE, IntLogUniform, LogUniform, Setting
@@ -33,15 +39,34 @@ class VREx(Algorithm):
 
     VERSION = 2
     HPARAMS = {
-        "vrex_lambda": LogUniform(1e1, "weight of the variance of the environment risks after annealing", low=1e-1, high=1e5, domain=NON_NEGATIVE),
-        "vrex_penalty_anneal_iters": IntLogUniform(500, "steps with penalty weight 1 before vrex_lambda", low=1, high=1e4, base=10.0, domain=NON_NEGATIVE),
-        "vrex_penalty": Setting("variance", "variance of the risks (DomainBed), or (R_0 - R_1)^2 (the Fishr code)", options=PENALTIES),
+        "vrex_lambda": LogUniform(
+            1e1,
+            "weight of the variance of the environment risks after annealing",
+            low=1e-1,
+            high=1e5,
+            domain=NON_NEGATIVE,
+        ),
+        "vrex_penalty_anneal_iters": IntLogUniform(
+            500,
+            "steps with penalty weight 1 before vrex_lambda",
+            low=1,
+            high=1e4,
+            base=10.0,
+            domain=NON_NEGATIVE,
+        ),
+        "vrex_penalty": Setting(
+            "variance",
+            "variance of the risks (DomainBed), or (R_0 - R_1)^2 (the Fishr code)",
+            options=PENALTIES,
+        ),
         **ANNEALING_HPARAMS,
     }
     DATASET_HPARAMS = {
         name: {
             **irm_paper_cmnist("vrex_lambda", "vrex_penalty_anneal_iters"),
-            "vrex_penalty": Setting("squared_difference", "the Fishr code's rex penalty", options=PENALTIES),
+            "vrex_penalty": Setting(
+                "squared_difference", "the Fishr code's rex penalty", options=PENALTIES
+            ),
         }
         for name in IRM_CMNIST_DATASETS
     }

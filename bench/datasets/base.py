@@ -17,7 +17,9 @@ DATASETS: Registry["MultiEnvDataset"] = Registry("dataset", "bench.datasets")
 # DomainBed's hparams_registry for its SMALL_IMAGES datasets (ColoredMNIST, RotatedMNIST):
 # weight decay is not searched there (lr 1e-3 from 10^U(-4.5, -2.5) and batch 64 from
 # int(2^U(3, 9)) are the algorithm defaults already).
-DOMAINBED_SMALL_IMAGES: dict[str, Param] = {"weight_decay": Fixed(0.0, "DomainBed: no weight decay on small images")}
+DOMAINBED_SMALL_IMAGES: dict[str, Param] = {
+    "weight_decay": Fixed(0.0, "DomainBed: no weight decay on small images")
+}
 register_dataset = DATASETS.register
 
 Size = Literal["full", "tiny"]
@@ -25,7 +27,8 @@ Size = Literal["full", "tiny"]
 
 @dataclass(frozen=True)
 class Environment:
-    """One named distribution of a dataset; ``params`` documents how it differs (e.g. colour flip rate)."""
+    """One named distribution of a dataset; ``params`` documents how it differs (e.g. colour flip
+    rate)."""
 
     name: str
     params: Mapping[str, Any] = field(default_factory=dict)
@@ -37,7 +40,9 @@ class EnvData:
     ``augment`` (optional) is applied to training batches only, on whole batches.
     """
 
-    def __init__(self, x: Tensor, y: Tensor, augment: Callable[[Tensor], Tensor] | None = None) -> None:
+    def __init__(
+        self, x: Tensor, y: Tensor, augment: Callable[[Tensor], Tensor] | None = None
+    ) -> None:
         if len(x) != len(y):
             raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
         self.x, self.y, self.augment = x, y, augment
@@ -73,15 +78,28 @@ class MultiEnvDataset:
     N_STEPS: ClassVar[int] = 5001
     EVAL_EVERY: ClassVar[int] = 100
     HOLDOUT_FRACTION: ClassVar[float] = 0.2
-    REFERENCE: ClassVar[str] = "bench's own generated task"  # the protocol followed (see bench/protocol.py)
-    SELECTION: ClassVar[tuple[str, ...]] = ("train_val", "oracle")  # the selection rules its protocol reports
-    METRIC: ClassVar[str] = "acc"  # the primary metric selection and tables use: acc or mcc (see evaluation.py)
-    VALIDATION_ENV: ClassVar[str | None] = None  # a held-out environment the ``val_env`` selection rule reads
+    REFERENCE: ClassVar[str] = (
+        "bench's own generated task"  # the protocol followed (see bench/protocol.py)
+    )
+    SELECTION: ClassVar[tuple[str, ...]] = (
+        "train_val",
+        "oracle",
+    )  # the selection rules its protocol reports
+    METRIC: ClassVar[str] = (
+        "acc"  # the primary metric selection and tables use: acc or mcc (see evaluation.py)
+    )
+    VALIDATION_ENV: ClassVar[str | None] = (
+        None  # a held-out environment the ``val_env`` selection rule reads
+    )
     BINARY_LOGIT: ClassVar[bool] = False  # one logit + BCE for 2 classes (the IRM paper's head)
     HPARAM_OVERRIDES: ClassVar[dict[str, Param]] = {}
-    HPARAMS: ClassVar[dict[str, Param]] = {}  # the dataset's own keys (e.g. augment), always in the space
+    HPARAMS: ClassVar[
+        dict[str, Param]
+    ] = {}  # the dataset's own keys (e.g. augment), always in the space
 
-    def __init__(self, root: str | None, data_seed: int, size: Size = "full", download: bool = False) -> None:
+    def __init__(
+        self, root: str | None, data_seed: int, size: Size = "full", download: bool = False
+    ) -> None:
         if size not in ("full", "tiny"):
             raise ValueError(f"size must be 'full' or 'tiny', got {size!r}")
         self.root, self.data_seed, self.size, self.download = root, data_seed, size, download
@@ -101,7 +119,8 @@ class MultiEnvDataset:
         return []
 
     def augmentation(self, hparams: Mapping[str, Any]) -> Callable[[Tensor], Tensor] | None:
-        """The train-time batch transform these hparams ask for (the runner attaches it to each env); None = none."""
+        """The train-time batch transform these hparams ask for (the runner attaches it to each
+        env); None = none."""
         return None
 
     def for_run(
@@ -137,13 +156,17 @@ class MultiEnvDataset:
         if len(set(names)) != len(names):
             raise ValueError(f"{self.NAME}: duplicate environment names {names}")
         if list(self.envs) != names:
-            raise ValueError(f"{self.NAME}: built environments {list(self.envs)} != declared {names}")
+            raise ValueError(
+                f"{self.NAME}: built environments {list(self.envs)} != declared {names}"
+            )
         for name, env in self.envs.items():
             if len(env) == 0:
                 raise ValueError(f"{self.NAME}/{name}: empty environment")
             x, y = env.batch(torch.arange(min(len(env), 256)))
             if tuple(x.shape[1:]) != tuple(self.INPUT_SHAPE):
-                raise ValueError(f"{self.NAME}/{name}: input shape {tuple(x.shape[1:])} != {self.INPUT_SHAPE}")
+                raise ValueError(
+                    f"{self.NAME}/{name}: input shape {tuple(x.shape[1:])} != {self.INPUT_SHAPE}"
+                )
             if y.dtype != torch.long:
                 raise ValueError(f"{self.NAME}/{name}: labels must be torch.long, got {y.dtype}")
             if int(env.y.min()) < 0 or int(env.y.max()) >= self.NUM_CLASSES:

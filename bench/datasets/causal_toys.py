@@ -64,7 +64,10 @@ class CausalToy(MultiEnvDataset):
         return self.TINY if self.size == "tiny" else self.PER_ENV
 
     def build(self) -> dict[str, EnvData]:
-        return {env.name: self.draw(env, rng(self.NAME, self.data_seed, env.name)) for env in self.ENVIRONMENTS}
+        return {
+            env.name: self.draw(env, rng(self.NAME, self.data_seed, env.name))
+            for env in self.ENVIRONMENTS
+        }
 
     def draw(self, env: Environment, gen: np.random.Generator) -> EnvData:
         raise NotImplementedError
@@ -74,7 +77,12 @@ class CausalToy(MultiEnvDataset):
 class FishToy(CausalToy):
     """Invariant, domain-specific spurious and random inputs (after Fish's linear example)."""
 
-    ENVIRONMENTS = (Environment("d0", {"shortcut": 0}), Environment("d1", {"shortcut": 1}), Environment("d2", {"shortcut": 2}), Environment("test", {"shortcut": None}))
+    ENVIRONMENTS = (
+        Environment("d0", {"shortcut": 0}),
+        Environment("d1", {"shortcut": 1}),
+        Environment("d2", {"shortcut": 2}),
+        Environment("test", {"shortcut": None}),
+    )
     TEST_ENVS = ("test",)
     N_SPURIOUS, N_RANDOM = 3, 2
     INPUT_SHAPE = (1 + N_SPURIOUS + N_RANDOM,)
@@ -92,7 +100,8 @@ class FishToy(CausalToy):
 
 @register_dataset("irm_sem")
 class IRMSem(CausalToy):
-    """Linear SEM: invariant causes of y, spurious effects whose mechanism changes per environment."""
+    """Linear SEM: invariant causes of y, spurious effects whose mechanism changes per \
+environment."""
 
     ENVIRONMENTS = (
         Environment("sigma_0.5", {"sign": 1.0, "sigma": 0.5}),
@@ -108,13 +117,16 @@ class IRMSem(CausalToy):
         causes = gen.normal(0.0, 1.0, (n, self.DIM))
         y = (causes.sum(1) / math.sqrt(self.DIM) + gen.normal(0.0, 0.5, n) > 0).astype(np.int64)
         s = (2 * y - 1).astype(np.float32)
-        effects = env.params["sign"] * s[:, None] + gen.normal(0.0, env.params["sigma"], (n, self.DIM))
+        effects = env.params["sign"] * s[:, None] + gen.normal(
+            0.0, env.params["sigma"], (n, self.DIM)
+        )
         return _env_data(np.concatenate([causes, effects], axis=1), y)
 
 
 @register_dataset("bottleneck_toy")
 class BottleneckToy(CausalToy):
-    """Two features, four distributions; mixtures are solved by one feature (Yang, Zhang & Bottou, 2025)."""
+    """Two features, four distributions; mixtures are solved by one feature (Yang, Zhang & Bottou, \
+2025)."""
 
     ENVIRONMENTS = (
         Environment("both", {"a": "label", "b": "label"}),
@@ -130,5 +142,7 @@ class BottleneckToy(CausalToy):
         y, s = _signs(gen, n)
         random = np.where(gen.random(n) < 0.5, -1.0, 1.0).astype(np.float32)
         value = {"label": s, "random": random, "flipped": -s}
-        x = np.stack([value[env.params["a"]], value[env.params["b"]]], axis=1) + gen.normal(0.0, self.NOISE, (n, 2))
+        x = np.stack([value[env.params["a"]], value[env.params["b"]]], axis=1) + gen.normal(
+            0.0, self.NOISE, (n, 2)
+        )
         return _env_data(x, y)

@@ -39,8 +39,16 @@ ELLIPSE_AXES = (10.0, 5.0)  # semi-axes in pixels at scale 1
 MARGIN = 12.0  # centre range [MARGIN, SIZE - MARGIN] keeps every rotated shape on the canvas
 
 
-def render(shapes: np.ndarray, scales: np.ndarray, angles: np.ndarray, px: np.ndarray, py: np.ndarray, chunk: int = 2048) -> Tensor:
-    """Boolean masks (n, 64, 64): shape 0 = square, 1 = ellipse, vectorised over images in chunks."""
+def render(
+    shapes: np.ndarray,
+    scales: np.ndarray,
+    angles: np.ndarray,
+    px: np.ndarray,
+    py: np.ndarray,
+    chunk: int = 2048,
+) -> Tensor:
+    """Boolean masks (n, 64, 64): shape 0 = square, 1 = ellipse, vectorised over images in
+    chunks."""
     grid = np.arange(SIZE, dtype=np.float32) + 0.5
     out = np.empty((len(shapes), SIZE, SIZE), dtype=bool)
     for start in range(0, len(shapes), chunk):
@@ -72,21 +80,28 @@ def sample_masks(n: int, gen: np.random.Generator) -> tuple[Tensor, Tensor]:
 
 
 class ColouredMasks(EnvData):
-    """Boolean masks plus one RGB colour per image; ``batch`` paints them into float (b, 3, 64, 64)."""
+    """Boolean masks plus one RGB colour per image; ``batch`` paints them into float (b, 3, 64,
+    64)."""
 
     def __init__(self, masks: Tensor, colours: Tensor, y: Tensor, augment=None) -> None:
         super().__init__(masks, y, augment)
         self.colours = colours
 
     def batch(self, idx: Tensor | None, train: bool = False) -> tuple[Tensor, Tensor]:
-        masks, colours, y = (self.x, self.colours, self.y) if idx is None else (self.x[idx], self.colours[idx], self.y[idx])
+        masks, colours, y = (
+            (self.x, self.colours, self.y)
+            if idx is None
+            else (self.x[idx], self.colours[idx], self.y[idx])
+        )
         x = masks.unsqueeze(1) * colours[:, :, None, None]
         if train and self.augment is not None:
             x = self.augment(x)
         return x, y
 
     def to(self, device: torch.device | str) -> "ColouredMasks":
-        return ColouredMasks(self.x.to(device), self.colours.to(device), self.y.to(device), self.augment)
+        return ColouredMasks(
+            self.x.to(device), self.colours.to(device), self.y.to(device), self.augment
+        )
 
 
 class CDSprites(MultiEnvDataset):
@@ -100,18 +115,28 @@ class CDSprites(MultiEnvDataset):
     TEST_ENVS = ("val", "test")
     VALIDATION_ENV = "val"  # the Fish code picks its checkpoint on ``val`` and reports ``test``
     SELECTION = ("val_env", "train_val")
-    REFERENCE = ("Fish paper (Shi et al. 2022) CdSprites-N at a CPU budget: 1,000 images per domain (the Fish code's data has "
-                 "30-120x more), batch 32 per domain, Adam, 2001 steps (Fish code: batch 64, AMSGrad, 100 epochs)")
+    REFERENCE = (
+        "Fish paper (Shi et al. 2022) CdSprites-N at a CPU budget: 1,000 images per "
+        "domain (the Fish code's data has "
+        "30-120x more), batch 32 per domain, Adam, 2001 steps (Fish code: batch 64, "
+        "AMSGrad, 100 epochs)"
+    )
     N_STEPS = 2001
     EVAL_EVERY = 100
-    HPARAM_OVERRIDES = {"batch_size": IntLogUniform(32, "images per domain per step", low=8, high=128)}
+    HPARAM_OVERRIDES = {
+        "batch_size": IntLogUniform(32, "images per domain per step", low=8, high=128)
+    }
     PER_DOMAIN, EVAL_SIZE = 1000, 2000
     TINY_PER_DOMAIN, TINY_EVAL_SIZE = 32, 64
 
     def build(self) -> dict[str, EnvData]:
         tiny = self.size == "tiny"
         # Two distinct colours per domain, bright enough to separate from the black background.
-        palettes = torch.from_numpy(rng(self.NAME, self.data_seed, "palettes").uniform(0.2, 1.0, (self.N_DOMAINS, 2, 3)).astype(np.float32))
+        palettes = torch.from_numpy(
+            rng(self.NAME, self.data_seed, "palettes")
+            .uniform(0.2, 1.0, (self.N_DOMAINS, 2, 3))
+            .astype(np.float32)
+        )
         envs: dict[str, EnvData] = {}
         for k, env in enumerate(self.ENVIRONMENTS):
             gen = rng(self.NAME, self.data_seed, env.name)
@@ -127,12 +152,25 @@ class CDSprites(MultiEnvDataset):
 
 
 def _environments(n: int) -> tuple[Environment, ...]:
-    train = tuple(Environment(f"d{k}", {"colours": "own palette, one colour per shape"}) for k in range(n))
+    train = tuple(
+        Environment(f"d{k}", {"colours": "own palette, one colour per shape"}) for k in range(n)
+    )
     random_colours = {"colours": "random training palette, random shape->colour"}
     return train + (Environment("val", random_colours), Environment("test", random_colours))
 
 
 for _n in (2, 5, 10, 15):
     register_dataset(f"cdsprites_n{_n}")(
-        type(f"CDSpritesN{_n}", (CDSprites,), {"N_DOMAINS": _n, "ENVIRONMENTS": _environments(_n), "__doc__": f"CDSprites-N with N={_n} training domains: colour is spurious, shape is invariant."})
+        type(
+            f"CDSpritesN{_n}",
+            (CDSprites,),
+            {
+                "N_DOMAINS": _n,
+                "ENVIRONMENTS": _environments(_n),
+                "__doc__": (
+                    f"CDSprites-N with N={_n} training domains: colour is spurious, shape is "
+                    "invariant."
+                ),
+            },
+        )
     )

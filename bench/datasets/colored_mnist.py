@@ -21,13 +21,21 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bench.datasets.base import DOMAINBED_SMALL_IMAGES, EnvData, Environment, MultiEnvDataset, register_dataset
+from bench.datasets.base import (
+    DOMAINBED_SMALL_IMAGES,
+    EnvData,
+    Environment,
+    MultiEnvDataset,
+    register_dataset,
+)
 from bench.datasets.files import MNISTFiles, load_mnist, shuffled_mnist
 from bench.hparams import Fixed
 from bench.seeding import rng
 
 
-def colour(images: np.ndarray, digits: np.ndarray, colour_flip: float, gen: np.random.Generator) -> EnvData:
+def colour(
+    images: np.ndarray, digits: np.ndarray, colour_flip: float, gen: np.random.Generator
+) -> EnvData:
     """Binary label digit<5 with 25% label noise; colour = label flipped w.p. ``colour_flip``."""
     labels = (digits < 5).astype(np.int64) ^ (gen.random(len(digits)) < 0.25)
     colours = labels ^ (gen.random(len(digits)) < colour_flip)
@@ -55,13 +63,26 @@ class ColoredMNIST(MNISTFiles, MultiEnvDataset):
     EVAL_EVERY = 100
     TINY = 1800
     HPARAM_OVERRIDES = DOMAINBED_SMALL_IMAGES
-    REFERENCE = "DomainBed (Gulrajani & Lopez-Paz 2021): ColoredMNIST, MNIST CNN, hparams_registry.py"
+    REFERENCE = (
+        "DomainBed (Gulrajani & Lopez-Paz 2021): ColoredMNIST, MNIST CNN, hparams_registry.py"
+    )
 
     def build(self) -> dict[str, EnvData]:
-        images, digits = shuffled_mnist(self.root, self.download, self.NAME, self.data_seed, self.TINY if self.size == "tiny" else None)
+        images, digits = shuffled_mnist(
+            self.root,
+            self.download,
+            self.NAME,
+            self.data_seed,
+            self.TINY if self.size == "tiny" else None,
+        )
         n = len(self.ENVIRONMENTS)
         return {
-            env.name: colour(images[i::n], digits[i::n], env.params["colour_flip"], rng(self.NAME, self.data_seed, env.name))
+            env.name: colour(
+                images[i::n],
+                digits[i::n],
+                env.params["colour_flip"],
+                rng(self.NAME, self.data_seed, env.name),
+            )
             for i, env in enumerate(self.ENVIRONMENTS)
         }
 
@@ -83,7 +104,10 @@ class ColoredMNISTIRM(MNISTFiles, MultiEnvDataset):
     EVAL_EVERY = 100
     HOLDOUT_FRACTION = 0.0
     TINY = 600
-    REFERENCE = "IRM paper (Arjovsky et al. 2019) code/colored_mnist; methods it did not tune run at its ERM flags"
+    REFERENCE = (
+        "IRM paper (Arjovsky et al. 2019) code/colored_mnist; methods it did not tune run at "
+        "its ERM flags"
+    )
     SELECTION = ("last",)
     # The IRM code's defaults (main.py flags), which its ERM baseline uses.
     HPARAM_OVERRIDES = {
@@ -107,11 +131,18 @@ class ColoredMNISTIRM(MNISTFiles, MultiEnvDataset):
         train_x, train_y = self._images(x_tr[:50000][order]), y_tr[:50000][order]
         test_x, test_y = self._images(x_tr[50000:]), y_tr[50000:]
         if self.size == "tiny":
-            train_x, train_y, test_x, test_y = train_x[: self.TINY], train_y[: self.TINY], test_x[: self.TINY // 2], test_y[: self.TINY // 2]
+            train_x, train_y, test_x, test_y = (
+                train_x[: self.TINY],
+                train_y[: self.TINY],
+                test_x[: self.TINY // 2],
+                test_y[: self.TINY // 2],
+            )
         parts = [(train_x[::2], train_y[::2]), (train_x[1::2], train_y[1::2]), (test_x, test_y)]
         envs = {}
         for env, (x, y) in zip(self.ENVIRONMENTS, parts):
-            envs[env.name] = self._finish(colour(x, y, env.params["colour_flip"], rng(self.STREAM, self.data_seed, env.name)))
+            envs[env.name] = self._finish(
+                colour(x, y, env.params["colour_flip"], rng(self.STREAM, self.data_seed, env.name))
+            )
         return envs
 
     def _finish(self, env: EnvData) -> EnvData:
@@ -124,10 +155,15 @@ class ColoredMNISTFishr(ColoredMNISTIRM):
     hyperparameters tuned for IRM (Fishr code ``coloredmnist/train_coloredmnist.py`` defaults)."""
 
     VERSION = 1
-    REFERENCE = "Fishr paper (Rame et al. 2022) coloredmnist/train_coloredmnist.py: every method at the IRM-tuned flags"
+    REFERENCE = (
+        "Fishr paper (Rame et al. 2022) coloredmnist/train_coloredmnist.py: every method at "
+        "the IRM-tuned flags"
+    )
     HPARAM_OVERRIDES = {
         **ColoredMNISTIRM.HPARAM_OVERRIDES,
-        "lr": Fixed(0.0004898536566546834, "IRM paper's tuned Adam learning rate, for every method"),
+        "lr": Fixed(
+            0.0004898536566546834, "IRM paper's tuned Adam learning rate, for every method"
+        ),
         "l2": Fixed(0.00110794568, "IRM paper's tuned L2 weight on sum ||w||^2, for every method"),
         "mlp_width": Fixed(390, "IRM paper's tuned hidden width, for every method"),
     }
@@ -136,7 +172,8 @@ class ColoredMNISTFishr(ColoredMNISTIRM):
 @register_dataset("cmnist_irm_gray")
 class ColoredMNISTIRMGray(ColoredMNISTIRM):
     """The IRM paper's grayscale oracle: the same data with the colour channels summed, trained with
-    the oracle's own tuned settings (reproduce_paper_results.sh: hidden 83, lr 0.00282, l2 0.00086, 101 steps)."""
+    the oracle's own tuned settings (reproduce_paper_results.sh: hidden 83, lr 0.00282, l2 0.00086,
+    101 steps)."""
 
     VERSION = 2
     INPUT_SHAPE = (1, 14, 14)

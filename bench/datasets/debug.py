@@ -16,13 +16,21 @@ from bench.seeding import torch_generator
 @register_dataset("debug")
 class Debug(MultiEnvDataset):
     VERSION = 1
-    ENVIRONMENTS = (Environment("e0", {"shift": 0.0}), Environment("e1", {"shift": 0.5}), Environment("e2", {"shift": 1.0}))
+    ENVIRONMENTS = (
+        Environment("e0", {"shift": 0.0}),
+        Environment("e1", {"shift": 0.5}),
+        Environment("e2", {"shift": 1.0}),
+    )
     INPUT_SHAPE = (10,)
     NUM_CLASSES = 2
     FEATURIZER = "mlp"
     N_STEPS = 60
     EVAL_EVERY = 20
-    HPARAM_OVERRIDES = {"mlp_width": Fixed(32, "small for tests"), "mlp_depth": Fixed(2, "small for tests"), "batch_size": Fixed(32, "small for tests")}
+    HPARAM_OVERRIDES = {
+        "mlp_width": Fixed(32, "small for tests"),
+        "mlp_depth": Fixed(2, "small for tests"),
+        "batch_size": Fixed(32, "small for tests"),
+    }
 
     def build(self) -> dict[str, EnvData]:
         n = 100 if self.size == "tiny" else 500

@@ -25,7 +25,12 @@ from torch import Tensor
 
 from bench.datasets.base import register_dataset
 from bench.datasets.image_folder import (
-    PACS, VLCS, DomainNet, ImageFolderDataset, OfficeHome, TerraIncognita,
+    PACS,
+    VLCS,
+    DomainNet,
+    ImageFolderDataset,
+    OfficeHome,
+    TerraIncognita,
 )
 from bench.hparams import Fixed, IntLogUniform, LogUniform, Setting
 
@@ -36,12 +41,14 @@ def domainbed_augment(x: Tensor) -> Tensor:
     """DomainBed's train transform, image by image (float in [0, 1]; the runner-seeded RNG)."""
     from torchvision.transforms import v2
 
-    transform = v2.Compose([
-        v2.RandomResizedCrop(x.shape[-1], scale=(0.7, 1.0), antialias=True),
-        v2.RandomHorizontalFlip(),
-        v2.ColorJitter(0.3, 0.3, 0.3, 0.3),
-        v2.RandomGrayscale(p=0.1),
-    ])
+    transform = v2.Compose(
+        [
+            v2.RandomResizedCrop(x.shape[-1], scale=(0.7, 1.0), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.ColorJitter(0.3, 0.3, 0.3, 0.3),
+            v2.RandomGrayscale(p=0.1),
+        ]
+    )
     return torch.stack([transform(image) for image in x])
 
 
@@ -49,13 +56,16 @@ def _overrides(base: type[ImageFolderDataset]) -> dict[str, Any]:
     high_batch = 2**5 if base.NAME == "domain_net" else 2**5.5
     return {
         "weights": Fixed("imagenet", "DomainBed: torchvision's ImageNet weights"),
-        "freeze_bn": Setting(True, "DomainBed: BatchNorm in eval mode while training",
-                             options=(False, True)),
+        "freeze_bn": Setting(
+            True, "DomainBed: BatchNorm in eval mode while training", options=(False, True)
+        ),
         "lr": LogUniform(5e-5, "DomainBed large images: Adam lr", low=1e-5, high=10**-3.5),
-        "lr_d": LogUniform(5e-5, "DomainBed large images: discriminator lr",
-                           low=1e-5, high=10**-3.5),
-        "batch_size": IntLogUniform(32, "DomainBed: images per domain per step",
-                                    low=8, high=high_batch),
+        "lr_d": LogUniform(
+            5e-5, "DomainBed large images: discriminator lr", low=1e-5, high=10**-3.5
+        ),
+        "batch_size": IntLogUniform(
+            32, "DomainBed: images per domain per step", low=8, high=high_batch
+        ),
     }
 
 
@@ -63,17 +73,22 @@ class DomainBedImages(ImageFolderDataset):
     """Mixin body of every ``<name>_domainbed`` variant (see the module docstring)."""
 
     IMAGE_SIZE = SIZE
-    REFERENCE = ("DomainBed (Gulrajani & Lopez-Paz 2021): ResNet-50 from ImageNet, 224 px, "
-                 "frozen BatchNorm")
+    REFERENCE = (
+        "DomainBed (Gulrajani & Lopez-Paz 2021): ResNet-50 from ImageNet, 224 px, frozen BatchNorm"
+    )
     INPUT_SHAPE = (3, SIZE, SIZE)
     FEATURIZER = "resnet50"
     EVAL_EVERY = 300
     AUGMENTATIONS: ClassVar[dict[str, Callable[[Tensor], Tensor] | None]] = {
-        "domainbed": domainbed_augment, "none": None,
+        "domainbed": domainbed_augment,
+        "none": None,
     }
     HPARAMS = {
-        "augment": Setting("domainbed", "DomainBed's train transform (with hue jitter), or none",
-                           options=("domainbed", "none")),
+        "augment": Setting(
+            "domainbed",
+            "DomainBed's train transform (with hue jitter), or none",
+            options=("domainbed", "none"),
+        ),
     }
 
     def augmentation(self, hparams: Mapping[str, Any]) -> Callable[[Tensor], Tensor] | None:

@@ -8,9 +8,12 @@ import threading
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.errors import DataNotFoundError, UserError, reason
+
+if TYPE_CHECKING:  # annotations only: numpy is imported where the arrays are built
+    import numpy as np
 
 ENV_VAR = "BENCH_DATA"
 MNIST_KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -18,7 +21,8 @@ HUB_URL = "https://huggingface.co"
 
 
 def data_roots(explicit: str | None) -> list[Path]:
-    """Where to look: ``--data-dir`` alone if given, else $BENCH_DATA, ./data and the checkout's ../shared/data."""
+    """Where to look: ``--data-dir`` alone if given, else $BENCH_DATA, ./data and the checkout's
+    ../shared/data."""
     if explicit:
         return [Path(explicit).expanduser()]
     roots = []
@@ -46,7 +50,8 @@ def find_data(explicit: str | None, candidates: list[str], what: str, how_to_get
 
 MNIST_CANDIDATES = ["mnist.npz", "MNIST/raw"]
 MNIST_HOW = (
-    "Get mnist.npz (arrays x_train, y_train, x_test, y_test; the repository's ../shared/data has one), "
+    "Get mnist.npz (arrays x_train, y_train, x_test, y_test; the repository's "
+    "../shared/data has one), "
     "or add --download to fetch MNIST with torchvision into DIR/MNIST/raw."
 )
 
@@ -113,7 +118,9 @@ def import_hf_datasets(purpose: str) -> Any:
     return hf_datasets
 
 
-def load_mnist(explicit_root: str | None, download: bool = False) -> tuple["np.ndarray", "np.ndarray", "np.ndarray", "np.ndarray"]:
+def load_mnist(
+    explicit_root: str | None, download: bool = False
+) -> tuple["np.ndarray", "np.ndarray", "np.ndarray", "np.ndarray"]:
     """MNIST in the official order as uint8 arrays (x_train, y_train, x_test, y_test).
 
     Reads ``mnist.npz`` (keys x_train, y_train, x_test, y_test) or a torchvision
@@ -189,8 +196,11 @@ def _damaged_mnist(path: Path, reason: str) -> UserError:
     )
 
 
-def shuffled_mnist(root: str | None, download: bool, stream: str, data_seed: int, limit: int | None = None) -> tuple["np.ndarray", "np.ndarray"]:
-    """MNIST train+test (70k) in the order of the stream (stream, data_seed, "shuffle"), as DomainBed's MNIST datasets.
+def shuffled_mnist(
+    root: str | None, download: bool, stream: str, data_seed: int, limit: int | None = None
+) -> tuple["np.ndarray", "np.ndarray"]:
+    """MNIST train+test (70k) in the order of the stream (stream, data_seed, "shuffle"), as
+    DomainBed's MNIST datasets.
 
     ``limit`` keeps the first ``limit`` images of that order (``size="tiny"``). Labels are int64.
     """

@@ -1,4 +1,5 @@
-"""Real genomic tasks from GUE (Zhou et al., DNABERT-2, 2023), and any CSV/FASTA/hub file of sequences.
+"""Real genomic tasks from GUE (Zhou et al., DNABERT-2, 2023), and any CSV/FASTA/hub file of
+sequences.
 
 Files: ``genomic/gue_<task>.csv.gz`` with columns ``sequence,label,split`` (train/dev/test;
 see ../shared/data/README.md). Sequences are stored as uint8 base codes and one-hot
@@ -49,26 +50,43 @@ for _code, _base in enumerate("ACGT"):
 
 # Published GUE split sizes (train, dev, test) of the files in ../shared/data/genomic.
 GUE_SPLITS = {
-    "human_tf_0": (32378, 1000, 1000), "human_tf_1": (30672, 1000, 1000), "human_tf_2": (19000, 1000, 1000),
-    "human_tf_3": (27294, 1000, 1000), "human_tf_4": (19000, 1000, 1000), "mouse_tf_0": (6478, 810, 810),
-    "mouse_tf_2": (2620, 328, 328), "mouse_tf_3": (1904, 239, 239), "mouse_tf_4": (15064, 1883, 1883),
-    "prom_300_tata": (4904, 613, 613), "prom_core_all": (47356, 5920, 5920),
-    "prom_core_notata": (42452, 5307, 5307), "prom_core_tata": (4904, 613, 613),
+    "human_tf_0": (32378, 1000, 1000),
+    "human_tf_1": (30672, 1000, 1000),
+    "human_tf_2": (19000, 1000, 1000),
+    "human_tf_3": (27294, 1000, 1000),
+    "human_tf_4": (19000, 1000, 1000),
+    "mouse_tf_0": (6478, 810, 810),
+    "mouse_tf_2": (2620, 328, 328),
+    "mouse_tf_3": (1904, 239, 239),
+    "mouse_tf_4": (15064, 1883, 1883),
+    "prom_300_tata": (4904, 613, 613),
+    "prom_core_all": (47356, 5920, 5920),
+    "prom_core_notata": (42452, 5307, 5307),
+    "prom_core_tata": (4904, 613, 613),
 }
 SPLITS = ("train", "dev", "test")
-HOW_TO_GET = "The GUE files (sequence,label,split) are in the repository's ../shared/data/genomic; GUE itself is at github.com/MAGICS-LAB/DNABERT_2."
+HOW_TO_GET = (
+    "The GUE files (sequence,label,split) are in the repository's ../shared/data/genomic; "
+    "GUE itself is at github.com/MAGICS-LAB/DNABERT_2."
+)
 
 
 def encode(sequences: list[str], length: int) -> Tensor:
-    """uint8 codes (n, length): A,C,G,T -> 0..3, anything else -> 4; centre-cropped or N-padded to ``length``."""
+    """uint8 codes (n, length): A,C,G,T -> 0..3, anything else -> 4; centre-cropped or N-padded to
+    ``length``."""
     if any(len(s) != length for s in sequences):
-        sequences = [s[max(0, (len(s) - length) // 2) :][:length].ljust(length, "N") for s in sequences]
-    raw = np.frombuffer("".join(sequences).encode("ascii"), dtype=np.uint8).reshape(len(sequences), length)
+        sequences = [
+            s[max(0, (len(s) - length) // 2) :][:length].ljust(length, "N") for s in sequences
+        ]
+    raw = np.frombuffer("".join(sequences).encode("ascii"), dtype=np.uint8).reshape(
+        len(sequences), length
+    )
     return torch.from_numpy(_LOOKUP[raw])
 
 
 def reverse_complement(x: Tensor) -> Tensor:
-    """Reverse-complement a random half of a one-hot (b, 4, L) batch (global torch RNG, seeded by the runner)."""
+    """Reverse-complement a random half of a one-hot (b, 4, L) batch (global torch RNG, seeded by
+    the runner)."""
     flip = torch.rand(len(x), device=x.device) < 0.5
     return torch.where(flip[:, None, None], x.flip(1, 2), x)
 
@@ -88,10 +106,11 @@ class SequenceEnvData(EnvData):
 
 
 def read_sequence_file(path: str | Path) -> dict[str, np.ndarray]:
-    """Columns as arrays: ``sequence`` and ``label`` always, ``split`` (and any other column) when present.
+    """Columns as arrays: ``sequence`` and ``label`` always, ``split`` (and any other column) when
+    present.
 
-    CSV(.gz) with a header; FASTA (``>id label=1 split=train``, ``.fa/.fasta[.gz]``); or ``hf://owner/name``.
-    A damaged or malformed file is a UserError naming it.
+    CSV(.gz) with a header; FASTA (``>id label=1 split=train``, ``.fa/.fasta[.gz]``); or
+    ``hf://owner/name``. A damaged or malformed file is a UserError naming it.
     """
     text = str(path)
     if text.startswith("hf://"):
@@ -122,7 +141,9 @@ def _read_csv(path: str | Path) -> dict[str, np.ndarray]:
     frame = pd.read_csv(path, dtype={"sequence": str})
     missing = {"sequence", "label"} - set(frame.columns)
     if missing:
-        raise UserError(f"{path}: missing column(s) {', '.join(sorted(missing))}; need sequence,label[,split]")
+        raise UserError(
+            f"{path}: missing column(s) {', '.join(sorted(missing))}; need sequence,label[,split]"
+        )
     return {key: frame[key].to_numpy() for key in frame.columns}
 
 
@@ -151,7 +172,9 @@ def _read_fasta(path: Path) -> dict[str, np.ndarray]:
                 records.append({**fields, "sequence": []})
             elif line and records:
                 records[-1]["sequence"].append(line)
-    columns: dict[str, np.ndarray] = {"sequence": np.asarray(["".join(r["sequence"]) for r in records])}
+    columns: dict[str, np.ndarray] = {
+        "sequence": np.asarray(["".join(r["sequence"]) for r in records])
+    }
     columns["label"] = np.asarray([int(r["label"]) for r in records])
     if all("split" in r for r in records):
         columns["split"] = np.asarray([r["split"] for r in records])
@@ -167,11 +190,20 @@ class SequenceDataset(MultiEnvDataset):
     N_STEPS = 3001
     EVAL_EVERY = 250
     TINY = 96
-    HPARAMS = {"revcomp": Choice(True, "reverse-complement a random half of each training batch", options=(True, False))}
+    HPARAMS = {
+        "revcomp": Choice(
+            True, "reverse-complement a random half of each training batch", options=(True, False)
+        )
+    }
     CHECK_GUE_SPLITS: ClassVar[bool] = True
-    METRIC = "mcc"  # GUE's (Zhou et al., 2024, DNABERT-2) standard metric for its classification tasks
-    REFERENCE = ("GUE (Zhou et al. 2024, DNABERT-2) data, splits and metric (MCC); bench's sequence CNN at a CPU budget, "
-                 "not GUE's fine-tuned-transformer protocol")
+    METRIC = (
+        "mcc"  # GUE's (Zhou et al., 2024, DNABERT-2) standard metric for its classification tasks
+    )
+    REFERENCE = (
+        "GUE (Zhou et al. 2024, DNABERT-2) data, splits and metric (MCC); bench's "
+        "sequence CNN at a CPU budget, "
+        "not GUE's fine-tuned-transformer protocol"
+    )
 
     def augmentation(self, hparams: Mapping[str, Any]) -> Callable[[Tensor], Tensor] | None:
         return reverse_complement if hparams.get("revcomp") else None
@@ -198,7 +230,10 @@ class SequenceDataset(MultiEnvDataset):
                 raise UserError(f"{path}: missing column split; GUE has sequence,label,split")
             sizes = tuple(int((columns["split"] == s).sum()) for s in SPLITS)
             if sizes != GUE_SPLITS[task]:
-                raise UserError(f"{path}: split sizes {sizes} != published GUE {GUE_SPLITS[task]} (train, dev, test)")
+                raise UserError(
+                    f"{path}: split sizes {sizes} != published GUE {GUE_SPLITS[task]} "
+                    "(train, dev, test)"
+                )
         return columns
 
     def build(self) -> dict[str, EnvData]:
@@ -208,13 +243,20 @@ class SequenceDataset(MultiEnvDataset):
             file, column = env.params["file"], env.params.get("column", "split")
             columns = cache[file] = cache.get(file) or self._read(file)
             if column not in columns:
-                raise UserError(f"{self.NAME}: {file} has no column {column!r} to select environment {env.name!r}")
+                raise UserError(
+                    f"{self.NAME}: {file} has no column {column!r} to select environment "
+                    f"{env.name!r}"
+                )
             rows = np.flatnonzero(np.isin(columns[column].astype(str), env.params["values"]))
             _check_rows(self, file, env, rows, columns["label"])
             if self.size == "tiny":
-                rows = np.sort(rng(self.NAME, self.data_seed, env.name, "tiny").permutation(rows)[: self.TINY])
+                rows = np.sort(
+                    rng(self.NAME, self.data_seed, env.name, "tiny").permutation(rows)[: self.TINY]
+                )
             labels = torch.from_numpy(columns["label"][rows].astype(np.int64))
-            envs[env.name] = SequenceEnvData(encode(columns["sequence"][rows].tolist(), self.INPUT_SHAPE[1]), labels)
+            envs[env.name] = SequenceEnvData(
+                encode(columns["sequence"][rows].tolist(), self.INPUT_SHAPE[1]), labels
+            )
         return envs
 
 
@@ -239,18 +281,20 @@ def _gue_env(name: str, task: str, splits: tuple[str, ...] = SPLITS, **params: A
 
 @register_dataset("gue_tf")
 class GUETranscriptionFactors(SequenceDataset):
-    """GUE TF binding, one environment per task: train on human TFs, test on mouse TFs (species shift)."""
+    """GUE TF binding, one environment per task: train on human TFs, test on mouse TFs (species \
+shift)."""
 
-    ENVIRONMENTS = tuple(_gue_env(f"human_tf_{k}", f"human_tf_{k}", species="human") for k in range(5)) + tuple(
-        _gue_env(f"mouse_tf_{k}", f"mouse_tf_{k}", species="mouse") for k in (0, 2, 3, 4)
-    )
+    ENVIRONMENTS = tuple(
+        _gue_env(f"human_tf_{k}", f"human_tf_{k}", species="human") for k in range(5)
+    ) + tuple(_gue_env(f"mouse_tf_{k}", f"mouse_tf_{k}", species="mouse") for k in (0, 2, 3, 4))
     TEST_ENVS = ("mouse_tf_0", "mouse_tf_2", "mouse_tf_3", "mouse_tf_4")
     INPUT_SHAPE = (4, 101)
 
 
 @register_dataset("gue_prom_core")
 class GUECorePromoters(SequenceDataset):
-    """GUE core promoter detection (70 bp): promoters with a TATA box vs without as two environments."""
+    """GUE core promoter detection (70 bp): promoters with a TATA box vs without as two \
+environments."""
 
     ENVIRONMENTS = (_gue_env("tata", "prom_core_tata"), _gue_env("notata", "prom_core_notata"))
     INPUT_SHAPE = (4, 70)
@@ -260,7 +304,10 @@ class GUECorePromoters(SequenceDataset):
 class GUEPromoters300(SequenceDataset):
     """GUE 300 bp TATA promoter detection with its official train/test split."""
 
-    ENVIRONMENTS = (_gue_env("train", "prom_300_tata", ("train",)), _gue_env("test", "prom_300_tata", ("test",)))
+    ENVIRONMENTS = (
+        _gue_env("train", "prom_300_tata", ("train",)),
+        _gue_env("test", "prom_300_tata", ("test",)),
+    )
     TEST_ENVS = ("test",)
     INPUT_SHAPE = (4, 300)
 
@@ -274,13 +321,18 @@ def sequence_file_dataset(
     column: str = "split",
     num_classes: int = 2,
 ) -> type[SequenceDataset]:
-    """A dataset class whose environments are the rows of ``path`` with ``column`` == each name (not registered).
+    """A dataset class whose environments are the rows of ``path`` with ``column`` == each name (not
+    registered).
 
-    ``path`` is absolute, ``hf://owner/name``, or relative to the data roots (--data-dir, $BENCH_DATA, ...).
+    ``path`` is absolute, ``hf://owner/name``, or relative to the data roots (--data-dir,
+    $BENCH_DATA, ...).
     """
     attrs = {
         "NAME": name,
-        "ENVIRONMENTS": tuple(Environment(env, {"file": path, "column": column, "values": (env,)}) for env in environments),
+        "ENVIRONMENTS": tuple(
+            Environment(env, {"file": path, "column": column, "values": (env,)})
+            for env in environments
+        ),
         "TEST_ENVS": test_envs,
         "INPUT_SHAPE": (4, seq_len),
         "NUM_CLASSES": num_classes,
@@ -291,5 +343,6 @@ def sequence_file_dataset(
 
 
 def register_sequence_file(name: str, path: str, **kwargs: Any) -> type[SequenceDataset]:
-    """Register ``sequence_file_dataset(name, path, **kwargs)`` under ``name`` (call it from a plugin module)."""
+    """Register ``sequence_file_dataset(name, path, **kwargs)`` under ``name`` (call it from a
+    plugin module)."""
     return register_dataset(name)(sequence_file_dataset(name, path, **kwargs))

@@ -36,7 +36,8 @@ SEQ_LEN, MOTIF_LEN = 100, 10
 
 
 def markov_background(n: int, gc: float, cpg: float, gen: np.random.Generator) -> np.ndarray:
-    """uint8 codes (n, SEQ_LEN) from an order-1 chain: base probabilities by GC, C->G scaled by ``cpg``."""
+    """uint8 codes (n, SEQ_LEN) from an order-1 chain: base probabilities by GC, C->G scaled by
+    ``cpg``."""
     base = np.array([(1 - gc) / 2, gc / 2, gc / 2, (1 - gc) / 2])
     transition = np.tile(base, (4, 1))
     transition[1, 2] *= cpg
@@ -55,8 +56,11 @@ def pwm(consensus: np.ndarray, peak: float = 0.85) -> np.ndarray:
     return matrix
 
 
-def plant(codes: np.ndarray, matrix: np.ndarray, rows: np.ndarray, gen: np.random.Generator) -> None:
-    """Write one motif sampled from ``matrix`` at a uniform position into each of ``rows`` (in place)."""
+def plant(
+    codes: np.ndarray, matrix: np.ndarray, rows: np.ndarray, gen: np.random.Generator
+) -> None:
+    """Write one motif sampled from ``matrix`` at a uniform position into each of ``rows`` (in
+    place)."""
     cumulative = np.cumsum(matrix, axis=1)
     motifs = (gen.random((len(rows), MOTIF_LEN, 1)) > cumulative[None]).sum(2).clip(max=3)
     starts = gen.integers(0, SEQ_LEN - MOTIF_LEN + 1, len(rows))
@@ -73,7 +77,11 @@ class GenomicToy(MultiEnvDataset):
     N_STEPS = 2001
     EVAL_EVERY = 100
     PER_ENV, TINY = 5000, 400
-    HPARAMS = {"revcomp": Choice(True, "reverse-complement a random half of each training batch", options=(True, False))}
+    HPARAMS = {
+        "revcomp": Choice(
+            True, "reverse-complement a random half of each training batch", options=(True, False)
+        )
+    }
 
     def augmentation(self, hparams: Mapping[str, Any]) -> Callable[[Tensor], Tensor] | None:
         return reverse_complement if hparams.get("revcomp") else None
@@ -85,8 +93,11 @@ class GenomicToy(MultiEnvDataset):
         b = (a + gen.integers(1, 4, MOTIF_LEN)) % 4
         return pwm(a), pwm(b)
 
-    def sequences(self, z: np.ndarray, gc: np.ndarray, cpg: float, gen: np.random.Generator) -> Tensor:
-        """Backgrounds at per-row GC (two levels at most), motif A where z == 1 and decoy B elsewhere."""
+    def sequences(
+        self, z: np.ndarray, gc: np.ndarray, cpg: float, gen: np.random.Generator
+    ) -> Tensor:
+        """Backgrounds at per-row GC (two levels at most), motif A where z == 1 and decoy B
+        elsewhere."""
         motif_a, motif_b = self.motifs()
         codes = np.empty((len(z), SEQ_LEN), dtype=np.uint8)
         for level in np.unique(gc):
@@ -99,7 +110,8 @@ class GenomicToy(MultiEnvDataset):
 
 @register_dataset("genomic_toy")
 class GenomicToyShift(GenomicToy):
-    """Planted motif decides the label; GC and CpG statistics of the background shift per environment."""
+    """Planted motif decides the label; GC and CpG statistics of the background shift per \
+environment."""
 
     ENVIRONMENTS = (
         Environment("gc35", {"gc": 0.35, "cpg": 0.2}),
@@ -121,7 +133,8 @@ class GenomicToyShift(GenomicToy):
 
 @register_dataset("genomic_toy_spurious")
 class GenomicToySpurious(GenomicToy):
-    """Motif is 75% predictive everywhere; GC content agrees with the label in training, disagrees in test."""
+    """Motif is 75% predictive everywhere; GC content agrees with the label in training, disagrees \
+in test."""
 
     ENVIRONMENTS = (
         Environment("train_0.1", {"gc_flip": 0.1, "label_noise": 0.25}),

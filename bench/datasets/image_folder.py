@@ -1,4 +1,5 @@
-"""Multi-domain image folders ``<root>/<DIRNAME>/<domain>/<class>/*``: PACS, VLCS, OfficeHome, TerraIncognita, DomainNet.
+"""Multi-domain image folders ``<root>/<DIRNAME>/<domain>/<class>/*``: PACS, VLCS, OfficeHome,
+TerraIncognita, DomainNet.
 
 One class serves every layout: a subclass declares its folder, domains (= environments,
 leave-one-domain-out) and classes, and construction checks them against the folders
@@ -50,7 +51,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ImageEnvData(EnvData):
-    """uint8 images (n, 3, s, s) in memory; ``batch`` gives float, augmented when training, then normalised."""
+    """uint8 images (n, 3, s, s) in memory; ``batch`` gives float, augmented when training, then
+    normalised."""
 
     def batch(self, idx: Tensor | None, train: bool = False) -> tuple[Tensor, Tensor]:
         x, y = (self.x, self.y) if idx is None else (self.x[idx], self.y[idx])
@@ -66,29 +68,40 @@ class ImageEnvData(EnvData):
 
 
 def augment_batch(x: Tensor) -> Tensor:
-    """Per-image random resized crop (70-100% area, aspect 3/4..4/3) + flip, colour jitter 0.3, 10% grayscale.
+    """Per-image random resized crop (70-100% area, aspect 3/4..4/3) + flip, colour jitter 0.3, 10%
+    grayscale.
 
-    ``x`` is float in [0, 1]; randomness comes from the global torch RNG, which the runner seeds and checkpoints.
+    ``x`` is float in [0, 1]; randomness comes from the global torch RNG, which the runner seeds and
+    checkpoints.
     """
     return colour_batch(crop_flip_batch(x))
 
 
 def crop_flip_batch(x: Tensor) -> Tensor:
-    """Per-image random resized crop (70-100% area, aspect 3/4..4/3) and horizontal flip, vectorised."""
+    """Per-image random resized crop (70-100% area, aspect 3/4..4/3) and horizontal flip,
+    vectorised."""
     n, device = len(x), x.device
     area = torch.empty(n, device=device).uniform_(0.7, 1.0)
-    aspect = torch.exp(torch.empty(n, device=device).uniform_(-0.2877, 0.2877))  # log(3/4) .. log(4/3)
+    aspect = torch.exp(
+        torch.empty(n, device=device).uniform_(-0.2877, 0.2877)
+    )  # log(3/4) .. log(4/3)
     w, h = (area * aspect).sqrt().clamp(max=1.0), (area / aspect).sqrt().clamp(max=1.0)
-    tx, ty = (1 - w) * (2 * torch.rand(n, device=device) - 1), (1 - h) * (2 * torch.rand(n, device=device) - 1)
+    tx, ty = (
+        (1 - w) * (2 * torch.rand(n, device=device) - 1),
+        (1 - h) * (2 * torch.rand(n, device=device) - 1),
+    )
     flip = torch.where(torch.rand(n, device=device) < 0.5, -1.0, 1.0)
     theta = torch.zeros(n, 2, 3, device=device)
     theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = w * flip, tx, h, ty
     grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
-    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return torch.nn.functional.grid_sample(
+        x, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+    )
 
 
 def colour_batch(x: Tensor) -> Tensor:
-    """Per-image brightness/contrast/saturation jitter 0.3 and 10% grayscale, vectorised (no hue jitter)."""
+    """Per-image brightness/contrast/saturation jitter 0.3 and 10% grayscale, vectorised (no hue
+    jitter)."""
     n, device = len(x), x.device
 
     def factor() -> Tensor:
@@ -97,7 +110,9 @@ def colour_batch(x: Tensor) -> Tensor:
     gray_weights = torch.tensor([0.299, 0.587, 0.114], device=device).view(1, 3, 1, 1)
     x = x * factor()  # brightness
     gray = (x * gray_weights).sum(1, keepdim=True)
-    x = (x - gray.mean((2, 3), keepdim=True)) * factor() + gray.mean((2, 3), keepdim=True)  # contrast
+    x = (x - gray.mean((2, 3), keepdim=True)) * factor() + gray.mean(
+        (2, 3), keepdim=True
+    )  # contrast
     gray = (x * gray_weights).sum(1, keepdim=True)
     x = (x - gray) * factor() + gray  # saturation
     to_gray = (torch.rand(n, 1, 1, 1, device=device) < 0.1).float()
@@ -136,7 +151,8 @@ def bad_image(path: Path, exc: BaseException) -> UserError:
 
 
 class ImageFolderDataset(MultiEnvDataset):
-    """Base for ``<DIRNAME>/<domain>/<class>/*``; CLASSES None = discovered (must agree across domains)."""
+    """Base for ``<DIRNAME>/<domain>/<class>/*``; CLASSES None = discovered (must agree across
+    domains)."""
 
     VERSION = 1
     DIRNAME: ClassVar[str]
@@ -149,16 +165,27 @@ class ImageFolderDataset(MultiEnvDataset):
     N_STEPS = 5001
     EVAL_EVERY = 100
     TINY_PER_CLASS = 4
-    REFERENCE = "bench's CPU protocol on DomainBed's datasets (64 px, small_cnn from scratch): not DomainBed's protocol"
+    REFERENCE = (
+        "bench's CPU protocol on DomainBed's datasets (64 px, small_cnn from scratch): not "
+        "DomainBed's protocol"
+    )
     AUGMENTATIONS: ClassVar[dict[str, Callable[[Tensor], Tensor] | None]] = {
-        "crop_flip_colour": augment_batch, "colour": colour_batch, "none": None,
+        "crop_flip_colour": augment_batch,
+        "colour": colour_batch,
+        "none": None,
     }
     HPARAMS = {
-        "augment": Setting("crop_flip_colour", "train-time augmentation: random resized crop + flip + colour jitter and "
-                           "grayscale (DomainBed's, without hue), colour only (e.g. digits), or none", options=tuple(AUGMENTATIONS)),
+        "augment": Setting(
+            "crop_flip_colour",
+            "train-time augmentation: random resized crop + flip + colour jitter and "
+            "grayscale (DomainBed's, without hue), colour only (e.g. digits), or none",
+            options=tuple(AUGMENTATIONS),
+        ),
     }
     # DomainBed's large-image batch size: int(2^U(3, 5.5))
-    HPARAM_OVERRIDES = {"batch_size": IntLogUniform(32, "images per domain per step", low=8, high=2**5.5)}
+    HPARAM_OVERRIDES = {
+        "batch_size": IntLogUniform(32, "images per domain per step", low=8, high=2**5.5)
+    }
 
     def augmentation(self, hparams: Mapping[str, Any]) -> Callable[[Tensor], Tensor] | None:
         return self.AUGMENTATIONS[hparams.get("augment", "none")]
@@ -166,7 +193,9 @@ class ImageFolderDataset(MultiEnvDataset):
     @classmethod
     def data_paths(cls, root: str | None) -> list[Path]:
         layout = f"{cls.DIRNAME}/<domain>/<class>/*.jpg with domains {', '.join(cls.env_names())}"
-        how = f"Expected layout: {layout}." + (" Or add --download to fetch it from the HuggingFace hub." if cls.HUB_ID else "")
+        how = f"Expected layout: {layout}." + (
+            " Or add --download to fetch it from the HuggingFace hub." if cls.HUB_ID else ""
+        )
         return [find_data(root, [cls.DIRNAME], cls.NAME, how)]
 
     def _root(self) -> Path:
@@ -178,20 +207,29 @@ class ImageFolderDataset(MultiEnvDataset):
             return fetch_from_hub(self, data_roots(self.root)[0] / self.DIRNAME)
 
     def _classes(self, root: Path) -> tuple[str, ...]:
-        """Declared domains must exist; every domain must hold exactly the declared (or the same) classes."""
+        """Declared domains must exist; every domain must hold exactly the declared (or the same)
+        classes."""
         found_domains = sorted(p.name for p in root.iterdir() if p.is_dir())
         missing = [d for d in self.env_names() if d not in found_domains]
         if missing:
-            raise UserError(f"{self.NAME}: {root} lacks domain folder(s) {', '.join(missing)}; found {', '.join(found_domains) or 'none'}")
+            raise UserError(
+                f"{self.NAME}: {root} lacks domain folder(s) {', '.join(missing)}; found "
+                f"{', '.join(found_domains) or 'none'}"
+            )
         classes = self.CLASSES
         for domain in self.env_names():
             found = tuple(sorted(p.name for p in (root / domain).iterdir() if p.is_dir()))
             if classes is None:
                 classes = found
             if set(found) != set(classes):
-                raise UserError(f"{self.NAME}: {root / domain} has classes {list(found)}, expected {list(classes)}")
+                raise UserError(
+                    f"{self.NAME}: {root / domain} has classes {list(found)}, expected "
+                    f"{list(classes)}"
+                )
         if len(classes) != self.NUM_CLASSES:
-            raise UserError(f"{self.NAME}: found {len(classes)} classes in {root}, expected {self.NUM_CLASSES}")
+            raise UserError(
+                f"{self.NAME}: found {len(classes)} classes in {root}, expected {self.NUM_CLASSES}"
+            )
         return tuple(classes)
 
     def build(self) -> dict[str, EnvData]:
@@ -201,15 +239,28 @@ class ImageFolderDataset(MultiEnvDataset):
         for domain in self.env_names():
             paths, labels, counts = [], [], []
             for label, name in enumerate(classes):
-                files = sorted((p for p in (root / domain / name).iterdir() if p.suffix.lower() in EXTENSIONS), key=lambda p: p.name)
+                files = sorted(
+                    (p for p in (root / domain / name).iterdir() if p.suffix.lower() in EXTENSIONS),
+                    key=lambda p: p.name,
+                )
                 counts.append(len(files))
                 if self.size == "tiny":
                     files = files[: self.TINY_PER_CLASS]
                 paths += files
                 labels += [label] * len(files)
-            if self.COUNTS is not None and self.size == "full" and tuple(counts) != self.COUNTS[domain]:
-                raise UserError(f"{self.NAME}/{domain}: per-class image counts {counts} != official {list(self.COUNTS[domain])} ({', '.join(classes)}); the copy under {root} is incomplete")
-            envs[domain] = ImageEnvData(decode_images(paths, self.IMAGE_SIZE), torch.tensor(labels, dtype=torch.long))
+            if (
+                self.COUNTS is not None
+                and self.size == "full"
+                and tuple(counts) != self.COUNTS[domain]
+            ):
+                raise UserError(
+                    f"{self.NAME}/{domain}: per-class image counts {counts} != official "
+                    f"{list(self.COUNTS[domain])} ({', '.join(classes)}); the copy under "
+                    f"{root} is incomplete"
+                )
+            envs[domain] = ImageEnvData(
+                decode_images(paths, self.IMAGE_SIZE), torch.tensor(labels, dtype=torch.long)
+            )
         return envs
 
 
@@ -252,8 +303,10 @@ class _HubNames:
         name = feature.int2str(value) if hasattr(feature, "int2str") else str(value)  # ClassLabel
         safe = re.sub(r"[/\\\x00-\x1f]", "_", name).lstrip(". ").rstrip()
         if not safe:
-            raise UserError(f"hub {column} name {name!r} is not usable as a folder name; "
-                            "fetch the images by hand into the folder layout")
+            raise UserError(
+                f"hub {column} name {name!r} is not usable as a folder name; "
+                "fetch the images by hand into the folder layout"
+            )
         if self.seen.setdefault((column, safe), name) != name:
             first = self.seen[column, safe]
             raise UserError(f"hub {column} names {first!r} and {name!r} both become {safe!r}")
@@ -293,7 +346,8 @@ class VLCS(ImageFolderDataset):
 
 @register_dataset("office_home")
 class OfficeHome(ImageFolderDataset):
-    """OfficeHome (Venkateswara et al., 2017), DomainBed's folder names; 65 classes discovered from the folders."""
+    """OfficeHome (Venkateswara et al., 2017), DomainBed's folder names; 65 classes discovered \
+from the folders."""
 
     DIRNAME = "office_home"
     ENVIRONMENTS = _envs("Art", "Clipart", "Product", "Real World")
@@ -302,7 +356,8 @@ class OfficeHome(ImageFolderDataset):
 
 @register_dataset("terra_incognita")
 class TerraIncognita(ImageFolderDataset):
-    """TerraIncognita (Beery et al., 2018) as DomainBed: four camera-trap locations, 10 classes discovered."""
+    """TerraIncognita (Beery et al., 2018) as DomainBed: four camera-trap locations, 10 classes \
+discovered."""
 
     DIRNAME = "terra_incognita"
     ENVIRONMENTS = _envs("location_100", "location_38", "location_43", "location_46")
@@ -311,9 +366,14 @@ class TerraIncognita(ImageFolderDataset):
 
 @register_dataset("domain_net")
 class DomainNet(ImageFolderDataset):
-    """DomainNet (Peng et al., 2019): six styles, 345 classes discovered; DomainBed uses 5001 steps too."""
+    """DomainNet (Peng et al., 2019): six styles, 345 classes discovered; DomainBed uses 5001 \
+steps too."""
 
     DIRNAME = "domain_net"
     ENVIRONMENTS = _envs("clipart", "infograph", "painting", "quickdraw", "real", "sketch")
     NUM_CLASSES = 345
-    HPARAM_OVERRIDES = {"batch_size": IntLogUniform(32, "images per domain per step (DomainBed: int(2^U(3, 5)))", low=8, high=2**5)}
+    HPARAM_OVERRIDES = {
+        "batch_size": IntLogUniform(
+            32, "images per domain per step (DomainBed: int(2^U(3, 5)))", low=8, high=2**5
+        )
+    }

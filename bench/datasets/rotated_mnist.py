@@ -11,18 +11,27 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bench.datasets.base import DOMAINBED_SMALL_IMAGES, EnvData, Environment, MultiEnvDataset, register_dataset
+from bench.datasets.base import (
+    DOMAINBED_SMALL_IMAGES,
+    EnvData,
+    Environment,
+    MultiEnvDataset,
+    register_dataset,
+)
 from bench.datasets.files import MNISTFiles, shuffled_mnist
 
 ANGLES = (0, 15, 30, 45, 60, 75)
 
 
 def rotate(images: np.ndarray, angle: float) -> torch.Tensor:
-    """uint8 (n, 28, 28) -> float (n, 1, 28, 28) in [0, 1], rotated counter-clockwise by ``angle`` degrees."""
+    """uint8 (n, 28, 28) -> float (n, 1, 28, 28) in [0, 1], rotated counter-clockwise by ``angle``
+    degrees."""
     from torchvision.transforms.v2 import InterpolationMode
     from torchvision.transforms.v2 import functional as F
 
-    x = torch.from_numpy(images).unsqueeze(1).float().div_(255.0)  # float: bilinear on uint8 is much slower
+    x = (
+        torch.from_numpy(images).unsqueeze(1).float().div_(255.0)
+    )  # float: bilinear on uint8 is much slower
     return F.rotate(x, angle, interpolation=InterpolationMode.BILINEAR, fill=0)
 
 
@@ -37,12 +46,22 @@ class RotatedMNIST(MNISTFiles, MultiEnvDataset):
     EVAL_EVERY = 100
     TINY = 1200
     HPARAM_OVERRIDES = DOMAINBED_SMALL_IMAGES
-    REFERENCE = "DomainBed (Gulrajani & Lopez-Paz 2021): RotatedMNIST, MNIST CNN, hparams_registry.py"
+    REFERENCE = (
+        "DomainBed (Gulrajani & Lopez-Paz 2021): RotatedMNIST, MNIST CNN, hparams_registry.py"
+    )
 
     def build(self) -> dict[str, EnvData]:
-        images, digits = shuffled_mnist(self.root, self.download, self.NAME, self.data_seed, self.TINY if self.size == "tiny" else None)
+        images, digits = shuffled_mnist(
+            self.root,
+            self.download,
+            self.NAME,
+            self.data_seed,
+            self.TINY if self.size == "tiny" else None,
+        )
         n = len(self.ENVIRONMENTS)
         return {
-            env.name: EnvData(rotate(images[i::n], env.params["angle"]), torch.from_numpy(digits[i::n]))
+            env.name: EnvData(
+                rotate(images[i::n], env.params["angle"]), torch.from_numpy(digits[i::n])
+            )
             for i, env in enumerate(self.ENVIRONMENTS)
         }

@@ -39,12 +39,13 @@ def _flip(gen: np.random.Generator, bits: np.ndarray, p: float) -> np.ndarray:
     return bits ^ (gen.random(len(bits)) < p)
 
 
-# Chosen by constrained training-domain validation from the grid in benchmarks/spurious_toy_search.py
-# (never the test environment): among the grid points whose two training environments' held-out accuracies
-# differ by <= 2 points, the best mean held-out accuracy (3 trials). Regenerate with:
+# Chosen by constrained training-domain validation from the grid in
+# benchmarks/spurious_toy_search.py (never the test environment): among the grid points whose two
+# training environments' held-out accuracies differ by <= 2 points, the best mean held-out accuracy
+# (3 trials). Regenerate with:
 #   PYTHONPATH=. nice -n 10 python benchmarks/spurious_toy_search.py
-# The table it chose from is in that script's docstring. The penalty is on from the first step (anneal 0):
-# with a warm-up, training-domain validation picks the warm-up's ERM-like checkpoints.
+# The table it chose from is in that script's docstring. The penalty is on from the first step
+# (anneal 0): with a warm-up, training-domain validation picks the warm-up's ERM-like checkpoints.
 SEARCHED_HPARAMS: dict[str, dict[str, object]] = {
     "irm": {"lr": 0.01, "irm_lambda": 100.0, "irm_penalty_anneal_iters": 0},
     "vrex": {"lr": 0.01, "vrex_lambda": 10000.0, "vrex_penalty_anneal_iters": 0},
@@ -53,12 +54,19 @@ SEARCHED_HPARAMS: dict[str, dict[str, object]] = {
 
 
 def _declared(table: dict[str, dict[str, object]]) -> dict[str, dict[str, Fixed]]:
-    return {a: {k: Fixed(v, "spurious_toy default (benchmarks/spurious_toy_search.py)") for k, v in hp.items()} for a, hp in table.items()}
+    return {
+        a: {
+            k: Fixed(v, "spurious_toy default (benchmarks/spurious_toy_search.py)")
+            for k, v in hp.items()
+        }
+        for a, hp in table.items()
+    }
 
 
 @register_dataset("spurious_toy")
 class SpuriousToy(MultiEnvDataset):
-    """Colored-MNIST-like vectors: invariant shape (75%), colour agreeing 90% / 80% in training and 10% at test."""
+    """Colored-MNIST-like vectors: invariant shape (75%), colour agreeing 90% / 80% in training \
+and 10% at test."""
 
     VERSION = 1
     ENVIRONMENTS = (
@@ -77,10 +85,14 @@ class SpuriousToy(MultiEnvDataset):
     HOLDOUT_FRACTION = 0.2
     PER_ENV, TINY = 5000, 400
     STREAM = "spurious_toy"  # the oracle draws the very same data
-    ORACLE: str | None = "spurious_toy_oracle"  # the dataset without the spurious feature (bench/interpret.py)
+    ORACLE: str | None = (
+        "spurious_toy_oracle"  # the dataset without the spurious feature (bench/interpret.py)
+    )
     INVARIANT_CEILING = 0.75  # accuracy of the invariant feature alone, in every environment
     HPARAM_OVERRIDES = {
-        "batch_size": Fixed(0, "full batch: the whole training split of every environment each step"),
+        "batch_size": Fixed(
+            0, "full batch: the whole training split of every environment each step"
+        ),
         "lr": Fixed(0.01, "Adam learning rate for the tiny MLP"),
         "mlp_width": Fixed(16, "tiny MLP: a handful of inputs"),
         "mlp_depth": Fixed(1, "one hidden layer"),
@@ -92,14 +104,19 @@ class SpuriousToy(MultiEnvDataset):
         return self.TINY if self.size == "tiny" else self.PER_ENV
 
     def build(self) -> dict[str, EnvData]:
-        return {env.name: self._finish(self.draw(env, rng(self.STREAM, self.data_seed, env.name))) for env in self.ENVIRONMENTS}
+        return {
+            env.name: self._finish(self.draw(env, rng(self.STREAM, self.data_seed, env.name)))
+            for env in self.ENVIRONMENTS
+        }
 
     def draw(self, env: Environment, gen: np.random.Generator) -> EnvData:
         n = self.n()
         shape = gen.integers(0, 2, n)
         y = _flip(gen, shape, env.params["label_noise"])
         colour = _flip(gen, y, env.params["colour_flip"])
-        signal = np.stack([2.0 * shape - 1, 2.0 * colour - 1], axis=1) + gen.normal(0.0, 0.1, (n, 2))
+        signal = np.stack([2.0 * shape - 1, 2.0 * colour - 1], axis=1) + gen.normal(
+            0.0, 0.1, (n, 2)
+        )
         x = np.concatenate([signal, gen.normal(0.0, 1.0, (n, self.N_NOISE))], axis=1)
         return EnvData(torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64)))
 
@@ -109,7 +126,8 @@ class SpuriousToy(MultiEnvDataset):
 
 @register_dataset("spurious_toy_oracle")
 class SpuriousToyOracle(SpuriousToy):
-    """The oracle: ``spurious_toy``'s very data with the colour coordinate removed (the upper bound, ~75%)."""
+    """The oracle: ``spurious_toy``'s very data with the colour coordinate removed (the upper \
+bound, ~75%)."""
 
     VERSION = 1
     INPUT_SHAPE = (1 + SpuriousToy.N_NOISE,)

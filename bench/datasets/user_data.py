@@ -31,14 +31,28 @@ from torch import Tensor
 
 from bench.datasets.base import DATASETS, EnvData, Environment, MultiEnvDataset
 from bench.datasets.image_folder import (
-    IMAGENET_MEAN, IMAGENET_STD, ImageEnvData, bad_image, colour_batch, crop_flip_batch,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageEnvData,
+    bad_image,
+    colour_batch,
+    crop_flip_batch,
     decode_images,
 )
 from bench.errors import DataNotFoundError, UserError
 from bench.hparams import IntLogUniform, Setting
 
 IMAGE_EXTENSIONS = (
-    ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".ppm",
+    ".pgm",
 )
 GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
 GRAY_MEAN, GRAY_STD = sum(IMAGENET_MEAN) / 3, sum(IMAGENET_STD) / 3
@@ -114,6 +128,7 @@ class GrayImageEnvData(ImageEnvData):
 
 def gray_colour_batch(x: Tensor) -> Tensor:
     """Brightness and contrast jitter 0.3 per image for one-channel batches (no saturation)."""
+
     def factor() -> Tensor:
         return torch.empty(len(x), 1, 1, 1, device=x.device).uniform_(0.7, 1.3)
 
@@ -146,7 +161,8 @@ class UserImageDataset(UserDataset):
     CLASSES: ClassVar[tuple[str, ...]]
     HPARAMS = {
         "augment": Setting(
-            "none", "train-time augmentation: none (the default for your images: no flips of "
+            "none",
+            "train-time augmentation: none (the default for your images: no flips of "
             "digits unless chosen), colour jitter, or random resized crop + flip + colour",
             options=tuple(AUGMENTATIONS),
         ),
@@ -212,8 +228,10 @@ def _images(folder: Path, name: str) -> list[Path]:
     files = _visible(folder)
     other = [p for p in files if p.is_dir() or p.suffix.lower() not in IMAGE_EXTENSIONS]
     if other:
-        raise UserError(f"{name}: {other[0]} is not an image file ({', '.join(IMAGE_EXTENSIONS)}); "
-                        "move it out of the class folders")
+        raise UserError(
+            f"{name}: {other[0]} is not an image file ({', '.join(IMAGE_EXTENSIONS)}); "
+            "move it out of the class folders"
+        )
     return files
 
 
@@ -270,13 +288,18 @@ def make_folder_dataset(rest: str) -> type[FolderDataset]:
     layout = scan_folder(root, name)
     files = [f for classes in layout.values() for fs in classes.values() for f in fs]
     headers = [_header(f) for f in files]
-    channels, height, width = image_geometry([h[0] for h in headers], [h[1] for h in headers],
-                                             options.get("image_size", ""))
+    channels, height, width = image_geometry(
+        [h[0] for h in headers], [h[1] for h in headers], options.get("image_size", "")
+    )
     classes = tuple(next(iter(layout.values())))
     attrs = {
-        "NAME": name, "SOURCE": with_options(f"folder:{root}", options), "LOCATION": root,
-        "ENVIRONMENTS": tuple(Environment(d) for d in layout), "CLASSES": classes,
-        "NUM_CLASSES": len(classes), "INPUT_SHAPE": (channels, height, width),
+        "NAME": name,
+        "SOURCE": with_options(f"folder:{root}", options),
+        "LOCATION": root,
+        "ENVIRONMENTS": tuple(Environment(d) for d in layout),
+        "CLASSES": classes,
+        "NUM_CLASSES": len(classes),
+        "INPUT_SHAPE": (channels, height, width),
         "__doc__": f"Your images in {root.name}/<domain>/<class>/ ({len(files)} files).",
         "__module__": __name__,
     }

@@ -29,7 +29,12 @@ from torch import Tensor
 from bench.datasets.base import DATASETS, EnvData, Environment
 from bench.datasets.files import hub_datasets, import_hf_datasets
 from bench.datasets.user_data import (
-    UserDataset, UserImageDataset, image_geometry, local_path, parse_name, with_options,
+    UserDataset,
+    UserImageDataset,
+    image_geometry,
+    local_path,
+    parse_name,
+    with_options,
 )
 from bench.errors import DataNotFoundError, UserError, reason
 from bench.seeding import rng
@@ -41,8 +46,9 @@ HF_OPTIONS = {**TABLE_OPTIONS, "env": "domain", "image": "", "image_size": ""}
 def _column(frame: Any, key: str, what: str, name: str) -> np.ndarray:
     if key not in frame.columns:
         columns = ", ".join(map(str, frame.columns))
-        raise UserError(f"{name}: no {what} column {key!r}; columns: {columns} "
-                        f"(choose one with ?{what}=COLUMN)")
+        raise UserError(
+            f"{name}: no {what} column {key!r}; columns: {columns} (choose one with ?{what}=COLUMN)"
+        )
     values = frame[key].to_numpy()
     if frame[key].isna().any():
         row = int(np.flatnonzero(frame[key].isna().to_numpy())[0])
@@ -82,8 +88,10 @@ def feature_columns(frame: Any, options: Mapping[str, str], name: str) -> tuple[
     if bad or not chosen:
         columns = ", ".join(map(str, frame.columns))
         found = ", ".join(bad) or "none found"
-        raise UserError(f"{name}: feature column(s) must be numeric; {found} "
-                        f"(columns: {columns}; choose with ?features=a,b)")
+        raise UserError(
+            f"{name}: feature column(s) must be numeric; {found} "
+            f"(columns: {columns}; choose with ?features=a,b)"
+        )
     return chosen
 
 
@@ -135,12 +143,17 @@ def table_class(base: type[TableDataset], frame: Any, attrs: dict[str, Any]) -> 
     name, options = attrs["NAME"], attrs["OPTIONS"]
     _, _, names, classes = env_and_labels(frame, options, name)
     features = feature_columns(frame, options, name)
-    attrs.update({
-        "ENVIRONMENTS": tuple(Environment(n) for n in names), "CLASSES": classes,
-        "NUM_CLASSES": len(classes), "FEATURES": features, "INPUT_SHAPE": (len(features),),
-        "__module__": __name__,
-        "__doc__": f"Your table {name}: {len(frame)} rows, {len(features)} features.",
-    })
+    attrs.update(
+        {
+            "ENVIRONMENTS": tuple(Environment(n) for n in names),
+            "CLASSES": classes,
+            "NUM_CLASSES": len(classes),
+            "FEATURES": features,
+            "INPUT_SHAPE": (len(features),),
+            "__module__": __name__,
+            "__doc__": f"Your table {name}: {len(frame)} rows, {len(features)} features.",
+        }
+    )
     return type(f"Table_{name}", (base,), attrs)
 
 
@@ -172,8 +185,12 @@ def make_csv_dataset(rest: str) -> type[TableDataset]:
     if not path.is_file():
         raise UserError(f"csv:{location}: {path} is not a file")
     name = with_options(f"csv:{path.name}", given)
-    attrs = {"NAME": name, "SOURCE": with_options(f"csv:{path}", given), "LOCATION": path,
-             "OPTIONS": {**TABLE_OPTIONS, **given}}
+    attrs = {
+        "NAME": name,
+        "SOURCE": with_options(f"csv:{path}", given),
+        "LOCATION": path,
+        "OPTIONS": {**TABLE_OPTIONS, **given},
+    }
     return table_class(CsvDataset, read_csv(path, name), attrs)
 
 
@@ -268,8 +285,13 @@ def make_hf_dataset(rest: str) -> type[UserDataset]:
     loaded = load_hf(source)
     options = {**HF_OPTIONS, **given}
     options["image"] = _image_column(loaded, options, name)
-    attrs = {"NAME": name, "SOURCE": with_options(f"hf:{source}", given), "LOCATION": local,
-             "OPTIONS": options, "DATASET": source}
+    attrs = {
+        "NAME": name,
+        "SOURCE": with_options(f"hf:{source}", given),
+        "LOCATION": local,
+        "OPTIONS": options,
+        "DATASET": source,
+    }
     if local is None:  # a hub dataset: its cache files are what the runs read
         files = [Path(f["filename"]) for f in loaded.cache_files]
         attrs["data_paths"] = classmethod(lambda cls, root: list(files))
@@ -285,11 +307,16 @@ def _hf_image_class(loaded: Any, attrs: dict[str, Any]) -> type[HFImageDataset]:
     images = loaded[options["image"]]
     sizes, modes = [i.size for i in images], [i.mode for i in images]
     shape = image_geometry(sizes, modes, options["image_size"])
-    attrs.update({
-        "ENVIRONMENTS": tuple(Environment(n) for n in names), "CLASSES": classes,
-        "NUM_CLASSES": len(classes), "INPUT_SHAPE": shape, "__module__": __name__,
-        "__doc__": f"Your images {name}: {len(loaded)} rows, {len(classes)} classes.",
-    })
+    attrs.update(
+        {
+            "ENVIRONMENTS": tuple(Environment(n) for n in names),
+            "CLASSES": classes,
+            "NUM_CLASSES": len(classes),
+            "INPUT_SHAPE": shape,
+            "__module__": __name__,
+            "__doc__": f"Your images {name}: {len(loaded)} rows, {len(classes)} classes.",
+        }
+    )
     return type(f"HFImages_{name}", (HFImageDataset,), attrs)
 
 

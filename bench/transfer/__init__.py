@@ -1,4 +1,5 @@
-"""Transfer-learning protocols: pretrain on a source (or self-supervised on any data), adapt on a target.
+"""Transfer-learning protocols: pretrain on a source (or self-supervised on any data), adapt on a
+target.
 
 A transfer *task* is a dataset (registered in ``DATASETS``) whose training
 environment is the target and whose test environments are the target's held-out

@@ -12,15 +12,21 @@ WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def named_blocks(featurizer: nn.Module) -> list[tuple[str, list[nn.Module]]]:
-    """``[("block1", [modules...]), ...]`` in forward-definition order; parameter-free modules are skipped."""
+    """``[("block1", [modules...]), ...]`` in forward-definition order; parameter-free modules are
+    skipped."""
     blocks: list[list[nn.Module]] = []
     for module in featurizer.modules():
-        if next(module.children(), None) is not None or next(module.parameters(recurse=False), None) is None:
+        if (
+            next(module.children(), None) is not None
+            or next(module.parameters(recurse=False), None) is None
+        ):
             continue  # containers and parameter-free layers
         if isinstance(module, WEIGHT_LAYERS) or not blocks:
             blocks.append([module])
         else:
-            blocks[-1].append(module)  # GroupNorm/LayerNorm/BatchNorm belong to the layer before them
+            blocks[-1].append(
+                module
+            )  # GroupNorm/LayerNorm/BatchNorm belong to the layer before them
     return [(f"block{i + 1}", mods) for i, mods in enumerate(blocks)]
 
 

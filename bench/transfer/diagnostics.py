@@ -38,9 +38,21 @@ class BlockDiagnostics:
             grads = [p.grad.reshape(-1) for p in params if p.grad is not None]
             grad = torch.cat(grads).norm() if grads else torch.zeros((), device=w.device)
             cos = torch.nn.functional.cosine_similarity(w, w0, dim=0).clamp(-1.0, 1.0)
-            values.append(torch.stack([(w - w0).norm() / w0.norm().clamp_min(1e-12), torch.rad2deg(torch.arccos(cos)), grad]))
+            values.append(
+                torch.stack(
+                    [
+                        (w - w0).norm() / w0.norm().clamp_min(1e-12),
+                        torch.rad2deg(torch.arccos(cos)),
+                        grad,
+                    ]
+                )
+            )
         table = torch.stack(values).tolist()
         out = {}
         for name, (dw_rel, angle, grad) in zip(self.groups, table):
-            out[f"diag/{name}/dw_rel"], out[f"diag/{name}/angle"], out[f"diag/{name}/grad"] = dw_rel, angle, grad
+            out[f"diag/{name}/dw_rel"], out[f"diag/{name}/angle"], out[f"diag/{name}/grad"] = (
+                dw_rel,
+                angle,
+                grad,
+            )
         return out

@@ -23,23 +23,33 @@ def variant_label(spec: Mapping[str, Any]) -> str:
     overrides = spec.get("overrides") or {}
     if not overrides:
         return spec["algorithm"]
-    return spec["algorithm"] + "[" + ",".join(f"{k}={overrides[k]}" for k in sorted(overrides)) + "]"
+    return (
+        spec["algorithm"] + "[" + ",".join(f"{k}={overrides[k]}" for k in sorted(overrides)) + "]"
+    )
 
 
 def _view(run: Run, test_env: str) -> Run:
     others = set(run.spec["test_envs"]) - {test_env}
-    kept = tuple({**r, "eval": {e: v for e, v in r["eval"].items() if e not in others}} for r in run.records)
+    kept = tuple(
+        {**r, "eval": {e: v for e, v in r["eval"].items() if e not in others}} for r in run.records
+    )
     spec = {**run.spec, "algorithm": variant_label(run.spec), "test_envs": [test_env]}
     return replace(run, spec=spec, records=kept)
 
 
 def transfer_views(runs: Sequence[Run]) -> list[Run]:
-    """Every transfer-recipe run as one single-test-split run per test split, labelled by variant."""
+    """Every transfer-recipe run as one single-test-split run per test split, labelled by
+    variant."""
     from bench.algorithms import ALGORITHMS
     from bench.transfer.recipes import Recipe
 
     recipes = {n for n in ALGORITHMS.names() if issubclass(ALGORITHMS.get(n), Recipe)}
-    return [_view(run, t) for run in runs if run.spec.get("algorithm") in recipes for t in run.spec["test_envs"]]
+    return [
+        _view(run, t)
+        for run in runs
+        if run.spec.get("algorithm") in recipes
+        for t in run.spec["test_envs"]
+    ]
 
 
 def load_transfer_runs(output_dir: str | Path) -> list[Run]:
@@ -47,7 +57,8 @@ def load_transfer_runs(output_dir: str | Path) -> list[Run]:
 
 
 def transfer_report(output_dir: str | Path, rules: Sequence[str]) -> tuple[Report, list[Run]]:
-    """``bench.report.build_report`` over the transfer views, with every test split as a table column."""
+    """``bench.report.build_report`` over the transfer views, with every test split as a table
+    column."""
     runs = load_runs(output_dir)
     views = transfer_views(runs)
     report = build_report(views, rules)
@@ -57,8 +68,11 @@ def transfer_report(output_dir: str | Path, rules: Sequence[str]) -> tuple[Repor
     return report, views
 
 
-def layer_transfer_figure(selected: Sequence[Selected], runs: Sequence[Run], test_env: str, path: Path, title: str) -> dict[str, dict[int, list[float]]]:
-    """Accuracy vs n for AnB, BnB, AnB+, BnB+ (mean ± std over trials, points per trial) with the base-B line.
+def layer_transfer_figure(
+    selected: Sequence[Selected], runs: Sequence[Run], test_env: str, path: Path, title: str
+) -> dict[str, dict[int, list[float]]]:
+    """Accuracy vs n for AnB, BnB, AnB+, BnB+ (mean ± std over trials, points per trial) with the
+    base-B line.
 
     Returns the plotted values: series -> n -> per-trial accuracies.
     """
@@ -71,7 +85,12 @@ def layer_transfer_figure(selected: Sequence[Selected], runs: Sequence[Run], tes
     hparams = {r.run_id: r.hparams for r in runs}
     series: dict[str, dict[int, list[float]]] = {}
     base: list[float] = []
-    names = {("frozen_first_n", "source"): "AnB", ("frozen_first_n", "target"): "BnB", ("reinit_above_n", "source"): "AnB+", ("reinit_above_n", "target"): "BnB+"}
+    names = {
+        ("frozen_first_n", "source"): "AnB",
+        ("frozen_first_n", "target"): "BnB",
+        ("reinit_above_n", "source"): "AnB+",
+        ("reinit_above_n", "target"): "BnB+",
+    }
     for s in selected:
         if s.acc is None or s.test_env != test_env:
             continue
@@ -80,8 +99,15 @@ def layer_transfer_figure(selected: Sequence[Selected], runs: Sequence[Run], tes
         if recipe == "scratch":
             base.append(s.acc)
         elif (recipe, hp.get("pretrain_data")) in names:
-            series.setdefault(names[recipe, hp["pretrain_data"]], {}).setdefault(hp["n"], []).append(s.acc)
-    styles = {"AnB": ("tab:red", "o", "-"), "BnB": ("tab:blue", "o", "-"), "AnB+": ("tab:red", "s", "--"), "BnB+": ("tab:blue", "s", "--")}
+            series.setdefault(names[recipe, hp["pretrain_data"]], {}).setdefault(
+                hp["n"], []
+            ).append(s.acc)
+    styles = {
+        "AnB": ("tab:red", "o", "-"),
+        "BnB": ("tab:blue", "o", "-"),
+        "AnB+": ("tab:red", "s", "--"),
+        "BnB+": ("tab:blue", "s", "--"),
+    }
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     tops = []
     for ax in axes:  # the right panel zooms in on the lines near base B
@@ -90,15 +116,38 @@ def layer_transfer_figure(selected: Sequence[Selected], runs: Sequence[Run], tes
                 continue
             ns = sorted(series[name])
             means = [100 * np.mean(series[name][n]) for n in ns]
-            stds = [100 * np.std(series[name][n], ddof=1) if len(series[name][n]) > 1 else 0.0 for n in ns]
+            stds = [
+                100 * np.std(series[name][n], ddof=1) if len(series[name][n]) > 1 else 0.0
+                for n in ns
+            ]
             if name != "AnB":
                 tops += [m + s for m, s in zip(means, stds)]
             color, marker, line = styles[name]
-            ax.errorbar(ns, means, yerr=stds, color=color, marker=marker, linestyle=line, capsize=3, label=name)
+            ax.errorbar(
+                ns,
+                means,
+                yerr=stds,
+                color=color,
+                marker=marker,
+                linestyle=line,
+                capsize=3,
+                label=name,
+            )
             for n in ns:
-                ax.scatter([n] * len(series[name][n]), [100 * v for v in series[name][n]], color=color, s=8, alpha=0.4)
+                ax.scatter(
+                    [n] * len(series[name][n]),
+                    [100 * v for v in series[name][n]],
+                    color=color,
+                    s=8,
+                    alpha=0.4,
+                )
         if base:
-            ax.axhline(100 * np.mean(base), color="black", linewidth=1, label=f"base B (scratch), {len(base)} trials")
+            ax.axhline(
+                100 * np.mean(base),
+                color="black",
+                linewidth=1,
+                label=f"base B (scratch), {len(base)} trials",
+            )
         ax.set_xlabel("n (blocks copied from the pretrained network)")
         ax.set_ylabel(f"{test_env} accuracy (%)")
         ax.set_xticks(sorted({n for s in series.values() for n in s}))
@@ -106,7 +155,10 @@ def layer_transfer_figure(selected: Sequence[Selected], runs: Sequence[Run], tes
     axes[0].set_title(title)
     axes[0].legend(fontsize=8)
     if base and tops:
-        low = min(100 * min(base), *(100 * min(v) for k, s in series.items() if k != "AnB" for v in s.values()))
+        low = min(
+            100 * min(base),
+            *(100 * min(v) for k, s in series.items() if k != "AnB" for v in s.values()),
+        )
         axes[1].set_ylim(low - 0.5, max(tops) + 0.5)
         axes[1].set_title("zoom: BnB, AnB+, BnB+ vs base B")
     fig.tight_layout()
@@ -115,11 +167,18 @@ def layer_transfer_figure(selected: Sequence[Selected], runs: Sequence[Run], tes
     return {"base B": {0: base}, **series}
 
 
-def learning_curve_figure(selected: Sequence[Selected], task: str, test_env: str, path: Path, title: str, labels: Sequence[str] | None = None) -> dict[str, dict[str, list[float]]]:
+def learning_curve_figure(
+    selected: Sequence[Selected],
+    task: str,
+    test_env: str,
+    path: Path,
+    title: str,
+    labels: Sequence[str] | None = None,
+) -> dict[str, dict[str, list[float]]]:
     """Accuracy vs target examples per class (one line per recipe variant; mean ± std over trials).
 
-    ``selected`` rows of ``task`` and its few-shot variants ``task_k<K>`` (only the variant ``labels`` when
-    given); "all" is drawn right of the largest K.
+    ``selected`` rows of ``task`` and its few-shot variants ``task_k<K>`` (only the variant
+    ``labels`` when given); "all" is drawn right of the largest K.
     """
     import matplotlib
 
@@ -131,16 +190,28 @@ def learning_curve_figure(selected: Sequence[Selected], task: str, test_env: str
 
     curves: dict[str, dict[str, list[float]]] = {}
     for s in selected:
-        if s.acc is None or s.test_env != test_env or not (s.dataset == task or s.dataset.startswith(f"{task}_k")) or (labels and s.algorithm not in labels):
+        if (
+            s.acc is None
+            or s.test_env != test_env
+            or not (s.dataset == task or s.dataset.startswith(f"{task}_k"))
+            or (labels and s.algorithm not in labels)
+        ):
             continue
         shots = DATASETS.get(s.dataset).SHOTS
-        curves.setdefault(s.algorithm, {}).setdefault("all" if shots is None else str(shots), []).append(s.acc)
-    sizes = sorted({k for c in curves.values() for k in c}, key=lambda k: (k == "all", int(k) if k != "all" else 0))
+        curves.setdefault(s.algorithm, {}).setdefault(
+            "all" if shots is None else str(shots), []
+        ).append(s.acc)
+    sizes = sorted(
+        {k for c in curves.values() for k in c},
+        key=lambda k: (k == "all", int(k) if k != "all" else 0),
+    )
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, curve in sorted(curves.items()):
         xs = [i for i, k in enumerate(sizes) if k in curve]
         means = [100 * np.mean(curve[sizes[i]]) for i in xs]
-        stds = [100 * np.std(curve[sizes[i]], ddof=1) if len(curve[sizes[i]]) > 1 else 0.0 for i in xs]
+        stds = [
+            100 * np.std(curve[sizes[i]], ddof=1) if len(curve[sizes[i]]) > 1 else 0.0 for i in xs
+        ]
         ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=name)
     ax.set_xticks(range(len(sizes)))
     ax.set_xticklabels(sizes)
@@ -155,8 +226,11 @@ def learning_curve_figure(selected: Sequence[Selected], task: str, test_env: str
     return curves
 
 
-def diagnostics_figure(runs: Sequence[Run], path: Path, title: str) -> dict[str, dict[str, list[float]]]:
-    """Per block, the relative weight change and the angle to the start weights at the last evaluation (mean over runs).
+def diagnostics_figure(
+    runs: Sequence[Run], path: Path, title: str
+) -> dict[str, dict[str, list[float]]]:
+    """Per block, the relative weight change and the angle to the start weights at the last
+    evaluation (mean over runs).
 
     ``runs`` are grouped by variant label; returns label -> metric -> per-block means.
     """
@@ -170,14 +244,28 @@ def diagnostics_figure(runs: Sequence[Run], path: Path, title: str) -> dict[str,
     for run in runs:
         if run.records:
             groups.setdefault(run.spec["algorithm"], []).append(run.records[-1]["train"])
-    blocks = sorted({k.split("/")[1] for t in (v for g in groups.values() for v in g) for k in t if k.startswith("diag/")}, key=lambda b: (b == "head", b))
+    blocks = sorted(
+        {
+            k.split("/")[1]
+            for t in (v for g in groups.values() for v in g)
+            for k in t
+            if k.startswith("diag/")
+        },
+        key=lambda b: (b == "head", b),
+    )
     out: dict[str, dict[str, list[float]]] = {}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     width = 0.8 / max(1, len(groups))
     for i, (label, trains) in enumerate(sorted(groups.items())):
         out[label] = {}
-        for ax, metric, name in ((axes[0], "dw_rel", "||W - W0|| / ||W0||"), (axes[1], "angle", "angle(W, W0) (degrees)")):
-            values = [float(np.mean([t.get(f"diag/{b}/{metric}", np.nan) for t in trains])) for b in blocks]
+        for ax, metric, name in (
+            (axes[0], "dw_rel", "||W - W0|| / ||W0||"),
+            (axes[1], "angle", "angle(W, W0) (degrees)"),
+        ):
+            values = [
+                float(np.mean([t.get(f"diag/{b}/{metric}", np.nan) for t in trains]))
+                for b in blocks
+            ]
             out[label][metric] = values
             ax.bar(np.arange(len(blocks)) + i * width, values, width, label=label)
             ax.set_ylabel(name)

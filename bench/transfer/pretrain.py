@@ -46,7 +46,9 @@ class PretrainSpec:
     """Everything that changes the pretrained weights; its hash is the cache key."""
 
     objective: str
-    data: Mapping[str, Any]  # which examples, e.g. {"dataset": "mnist_ab", "part": "source", "data_seed": 0, ...}
+    data: Mapping[
+        str, Any
+    ]  # which examples, e.g. {"dataset": "mnist_ab", "part": "source", "data_seed": 0, ...}
     featurizer: Mapping[str, Any]  # featurizer name and its hyperparameters
     modality: str
     steps: int
@@ -70,7 +72,13 @@ def pretrained_dir(output_dir: str | Path, pretrain_id: str) -> Path:
     return Path(output_dir) / "pretrained" / pretrain_id
 
 
-def ensure_pretrained(spec: PretrainSpec, output_dir: str | Path, input_shape: tuple[int, ...], load_data: DataLoader, device: torch.device) -> dict[str, Tensor]:
+def ensure_pretrained(
+    spec: PretrainSpec,
+    output_dir: str | Path,
+    input_shape: tuple[int, ...],
+    load_data: DataLoader,
+    device: torch.device,
+) -> dict[str, Tensor]:
     """The featurizer state dict of ``spec``: from the cache, or trained once and stored.
 
     Concurrent workers needing the same checkpoint wait on a blocking file lock while
@@ -89,7 +97,9 @@ def ensure_pretrained(spec: PretrainSpec, output_dir: str | Path, input_shape: t
     return torch.load(directory / WEIGHTS, map_location=device, weights_only=True)
 
 
-def _objective_head(spec: PretrainSpec, n_features: int, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+def _objective_head(
+    spec: PretrainSpec, n_features: int, input_shape: tuple[int, ...], n_classes: int
+) -> nn.Module:
     if spec.objective == "supervised":
         return nn.Linear(n_features, n_classes)
     return nn.Linear(n_features, math.prod(input_shape))
@@ -101,7 +111,14 @@ def _mask(x: Tensor, spec: PretrainSpec, gen: torch.Generator) -> Tensor:
     return (torch.rand(shape, generator=gen) < spec.mask_ratio).to(x.device)
 
 
-def pretrain_loss(spec: PretrainSpec, featurizer: nn.Module, head: nn.Module, x: Tensor, y: Tensor, gen: torch.Generator) -> Tensor:
+def pretrain_loss(
+    spec: PretrainSpec,
+    featurizer: nn.Module,
+    head: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    gen: torch.Generator,
+) -> Tensor:
     """The objective's loss on one batch."""
     if spec.objective == "supervised":
         return F.cross_entropy(head(featurizer(x)), y)
@@ -115,9 +132,17 @@ def pretrain_loss(spec: PretrainSpec, featurizer: nn.Module, head: nn.Module, x:
     return ((out - x).pow(2) * mask).sum() / mask.sum().clamp_min(1)
 
 
-def _train_and_store(spec: PretrainSpec, directory: Path, input_shape: tuple[int, ...], load_data: DataLoader, device: torch.device) -> None:
+def _train_and_store(
+    spec: PretrainSpec,
+    directory: Path,
+    input_shape: tuple[int, ...],
+    load_data: DataLoader,
+    device: torch.device,
+) -> None:
     if spec.objective not in OBJECTIVES or spec.modality not in MODALITIES:
-        raise ValueError(f"pretraining objective {spec.objective!r} / modality {spec.modality!r} unknown")
+        raise ValueError(
+            f"pretraining objective {spec.objective!r} / modality {spec.modality!r} unknown"
+        )
     data, n_classes = load_data()
     data = data.to(device)
     t0 = time.perf_counter()
@@ -129,7 +154,11 @@ def _train_and_store(spec: PretrainSpec, directory: Path, input_shape: tuple[int
         optimizer = torch.optim.Adam([*featurizer.parameters(), *head.parameters()], lr=spec.lr)
         gen = torch_generator("pretrain-batches", spec.pretrain_id)
         for _ in range(spec.steps):
-            x, y = data.batch(torch.randint(len(data), (min(spec.batch_size, len(data)),), generator=gen).to(device))
+            x, y = data.batch(
+                torch.randint(len(data), (min(spec.batch_size, len(data)),), generator=gen).to(
+                    device
+                )
+            )
             loss = pretrain_loss(spec, featurizer, head, x, y, gen)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -138,9 +167,17 @@ def _train_and_store(spec: PretrainSpec, directory: Path, input_shape: tuple[int
             if not math.isfinite(losses[-1]):
                 break
     wall = time.perf_counter() - t0
-    tail = losses[-max(1, len(losses) // 10):]
+    tail = losses[-max(1, len(losses) // 10) :]
     status = "ok" if all(math.isfinite(v) for v in tail) else "diverged"
     records.write_atomic(directory / WEIGHTS, lambda f: torch.save(featurizer.state_dict(), f))
-    summary = {"pretrain_id": spec.pretrain_id, "spec": spec.to_dict(), "n_examples": len(data), "final_loss": sum(tail) / len(tail), "meta": records.provenance(str(device))}
+    summary = {
+        "pretrain_id": spec.pretrain_id,
+        "spec": spec.to_dict(),
+        "n_examples": len(data),
+        "final_loss": sum(tail) / len(tail),
+        "meta": records.provenance(str(device)),
+    }
     records.write_json(directory / records.SPEC, summary)
-    records.write_json(directory / records.DONE, {"status": status, "step": len(losses), "wall_s": wall})
+    records.write_json(
+        directory / records.DONE, {"status": status, "step": len(losses), "wall_s": wall}
+    )

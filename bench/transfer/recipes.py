@@ -1,4 +1,5 @@
-"""The adaptation-recipe base class: a featurizer + new linear head whose first blocks start from pretraining.
+"""The adaptation-recipe base class: a featurizer + new linear head whose first blocks start from
+pretraining.
 
 A recipe is an ``Algorithm`` (registered in ``ALGORITHMS`` by
 ``bench/algorithms/transfer_recipes.py``) with two policy hooks: how many featurizer
@@ -16,33 +17,65 @@ import torch
 
 from bench.algorithms.base import Algorithm, Minibatches, classification_loss
 from bench.errors import UserError
-from bench.hparams import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Domain, Fixed, LogUniform, Param, Setting
+from bench.hparams import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE,
+    POSITIVE,
+    Domain,
+    Fixed,
+    LogUniform,
+    Param,
+    Setting,
+)
 from bench.networks import featurizer_space
 from bench.transfer.blocks import block_parameters, named_blocks
 from bench.transfer.diagnostics import BlockDiagnostics
 from bench.transfer.pretrain import OBJECTIVES, PretrainSpec, ensure_pretrained
 
 
-
 class Recipe(Algorithm):
-    """Base recipe: copies ``copied_blocks`` pretrained blocks, freezes ``frozen_blocks``, trains the rest."""
+    """Base recipe: copies ``copied_blocks`` pretrained blocks, freezes ``frozen_blocks``, trains
+    the rest."""
 
     VERSION = 1
     PRETRAINED: ClassVar[bool] = True
     HPARAMS: ClassVar[dict[str, Param]] = {
-        "pretrain_data": Setting("source", "pretrain on the task's source, or on the target's own training inputs (self-pretraining)", options=("source", "target")),
-        "pretrain_objective": Setting("supervised", "supervised on labels, or masked-input prediction (self-supervised)", options=OBJECTIVES),
+        "pretrain_data": Setting(
+            "source",
+            "pretrain on the task's source, or on the target's own training inputs "
+            "(self-pretraining)",
+            options=("source", "target"),
+        ),
+        "pretrain_objective": Setting(
+            "supervised",
+            "supervised on labels, or masked-input prediction (self-supervised)",
+            options=OBJECTIVES,
+        ),
         "pretrain_steps": Fixed(1000, "pretraining steps", domain=NON_NEGATIVE),
         "pretrain_lr": Fixed(1e-3, "pretraining Adam learning rate", domain=POSITIVE),
         "pretrain_batch_size": Fixed(128, "pretraining batch size", domain=AT_LEAST_ONE),
-        "mask_ratio": Fixed(0.5, "fraction of input positions hidden by the masked objective", domain=Domain(0, 1, open_low=True)),
-        "pretrained_lr_mult": LogUniform(1.0, "learning-rate multiplier of the copied (pretrained) blocks", low=0.01, high=1.0, domain=NON_NEGATIVE),
+        "mask_ratio": Fixed(
+            0.5,
+            "fraction of input positions hidden by the masked objective",
+            domain=Domain(0, 1, open_low=True),
+        ),
+        "pretrained_lr_mult": LogUniform(
+            1.0,
+            "learning-rate multiplier of the copied (pretrained) blocks",
+            low=0.01,
+            high=1.0,
+            domain=NON_NEGATIVE,
+        ),
     }
 
     # Read by prepare_run (pretraining), not during updates.
     RUN_HPARAMS = Algorithm.RUN_HPARAMS | {
-        "pretrain_data", "pretrain_objective", "pretrain_steps", "pretrain_lr",
-        "pretrain_batch_size", "mask_ratio",
+        "pretrain_data",
+        "pretrain_objective",
+        "pretrain_steps",
+        "pretrain_lr",
+        "pretrain_batch_size",
+        "mask_ratio",
     }
 
     def __init__(self, input_shape, num_classes, num_train_envs, hparams):
@@ -117,15 +150,26 @@ class Recipe(Algorithm):
 
     # -- pretraining ----------------------------------------------------------------------
     def prepare_run(self, spec: Any, options: Any) -> dict[str, Any]:
-        """Load the first ``n_copied`` blocks from the cached pretrained featurizer (training it on a miss)."""
-        info: dict[str, Any] = {"recipe": self.NAME, "blocks": self.block_names, "frozen_blocks": [self.block_names[i] for i in sorted(self.frozen)]}
+        """Load the first ``n_copied`` blocks from the cached pretrained featurizer (training it on
+        a miss)."""
+        info: dict[str, Any] = {
+            "recipe": self.NAME,
+            "blocks": self.block_names,
+            "frozen_blocks": [self.block_names[i] for i in sorted(self.frozen)],
+        }
         weights = self.hparams.get("weights", "none")
-        if weights != "none":  # the featurizer was built with --weights: they replace the pretraining stage
-            for _, modules in self.blocks[self.n_copied:]:
+        if (
+            weights != "none"
+        ):  # the featurizer was built with --weights: they replace the pretraining stage
+            for _, modules in self.blocks[self.n_copied :]:
                 for module in modules:
                     module.reset_parameters()
             self.diagnostics.set_reference()
-            return {**info, "pretrained": f"weights:{weights}", "copied_blocks": self.block_names[: self.n_copied]}
+            return {
+                **info,
+                "pretrained": f"weights:{weights}",
+                "copied_blocks": self.block_names[: self.n_copied],
+            }
         if self.n_copied == 0:
             return {**info, "pretrained": None, "copied_blocks": []}
         pspec, load_data = self._pretrain_spec(spec, options)
@@ -138,7 +182,12 @@ class Recipe(Algorithm):
                     prefix = qualified[id(module)]
                     module.load_state_dict({k: state[f"{prefix}.{k}"] for k in module.state_dict()})
         self.diagnostics.set_reference()
-        return {**info, "pretrained": pspec.pretrain_id, "pretrain": pspec.to_dict(), "copied_blocks": self.block_names[: self.n_copied]}
+        return {
+            **info,
+            "pretrained": pspec.pretrain_id,
+            "pretrain": pspec.to_dict(),
+            "copied_blocks": self.block_names[: self.n_copied],
+        }
 
     def _pretrain_spec(self, spec: Any, options: Any) -> tuple[PretrainSpec, Any]:
         from bench import runner
@@ -146,29 +195,55 @@ class Recipe(Algorithm):
         from bench.transfer.tasks import TransferTask, concat_envs, subset
 
         hp = self.hparams
-        dataset = runner.load_dataset(spec.dataset, options.data_dir, spec.data_seed, spec.size, options.download)
+        dataset = runner.load_dataset(
+            spec.dataset, options.data_dir, spec.data_seed, spec.size, options.download
+        )
         if hp["pretrain_data"] == "source":
             if not isinstance(dataset, TransferTask):
-                raise UserError(f"{spec.dataset} is not a transfer task, so it has no source to pretrain on; use pretrain_data='target' (self-pretraining) or a task from `bench list`")
-            data = {"dataset": dataset.SOURCE_ID, "part": "source", "data_seed": spec.data_seed, "size": spec.size, "version": dataset.VERSION}
+                raise UserError(
+                    f"{spec.dataset} is not a transfer task, so it has no source to "
+                    "pretrain on; use pretrain_data='target' (self-pretraining) or a "
+                    "task from `bench list`"
+                )
+            data = {
+                "dataset": dataset.SOURCE_ID,
+                "part": "source",
+                "data_seed": spec.data_seed,
+                "size": spec.size,
+                "version": dataset.VERSION,
+            }
 
             def load_data():
                 return dataset.build_source(), dataset.SOURCE_CLASSES
         else:
             train_envs = [name for name in dataset.envs if name not in spec.test_envs]
-            data = {"dataset": spec.dataset, "part": "target", "envs": train_envs, "data_seed": spec.data_seed, "size": spec.size,
-                    "version": spec.dataset_version, "trial_seed": spec.trial_seed, "holdout_fraction": spec.holdout_fraction}
+            data = {
+                "dataset": spec.dataset,
+                "part": "target",
+                "envs": train_envs,
+                "data_seed": spec.data_seed,
+                "size": spec.size,
+                "version": spec.dataset_version,
+                "trial_seed": spec.trial_seed,
+                "holdout_fraction": spec.holdout_fraction,
+            }
 
             def load_data():
                 splits = runner.holdout_splits(dataset, spec.trial_seed, spec.holdout_fraction)
-                return concat_envs([subset(dataset.envs[name], splits[name]["in"]) for name in train_envs]), DATASETS.get(spec.dataset).NUM_CLASSES
+                return concat_envs(
+                    [subset(dataset.envs[name], splits[name]["in"]) for name in train_envs]
+                ), DATASETS.get(spec.dataset).NUM_CLASSES
 
         keys = ["featurizer", "init", *featurizer_space(hp["featurizer"])]
         pspec = PretrainSpec(
             objective=hp["pretrain_objective"],
             data=data,
             featurizer={k: hp[k] for k in keys if k in hp},
-            modality=getattr(dataset, "MODALITY", {3: "image", 2: "sequence"}.get(len(self.input_shape), "vector")),
+            modality=getattr(
+                dataset,
+                "MODALITY",
+                {3: "image", 2: "sequence"}.get(len(self.input_shape), "vector"),
+            ),
             steps=hp["pretrain_steps"],
             lr=hp["pretrain_lr"],
             batch_size=hp["pretrain_batch_size"],

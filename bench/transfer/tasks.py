@@ -24,10 +24,14 @@ SHOTS = (10, 50, 100)
 
 
 class TransferTask(MultiEnvDataset):
-    """Subclasses implement ``build_target`` and ``build_source``; ``SOURCE_ID`` is shared by all shot variants."""
+    """Subclasses implement ``build_target`` and ``build_source``; ``SOURCE_ID`` is shared by all
+    shot variants."""
 
     TARGET: ClassVar[str] = "target"
-    REFERENCE = "bench's transfer protocol: pretrain on the source, adapt on the target (see bench/transfer/)"
+    REFERENCE = (
+        "bench's transfer protocol: pretrain on the source, adapt on the target (see "
+        "bench/transfer/)"
+    )
     SOURCE_ID: ClassVar[str]
     SOURCE_CLASSES: ClassVar[int]
     MODALITY: ClassVar[str] = "image"  # image | sequence | vector: picks the masked objective
@@ -49,7 +53,8 @@ class TransferTask(MultiEnvDataset):
 
 
 def per_class_subset(env: EnvData, shots: int, key: str, data_seed: int) -> EnvData:
-    """The first ``shots`` examples of each class in a seeded per-class order (nested across ``shots``)."""
+    """The first ``shots`` examples of each class in a seeded per-class order (nested across
+    ``shots``)."""
     keep = []
     for label in torch.unique(env.y).tolist():
         members = torch.nonzero(env.y == label).flatten()
@@ -65,16 +70,27 @@ def subset(env: EnvData, idx: torch.Tensor) -> EnvData:
 
 def concat_envs(envs: list[EnvData]) -> EnvData:
     """One EnvData holding all rows of ``envs`` (same storage class)."""
-    return type(envs[0])(torch.cat([e.x for e in envs]), torch.cat([e.y for e in envs]), envs[0].augment)
+    return type(envs[0])(
+        torch.cat([e.x for e in envs]), torch.cat([e.y for e in envs]), envs[0].augment
+    )
 
 
 def register_task(name: str, shots: tuple[int, ...] = SHOTS):
-    """Register a task under ``name`` (all target examples) and ``<name>_k<K>`` for each K in ``shots``."""
+    """Register a task under ``name`` (all target examples) and ``<name>_k<K>`` for each K in
+    ``shots``."""
 
     def decorator(cls: type[TransferTask]) -> type[TransferTask]:
         DATASETS.register(name)(cls)
         for k in shots:
-            variant = type(f"{cls.__name__}K{k}", (cls,), {"SHOTS": k, "__module__": cls.__module__, "__doc__": f"{cls.__doc__ or name} ({k} target examples per class)"})
+            variant = type(
+                f"{cls.__name__}K{k}",
+                (cls,),
+                {
+                    "SHOTS": k,
+                    "__module__": cls.__module__,
+                    "__doc__": f"{cls.__doc__ or name} ({k} target examples per class)",
+                },
+            )
             DATASETS.register(f"{name}_k{k}")(variant)
         return cls
 
@@ -86,18 +102,29 @@ def task_dataset(task: str, shots: int | None) -> str:
     name = task if shots is None else f"{task}_k{shots}"
     cls = DATASETS.get(task)
     if not issubclass(cls, TransferTask):
-        raise UserError(f"{task} is a dataset, not a transfer task; tasks: {', '.join(task_names())}")
+        raise UserError(
+            f"{task} is a dataset, not a transfer task; tasks: {', '.join(task_names())}"
+        )
     if name not in DATASETS:
-        raise UserError(f"task {task} has no {shots}-shot variant; shots available: {', '.join(map(str, SHOTS))} (or omit --shots for all)")
+        raise UserError(
+            f"task {task} has no {shots}-shot variant; shots available: "
+            f"{', '.join(map(str, SHOTS))} (or omit --shots for all)"
+        )
     return name
 
 
 def task_names() -> list[str]:
     """Base transfer tasks (without their few-shot variants)."""
-    return [n for n in DATASETS.names() if issubclass(DATASETS.get(n), TransferTask) and DATASETS.get(n).SHOTS is None]
+    return [
+        n
+        for n in DATASETS.names()
+        if issubclass(DATASETS.get(n), TransferTask) and DATASETS.get(n).SHOTS is None
+    ]
 
 
-def split_env(env: EnvData, test_fraction: float, key: str, data_seed: int) -> tuple[EnvData, EnvData]:
+def split_env(
+    env: EnvData, test_fraction: float, key: str, data_seed: int
+) -> tuple[EnvData, EnvData]:
     """A seeded (pool, test) split of one environment, for tasks whose target comes as one set."""
     perm = torch.from_numpy(rng("task-test", key, data_seed).permutation(len(env)))
     n_test = int(len(env) * test_fraction)
@@ -106,7 +133,8 @@ def split_env(env: EnvData, test_fraction: float, key: str, data_seed: int) -> t
 
 class EnvTransferTask(TransferTask):
     """A task cut from a registered multi-environment dataset: pretrain on ``SOURCE_ENVS`` (pooled),
-    adapt on ``TARGET_ENV`` (split into a training pool and ``target_test``), ``OOD_ENVS`` as test splits."""
+    adapt on ``TARGET_ENV`` (split into a training pool and ``target_test``), ``OOD_ENVS`` as test
+    splits."""
 
     BASE: ClassVar[str]
     SOURCE_ENVS: ClassVar[tuple[str, ...]]
@@ -119,13 +147,16 @@ class EnvTransferTask(TransferTask):
         return DATASETS.get(cls.BASE).data_paths(root)
 
     def _base(self) -> MultiEnvDataset:
-        from bench.runner import load_dataset  # cached per process: built once for target and source
+        # cached per process: built once for target and source
+        from bench.runner import load_dataset
 
         return load_dataset(self.BASE, self.root, self.data_seed, self.size, self.download)
 
     def build_target(self) -> tuple[EnvData, EnvData, dict[str, EnvData]]:
         base = self._base()
-        pool, test = split_env(base.envs[self.TARGET_ENV], self.TEST_FRACTION, self.SOURCE_ID, self.data_seed)
+        pool, test = split_env(
+            base.envs[self.TARGET_ENV], self.TEST_FRACTION, self.SOURCE_ID, self.data_seed
+        )
         return pool, test, {f"ood_{e}": base.envs[e] for e in self.OOD_ENVS}
 
     def build_source(self) -> EnvData:
@@ -135,20 +166,47 @@ class EnvTransferTask(TransferTask):
         return self._base().augmentation(hparams)
 
 
-def env_task(name: str, base: str, source: tuple[str, ...], target: str, ood: tuple[str, ...] = (), modality: str = "vector",
-             overrides: dict | None = None, doc: str = "", shots: tuple[int, ...] = SHOTS) -> type[EnvTransferTask]:
-    """Define and register ``name`` (and its few-shot variants) from environments of dataset ``base``."""
+def env_task(
+    name: str,
+    base: str,
+    source: tuple[str, ...],
+    target: str,
+    ood: tuple[str, ...] = (),
+    modality: str = "vector",
+    overrides: dict | None = None,
+    doc: str = "",
+    shots: tuple[int, ...] = SHOTS,
+) -> type[EnvTransferTask]:
+    """Define and register ``name`` (and its few-shot variants) from environments of dataset
+    ``base``."""
     from bench.datasets.base import Environment
 
     base_cls = DATASETS.get(base)
-    envs = (Environment("target", {"from": f"{base}/{target}"}), Environment("target_test", {"from": f"{base}/{target}"}), *(Environment(f"ood_{e}", {"from": f"{base}/{e}"}) for e in ood))
+    envs = (
+        Environment("target", {"from": f"{base}/{target}"}),
+        Environment("target_test", {"from": f"{base}/{target}"}),
+        *(Environment(f"ood_{e}", {"from": f"{base}/{e}"}) for e in ood),
+    )
     attrs = {
         "__doc__": doc or f"{base}: pretrain on {'+'.join(source)}, adapt to {target}",
-        "VERSION": base_cls.VERSION, "BASE": base, "SOURCE_ENVS": source, "TARGET_ENV": target, "OOD_ENVS": ood,
-        "ENVIRONMENTS": envs, "TEST_ENVS": tuple(e.name for e in envs[1:]), "INPUT_SHAPE": base_cls.INPUT_SHAPE,
-        "NUM_CLASSES": base_cls.NUM_CLASSES, "BINARY_LOGIT": base_cls.BINARY_LOGIT, "FEATURIZER": base_cls.FEATURIZER, "N_STEPS": base_cls.N_STEPS, "EVAL_EVERY": base_cls.EVAL_EVERY,
-        "HPARAM_OVERRIDES": {**base_cls.HPARAM_OVERRIDES, **(overrides or {})}, "HPARAMS": dict(base_cls.HPARAMS),
-        "SOURCE_ID": f"{base}:{'+'.join(source)}", "SOURCE_CLASSES": base_cls.NUM_CLASSES, "MODALITY": modality,
+        "VERSION": base_cls.VERSION,
+        "BASE": base,
+        "SOURCE_ENVS": source,
+        "TARGET_ENV": target,
+        "OOD_ENVS": ood,
+        "ENVIRONMENTS": envs,
+        "TEST_ENVS": tuple(e.name for e in envs[1:]),
+        "INPUT_SHAPE": base_cls.INPUT_SHAPE,
+        "NUM_CLASSES": base_cls.NUM_CLASSES,
+        "BINARY_LOGIT": base_cls.BINARY_LOGIT,
+        "FEATURIZER": base_cls.FEATURIZER,
+        "N_STEPS": base_cls.N_STEPS,
+        "EVAL_EVERY": base_cls.EVAL_EVERY,
+        "HPARAM_OVERRIDES": {**base_cls.HPARAM_OVERRIDES, **(overrides or {})},
+        "HPARAMS": dict(base_cls.HPARAMS),
+        "SOURCE_ID": f"{base}:{'+'.join(source)}",
+        "SOURCE_CLASSES": base_cls.NUM_CLASSES,
+        "MODALITY": modality,
         "__module__": "bench.datasets.transfer_tasks",
     }
     cls = type("".join(part.title() for part in name.split("_")), (EnvTransferTask,), attrs)
