@@ -310,6 +310,25 @@ def metric_name(report: Report, dataset: str) -> str:
     return found.pop() if len(found) == 1 else "acc"
 
 
+def chance_levels(report: Report, dataset: str) -> dict[str, float]:
+    """Per test environment, the share of its majority class in the reported (``in``) split.
+
+    Read from the confusion counts the records keep, so a board can say what a constant
+    predictor would score; empty for records without them.
+    """
+    out: dict[str, float] = {}
+    for env in report.columns(dataset):
+        for run in report.dataset_runs(dataset):
+            split = run.records[0]["eval"].get(env, {}).get("in", {}) if run.records else {}
+            if split.get("confusion") and env in run.spec["test_envs"]:
+                per_class: dict[int, int] = {}
+                for true, _, count in split["confusion"]:
+                    per_class[true] = per_class.get(true, 0) + count
+                out[env] = max(per_class.values()) / sum(per_class.values())
+                break
+    return out
+
+
 METRIC_NOTES = {
     "mcc": "Metric: Matthews correlation coefficient (MCC) x 100, the dataset's primary metric; "
     "chance is 0."
@@ -394,6 +413,10 @@ def dataset_table(
         f"Selection: {RULES[rule][0]} (`{rule}`).",
         *([METRIC_NOTES[m]] if (m := metric_name(report, dataset)) in METRIC_NOTES else []),
     ]
+    chance = chance_levels(report, dataset) if m == "acc" else {}
+    if chance:
+        levels = ", ".join(f"{env} {100 * share:.1f}%" for env, share in chance.items())
+        notes.append(f"Chance (the majority class of each test environment): {levels}.")
     if single:
         notes.append(
             "train envs: mean accuracy over the training environments at the selected "

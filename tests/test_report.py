@@ -400,3 +400,20 @@ def test_protocol_card_is_recorded_with_each_run_and_printed_on_the_board(tmp_pa
     assert card["input"] == "1x14x14" and card["metric"] == "acc" and card["steps"] == 2
     page = leaderboard.markdown(build_report(load_runs(tmp_path), ["last"]), "c", "cmd")
     assert "**Protocol**: reference IRM paper" in page
+
+
+def test_tables_state_the_chance_level_of_each_test_environment(tmp_path):
+    """Read from the records' confusion counts: what a constant predictor would score."""
+    from bench import runner
+    from bench.spec import RuntimeOptions, make_spec
+
+    options = RuntimeOptions(output_dir=tmp_path, progress=False, threads=1)
+    for env in ("e0", "e1"):
+        runner.run(make_spec("erm", "debug", test_envs=[env], size="tiny", steps=2), options)
+    rep = build_report(load_runs(tmp_path), ["oracle"])
+    [note] = [n for n in dataset_table(rep, "debug", "oracle").notes if n.startswith("Chance")]
+    run = next(r for r in rep.runs if r.spec["test_envs"] == ["e0"])
+    counts = {}
+    for true, _, count in run.records[0]["eval"]["e0"]["in"]["confusion"]:
+        counts[true] = counts.get(true, 0) + count
+    assert f"e0 {100 * max(counts.values()) / sum(counts.values()):.1f}%" in note and "e1 " in note
