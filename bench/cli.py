@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
 import shlex
@@ -300,8 +301,11 @@ def _cmd_transfer(args: argparse.Namespace, argv: list[str]) -> int:
             "RECIPES --datasets TASKS [--shots K]"
         )
     recipes = [n for n in ALGORITHMS.names() if issubclass(ALGORITHMS.get(n), Recipe)]
+    args.recipe = args.recipe.lower()
     if args.recipe not in recipes:
-        raise UserError(f"unknown recipe {args.recipe!r}; recipes: {', '.join(recipes)}")
+        close = difflib.get_close_matches(args.recipe, recipes, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise UserError(f"unknown recipe {args.recipe!r}.{hint} Recipes: {', '.join(recipes)}")
     args.dataset, args.algorithm = task_dataset(args.task, args.shots), args.recipe
     args.task = args.recipe = args.shots = (
         None  # translated: the run (or sweep) below sees a plain algorithm x dataset

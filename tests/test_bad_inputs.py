@@ -598,3 +598,10 @@ def test_imagenet_weights_offline_fail_fast_in_one_line(tmp_path, monkeypatch, c
         capfd,
     )
     assert time.monotonic() - start < 20 and str(tmp_path / "torch") in line
+
+
+def test_a_misspelt_recipe_gets_a_suggestion(tmp_path, capfd):
+    line = assert_one_error_line(
+        ["run", "--task", "mnist_ab", "--recipe", "finetun"], "Did you mean finetune", capfd
+    )
+    assert "Recipes: finetune" in line
