@@ -277,6 +277,11 @@ def _add_transfer(p: argparse.ArgumentParser) -> None:
         "frozen_first_n, reinit_above_n, self_pretrain",
     )
     g.add_argument(
+        "--recipes",
+        default=None,
+        help="comma-separated recipes for a transfer sweep over --datasets TASKS (with --shots K)",
+    )
+    g.add_argument(
         "--shots",
         type=int,
         default=None,
@@ -284,11 +289,23 @@ def _add_transfer(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _recipe(name: str) -> str:
+    """A registered transfer recipe's name (case-insensitive), or one line with a suggestion."""
+    from bench.algorithms import ALGORITHMS
+    from bench.transfer.recipes import Recipe
+
+    recipes = [n for n in ALGORITHMS.names() if issubclass(ALGORITHMS.get(n), Recipe)]
+    name = name.lower()
+    if name not in recipes:
+        close = difflib.get_close_matches(name, recipes, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise UserError(f"unknown recipe {name!r}.{hint} Recipes: {', '.join(recipes)}")
+    return name
+
+
 def _cmd_transfer(args: argparse.Namespace, argv: list[str]) -> int:
     """A transfer run is a run of the recipe (an algorithm) on the task's dataset for that target
     size."""
-    from bench.algorithms import ALGORITHMS
-    from bench.transfer.recipes import Recipe
     from bench.transfer.tasks import task_dataset, task_names
 
     if not args.task or not args.recipe:
@@ -297,15 +314,10 @@ def _cmd_transfer(args: argparse.Namespace, argv: list[str]) -> int:
         )
     if args.algorithms or args.datasets or args.algorithm or args.dataset:
         raise UserError(
-            "--task/--recipe name one transfer setting; for several, sweep --algorithms "
+            "--task/--recipe name one transfer setting; for several, sweep --recipes "
             "RECIPES --datasets TASKS [--shots K]"
         )
-    recipes = [n for n in ALGORITHMS.names() if issubclass(ALGORITHMS.get(n), Recipe)]
-    args.recipe = args.recipe.lower()
-    if args.recipe not in recipes:
-        close = difflib.get_close_matches(args.recipe, recipes, n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise UserError(f"unknown recipe {args.recipe!r}.{hint} Recipes: {', '.join(recipes)}")
+    args.recipe = _recipe(args.recipe)
     args.dataset, args.algorithm = task_dataset(args.task, args.shots), args.recipe
     args.task = args.recipe = args.shots = (
         None  # translated: the run (or sweep) below sees a plain algorithm x dataset
@@ -360,7 +372,16 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 # --- sweeps and the leaderboard (bench/sweep.py, launchers.py, report.py, leaderboard.py) ---
-_SWEEP_FLAGS = ("algorithms", "datasets", "n_hparams", "n_trials", "launcher", "jobs", "scheduler")
+_SWEEP_FLAGS = (
+    "algorithms",
+    "recipes",
+    "datasets",
+    "n_hparams",
+    "n_trials",
+    "launcher",
+    "jobs",
+    "scheduler",
+)
 _TEST_ENV_KEYWORDS = ("single", "all", "pairs")
 
 
@@ -443,6 +464,14 @@ def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
             "--n-hparams K (seeds 0..T-1, 0..K-1)"
         )
     checks.check_launcher_flags(args)
+    if args.recipes:
+        if args.algorithms or args.algorithm:
+            raise UserError(
+                "--recipes is the algorithm list of a transfer sweep; drop --algorithms"
+            )
+        args.algorithms = ",".join(_recipe(name) for name in _names(args.recipes))
+        if not args.datasets:
+            raise UserError("--recipes needs --datasets TASKS (e.g. mnist_ab) to adapt on")
     default = not (args.algorithm or args.dataset or args.algorithms or args.datasets)
     if default and args.output_dir == Path("bench_output"):
         args.output_dir = (
@@ -457,7 +486,7 @@ def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
             )
     else:
         datasets = _names(args.datasets or args.dataset or "cmnist_irm")
-        if args.shots is not None:
+        if args.shots is not None or args.recipes:
             from bench.transfer.tasks import task_dataset
 
             datasets = tuple(task_dataset(d, args.shots) for d in datasets)

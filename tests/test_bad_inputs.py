@@ -467,6 +467,22 @@ RUN_CASES = [
         id="shots-not-offered",
     ),
     case(
+        "run --recipes finetun --datasets mnist_ab " + OUT,
+        "Did you mean finetune",
+        id="recipes-misspelt",
+    ),
+    case(
+        "run --recipes finetune --datasets debug " + OUT,
+        "not a transfer task",
+        id="recipes-on-a-dataset",
+    ),
+    case(
+        "run --recipes finetune --algorithms erm --datasets mnist_ab " + OUT,
+        "drop --algorithms",
+        id="recipes-with-algorithms",
+    ),
+    case("run --recipes finetune " + OUT, "--recipes needs --datasets", id="recipes-without-tasks"),
+    case(
         "run --task mnist_ab --recipe scratch --algorithms erm " + OUT,
         "--task/--recipe",
         id="task-with-algorithms",

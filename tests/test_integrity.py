@@ -486,3 +486,29 @@ def test_a_plugin_sweep_through_submitit_workers(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "trained 1," in result.stdout
+
+
+def test_a_transfer_sweep_over_recipes(tmp_path):
+    """--recipes is the algorithm list of a transfer sweep; --shots picks each task's variant."""
+    argv = [
+        "run",
+        "--recipes",
+        "scratch,linear_probe",
+        "--datasets",
+        "mnist_ab",
+        "--shots",
+        "10",
+        "--size",
+        "tiny",
+        "--steps",
+        "2",
+        "--jobs",
+        "1",
+        "--no-progress",
+        "--output-dir",
+        str(tmp_path),
+    ]
+    assert cli.main(argv) == 0
+    runs = load_runs(tmp_path)
+    assert sorted(r.spec["algorithm"] for r in runs) == ["linear_probe", "scratch"]
+    assert {r.spec["dataset"] for r in runs} == {"mnist_ab_k10"}
