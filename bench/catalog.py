@@ -40,9 +40,9 @@ def render() -> str:
     from bench.datasets import DATASETS
 
     def summary(cls: type) -> str:
-        return (
-            (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines() or [""]
-        )[0]
+        """The docstring's first paragraph on one line."""
+        doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip()
+        return " ".join(doc.split("\n\n")[0].split())
 
     algorithms = [
         [name, ALGORITHMS.get(name).VERSION, summary(ALGORITHMS.get(name))]

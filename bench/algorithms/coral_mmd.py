@@ -82,8 +82,8 @@ class FeatureMatching(Algorithm):
 
 @register_algorithm("coral")
 class CORAL(FeatureMatching):
-    """Deep CORAL (Sun & Saenko, 2016): risk + mmd_gamma * distance of feature means and \
-covariances."""
+    """Deep CORAL (Sun & Saenko, 2016): risk + mmd_gamma * distance of feature means and
+    covariances."""
 
     VERSION = 1
     distance = staticmethod(coral)
@@ -91,8 +91,8 @@ covariances."""
 
 @register_algorithm("mmd")
 class MMD(FeatureMatching):
-    """MMD (Li et al., 2018): risk + mmd_gamma * Gaussian-kernel MMD between environment \
-features."""
+    """MMD (Li et al., 2018): risk + mmd_gamma * Gaussian-kernel MMD between environment
+    features."""
 
     VERSION = 1
     distance = staticmethod(mmd)

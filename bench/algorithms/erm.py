@@ -1,4 +1,4 @@
-"""Empirical Risk Minimisation (Vapnik, 1998): pool all training environments, minimise the \
+"""Empirical Risk Minimisation (Vapnik, 1998): pool all training environments, minimise the
 average loss.
 
 Also reports ``grad_cos``, the mean pairwise cosine of the per-environment gradients

@@ -24,8 +24,8 @@ from bench.hparams import POSITIVE, Choice
 
 @register_algorithm("fish")
 class Fish(Algorithm):
-    """Fish (Shi et al., 2022): one inner step per environment on a copy, then a meta step towards \
-it."""
+    """Fish (Shi et al., 2022): one inner step per environment on a copy, then a meta step towards
+    it."""
 
     VERSION = 1
     HPARAMS = {

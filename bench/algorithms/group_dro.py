@@ -22,8 +22,8 @@ from bench.hparams import POSITIVE, LogUniform
 
 @register_algorithm("group_dro")
 class GroupDRO(Algorithm):
-    """GroupDRO (Sagawa et al., 2020): minimise the q-weighted risk, q ascends on environment \
-losses."""
+    """GroupDRO (Sagawa et al., 2020): minimise the q-weighted risk, q ascends on environment
+    losses."""
 
     VERSION = 1
     HPARAMS = {

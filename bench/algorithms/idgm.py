@@ -30,8 +30,8 @@ def flat_grad(loss: Tensor, params: list[Tensor]) -> Tensor:
 
 @register_algorithm("idgm")
 class IDGM(Algorithm):
-    """IDGM (Shi et al., 2022): risk - gamma * mean pairwise inner product of environment \
-gradients."""
+    """IDGM (Shi et al., 2022): risk - gamma * mean pairwise inner product of environment
+    gradients."""
 
     VERSION = 1
     HPARAMS = {

@@ -47,8 +47,8 @@ def irm_penalty(logits: Tensor, y: Tensor, full_batch: bool) -> Tensor:
 
 @register_algorithm("irm")
 class IRM(Algorithm):
-    """IRMv1 (Arjovsky et al., 2019): risk + weight * squared gradient w.r.t. a dummy classifier \
-scale."""
+    """IRMv1 (Arjovsky et al., 2019): risk + weight * squared gradient w.r.t. a dummy classifier
+    scale."""
 
     VERSION = 1
     HPARAMS = {

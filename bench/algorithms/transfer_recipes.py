@@ -28,16 +28,16 @@ from bench.transfer.recipes import Recipe
 
 @register_algorithm("scratch")
 class Scratch(Recipe):
-    """Transfer baseline: the same network trained on the target alone, from random \
-initialisation."""
+    """Transfer baseline: the same network trained on the target alone, from random
+    initialisation."""
 
     PRETRAINED = False
 
 
 @register_algorithm("linear_probe")
 class LinearProbe(Recipe):
-    """Linear probe: pretrained featurizer frozen, a new linear head (Adam, or probe="sklearn" \
-logistic regression).
+    """Linear probe: pretrained featurizer frozen, a new linear head (Adam, or probe="sklearn"
+    logistic regression).
 
     With ``probe="sklearn"`` the head is fitted once before training
     (bench/transfer/sklearn_probe.py); the training steps then only log its loss.
@@ -101,8 +101,8 @@ logistic regression).
 
 @register_algorithm("finetune")
 class Finetune(Recipe):
-    """Fine-tuning: every block starts pretrained and is trained, pretrained blocks at lr * \
-pretrained_lr_mult."""
+    """Fine-tuning: every block starts pretrained and is trained, pretrained blocks at lr *
+    pretrained_lr_mult."""
 
     HPARAMS = {
         "pretrained_lr_mult": LogUniform(
@@ -137,8 +137,8 @@ class LinearProbeThenFinetune(Finetune):
 
 @register_algorithm("surgical")
 class Surgical(Recipe):
-    """Surgical fine-tuning (Lee et al., 2023): only the named block (and the new head) is \
-trained."""
+    """Surgical fine-tuning (Lee et al., 2023): only the named block (and the new head) is
+    trained."""
 
     HPARAMS = {
         "block": Fixed(
@@ -173,8 +173,8 @@ class _FirstN(Recipe):
 
 @register_algorithm("frozen_first_n")
 class FrozenFirstN(_FirstN):
-    """Yosinski et al.'s AnB/BnB: the first n blocks copied and frozen, the blocks above \
-re-initialised and trained."""
+    """Yosinski et al.'s AnB/BnB: the first n blocks copied and frozen, the blocks above
+    re-initialised and trained."""
 
     def frozen_blocks(self, n_blocks: int) -> set[int]:
         return set(range(min(self.hparams["n"], n_blocks)))
@@ -182,14 +182,14 @@ re-initialised and trained."""
 
 @register_algorithm("reinit_above_n")
 class ReinitAboveN(_FirstN):
-    """Yosinski et al.'s AnB+/BnB+: the first n blocks copied, the rest re-initialised, all \
-fine-tuned at the same lr."""
+    """Yosinski et al.'s AnB+/BnB+: the first n blocks copied, the rest re-initialised, all
+    fine-tuned at the same lr."""
 
 
 @register_algorithm("self_pretrain")
 class SelfPretrain(Finetune):
-    """Self-pretraining: masked-input pretraining on the target's own training inputs, then \
-fine-tuning."""
+    """Self-pretraining: masked-input pretraining on the target's own training inputs, then
+    fine-tuning."""
 
     HPARAMS = {
         "pretrain_data": Setting(

@@ -100,8 +100,8 @@ class FishToy(CausalToy):
 
 @register_dataset("irm_sem")
 class IRMSem(CausalToy):
-    """Linear SEM: invariant causes of y, spurious effects whose mechanism changes per \
-environment."""
+    """Linear SEM: invariant causes of y, spurious effects whose mechanism changes per
+    environment."""
 
     ENVIRONMENTS = (
         Environment("sigma_0.5", {"sign": 1.0, "sigma": 0.5}),
@@ -125,8 +125,8 @@ environment."""
 
 @register_dataset("bottleneck_toy")
 class BottleneckToy(CausalToy):
-    """Two features, four distributions; mixtures are solved by one feature (Yang, Zhang & Bottou, \
-2025)."""
+    """Two features, four distributions; mixtures are solved by one feature (Yang, Zhang & Bottou,
+    2025)."""
 
     ENVIRONMENTS = (
         Environment("both", {"a": "label", "b": "label"}),

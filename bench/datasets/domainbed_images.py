@@ -98,7 +98,8 @@ class DomainBedImages(ImageFolderDataset):
 def _register(base: type[ImageFolderDataset]) -> None:
     name = base.NAME
     attrs = {
-        "__doc__": f"{(base.__doc__ or name).splitlines()[0]} DomainBed's protocol (ResNet-50).",
+        "__doc__": f"{' '.join((base.__doc__ or name).split(chr(10) * 2)[0].split())} "
+        "DomainBed's protocol (ResNet-50).",
         "__module__": __name__,
         "EVAL_EVERY": 1000 if name == "domain_net" else 300,
         "HPARAM_OVERRIDES": _overrides(base),

@@ -281,8 +281,8 @@ def _gue_env(name: str, task: str, splits: tuple[str, ...] = SPLITS, **params: A
 
 @register_dataset("gue_tf")
 class GUETranscriptionFactors(SequenceDataset):
-    """GUE TF binding, one environment per task: train on human TFs, test on mouse TFs (species \
-shift)."""
+    """GUE TF binding, one environment per task: train on human TFs, test on mouse TFs (species
+    shift)."""
 
     ENVIRONMENTS = tuple(
         _gue_env(f"human_tf_{k}", f"human_tf_{k}", species="human") for k in range(5)
@@ -293,8 +293,8 @@ shift)."""
 
 @register_dataset("gue_prom_core")
 class GUECorePromoters(SequenceDataset):
-    """GUE core promoter detection (70 bp): promoters with a TATA box vs without as two \
-environments."""
+    """GUE core promoter detection (70 bp): promoters with a TATA box vs without as two
+    environments."""
 
     ENVIRONMENTS = (_gue_env("tata", "prom_core_tata"), _gue_env("notata", "prom_core_notata"))
     INPUT_SHAPE = (4, 70)

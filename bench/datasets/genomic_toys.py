@@ -110,8 +110,8 @@ class GenomicToy(MultiEnvDataset):
 
 @register_dataset("genomic_toy")
 class GenomicToyShift(GenomicToy):
-    """Planted motif decides the label; GC and CpG statistics of the background shift per \
-environment."""
+    """Planted motif decides the label; GC and CpG statistics of the background shift per
+    environment."""
 
     ENVIRONMENTS = (
         Environment("gc35", {"gc": 0.35, "cpg": 0.2}),
@@ -133,8 +133,8 @@ environment."""
 
 @register_dataset("genomic_toy_spurious")
 class GenomicToySpurious(GenomicToy):
-    """Motif is 75% predictive everywhere; GC content agrees with the label in training, disagrees \
-in test."""
+    """Motif is 75% predictive everywhere; GC content agrees with the label in training, disagrees
+    in test."""
 
     ENVIRONMENTS = (
         Environment("train_0.1", {"gc_flip": 0.1, "label_noise": 0.25}),

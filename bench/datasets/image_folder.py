@@ -346,8 +346,8 @@ class VLCS(ImageFolderDataset):
 
 @register_dataset("office_home")
 class OfficeHome(ImageFolderDataset):
-    """OfficeHome (Venkateswara et al., 2017), DomainBed's folder names; 65 classes discovered \
-from the folders."""
+    """OfficeHome (Venkateswara et al., 2017), DomainBed's folder names; 65 classes discovered
+    from the folders."""
 
     DIRNAME = "office_home"
     ENVIRONMENTS = _envs("Art", "Clipart", "Product", "Real World")
@@ -356,8 +356,8 @@ from the folders."""
 
 @register_dataset("terra_incognita")
 class TerraIncognita(ImageFolderDataset):
-    """TerraIncognita (Beery et al., 2018) as DomainBed: four camera-trap locations, 10 classes \
-discovered."""
+    """TerraIncognita (Beery et al., 2018) as DomainBed: four camera-trap locations, 10 classes
+    discovered."""
 
     DIRNAME = "terra_incognita"
     ENVIRONMENTS = _envs("location_100", "location_38", "location_43", "location_46")
@@ -366,8 +366,8 @@ discovered."""
 
 @register_dataset("domain_net")
 class DomainNet(ImageFolderDataset):
-    """DomainNet (Peng et al., 2019): six styles, 345 classes discovered; DomainBed uses 5001 \
-steps too."""
+    """DomainNet (Peng et al., 2019): six styles, 345 classes discovered; DomainBed uses 5001
+    steps too."""
 
     DIRNAME = "domain_net"
     ENVIRONMENTS = _envs("clipart", "infograph", "painting", "quickdraw", "real", "sketch")

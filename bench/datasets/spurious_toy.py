@@ -65,8 +65,8 @@ def _declared(table: dict[str, dict[str, object]]) -> dict[str, dict[str, Fixed]
 
 @register_dataset("spurious_toy")
 class SpuriousToy(MultiEnvDataset):
-    """Colored-MNIST-like vectors: invariant shape (75%), colour agreeing 90% / 80% in training \
-and 10% at test."""
+    """Colored-MNIST-like vectors: invariant shape (75%), colour agreeing 90% / 80% in training
+    and 10% at test."""
 
     VERSION = 1
     ENVIRONMENTS = (
@@ -126,8 +126,8 @@ and 10% at test."""
 
 @register_dataset("spurious_toy_oracle")
 class SpuriousToyOracle(SpuriousToy):
-    """The oracle: ``spurious_toy``'s very data with the colour coordinate removed (the upper \
-bound, ~75%)."""
+    """The oracle: ``spurious_toy``'s very data with the colour coordinate removed (the upper
+    bound, ~75%)."""
 
     VERSION = 1
     INPUT_SHAPE = (1 + SpuriousToy.N_NOISE,)

@@ -21,8 +21,8 @@ def _mnist_digits(x: np.ndarray, y: np.ndarray, digits: range, limit: int | None
 
 @register_task("mnist_ab")
 class MnistAB(MNISTFiles, TransferTask):
-    """MNIST class split of Yosinski et al. (2014): digits 0-4 (task A, source) -> digits 5-9 \
-(task B, target)."""
+    """MNIST class split of Yosinski et al. (2014): digits 0-4 (task A, source) -> digits 5-9
+    (task B, target)."""
 
     VERSION = 1
     ENVIRONMENTS = (

@@ -1,4 +1,4 @@
-"""A test plugin loaded with ``--import tests.plugins.slow_erm``: ERM that sleeps, so a test can \
+"""A test plugin loaded with ``--import tests.plugins.slow_erm``: ERM that sleeps, so a test can
 kill it mid-run,
 and ERM that reports a non-finite loss at step 3, to test divergence handling."""
 
