@@ -420,6 +420,12 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
         metavar="ADDR",
         help="dask: address of a running scheduler, e.g. tcp://10.0.0.5:8786",
     )
+    g.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the runs the sweep would train, what each selection rule reads and an "
+        "estimated wall time (calibrated once per protocol and CPU, then cached); train nothing",
+    )
     g.add_argument("--slurm-partition", default=None)
     g.add_argument(
         "--slurm-timeout", type=int, default=60, metavar="MIN", help="slurm: minutes per run"
@@ -444,7 +450,35 @@ def _wants_sweep(args: argparse.Namespace) -> bool:
     return (
         any(getattr(args, k) is not None for k in _SWEEP_FLAGS)
         or (args.test_envs or "") in _TEST_ENV_KEYWORDS
+        or args.dry_run  # a plan is a sweep's, even of one run
     )
+
+
+def _plan(
+    args: argparse.Namespace, specs: list, found: dict, rules: list[str], options: Any
+) -> bool:
+    """Print the time estimate (calibrating first with --dry-run, whose plan ends the command)."""
+    import dataclasses
+
+    from bench import plan
+    from bench.launchers import plan_local
+
+    todo = found["partial"] + found["damaged"] + found["new"]
+    launcher = args.launcher or "local"
+    jobs, threads = (
+        plan_local(len(todo), args.jobs, args.threads) if launcher == "local" else (1, 1)
+    )
+    where = f"{jobs} job(s) x {threads} thread(s)" if launcher == "local" else "one run at a time"
+    if args.dry_run:
+        print("\n".join(plan.describe(todo, specs, rules)))
+    timed = dataclasses.replace(options, threads=threads)
+    seconds = plan.estimate_s(todo, timed, jobs, measure=args.dry_run) if todo else 0.0
+    if seconds is not None:
+        print(
+            f"estimate: {plan.format_duration(seconds)} for {len(todo)} run(s), {where}, "
+            f"calibrated on {plan.cpu_model()}"
+        )
+    return bool(args.dry_run)
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -529,6 +563,8 @@ def _cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
     )
     records.check_output_dir(args.output_dir)
     found = sweep.states(args.output_dir, specs)
+    if _plan(args, specs, found, rules, options):
+        return 0
     damaged = f" / {len(found['damaged'])} damaged (trained again)" if found["damaged"] else ""
     print(
         f"{'default benchmark: ' if default else ''}{len(specs)} runs: "
