@@ -423,69 +423,28 @@ def test_shots_are_honoured_in_sweeps(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_plugin_sweep_with_two_workers(tmp_path):
+@pytest.mark.parametrize(
+    "launcher",
+    [
+        ["--jobs", "2", "--no-stack", "--n-trials", "2"],
+        ["--launcher", "slurm", "--slurm-cluster", "local"],
+    ],
+    ids=["loky-two-jobs", "submitit-local"],
+)
+def test_a_plugin_sweep_in_fresh_worker_processes(tmp_path, launcher):
+    """loky and submitit's local executor run each run in another process: the plugin must be
+    imported there too."""
     plugin = tmp_path / "mylab.py"
     plugin.write_text(PLUGIN.format(lr=1e-3, extra=""))
-    result = _bench(
-        "run",
-        "--import",
-        str(plugin),
-        "--algorithms",
-        "plug_erm",
-        "--datasets",
-        "debug",
-        "--test-envs",
-        "e0",
-        "--n-trials",
-        "2",
-        "--size",
-        "tiny",
-        "--steps",
-        "3",
-        "--jobs",
-        "2",
-        "--no-stack",
-        "--no-progress",
-        "--output-dir",
-        str(tmp_path / "out"),
-        cwd=tmp_path,
-    )
+    argv = ["run", "--import", str(plugin), "--algorithms", "plug_erm", "--datasets", "debug"]
+    argv += ["--test-envs", "e0", "--size", "tiny", "--steps", "3", "--no-progress", *launcher]
+    result = _bench(*argv, "--output-dir", str(tmp_path / "out"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "trained 2," in result.stdout
-    assert {r.spec["code"] != {} for r in load_runs(tmp_path / "out")} == {True}
-
-
-@pytest.mark.slow
-def test_a_plugin_sweep_through_submitit_workers(tmp_path):
-    """submitit's local executor runs each run in a fresh process: the plugin must be imported there
-    too."""
-    plugin = tmp_path / "mylab.py"
-    plugin.write_text(PLUGIN.format(lr=1e-3, extra=""))
-    result = _bench(
-        "run",
-        "--import",
-        str(plugin),
-        "--algorithms",
-        "plug_erm",
-        "--datasets",
-        "debug",
-        "--test-envs",
-        "e0",
-        "--size",
-        "tiny",
-        "--steps",
-        "3",
-        "--launcher",
-        "slurm",
-        "--slurm-cluster",
-        "local",
-        "--no-progress",
-        "--output-dir",
-        str(tmp_path / "out"),
-        cwd=tmp_path,
+    runs = load_runs(tmp_path / "out")
+    assert f"trained {len(runs)}," in result.stdout and len(runs) == (
+        2 if "--jobs" in launcher else 1
     )
-    assert result.returncode == 0, result.stderr
-    assert "trained 1," in result.stdout
+    assert {r.spec["code"] != {} for r in runs} == {True}
 
 
 def test_a_transfer_sweep_over_recipes(tmp_path):
