@@ -25,10 +25,12 @@ from torch import Tensor
 
 from bench import records
 from bench.algorithms import ALGORITHMS, Algorithm
+from bench.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
 from bench.datasets import DATASETS, EnvData, MultiEnvDataset
 from bench.evaluation import evaluate, skipped_splits
 from bench.protocol import protocol_card
-from bench.seeding import rng, stable_hash, torch_generator
+from bench.sampling import MinibatchSampler, holdout_splits
+from bench.seeding import stable_hash
 from bench.spec import RunSpec, RuntimeOptions, resolve_hparams
 
 log = logging.getLogger(__name__)
@@ -49,51 +51,6 @@ def load_dataset(
 ) -> MultiEnvDataset:
     """Construct a dataset once per worker process and reuse it across the runs of a sweep."""
     return DATASETS.get(name)(root, data_seed, size=size, download=download)
-
-
-def holdout_splits(
-    dataset: MultiEnvDataset, trial_seed: int, fraction: float
-) -> dict[str, dict[str, Tensor]]:
-    """Per environment, a seeded permutation: the first ``int(n * fraction)`` are ``out``, the rest
-    ``in``."""
-    splits = {}
-    for name, env in dataset.envs.items():
-        perm = torch.from_numpy(rng("holdout", trial_seed, name).permutation(len(env)))
-        n_out = int(len(env) * fraction)
-        splits[name] = {"in": perm[n_out:].sort().values, "out": perm[:n_out].sort().values}
-    return splits
-
-
-class MinibatchSampler:
-    """Indices for step ``t``: positions [t*b, (t+1)*b) of a stream of per-epoch permutations.
-
-    Each epoch's permutation is drawn from the stream (trial_seed, env, epoch), so the
-    batch at any step is a pure function of (trial_seed, env, step): resuming reproduces it.
-    ``batch_size == 0`` means the whole split every step.
-    """
-
-    def __init__(self, n: int, batch_size: int, trial_seed: int, env: str) -> None:
-        self.n, self.batch_size, self.key = n, batch_size, ("minibatch", trial_seed, env)
-        self._cache: dict[int, Tensor] = {}
-
-    def _perm(self, epoch: int) -> Tensor:
-        if epoch not in self._cache:
-            if len(self._cache) > 2:
-                self._cache.pop(min(self._cache))
-            self._cache[epoch] = torch.randperm(self.n, generator=torch_generator(*self.key, epoch))
-        return self._cache[epoch]
-
-    def indices(self, step: int) -> Tensor | None:
-        if self.batch_size == 0:
-            return None
-        start, stop = step * self.batch_size, (step + 1) * self.batch_size
-        parts = []
-        while start < stop:
-            epoch, offset = divmod(start, self.n)
-            take = min(stop - start, self.n - offset)
-            parts.append(self._perm(epoch)[offset : offset + take])
-            start += take
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 @contextlib.contextmanager
@@ -157,58 +114,6 @@ def finished_outcome(spec: RunSpec, directory: Path) -> RunOutcome:
     return RunOutcome(
         spec.run_id, directory, "skipped", found[-1] if found else None, done.get("wall_s", 0.0)
     )
-
-
-def capture_rng_state(device: torch.device) -> dict[str, Any]:
-    """Every RNG the run draws from, as tensors and plain types (checkpoints load with
-    weights_only=True)."""
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": (
-            name,
-            torch.from_numpy(keys.astype(np.int64)),
-            int(pos),
-            int(has_gauss),
-            float(gauss),
-        ),
-    }
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def restore_rng_state(state: dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    name, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    if "cuda" in state and device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def load_checkpoint(path: Path) -> dict[str, Any] | None:
-    """The checkpoint's state (tensors and plain types only: a planted file cannot run code), or
-    None if unreadable."""
-    try:
-        state = torch.load(
-            path, map_location="cpu", weights_only=True
-        )  # RNG states must stay CPU tensors
-    except (
-        Exception
-    ) as exc:  # torch raises many types for a corrupt or hostile file; all mean "do not resume"
-        log.warning(
-            "checkpoint %s is unreadable (%s: %s)",
-            path,
-            type(exc).__name__,
-            str(exc).splitlines()[0][:200] if str(exc) else "",
-        )
-        return None
-    if not isinstance(state, dict) or not {"algorithm", "rng", "step", "wall_s"} <= set(state):
-        log.warning("checkpoint %s is not a bench checkpoint", path)
-        return None
-    return state
 
 
 def _seed_everything(spec: RunSpec) -> None:

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 from torch.func import functional_call, vmap
 
-from bench import networks, records, runner
+from bench import checkpoint, networks, records, runner
 from bench.algorithms.base import classification_loss
 from bench.seeding import canonical_json
 from bench.spec import RunSpec, RuntimeOptions, resolve_hparams
@@ -107,7 +107,7 @@ def _run_group(specs: list[RunSpec], options: RuntimeOptions) -> list[runner.Run
                 outcomes[i] = runner.finished_outcome(spec, directory)
             else:
                 ctx = runner.prepare(spec, options, directory)
-                ctx.rng_state = runner.capture_rng_state(
+                ctx.rng_state = checkpoint.capture_rng_state(
                     ctx.device
                 )  # advanced only by augmentation (see _batch)
                 contexts.append((i, ctx))
@@ -244,9 +244,9 @@ class StackedTrainer:
             for ctx in (
                 self.ctxs
             ):  # augmentation draws from the global RNGs: give each trial its own stream
-                runner.restore_rng_state(ctx.rng_state, ctx.device)
+                checkpoint.restore_rng_state(ctx.rng_state, ctx.device)
                 batches.append(ctx.minibatches(step))
-                ctx.rng_state = runner.capture_rng_state(ctx.device)
+                ctx.rng_state = checkpoint.capture_rng_state(ctx.device)
             x = torch.stack([torch.cat([x for x, _ in mb]) for mb in batches])
             y = torch.stack([torch.cat([y for _, y in mb]) for mb in batches])
             return x, y, [len(y) for _, y in batches[0]]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import records, runner
+from bench import records, runner, sampling
 from bench.spec import RuntimeOptions, make_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,14 +75,14 @@ def test_spec_hash_changes_with_results_relevant_fields_only():
 
 
 def test_minibatches_are_a_pure_function_of_seed_env_step():
-    a = runner.MinibatchSampler(100, 32, 0, "e0")
-    b = runner.MinibatchSampler(100, 32, 0, "e0")
+    a = sampling.MinibatchSampler(100, 32, 0, "e0")
+    b = sampling.MinibatchSampler(100, 32, 0, "e0")
     forward = [a.indices(t) for t in range(10)]
     assert all(torch.equal(b.indices(t), forward[t]) for t in reversed(range(10)))
     epoch0 = torch.cat([a.indices(t) for t in range(3)])[:96]
     assert len(set(epoch0.tolist())) == 96, "sampling is without replacement within an epoch"
-    assert not torch.equal(runner.MinibatchSampler(100, 32, 1, "e0").indices(0), forward[0])
-    assert runner.MinibatchSampler(100, 0, 0, "e0").indices(5) is None  # full batch
+    assert not torch.equal(sampling.MinibatchSampler(100, 32, 1, "e0").indices(0), forward[0])
+    assert sampling.MinibatchSampler(100, 0, 0, "e0").indices(5) is None  # full batch
 
 
 def test_nonfinite_loss_ends_run_as_diverged(tmp_path):

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 import torch
 
-from bench import records, runner
+from bench import records, runner, sampling
 from bench.algorithms import ALGORITHMS
 from bench.datasets.files import data_roots
 from bench.errors import UserError
@@ -73,7 +73,7 @@ def test_full_batch_run_matches_a_hand_written_full_batch_loop(tmp_path):
     recorded = [r["train"]["loss"] for r in records.read_records(outcome.run_dir / records.RESULTS)]
 
     dataset = runner.load_dataset("debug", None, spec.data_seed, "tiny")
-    splits = runner.holdout_splits(dataset, spec.trial_seed, spec.holdout_fraction)
+    splits = sampling.holdout_splits(dataset, spec.trial_seed, spec.holdout_fraction)
     runner._seed_everything(spec)
     train = [n for n in dataset.envs if n not in spec.test_envs]
     algorithm = ALGORITHMS.get("erm")(

@@ -63,7 +63,7 @@ class LinearProbe(Recipe):
         return info
 
     def _fit_sklearn_head(self, spec: Any, options: Any) -> dict[str, Any]:
-        from bench import runner
+        from bench import runner, sampling
         from bench.transfer.sklearn_probe import fit_logistic_head, frozen_features
 
         if not spec.holdout_fraction:
@@ -74,7 +74,7 @@ class LinearProbe(Recipe):
         dataset = runner.load_dataset(
             spec.dataset, options.data_dir, spec.data_seed, spec.size, options.download
         )
-        splits = runner.holdout_splits(dataset, spec.trial_seed, spec.holdout_fraction)
+        splits = sampling.holdout_splits(dataset, spec.trial_seed, spec.holdout_fraction)
         train_envs = [name for name in dataset.envs if name not in spec.test_envs]
         if len(train_envs) != 1:
             raise UserError(

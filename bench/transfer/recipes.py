@@ -190,7 +190,7 @@ class Recipe(Algorithm):
         }
 
     def _pretrain_spec(self, spec: Any, options: Any) -> tuple[PretrainSpec, Any]:
-        from bench import runner
+        from bench import runner, sampling
         from bench.datasets import DATASETS
         from bench.transfer.tasks import TransferTask, concat_envs, subset
 
@@ -229,7 +229,7 @@ class Recipe(Algorithm):
             }
 
             def load_data():
-                splits = runner.holdout_splits(dataset, spec.trial_seed, spec.holdout_fraction)
+                splits = sampling.holdout_splits(dataset, spec.trial_seed, spec.holdout_fraction)
                 return concat_envs(
                     [subset(dataset.envs[name], splits[name]["in"]) for name in train_envs]
                 ), DATASETS.get(spec.dataset).NUM_CLASSES
