@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 
 from bench import interpret
 from bench import report as rp
+from bench import report_diagnostics as diagnostics
 from bench.protocol import render_card
 from bench.references import published_rows
 from bench.selection import RULES, Run
@@ -172,11 +173,11 @@ def markdown(
             out.append(_hparams_table(report, dataset, rule))
         if dataset in figures:
             out += ["", f"![{dataset}: train vs test accuracy]({figures[dataset]})"]
-        diagnostic = rp.diagnostic_table(report, dataset, report.rules[0])
+        diagnostic = diagnostics.diagnostic_table(report, dataset, report.rules[0])
         if diagnostic is not None:
             out += [
                 "",
-                f"### Training diagnostic: `{rp.DIAGNOSTIC}`",
+                f"### Training diagnostic: `{diagnostics.DIAGNOSTIC}`",
                 "",
                 DIAGNOSTIC_NOTE,
                 "",
@@ -184,11 +185,11 @@ def markdown(
                 "",
                 *diagnostic.notes,
             ]
-            if f"{rp.DIAGNOSTIC}:{dataset}" in figures:
+            if f"{diagnostics.DIAGNOSTIC}:{dataset}" in figures:
                 out += [
                     "",
-                    f"![{dataset}: {rp.DIAGNOSTIC} over "
-                    f"training]({figures[f'{rp.DIAGNOSTIC}:{dataset}']})",
+                    f"![{dataset}: {diagnostics.DIAGNOSTIC} over "
+                    f"training]({figures[f'{diagnostics.DIAGNOSTIC}:{dataset}']})",
                 ]
     if "domains" in figures:
         out += [
@@ -265,7 +266,7 @@ def plot(report: rp.Report, out_dir: Path, rule: str) -> dict[str, str]:
         name = f"{_slug(dataset)}_{rule}_train_test.png"
         _save(fig, ax, out_dir / name, f"{dataset} ({rule})")
         files[dataset] = name
-        curves = rp.diagnostic_curves(report, dataset, rule)
+        curves = diagnostics.diagnostic_curves(report, dataset, rule)
         if curves:
             fig, ax = plt.subplots(figsize=(5, 3.2))
             for a in report.algorithms(dataset):
@@ -281,10 +282,10 @@ def plot(report: rp.Report, out_dir: Path, rule: str) -> dict[str, str]:
                     ax.plot(steps, mean, marker=".", label=a)
                     ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
             ax.set_xlabel("step")
-            ax.set_ylabel(f"{rp.DIAGNOSTIC}, mean ± std")
-            name = f"{_slug(dataset)}_{rule}_{rp.DIAGNOSTIC}.png"
+            ax.set_ylabel(f"{diagnostics.DIAGNOSTIC}, mean ± std")
+            name = f"{_slug(dataset)}_{rule}_{diagnostics.DIAGNOSTIC}.png"
             _save(fig, ax, out_dir / name, f"{dataset} ({rule})")
-            files[f"{rp.DIAGNOSTIC}:{dataset}"] = name
+            files[f"{diagnostics.DIAGNOSTIC}:{dataset}"] = name
     families: dict[str, list[tuple[int, str]]] = {}
     for dataset in report.datasets:
         match = re.fullmatch(r"(.+)_n(\d+)", dataset)

@@ -9,7 +9,7 @@ import pytest
 from handmade import record, run, write_run_dir
 from scipy import stats
 
-from bench import cli, leaderboard
+from bench import cli, leaderboard, report_diagnostics
 from bench.report import (
     Cell,
     build_report,
@@ -268,7 +268,7 @@ def test_grad_cos_diagnostic_table_and_figure_follow_the_selected_runs(tmp_path)
         # a worse hparams sample whose (different) diagnostic must not enter the table
         runs.append(run("fish", ("test",), trial, 1, [rec(s, -1.0, 0.6) for s in (0, 5, 9)]))
     rep = build_report(runs, ["train_val"])
-    table = leaderboard.rp.diagnostic_table(rep, "toy", "train_val")
+    table = report_diagnostics.diagnostic_table(rep, "toy", "train_val")
     assert table.headers == ["algorithm", "step 0", "step 5", "step 9"]
     assert table.rows == [
         ["erm", "+0.15 ± 0.07 (2)", "+0.15 ± 0.07 (2)", "+0.15 ± 0.07 (2)"],
@@ -283,7 +283,7 @@ def test_grad_cos_diagnostic_table_and_figure_follow_the_selected_runs(tmp_path)
         and files["grad_cos:toy"] in page
     )
     assert (
-        leaderboard.rp.diagnostic_table(
+        report_diagnostics.diagnostic_table(
             build_report(golden_runs(), ["train_val"]), "toy", "train_val"
         )
         is None
@@ -302,7 +302,9 @@ def test_grad_cos_counts_a_run_holding_out_two_test_envs_once():
     runs = [
         run("erm", ("val", "test"), t, 0, recs[2 * i : 2 * i + 2]) for i, t in enumerate((0, 1))
     ]
-    table = leaderboard.rp.diagnostic_table(build_report(runs, ["train_val"]), "toy", "train_val")
+    table = report_diagnostics.diagnostic_table(
+        build_report(runs, ["train_val"]), "toy", "train_val"
+    )
     assert table.rows == [["erm", "+0.20 ± 0.14 (2)", "+0.20 ± 0.14 (2)"]]
 
 
