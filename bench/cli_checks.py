@@ -7,6 +7,9 @@ A flag that does not apply to the chosen mode is refused with one line, never ig
 from __future__ import annotations
 
 import argparse
+import difflib
+import json
+from typing import Any
 
 from bench.errors import UserError
 
@@ -80,3 +83,43 @@ def check_launcher_flags(args: argparse.Namespace) -> None:
             {"slurm_partition": "--slurm-partition", "slurm_cluster": "--slurm-cluster"},
             f"--launcher {launcher} (they are for --launcher slurm)",
         )
+
+
+def json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(
+            f"--hparams is not valid JSON ({exc.msg} at column {exc.colno}): {text}"
+        ) from None
+    if not isinstance(value, dict):
+        raise UserError(f"--hparams must be a JSON object like '{{\"lr\": 0.001}}', got {text}")
+    return value
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """``--hparams`` plus ``--weights`` (the ResNet featurizers' ``weights`` hparam)."""
+    overrides = json_object(args.hparams)
+    if args.weights is not None:
+        from bench.start_weights import weights_value
+
+        overrides["weights"] = weights_value(args.weights)
+    return overrides
+
+
+def recipe(name: str) -> str:
+    """A registered transfer recipe's name (case-insensitive), or one line with a suggestion."""
+    from bench.algorithms import ALGORITHMS
+    from bench.transfer.recipes import Recipe
+
+    recipes = [n for n in ALGORITHMS.names() if issubclass(ALGORITHMS.get(n), Recipe)]
+    name = name.lower()
+    if name not in recipes:
+        close = difflib.get_close_matches(name, recipes, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise UserError(f"unknown recipe {name!r}.{hint} Recipes: {', '.join(recipes)}")
+    return name
+
+
+def names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
