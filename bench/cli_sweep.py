@@ -124,7 +124,7 @@ def _plan(
 def cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
     import dataclasses
 
-    from bench import leaderboard, records, report, sweep
+    from bench import leaderboard, records, report, report_files, sweep
     from bench.spec import RuntimeOptions
 
     if args.trial_seed or args.hparams_seed:
@@ -229,7 +229,9 @@ def cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
             "runs held by another worker are not in the tables yet; run the same command "
             "again once it is done"
         )
-    rep = report.build_report(report.load_runs(args.output_dir, [s.run_id for s in specs]), rules)
+    rep = report.build_report(
+        report_files.load_runs(args.output_dir, [s.run_id for s in specs]), rules
+    )
     print()
     print(report.render_tables(rep, "plain"))
     if default:
@@ -298,7 +300,7 @@ def add_leaderboard(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from bench import leaderboard, records, report
+    from bench import leaderboard, records, report, report_files
 
     rules = rule_names(args.selection)
     if not args.format and (args.spread != "std" or args.ci):
@@ -306,7 +308,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
             "--spread and --ci shape the tables printed with --format; add --format "
             "markdown|latex|plain"
         )
-    runs = report.load_runs(args.runs)
+    runs = report_files.load_runs(args.runs)
     if not runs:
         raise UserError(f"no runs under {args.runs}/runs; pass the --output-dir of a sweep")
     rep = report.build_report(runs, rules)

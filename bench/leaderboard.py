@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from bench import interpret
+from bench import interpret, report_files
 from bench import report as rp
 from bench import report_diagnostics as diagnostics
 from bench.protocol import render_card
@@ -333,5 +333,5 @@ def write(
     plotted = plot(report, out_dir, report.rules[0]) if figures else {}
     page = out_dir / "README.md"
     page.write_text(markdown(report, commit, command, title, plotted))
-    rp.write_selected(report, out_dir / "selected.csv", out_dir / "selected.json")
+    report_files.write_selected(report, out_dir / "selected.csv", out_dir / "selected.json")
     return page

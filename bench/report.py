@@ -9,20 +9,16 @@ algorithm x column) are Holm-adjusted as one family, and ``*`` marks adjusted p 
 
 from __future__ import annotations
 
-import csv
-import dataclasses
-import json
 import math
 import re
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 from scipy import stats as st
 from tabulate import tabulate
 
-from bench import records
+from bench import statistics
 from bench.selection import (
     RULES,
     Run,
@@ -33,50 +29,10 @@ from bench.selection import (
     select,
     split_pair_runs,
 )
+from bench.statistics import BASELINE
 
-BASELINE = "erm"
 ALPHA = 0.05
 FORMATS = {"markdown": "github", "latex": "latex", "plain": "simple"}
-
-
-def load_runs(output_dir: str | Path, run_ids: Iterable[str] | None = None) -> list[Run]:
-    """Every run under ``output_dir`` (or only ``run_ids``) with its records and status.
-
-    A run whose files are unreadable or inconsistent comes back with status ``damaged``,
-    no records and the reason; its spec too if that was readable (``{}`` otherwise).
-    """
-    records.check_output_dir(output_dir)
-    wanted = None if run_ids is None else set(run_ids)
-    runs = []
-    for d in records.iter_runs(output_dir):
-        if wanted is not None and d.name not in wanted:
-            continue
-        try:
-            info = records.read_spec(d)
-            status, found = records.check_run(d)
-        except records.DamagedRun as exc:
-            runs.append(Run(d.name, _readable_spec(d), {}, (), "damaged", damage=str(exc)))
-            continue
-        runs.append(
-            Run(
-                info["run_id"],
-                info["spec"],
-                info["hparams"],
-                tuple(found),
-                status,
-                info.get("command", ""),
-                info.get("meta", {}).get("git"),
-                protocol=info.get("protocol", {}),
-            )
-        )
-    return runs
-
-
-def _readable_spec(directory: Path) -> dict[str, Any]:
-    try:
-        return records.read_spec(directory)["spec"]
-    except records.DamagedRun:
-        return {}
 
 
 @dataclass(frozen=True)
@@ -218,52 +174,6 @@ def damage_notes(report: Report) -> list[str]:
     ]
 
 
-def _paired_p(values: dict[int, float], baseline: dict[int, float]) -> float | None:
-    shared = sorted(set(values) & set(baseline))
-    if len(shared) < 2:
-        return None
-    diff = np.array([values[t] - baseline[t] for t in shared])
-    if np.allclose(diff, diff[0]):  # t undefined; exact ties are not evidence either way
-        return None if diff[0] == 0 else 0.0
-    return float(st.ttest_rel([values[t] for t in shared], [baseline[t] for t in shared]).pvalue)
-
-
-def _with_test(cells: dict[str, Cell]) -> dict[str, Cell]:
-    """Attach each algorithm's raw paired p-value against the baseline in the same column."""
-    base = cells.get(BASELINE)
-    return {
-        a: c
-        if base is None or a == BASELINE
-        else dataclasses.replace(c, p_raw=_paired_p(c.values, base.values))
-        for a, c in cells.items()
-    }
-
-
-def holm(pvalues: Sequence[float]) -> list[float]:
-    """Holm's step-down adjustment: controls the family-wise error rate over all the comparisons."""
-    order = np.argsort(pvalues, kind="stable")
-    m, running, adjusted = len(pvalues), 0.0, [0.0] * len(pvalues)
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * pvalues[i]))
-        adjusted[i] = running
-    return adjusted
-
-
-def _holm_table(table: dict[str, dict[str, Cell]]) -> dict[str, dict[str, Cell]]:
-    """Every comparison with the baseline in one table is one family."""
-    keys = [
-        (col, a) for col, column in table.items() for a, c in column.items() if c.p_raw is not None
-    ]
-    adjusted = dict(zip(keys, holm([table[col][a].p_raw for col, a in keys])))
-    return {
-        col: {
-            a: dataclasses.replace(c, p_vs_baseline=adjusted.get((col, a)))
-            for a, c in column.items()
-        }
-        for col, column in table.items()
-    }
-
-
 def cells(report: Report, dataset: str, rule: str) -> dict[str, dict[str, Cell]]:
     """column -> algorithm -> Cell, with ``Avg`` and ``Worst`` (per-trial mean and minimum over the
     test environments, over the trials complete in every one) when there are several."""
@@ -284,7 +194,7 @@ def cells(report: Report, dataset: str, rule: str) -> dict[str, dict[str, Cell]]
                     for k in ("diverged", "partial", "damaged")
                 ),
             )
-        table[column] = _with_test(table[column])
+        table[column] = statistics.with_test(table[column])
     if len(columns) > 1:
         for name, combine in AGGREGATES.items():
             aggregated = {}
@@ -294,8 +204,8 @@ def cells(report: Report, dataset: str, rule: str) -> dict[str, dict[str, Cell]]
                 aggregated[a] = Cell(
                     {t: float(combine([v[t] for v in per])) for t in sorted(complete)}, expected
                 )
-            table[name] = _with_test(aggregated)
-    return _holm_table(table)
+            table[name] = statistics.with_test(aggregated)
+    return statistics.holm_table(table)
 
 
 AGGREGATES = {"Avg": np.mean, "Worst": np.min}  # over test environments, per trial
@@ -456,43 +366,6 @@ def summary_table(report: Report, rule: str, spread: str = "std") -> Table:
             "environments.",
         ],
     )
-
-
-def selected_rows(report: Report) -> list[dict[str, Any]]:
-    """Flat per-trial rows (every rule): the values behind every cell, with the chosen run and
-    hparams, and the cell's paired test against the baseline (raw and Holm-adjusted p)."""
-    rows = []
-    for rule in report.rules:
-        tables = {d: cells(report, d, rule) for d in report.datasets}
-        for s in report.selected[rule]:
-            cell = tables.get(s.dataset, {}).get(s.test_env, {}).get(s.algorithm)
-            row = {
-                "rule": rule,
-                **asdict(s),
-                "p_vs_erm": cell and cell.p_raw,
-                "p_vs_erm_holm": cell and cell.p_vs_baseline,
-            }
-            row["hparams"] = dict(s.hparams)
-            row["acc_pct"] = None if s.acc is None else 100 * s.acc  # the tables' unit
-            rows.append(row)
-    return rows
-
-
-def write_selected(report: Report, csv_path: Path, json_path: Path) -> None:
-    rows = selected_rows(report)
-    json_path.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
-    fields = [
-        "rule",
-        *(f for f in Selected.__dataclass_fields__),
-        "acc_pct",
-        "p_vs_erm",
-        "p_vs_erm_holm",
-    ]
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({**row, "hparams": json.dumps(row["hparams"], sort_keys=True)})
 
 
 def render_tables(report: Report, fmt: str = "plain", spread: str = "std", ci: bool = False) -> str:

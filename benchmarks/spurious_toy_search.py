@@ -65,7 +65,7 @@ import itertools
 import statistics
 from pathlib import Path
 
-from bench import report, sweep
+from bench import report, report_files, sweep
 from bench.spec import RuntimeOptions
 
 DATASET = "spurious_toy"
@@ -98,7 +98,9 @@ def grid_points(trials: int) -> list[tuple[str, dict, list]]:
 
 def score(output_dir: Path, specs: list) -> tuple[float, float, float]:
     """(val, gap, test) of one grid point: see the module docstring."""
-    rep = report.build_report(report.load_runs(output_dir, [s.run_id for s in specs]), "train_val")
+    rep = report.build_report(
+        report_files.load_runs(output_dir, [s.run_id for s in specs]), "train_val"
+    )
     chosen = [s for s in rep.selected["train_val"] if s.acc is not None]
     records = {(r.run_id, rec["step"]): rec for r in rep.runs for rec in r.records}
     gaps = []

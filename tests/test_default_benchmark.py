@@ -15,7 +15,7 @@ import io
 import numpy as np
 import pytest
 
-from bench import cli, interpret, report, sweep
+from bench import cli, interpret, report, report_files, sweep
 from bench.algorithms import ALGORITHMS
 from bench.datasets import DATASETS
 from bench.hparams import space_for
@@ -53,7 +53,7 @@ def reduced_default(tmp_path_factory):
 
 def test_erm_is_far_below_the_best_invariance_method(reduced_default):
     out, _ = reduced_default
-    rep = report.build_report(report.load_runs(out), "train_val")
+    rep = report.build_report(report_files.load_runs(out), "train_val")
     test = report.cells(rep, "spurious_toy", "train_val")["test"]
     means = {a: c.summary()["mean"] for a, c in test.items()}
     best = max(means[a] for a in interpret.INVARIANCE)
@@ -67,7 +67,7 @@ def test_erm_is_far_below_the_best_invariance_method(reduced_default):
 
 def test_summary_prints_chance_oracle_and_a_sentence_from_the_numbers(reduced_default):
     out, printed = reduced_default
-    rep = report.build_report(report.load_runs(out), "train_val")
+    rep = report.build_report(report_files.load_runs(out), "train_val")
     chance = interpret.chance(rep, "spurious_toy")
     assert 0.45 < chance <= 0.55
     assert f"chance (majority class of the test environment): {100 * chance:.1f}%" in printed
@@ -84,7 +84,7 @@ def test_sentence_reports_no_clear_separation_when_the_numbers_say_so(reduced_de
     """The sentence is generated: with the threshold above the measured gap it must not claim a
     separation."""
     out, _ = reduced_default
-    rep = report.build_report(report.load_runs(out), "train_val")
+    rep = report.build_report(report_files.load_runs(out), "train_val")
     monkeypatch.setattr(interpret, "CLEAR_GAP", 0.99)
     text = interpret.sentence(rep, "spurious_toy", "train_val", 0.5, 0.75)
     assert (

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from bench import cli, records, runner, sweep
-from bench.report import build_report, cells, dataset_table, load_runs
+from bench.report import build_report, cells, dataset_table
+from bench.report_files import load_runs
 from bench.spec import RunSpec, RuntimeOptions, make_spec
 
 ROOT = Path(__file__).resolve().parents[1]

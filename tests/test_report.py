@@ -15,12 +15,11 @@ from bench.report import (
     build_report,
     cells,
     dataset_table,
-    load_runs,
     mean_ranks,
     render_tables,
-    selected_rows,
     summary_table,
 )
+from bench.report_files import load_runs, selected_rows
 
 GOLDEN = Path(__file__).parent / "golden" / "leaderboard.md"
 TOY = ("e0", "e1", "e2")
@@ -354,7 +353,7 @@ def test_published_rows_are_hidden_beside_another_protocol_and_the_difference_is
 
 
 def test_holm_adjustment_by_hand():
-    from bench.report import holm
+    from bench.statistics import holm
 
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])

@@ -10,7 +10,8 @@ import json
 import pytest
 
 from bench import records
-from bench.report import Cell, load_runs
+from bench.report import Cell
+from bench.report_files import load_runs
 
 KEYS = {"mean", "std", "se", "ci_lo", "ci_hi"}
 
@@ -75,11 +76,11 @@ def test_paired_p_uses_the_trials_both_have():
     """Paired t-test over shared trials; a constant difference is decisive, none is no evidence."""
     from scipy import stats
 
-    from bench.report import _paired_p
+    from bench.statistics import paired_p
 
     base = {0: 0.5, 1: 0.6, 2: 0.7}
-    assert _paired_p(dict(base), base) is None
-    assert _paired_p({0: 0.9, 5: 0.1}, base) is None  # one shared trial
-    assert _paired_p({t: v + 0.1 for t, v in base.items()}, base) == 0.0
+    assert paired_p(dict(base), base) is None
+    assert paired_p({0: 0.9, 5: 0.1}, base) is None  # one shared trial
+    assert paired_p({t: v + 0.1 for t, v in base.items()}, base) == 0.0
     expected = stats.ttest_rel([0.55, 0.62, 0.9], [0.5, 0.6, 0.7]).pvalue
-    assert _paired_p({0: 0.55, 1: 0.62, 2: 0.9, 3: 0.4}, base) == pytest.approx(expected)
+    assert paired_p({0: 0.55, 1: 0.62, 2: 0.9, 3: 0.4}, base) == pytest.approx(expected)

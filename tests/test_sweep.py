@@ -13,7 +13,8 @@ import pytest
 from bench import cli, records, runner, sweep
 from bench.errors import UserError
 from bench.launchers import trained_log
-from bench.report import build_report, load_runs, render_tables
+from bench.report import build_report, render_tables
+from bench.report_files import load_runs
 from bench.spec import RuntimeOptions
 
 STEPS, EVAL_EVERY = 60, 20

@@ -14,7 +14,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from bench.report import Report, build_report, load_runs
+from bench.report import Report, build_report
+from bench.report_files import load_runs
 from bench.selection import Run, Selected
 
 
