@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from bench import cli_checks as checks
-from bench import cli_sweep
+from bench import sweep_cli
 from bench.errors import UserError
 
 # Options whose values may start with "-" (e.g. the environment "-90%").
@@ -128,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run(p)
     _add_transfer(p)
-    cli_sweep.add_sweep(p)
-    cli_sweep.add_leaderboard(
+    sweep_cli.add_sweep(p)
+    sweep_cli.add_leaderboard(
         sub.add_parser(
             "leaderboard",
             help="leaderboard markdown, per-trial CSV/JSON and figures from a runs directory",
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             "list": _cmd_list,
             "hparams": _cmd_hparams,
             "show": _cmd_show,
-            "leaderboard": cli_sweep.cmd_leaderboard,
+            "leaderboard": sweep_cli.cmd_leaderboard,
         }[args.command](args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -195,8 +195,8 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     from bench.spec import RuntimeOptions, make_spec
     from bench.transfer.tasks import task_dataset
 
-    if cli_sweep.wants_sweep(args):
-        return cli_sweep.cmd_sweep(args, argv)
+    if sweep_cli.wants_sweep(args):
+        return sweep_cli.cmd_sweep(args, argv)
     checks.refuse(args, checks.SWEEP_ONLY, "one run")
     dataset = args.dataset or "cmnist_irm"
     if args.shots is not None:
