@@ -36,6 +36,7 @@ def render() -> str:
     module)."""
     from tabulate import tabulate
 
+    # lazy: a cached listing must not pay for the registries (and torch); only a miss does
     from bench.algorithms import ALGORITHMS
     from bench.datasets import DATASETS
 

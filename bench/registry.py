@@ -22,8 +22,9 @@ class Registry(Generic[T]):
 
     def __init__(self, kind: str, package: str | None = None) -> None:
         self.kind = kind
-        self._package = package  # modules of this package are imported lazily for registration
+        self._package = package  # imported on first lookup: it imports every built-in provider
         self._entries: dict[str, type[T]] = {}
+        self._deferred: dict[str, Callable[[], type[T]]] = {}  # built on first lookup
         self._loaded = package is None
         self._prefixes: dict[str, Callable[[str], type[T]]] = {}
         self._made: dict[str, type[T]] = {}  # classes built from ``prefix:...`` names, by NAME
@@ -35,9 +36,10 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} name {name!r} must be lowercase snake_case")
 
         def decorator(cls: type[T]) -> type[T]:
-            if name in self._entries and self._entries[name] is not cls:
+            if name in self._deferred or (name in self._entries and self._entries[name] is not cls):
                 raise ValueError(
-                    f"{self.kind} {name!r} is already registered by {self._entries[name]!r}"
+                    f"{self.kind} {name!r} is already registered by "
+                    f"{self._entries.get(name, 'a deferred definition')!r}"
                 )
             if not isinstance(getattr(cls, "VERSION", None), int):
                 raise TypeError(
@@ -48,6 +50,19 @@ class Registry(Generic[T]):
             return cls
 
         return decorator
+
+    def register_deferred(self, name: str, build: Callable[[], type[T]]) -> None:
+        """Register ``name`` now and build its class on first lookup.
+
+        For classes derived from other entries (a transfer task cut from a dataset): the
+        derivation runs once every provider has registered, so it never depends on the order
+        in which modules (built-in or plugin) happen to be imported.
+        """
+        if not _NAME.match(name):
+            raise ValueError(f"{self.kind} name {name!r} must be lowercase snake_case")
+        if name in self._entries or name in self._deferred:
+            raise ValueError(f"{self.kind} {name!r} is already registered")
+        self._deferred[name] = build
 
     def _load(self) -> None:
         if not self._loaded:
@@ -68,6 +83,8 @@ class Registry(Generic[T]):
         self._load()
         if name in self._entries:
             return self._entries[name]
+        if name in self._deferred:
+            return self.register(name)(self._deferred.pop(name)())
         if name in self._made or name in self._given:
             return self._made.get(name) or self._given[name]
         if name in self._pending:
@@ -76,10 +93,10 @@ class Registry(Generic[T]):
         if sep and prefix.lower() in self._prefixes:
             self._given[name] = self._build(prefix.lower(), rest)  # built once per process and name
             return self._given[name]
-        folded = [n for n in self._entries if n.lower() == name.lower()]
+        folded = [n for n in self._known() if n.lower() == name.lower()]
         if len(folded) == 1:  # PACS -> pacs: names are lowercase, users type them as papers do
-            return self._entries[folded[0]]
-        lowered = {n.lower(): n for n in self._entries}
+            return self.get(folded[0])
+        lowered = {n.lower(): n for n in self._known()}
         close = difflib.get_close_matches(name.lower(), lowered, n=3, cutoff=0.5)
         hint = (
             f" Did you mean {', '.join(lowered[c] for c in close)}?"
@@ -121,11 +138,15 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         self._load()
-        return sorted(self._entries)
+        return sorted(self._known())
+
+    def _known(self) -> set[str]:
+        return set(self._entries) | set(self._deferred)
 
     def __contains__(self, name: str) -> bool:
         self._load()
-        if any(name in known for known in (self._entries, self._made, self._given, self._pending)):
+        stores = (self._entries, self._deferred, self._made, self._given, self._pending)
+        if any(name in known for known in stores):
             return True
         prefix, sep, _ = name.partition(":")
         if not (sep and prefix.lower() in self._prefixes):

@@ -14,9 +14,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from bench.algorithms import ALGORITHMS
+from bench.datasets import DATASETS
 from bench.report import Report, build_report
 from bench.report_files import load_runs
 from bench.selection import Run, Selected
+from bench.transfer.recipes import Recipe
 
 
 def variant_label(spec: Mapping[str, Any]) -> str:
@@ -41,9 +44,6 @@ def _view(run: Run, test_env: str) -> Run:
 def transfer_views(runs: Sequence[Run]) -> list[Run]:
     """Every transfer-recipe run as one single-test-split run per test split, labelled by
     variant."""
-    from bench.algorithms import ALGORITHMS
-    from bench.transfer.recipes import Recipe
-
     recipes = {n for n in ALGORITHMS.names() if issubclass(ALGORITHMS.get(n), Recipe)}
     return [
         _view(run, t)
@@ -77,7 +77,7 @@ def layer_transfer_figure(
 
     Returns the plotted values: series -> n -> per-trial accuracies.
     """
-    import matplotlib
+    import matplotlib  # lazy: only the figures need matplotlib, which is slow to import
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -181,13 +181,11 @@ def learning_curve_figure(
     ``selected`` rows of ``task`` and its few-shot variants ``task_k<K>`` (only the variant
     ``labels`` when given); "all" is drawn right of the largest K.
     """
-    import matplotlib
+    import matplotlib  # lazy: only the figures need matplotlib, which is slow to import
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-
-    from bench.datasets import DATASETS
 
     curves: dict[str, dict[str, list[float]]] = {}
     for s in selected:
@@ -235,7 +233,7 @@ def diagnostics_figure(
 
     ``runs`` are grouped by variant label; returns label -> metric -> per-block means.
     """
-    import matplotlib
+    import matplotlib  # lazy: only the figures need matplotlib, which is slow to import
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
