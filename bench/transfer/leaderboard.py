@@ -5,21 +5,26 @@ a run is labelled by its recipe *and* its overrides (``frozen_first_n[n=2]`` and
 ``frozen_first_n[n=3]`` are different methods, not hparams samples of one), and a run
 with several test splits (``target_test`` and OOD splits) is seen once per split, its
 records restricted to the training environment and that split, so validation only
-ever sees the target's own ``out`` data.
+ever sees the target's own ``out`` data. Tables test every row against a baseline recipe,
+``scratch`` (the same network trained on the target alone) unless told otherwise.
 """
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from bench.algorithms import ALGORITHMS
 from bench.datasets import DATASETS
-from bench.report import Report, build_report
+from bench.errors import UserError
+from bench.report import Report, build_report, render_tables
 from bench.report_files import load_runs
 from bench.selection import Run, Selected
 from bench.transfer.recipes import Recipe
+
+BASELINE_RECIPE = "scratch"  # the same network trained on the target alone
 
 
 def variant_label(spec: Mapping[str, Any]) -> str:
@@ -57,16 +62,66 @@ def load_transfer_runs(output_dir: str | Path) -> list[Run]:
     return transfer_views(load_runs(output_dir))
 
 
-def transfer_report(output_dir: str | Path, rules: Sequence[str]) -> tuple[Report, list[Run]]:
-    """``bench.report.build_report`` over the transfer views, with every test split as a table
-    column."""
-    runs = load_runs(output_dir)
+def check_baseline(baseline: str) -> str:
+    """``baseline`` when it names a registered recipe (``scratch``, or a variant label such as
+    ``frozen_first_n[n=2]``); else one UserError line with the closest recipes."""
+    recipes = sorted(n for n in ALGORITHMS.names() if issubclass(ALGORITHMS.get(n), Recipe))
+    if baseline.split("[")[0] not in recipes:
+        close = difflib.get_close_matches(baseline, recipes, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise UserError(
+            f"unknown baseline recipe {baseline!r}.{hint} Recipes: {', '.join(recipes)}"
+        )
+    return baseline
+
+
+def baseline_row(views: Sequence[Run], baseline: str) -> str:
+    """The row label of recipe ``baseline``: the label itself, or the one variant of that recipe
+    in ``views`` (``scratch[pretrain_steps=500]`` when every run had that override).
+
+    UserError (one line) when ``baseline`` is no recipe, has no runs or names several rows.
+    """
+    check_baseline(baseline)
+    rows = sorted({v.spec["algorithm"] for v in views})
+    if baseline in rows:
+        return baseline
+    variants = [r for r in rows if r.split("[")[0] == baseline]
+    if len(variants) != 1:
+        found = "no runs" if not variants else f"several rows ({', '.join(variants)})"
+        raise UserError(
+            f"baseline recipe {baseline!r}: {found} among these results; rows: "
+            f"{', '.join(rows) or 'none'}; run it too, or name another with --baseline"
+        )
+    return variants[0]
+
+
+def transfer_report(
+    output_dir: str | Path,
+    rules: Sequence[str],
+    baseline: str = BASELINE_RECIPE,
+    run_ids: Sequence[str] | None = None,
+) -> tuple[Report, list[Run]]:
+    """``bench.report.build_report`` over the transfer views (of ``run_ids``, default all), with
+    every test split as a table column and the ``baseline`` recipe's row as the baseline."""
+    runs = load_runs(output_dir, run_ids)
     views = transfer_views(runs)
-    report = build_report(views, rules)
+    report = build_report(views, rules, baseline_row(views, baseline))
     for run in runs:  # each view holds one test split; the columns list them all, in record order
         if run.records and run.run_id in report.labels:
             report.env_order[report.labels[run.run_id]] = list(run.records[0]["eval"])
     return report, views
+
+
+def transfer_tables(
+    output_dir: str | Path,
+    rules: Sequence[str],
+    baseline: str = BASELINE_RECIPE,
+    run_ids: Sequence[str] | None = None,
+    fmt: str = "plain",
+) -> str:
+    """Every transfer table of ``output_dir``, the baseline row first and named in the footnote
+    (what a transfer sweep prints)."""
+    return render_tables(transfer_report(output_dir, rules, baseline, run_ids)[0], fmt)
 
 
 def layer_transfer_figure(
