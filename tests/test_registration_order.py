@@ -8,11 +8,15 @@ first lookup, once every module has registered.
 
 from __future__ import annotations
 
+import ast
 import sys
+from pathlib import Path
 
 import pytest
 
+import bench.builtins
 from bench import records, runner
+from bench.algorithms import ALGORITHMS
 from bench.datasets import DATASETS
 from bench.registry import Registry, import_plugins
 from bench.spec import RuntimeOptions, make_spec
@@ -84,3 +88,16 @@ def test_a_deferred_name_is_listed_built_once_and_never_registered_twice():
     registry.register_deferred("later", build)
     with pytest.raises(ValueError, match="already registered"):
         registry.register("later")(type("Eager", (), {"VERSION": 1}))
+
+
+def test_every_builtin_provider_registers_something():
+    """``bench.builtins`` lists what the registries load; each entry must register a class."""
+    tree = ast.parse(Path(bench.builtins.__file__).read_text())
+    providers = [
+        alias.name for node in tree.body if isinstance(node, ast.Import) for alias in node.names
+    ]
+    modules = {
+        cls.__module__ for reg in (ALGORITHMS, DATASETS) for cls in map(reg.get, reg.names())
+    }
+    silent = [p for p in providers if not any(m == p or m.startswith(p + ".") for m in modules)]
+    assert providers and not silent, f"providers registering nothing: {silent}"
