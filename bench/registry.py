@@ -18,7 +18,8 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 class Registry(Generic[T]):
-    """Maps lowercase snake_case names to classes; loads its package's modules on first lookup."""
+    """Maps lowercase snake_case names to classes; imports its provider module (``bench.builtins``
+    for algorithms and datasets) on first lookup, so lookups never depend on import order."""
 
     def __init__(self, kind: str, package: str | None = None) -> None:
         self.kind = kind

@@ -16,6 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+
 from bench.algorithms import ALGORITHMS
 from bench.datasets import DATASETS
 from bench.errors import UserError
@@ -136,7 +138,6 @@ def layer_transfer_figure(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     hparams = {r.run_id: r.hparams for r in runs}
     series: dict[str, dict[int, list[float]]] = {}
@@ -240,7 +241,6 @@ def learning_curve_figure(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     curves: dict[str, dict[str, list[float]]] = {}
     for s in selected:
@@ -292,7 +292,6 @@ def diagnostics_figure(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     groups: dict[str, list[dict[str, float]]] = {}
     for run in runs:
