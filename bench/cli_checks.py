@@ -16,7 +16,6 @@ from bench.errors import UserError
 # Flags that only mean something in some modes: given elsewhere they are refused, never ignored.
 SWEEP_ONLY = {
     "selection": "--selection",
-    "no_stack": "--no-stack",
     "slurm_partition": "--slurm-partition",
     "slurm_cluster": "--slurm-cluster",
 }
@@ -70,8 +69,8 @@ def check_launcher_flags(args: argparse.Namespace) -> None:
     if launcher != "local":
         refuse(
             args,
-            {"jobs": "--jobs", "no_stack": "--no-stack"},
-            f"--launcher {launcher} (they are for --launcher local)",
+            {"jobs": "--jobs"},
+            f"--launcher {launcher} (it is for --launcher local)",
         )
     if launcher != "dask":
         refuse(

@@ -50,11 +50,6 @@ def add_sweep(p: argparse.ArgumentParser) -> None:
         help="local: parallel processes (default: one per core; threads per job = cores // jobs)",
     )
     g.add_argument(
-        "--no-stack",
-        action="store_true",
-        help="local: train every run on its own (default: tiny same-shape ERM runs train together)",
-    )
-    g.add_argument(
         "--scheduler",
         default=None,
         metavar="ADDR",
@@ -213,7 +208,6 @@ def cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
         progress=not args.no_progress,
         jobs=args.jobs,
         scheduler=args.scheduler,
-        stack=not args.no_stack,
         cluster=args.slurm_cluster,
         partition=args.slurm_partition,
         timeout_min=args.slurm_timeout,

@@ -427,7 +427,7 @@ def test_shots_are_honoured_in_sweeps(tmp_path):
 @pytest.mark.parametrize(
     "launcher",
     [
-        ["--jobs", "2", "--no-stack", "--n-trials", "2"],
+        ["--jobs", "2", "--n-trials", "2"],
         ["--launcher", "slurm", "--slurm-cluster", "local"],
     ],
     ids=["loky-two-jobs", "submitit-local"],
