@@ -47,9 +47,7 @@ def test_plan_local_fills_the_cores(monkeypatch, n_cores, n_runs, jobs, threads,
 @pytest.mark.slow
 def test_local_launcher_with_two_loky_processes(tmp_path):
     specs = tiny_specs()
-    finished = list(
-        launchers.local(specs, RuntimeOptions(output_dir=tmp_path), jobs=2)
-    )
+    finished = list(launchers.local(specs, RuntimeOptions(output_dir=tmp_path), jobs=2))
     assert sorted(f.run_id for f in finished) == sorted(s.run_id for s in specs)
     assert {f.status for f in finished} == {"ok"}
     pids = {
