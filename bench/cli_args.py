@@ -194,7 +194,11 @@ def _add_sweep(p: argparse.ArgumentParser, grid: bool = True) -> None:
     )
     g.add_argument("--slurm-partition", default=None)
     g.add_argument(
-        "--slurm-timeout", type=int, default=None, metavar="MIN", help="slurm: minutes per run"
+        "--slurm-timeout",
+        type=int,
+        default=None,
+        metavar="MIN",
+        help="slurm: minutes per run (default 60)",
     )
     g.add_argument(
         "--slurm-cluster",
