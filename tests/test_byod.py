@@ -98,7 +98,7 @@ def make_hf(path: Path, images: bool = False) -> Path:
 
 def sweep_then_board(name: str, out: Path, jobs: int, capsys) -> str:
     argv = [
-        "run",
+        "sweep",
         "--algorithms",
         "erm,vrex",
         "--datasets",
@@ -144,7 +144,7 @@ def test_jobs_2_workers_rebuild_all_three_forms(tmp_path, capsys):
         f"hf:{make_hf(tmp_path / 'hf_jobs')}",
     ]
     argv = [
-        "run",
+        "sweep",
         "--algorithms",
         "erm",
         "--datasets",
@@ -293,7 +293,7 @@ def test_readme_bring_your_own_data_block_runs(tmp_path, monkeypatch, capsys):
     commands = readme_commands()
     assert len(commands) >= 4 and all(c[:3] == ["python", "-m", "bench"] for c in commands)
     for argv in commands:
-        extra = FAST if argv[3] == "run" else []
+        extra = FAST if argv[3] == "sweep" else []
         assert main(argv[3:] + extra) == 0, argv
     board = (tmp_path / "byod" / "leaderboard" / "README.md").read_text()
     for label in ("folder:my_images", "csv:my_table.csv?env=site&label=y", "hf:my_hf_data"):
