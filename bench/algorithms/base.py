@@ -29,29 +29,6 @@ ANNEALING_HPARAMS: dict[str, Param] = {
 }
 
 
-IRM_CMNIST_DATASETS = (
-    "cmnist_irm",
-    "cmnist_fishr",
-)  # the IRM paper's data, under its two conventions
-
-
-def irm_paper_cmnist(
-    weight_key: str, anneal_key: str, weight: float = 91257.18613115903
-) -> dict[str, Param]:
-    """The IRM paper's tuned Colored MNIST settings (reproduce_paper_results.sh), reused by the
-    Fishr paper."""
-    return {
-        "lr": Fixed(0.0004898536566546834, "IRM paper's tuned Adam learning rate"),
-        "l2": Fixed(0.00110794568, "IRM paper's tuned L2 weight on sum ||w||^2"),
-        "mlp_width": Fixed(390, "IRM paper's tuned hidden width"),
-        "irm_code": Fixed(
-            True, "the IRM code's schedule: loss / penalty weight after annealing, no Adam reset"
-        ),
-        weight_key: Fixed(weight, "IRM paper's tuned penalty weight"),
-        anneal_key: Fixed(190, "IRM paper's tuned annealing steps"),
-    }
-
-
 def classification_loss(logits: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
     """Cross-entropy; a single logit column means binary labels {0, 1} with BCE (the IRM paper's
     head)."""
@@ -124,7 +101,6 @@ class Algorithm(nn.Module):
         ),
         **networks.SHARED_HEAD_SPACE,
     }
-    DATASET_HPARAMS: ClassVar[dict[str, dict[str, Param]]] = {}
     # Declared keys read outside __init__/update (by prepare_run), exempt from check_algorithm's
     # "every declared hparam is read" rule; batch_size is the runner's.
     RUN_HPARAMS: ClassVar[frozenset[str]] = frozenset({"batch_size"})

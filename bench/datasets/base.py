@@ -93,6 +93,9 @@ class MultiEnvDataset:
     )
     BINARY_LOGIT: ClassVar[bool] = False  # one logit + BCE for 2 classes (the IRM paper's head)
     HPARAM_OVERRIDES: ClassVar[dict[str, Param]] = {}
+    # Per-algorithm protocol layers, by registered algorithm name: the settings a paper (or a
+    # search) tuned for that method on this data. The only place for "A on D" settings.
+    ALGORITHM_HPARAMS: ClassVar[dict[str, dict[str, Param]]] = {}
     HPARAMS: ClassVar[
         dict[str, Param]
     ] = {}  # the dataset's own keys (e.g. augment), always in the space
