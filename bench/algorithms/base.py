@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, ClassVar, Iterable, Mapping
+from typing import Any, Callable, ClassVar, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +13,39 @@ from bench import networks
 from bench.hparams import NON_NEGATIVE, POSITIVE, Fixed, IntLogUniform, LogUniform, Param
 from bench.registry import Registry
 
-ALGORITHMS: Registry["Algorithm"] = Registry("algorithm", "bench.algorithms")
+# The families ``bench list`` groups algorithms under; every algorithm declares one (FAMILY).
+FAMILIES = (
+    "baseline",
+    "invariance",
+    "alignment",
+    "robust optimisation",
+    "gradient matching",
+    "meta-learning",
+    "augmentation",
+    "regularisation",
+    "transfer",
+)
+
+
+class _AlgorithmRegistry(Registry["Algorithm"]):
+    """A Registry that also refuses a class whose FAMILY is not one of FAMILIES."""
+
+    def register(self, name: str) -> Callable[[type["Algorithm"]], type["Algorithm"]]:
+        register = super().register(name)
+
+        def decorator(cls: type["Algorithm"]) -> type["Algorithm"]:
+            family = getattr(cls, "FAMILY", None)
+            if family not in FAMILIES:
+                raise ValueError(
+                    f"algorithm {name!r}: class {cls.__name__} needs FAMILY, one of "
+                    f"{', '.join(map(repr, FAMILIES))} (got {family!r})"
+                )
+            return register(cls)
+
+        return decorator
+
+
+ALGORITHMS = _AlgorithmRegistry("algorithm", "bench.algorithms")
 register_algorithm = ALGORITHMS.register
 
 Minibatches = list[tuple[Tensor, Tensor]]
@@ -82,6 +114,7 @@ class Algorithm(nn.Module):
 
     VERSION: ClassVar[int] = 1
     NAME: ClassVar[str]
+    FAMILY: ClassVar[str]  # one of FAMILIES: the heading ``bench list`` shows it under
     HPARAMS: ClassVar[dict[str, Param]] = {
         "lr": LogUniform(1e-3, "Adam learning rate", low=10**-4.5, high=10**-2.5, domain=POSITIVE),
         "weight_decay": LogUniform(

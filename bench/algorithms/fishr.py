@@ -51,6 +51,7 @@ class Fishr(Algorithm):
     """Fishr (Rame et al., 2022): match per-environment variances of per-sample head gradients."""
 
     VERSION = 1
+    FAMILY = "invariance"
     HPARAMS = {
         "lambda": LogUniform(
             1000.0, "penalty weight after annealing", low=1e1, high=1e4, domain=NON_NEGATIVE

@@ -50,6 +50,7 @@ class IRM(Algorithm):
     scale."""
 
     VERSION = 1
+    FAMILY = "invariance"
     HPARAMS = {
         "irm_lambda": LogUniform(
             1e2, "penalty weight after annealing", low=1e-1, high=1e5, domain=NON_NEGATIVE

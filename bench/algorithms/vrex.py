@@ -37,6 +37,7 @@ class VREx(Algorithm):
     """V-REx (Krueger et al., 2021): mean risk + weight * variance of the environment risks."""
 
     VERSION = 2
+    FAMILY = "invariance"
     HPARAMS = {
         "vrex_lambda": LogUniform(
             1e1,
