@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal, Mapping
@@ -111,6 +112,15 @@ class MultiEnvDataset:
 
     def build(self) -> dict[str, EnvData]:
         raise NotImplementedError
+
+    @classmethod
+    @functools.lru_cache(maxsize=4)
+    def shared(
+        cls, root: str | None, data_seed: int, size: Size = "full", download: bool = False
+    ) -> "MultiEnvDataset":
+        """One instance per class and arguments in this process (the last few), for a sweep's
+        runs; keyed by class, so a ``folder:`` name whose data changed gets a new one."""
+        return cls(root, data_seed, size=size, download=download)
 
     @classmethod
     def data_paths(cls, root: str | None) -> list[Path]:
