@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Generic, Iterable, TypeVar
 
-from bench.errors import DataNotFoundError, UserError
+from bench.errors import UserError
 
 T = TypeVar("T")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -94,16 +94,14 @@ class Registry(Generic[T]):
         return name if name in self._entries else folded[0] if len(folded) == 1 else cls.NAME
 
     def _prefixed(self, prefix: str, name: str, rest: str) -> type[T]:
-        """``prefix:REST`` as a location first, looked up again every time: a relative one means
-        the current directory's, and the factory reuses a class only for the same absolute
-        location and content. Where there is no such location, a NAME made here (a board's or
-        a spec's label, e.g. of a folder given by its absolute path)."""
-        try:
-            return self._build(prefix, rest)
-        except DataNotFoundError:
-            if name in self._made:
-                return self._made[name]
-            raise
+        """``prefix:REST`` whose location exists here is read again on every lookup (a relative
+        one is the current directory's; the factory reuses a class only for the same absolute
+        location and content); otherwise it is a label made here (a spec's or a board's, a hub
+        id) when there is one, else it goes to the factory."""
+        location = Path(rest.partition("?")[0]).expanduser()
+        if name in self._made and not location.exists():
+            return self._made[name]
+        return self._build(prefix, rest)
 
     def _build(self, prefix: str, rest: str) -> type[T]:
         """The factory's class, replacing one of the same location (its content changed, or it

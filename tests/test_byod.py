@@ -18,7 +18,7 @@ import torch
 
 from bench import runner
 from bench.cli import main
-from bench.datasets import DATASETS
+from bench.datasets import DATASETS, user_tables
 from bench.errors import UserError
 from bench.spec import make_spec
 from bench.testing import check_dataset
@@ -226,6 +226,12 @@ def test_one_relative_name_from_two_directories_never_shares_a_dataset(tmp_path,
     assert second.LOCATION == b and second.NAME == "folder:cwd_data"  # the label stays path-free
     again = runner.load_dataset("folder:cwd_data", None, 0, "tiny")
     assert again is not built and again.envs["scanner_a"].x.shape[-2:] == (16, 16)
+
+
+def test_the_label_of_a_saved_hf_folder_never_asks_the_hub(tmp_path, monkeypatch):
+    made = DATASETS.get(f"hf:{make_hf(tmp_path / 'hf_label')}")
+    monkeypatch.setattr(user_tables, "hub_datasets", lambda *_: pytest.fail("asked the hub"))
+    assert made.NAME == "hf:hf_label" and DATASETS.get("hf:hf_label") is made  # not a hub id
 
 
 def test_a_folder_edited_in_place_is_read_again(tmp_path):
