@@ -6,9 +6,10 @@ the registry modules' own source in a private namespace in which every third-par
 module (torch, numpy, PIL, ...) is a stand-in that accepts any use (the technique of
 Sphinx's ``autodoc_mock_imports``) and ``bench`` modules are read from their files. The
 classes and registries that come out are the real ones, minus anything computed by a
-library, which the catalogue never shows. Nothing lands in ``sys.modules``, so a later
-real import is unaffected. ``tests/test_catalog.py`` checks that this listing equals the
-one made by importing the registries for real.
+library, which the catalogue never shows. They sit in ``sys.modules`` only while they run,
+under a private prefix, so a later real import is unaffected. ``tests/test_catalog.py``
+checks that this listing equals the one made by importing the registries for real; a
+module the stand-ins cannot run makes ``bench list`` import them for real (slower).
 
 The rendered text is also cached under a key made of every source file's path, size and
 modification time. Plugin modules (``--import``) are imported for real: their
@@ -24,7 +25,7 @@ import os
 import sys
 import types
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 PACKAGE = Path(__file__).resolve().parent
 REGISTRIES = ("bench.algorithms", "bench.datasets")
@@ -54,7 +55,7 @@ class _StandIn:
     def __setitem__(self, key: Any, value: Any) -> None:
         pass
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         return iter(())
 
     def _other(self, *args: Any) -> "_StandIn":
