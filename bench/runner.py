@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import logging
 import math
 import os
@@ -45,12 +44,11 @@ class RunOutcome:
     wall_s: float = 0.0
 
 
-@functools.lru_cache(maxsize=4)
 def load_dataset(
     name: str, root: str | None, data_seed: int, size: str, download: bool = False
 ) -> MultiEnvDataset:
     """Construct a dataset once per worker process and reuse it across the runs of a sweep."""
-    return DATASETS.get(name)(root, data_seed, size=size, download=download)
+    return DATASETS.get(name).shared(root, data_seed, size, download)
 
 
 @contextlib.contextmanager
