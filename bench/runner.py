@@ -143,8 +143,7 @@ def wants_channels_last(model: torch.nn.Module, device: torch.device, choice: bo
 
 @dataclass
 class RunContext:
-    """Everything one run's loop needs; built once by ``prepare``, shared with the stacked
-    trainer."""
+    """Everything one run's loop needs, built once by ``prepare``."""
 
     spec: RunSpec
     options: RuntimeOptions
@@ -161,9 +160,6 @@ class RunContext:
     skip: set[tuple[str, str]]
     start: int = 0
     wall_offset: float = 0.0
-    rng_state: dict[str, Any] | None = (
-        None  # the stacked trainer pins each trial's own RNG state here
-    )
 
     def minibatches(self, step: int) -> list[tuple[Tensor, Tensor]]:
         out = []
@@ -201,10 +197,9 @@ class RunContext:
             "meta": self.meta,
         }
         records.append_record(self.directory / records.RESULTS, record)
-        rng_state = self.rng_state if self.rng_state is not None else capture_rng_state(self.device)
         state = {
             "algorithm": self.algorithm.state_dict(),
-            "rng": rng_state,
+            "rng": capture_rng_state(self.device),
             "step": step,
             "wall_s": wall,
         }

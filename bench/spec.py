@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from bench import hparams as hp
-from bench.algorithms import ALGORITHMS
-from bench.datasets import DATASETS
 from bench.errors import DataNotFoundError, UserError
 from bench.fingerprint import code_digests, data_fingerprint
 from bench.records import IDENTITY, record_steps
@@ -127,6 +125,10 @@ def make_spec(
     ``data`` passes that fingerprint when the caller computed it already (a sweep, once per
     dataset).
     """
+    # lazy: the CLI imports this module at start-up, and the registries import torch
+    from bench.algorithms import ALGORITHMS
+    from bench.datasets import DATASETS
+
     alg_cls, ds_cls = ALGORITHMS.get(algorithm), DATASETS.get(dataset)
     algorithm, dataset = ALGORITHMS.canonical(algorithm), DATASETS.canonical(dataset)  # PACS: pacs
     names = ds_cls.env_names()
@@ -218,6 +220,8 @@ def space_digest(space: Mapping[str, Any]) -> str:
 def dataset_fingerprint(dataset: str, data_dir: str | None, download: bool = False) -> str:
     """The content fingerprint of ``dataset``'s files; with ``download``, missing files are fetched
     first."""
+    from bench.datasets import DATASETS  # lazy: as in make_spec
+
     ds_cls = DATASETS.get(dataset)
     try:
         paths = ds_cls.data_paths(data_dir)

@@ -5,7 +5,7 @@
 - ``bench.algorithms`` and ``bench.datasets`` never import ``bench.transfer`` or ``bench.runner``
   (transfer sits above them; the runner hands algorithms their data).
 - A function-level ``bench`` import says why it is lazy, in a comment on its line or the line
-  above (start-up speed, an optional dependency), unless its module is allow-listed below.
+  above (start-up speed, an optional dependency).
 """
 
 from __future__ import annotations
@@ -18,19 +18,6 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "bench"
 
-# Modules whose function-level imports need no comment, with the reason.
-LAZY_BY_DESIGN = {
-    module: "the CLI and the launchers import each command's machinery when the command runs, "
-    "so `bench list` and `--help` start without torch"
-    for module in (
-        "bench.cli",
-        "bench.sweep_cli",
-        "bench.cli_checks",
-        "bench.launchers",
-        "bench.plan",
-        "bench.sweep",
-    )
-}
 LOWER_LAYERS = ("bench.algorithms", "bench.datasets")
 UPPER_LAYERS = ("bench.transfer", "bench.runner")
 
@@ -187,8 +174,7 @@ def test_algorithms_and_datasets_never_import_transfer_or_the_runner(modules):
 def test_function_level_bench_imports_say_why(modules):
     silent = [
         f"{module.path.relative_to(PACKAGE.parent)}:{line} imports {target}"
-        for name, module in modules.items()
-        if name not in LAZY_BY_DESIGN
+        for module in modules.values()
         for line, target, commented in module.lazy
         if not commented
     ]

@@ -48,14 +48,14 @@ def wb_plugin(tmp_path, monkeypatch):
     (package / "a_tasks.py").write_text(TASKS)
     (package / "wb_toy.py").write_text(DATASET)
     monkeypatch.syspath_prepend(str(tmp_path))
-    before, modules = set(DATASETS.names()), set(sys.modules)
+    before = set(DATASETS.names())
     import_plugins(["wbplug.a_tasks", "wbplug.wb_toy"])  # alphabetical: the task module first
     yield sorted(set(DATASETS.names()) - before)
     for name in set(DATASETS.names()) - before:
         DATASETS._entries.pop(name, None)
         DATASETS._deferred.pop(name, None)
-    for module in set(sys.modules) - modules:
-        del sys.modules[module]
+    for module in [m for m in sys.modules if m.partition(".")[0] == "wbplug"]:
+        del sys.modules[module]  # the plugin's only: the run imported libraries lazily
 
 
 def test_a_dataset_registered_after_its_task_is_a_transfer_base(wb_plugin, tmp_path):

@@ -94,6 +94,9 @@ class MultiEnvDataset:
     )
     BINARY_LOGIT: ClassVar[bool] = False  # one logit + BCE for 2 classes (the IRM paper's head)
     HPARAM_OVERRIDES: ClassVar[dict[str, Param]] = {}
+    # Per-algorithm protocol layers, by registered algorithm name: the settings a paper (or a
+    # search) tuned for that method on this data. The only place for "A on D" settings.
+    ALGORITHM_HPARAMS: ClassVar[dict[str, dict[str, Param]]] = {}
     HPARAMS: ClassVar[
         dict[str, Param]
     ] = {}  # the dataset's own keys (e.g. augment), always in the space
@@ -109,6 +112,15 @@ class MultiEnvDataset:
 
     def build(self) -> dict[str, EnvData]:
         raise NotImplementedError
+
+    @classmethod
+    @functools.lru_cache(maxsize=4)
+    def shared(
+        cls, root: str | None, data_seed: int, size: Size = "full", download: bool = False
+    ) -> "MultiEnvDataset":
+        """One instance per class and arguments in this process (the last few), for a sweep's
+        runs; keyed by class, so a ``folder:`` name whose data changed gets a new one."""
+        return cls(root, data_seed, size=size, download=download)
 
     @classmethod
     def data_paths(cls, root: str | None) -> list[Path]:
@@ -174,10 +186,9 @@ class MultiEnvDataset:
                 raise ValueError(f"{self.NAME}/{name}: labels outside [0, {self.NUM_CLASSES})")
 
 
-@functools.lru_cache(maxsize=4)
 def load_dataset(
     name: str, root: str | None, data_seed: int, size: str, download: bool = False
 ) -> MultiEnvDataset:
-    """Construct a dataset once per worker process and reuse it: across the runs of a sweep, and
-    by the transfer tasks cut from it (target and source from one build)."""
-    return DATASETS.get(name)(root, data_seed, size=size, download=download)
+    """Construct a dataset once per worker process and reuse it (``shared``): across the runs of
+    a sweep, and by the transfer tasks cut from it (target and source from one build)."""
+    return DATASETS.get(name).shared(root, data_seed, size, download)
