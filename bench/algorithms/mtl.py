@@ -68,4 +68,4 @@ class MTL(Algorithm):
             classification_loss(self.predict(x, env), y) for env, (x, y) in enumerate(minibatches)
         )
         loss = self.minimize(nll)
-        return {"loss": loss.item(), "nll": float(nll)}
+        return {"loss": loss.item(), "nll": nll.item()}
