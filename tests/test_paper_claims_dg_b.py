@@ -286,3 +286,46 @@ def test_erm_pp_trains_the_head_first_then_predicts_with_the_weight_average(monk
     with torch.no_grad():
         assert torch.equal(algorithm.predict(x), algorithm.average(x))
         assert not torch.equal(algorithm.predict(x), algorithm.network(x))
+
+
+# -- resume across the schedules of batch B ----------------------------------------------------
+
+# Overrides that make each piece of state matter across the resume at step 2 (as
+# test_algorithms.STATEFUL): TRM's transfer weights alpha (from step 1), ERM++'s weight average
+# (from step 1, AVERAGE_FROM patched to 2) and end of probing (step 3), MTL's embeddings,
+# ADRMX's alternation (2 discriminator steps per model step by default).
+SWITCHES = {
+    "trm": {"iters": 1, "groupdro_eta": 1.0},
+    "erm_pp": {"linear_steps": 2},
+    "mtl": {"mtl_ema": 0.5},
+    "adrmx": {"d_mlp_width": 32},
+    "transfer_dg": {"d_steps_per_g": 2},
+}
+
+
+@pytest.mark.parametrize("name", sorted(SWITCHES))
+def test_resume_across_batch_b_schedules_is_exact(name, monkeypatch):
+    from test_algorithms import batches, hparams_for
+
+    monkeypatch.setattr(erm_pp, "AVERAGE_FROM", 2)
+    hp = hparams_for(name, **SWITCHES[name])
+
+    def run(algorithm, steps):
+        for step in steps:
+            torch.manual_seed(100 + step)  # the runner restores torch's RNG state
+            algorithm.update(batches(3, 16, step))  # alpha needs 3 environments
+
+    cls = ALGORITHMS.get(name)
+    torch.manual_seed(0)
+    straight = cls((10,), 2, 3, hp)
+    run(straight, range(6))
+    torch.manual_seed(0)
+    first = cls((10,), 2, 3, hp)
+    run(first, range(2))
+    torch.manual_seed(1)
+    resumed = cls((10,), 2, 3, hp)
+    resumed.load_state_dict(first.state_dict())
+    run(resumed, range(2, 6))
+    x = torch.randn(8, 10)
+    with torch.no_grad():
+        torch.testing.assert_close(straight.eval().predict(x), resumed.eval().predict(x))

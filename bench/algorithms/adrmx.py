@@ -29,9 +29,10 @@ from bench.algorithms.base import (
     Minibatches,
     classification_loss,
     concat_inputs,
+    env_losses,
     register_algorithm,
 )
-from bench.hparams import AT_LEAST_ONE, Choice, Fixed
+from bench.hparams import AT_LEAST_ONE, DROPOUT, NON_NEGATIVE, Choice, Domain, Fixed
 
 TEMPERATURE, SAME_ENV_WEIGHT = 0.07, 0.5  # DomainBed's SupConLossLambda(lamda=0.5)
 LARGE_IMAGES = tuple(
@@ -91,15 +92,23 @@ class ADRMX(Algorithm):
         "nonlinear_classifier": Fixed(
             True, "DomainBed's ADRMX always uses 3-layer heads (it ignores this key, False there)"
         ),
-        "cnt_lambda": Fixed(1.0, "weight of the two supervised contrastive losses"),
-        "dclf_lambda": Fixed(1.0, "weight of the environment classifier on domain features"),
-        "disc_lambda": Fixed(0.75, "weight of the adversarial (negated discriminator) loss"),
-        "rmxd_lambda": Fixed(1.0, "weight of the remix loss"),
+        "cnt_lambda": Fixed(
+            1.0, "weight of the two supervised contrastive losses", domain=NON_NEGATIVE
+        ),
+        "dclf_lambda": Fixed(
+            1.0, "weight of the environment classifier on domain features", domain=NON_NEGATIVE
+        ),
+        "disc_lambda": Fixed(
+            0.75, "weight of the adversarial (negated discriminator) loss", domain=NON_NEGATIVE
+        ),
+        "rmxd_lambda": Fixed(1.0, "weight of the remix loss", domain=NON_NEGATIVE),
         "d_steps_per_g_step": Fixed(2, "discriminator steps per model step", domain=AT_LEAST_ONE),
-        "beta1": Fixed(0.5, "Adam beta1 of both optimisers"),
+        "beta1": Fixed(0.5, "Adam beta1 of both optimisers", domain=Domain(0, 1, open_high=True)),
         "d_mlp_width": Fixed(256, "discriminator hidden width", domain=AT_LEAST_ONE),
-        "d_mlp_depth": Choice(9, "discriminator Linear layers", options=(8, 9, 10)),
-        "d_mlp_dropout": Fixed(0.0, "discriminator dropout"),
+        "d_mlp_depth": Choice(
+            9, "discriminator Linear layers", options=(8, 9, 10), domain=Domain(2)
+        ),
+        "d_mlp_dropout": Fixed(0.0, "discriminator dropout", domain=DROPOUT),
     }
     DATASET_HPARAMS = {
         name: {
@@ -150,14 +159,16 @@ class ADRMX(Algorithm):
         label_features, domain_features = self.featurizer(x), self.domain_featurizer(x)
         invariant = label_features - domain_features
         disc_loss = F.cross_entropy(self.discriminator(invariant), envs)
+        logits = self.classifier(label_features)
+        diagnostics = self.head_grad_cos(env_losses(logits, minibatches))
         d_steps = hp["d_steps_per_g_step"]
         if (int(self.step) + 1) % (1 + d_steps) < d_steps:  # DomainBed counts the step first
             self.disc_optimizer.zero_grad(set_to_none=True)
             disc_loss.backward()
             self.disc_optimizer.step()  # the adversary: no l2, as DANN
             self.finish_update()
-            return {"disc_loss": disc_loss.item()}
-        nll = classification_loss(self.classifier(label_features), y)
+            return {"disc_loss": disc_loss.item(), **diagnostics}
+        nll = classification_loss(logits, y)
         nll_invariant = classification_loss(self.invariant_classifier(invariant), y)
         env_nll = F.cross_entropy(self.env_classifier(domain_features), envs)
         remix = remix_loss(self.classifier, invariant, domain_features, y, max(self.num_classes, 2))
@@ -179,4 +190,5 @@ class ADRMX(Algorithm):
             "disc_loss": disc_loss.item(),
             "remix": remix.item(),
             "contrastive": contrastive.item(),
+            **diagnostics,
         }

@@ -28,6 +28,7 @@ from bench.algorithms.base import (
     Minibatches,
     classification_loss,
     concat_inputs,
+    env_losses,
     register_algorithm,
 )
 from bench.errors import UserError
@@ -122,6 +123,8 @@ class ARM(Algorithm):
 
     def update(self, minibatches: Minibatches, unlabeled=None) -> dict[str, float]:
         x = self.with_context(concat_inputs(minibatches), [len(y) for _, y in minibatches])
-        nll = classification_loss(self.network(x), torch.cat([y for _, y in minibatches]))
+        logits = self.network(x)
+        nll = classification_loss(logits, torch.cat([y for _, y in minibatches]))
+        diagnostics = self.head_grad_cos(env_losses(logits, minibatches))
         loss = self.minimize(nll)
-        return {"loss": loss.item(), "nll": nll.item()}
+        return {"loss": loss.item(), "nll": nll.item(), **diagnostics}

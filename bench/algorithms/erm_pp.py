@@ -33,6 +33,7 @@ from bench.algorithms.base import (
     Minibatches,
     classification_loss,
     concat_inputs,
+    env_losses,
     register_algorithm,
 )
 from bench.hparams import NON_NEGATIVE, POSITIVE, Fixed, LogUniform
@@ -82,7 +83,9 @@ class ERMPlusPlus(Algorithm):
 
     def update(self, minibatches: Minibatches, unlabeled=None) -> dict[str, float]:
         x = concat_inputs(minibatches)
-        nll = classification_loss(self.network(x), torch.cat([y for _, y in minibatches]))
+        logits = self.network(x)
+        nll = classification_loss(logits, torch.cat([y for _, y in minibatches]))
+        diagnostics = self.head_grad_cos(env_losses(logits, minibatches))
         probing = int(self.step) <= self.hparams["linear_steps"]
         averaging = int(self.step) + 1 >= AVERAGE_FROM
         optimizer = self.linear_optimizer if probing else self.optimizer
@@ -91,7 +94,7 @@ class ERMPlusPlus(Algorithm):
         if self.refresh_bn:  # bench's ResNet keeps BatchNorm in eval mode when freeze_bn
             with torch.no_grad():
                 self.average.train()(x)
-        return {"loss": loss.item(), "nll": nll.item(), "probing": float(probing)}
+        return {"loss": loss.item(), "nll": nll.item(), "probing": float(probing), **diagnostics}
 
     def predict(self, x: Tensor) -> Tensor:
         return self.average.eval()(x)

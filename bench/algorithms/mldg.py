@@ -79,9 +79,10 @@ class MLDG(Algorithm):
         return total, objective / len(minibatches)
 
     def update(self, minibatches: Minibatches, unlabeled=None) -> dict[str, float]:
+        diagnostics = self.head_grad_cos_at(minibatches)
         grads, objective = self.meta_gradient(minibatches)
         self.optimizer.zero_grad(set_to_none=True)
         for p, g in zip(self.network.parameters(), grads):
             p.grad = g
         self.apply_gradients()
-        return {"loss": objective}
+        return {"loss": objective, **diagnostics}

@@ -64,8 +64,10 @@ class MTL(Algorithm):
         return self.classifier(torch.cat([features, self.embed(features, env)], dim=1))
 
     def update(self, minibatches: Minibatches, unlabeled=None) -> dict[str, float]:
-        nll = sum(
+        nlls = [
             classification_loss(self.predict(x, env), y) for env, (x, y) in enumerate(minibatches)
-        )
+        ]
+        nll = torch.stack(nlls).sum()
+        diagnostics = self.head_grad_cos(nlls)
         loss = self.minimize(nll)
-        return {"loss": loss.item(), "nll": nll.item()}
+        return {"loss": loss.item(), "nll": nll.item(), **diagnostics}

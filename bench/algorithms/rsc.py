@@ -23,6 +23,7 @@ from bench.algorithms.base import (
     Minibatches,
     classification_loss,
     concat_inputs,
+    env_losses,
     register_algorithm,
 )
 from bench.hparams import Domain, Uniform
@@ -87,6 +88,9 @@ class RSC(Algorithm):
         mask = rsc_mask(
             features, self.classifier, y, hp["rsc_f_drop_factor"], hp["rsc_b_drop_factor"]
         )
-        nll = classification_loss(self.classifier(features * mask), y)
+        logits = self.classifier(features * mask)
+        nll = classification_loss(logits, y)
+        diagnostics = self.head_grad_cos(env_losses(logits, minibatches))
         loss = self.minimize(nll)
-        return {"loss": loss.item(), "nll": nll.item(), "muted": 1 - mask.mean().item()}
+        muted = 1 - mask.mean().item()
+        return {"loss": loss.item(), "nll": nll.item(), "muted": muted, **diagnostics}

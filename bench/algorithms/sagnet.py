@@ -32,6 +32,7 @@ from bench.algorithms.base import (
     Minibatches,
     classification_loss,
     concat_inputs,
+    env_losses,
     register_algorithm,
 )
 from bench.errors import UserError
@@ -92,9 +93,8 @@ class SagNet(Algorithm):
         self.front, content_block = split_featurizer(featurizer)
         _, style_block = split_featurizer(networks.build_featurizer(self.input_shape, self.hparams))
         n_features = featurizer.n_outputs
-        self.content = nn.Sequential(
-            content_block, networks.build_classifier(n_features, self.num_classes, self.hparams)
-        )
+        self.classifier = networks.build_classifier(n_features, self.num_classes, self.hparams)
+        self.content = nn.Sequential(content_block, self.classifier)
         self.style = nn.Sequential(
             style_block, networks.build_classifier(n_features, self.num_classes, self.hparams)
         )
@@ -119,7 +119,9 @@ class SagNet(Algorithm):
 
     def update(self, minibatches: Minibatches, unlabeled=None) -> dict[str, float]:
         x, y = concat_inputs(minibatches), torch.cat([y for _, y in minibatches])
-        loss_content = classification_loss(self.content(randomize(self.front(x), "style")), y)
+        logits = self.content(randomize(self.front(x), "style"))
+        loss_content = classification_loss(logits, y)
+        diagnostics = self.head_grad_cos(env_losses(logits, minibatches))
         self.step_on(loss_content, [self.front, self.content])
         loss_style = classification_loss(self.style(randomize(self.front(x), "content")), y)
         self.step_on(loss_style, [self.style])
@@ -133,4 +135,5 @@ class SagNet(Algorithm):
             "loss_content": loss_content.item(),
             "loss_style": loss_style.item(),
             "loss_adv": loss_adv.item(),
+            **diagnostics,
         }

@@ -33,6 +33,7 @@ from bench.algorithms.base import (
     Minibatches,
     classification_loss,
     concat_inputs,
+    env_losses,
     register_algorithm,
 )
 from bench.hparams import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Choice, LogUniform, Uniform
@@ -108,7 +109,9 @@ class TransferDG(Algorithm):
     def update(self, minibatches: Minibatches, unlabeled=None) -> dict[str, float]:
         hp = self.hparams
         y = torch.cat([y for _, y in minibatches])
-        nll = classification_loss(self.predict(concat_inputs(minibatches)), y)
+        logits = self.predict(concat_inputs(minibatches))
+        nll = classification_loss(logits, y)
+        diagnostics = self.head_grad_cos(env_losses(logits, minibatches))
         self.optimizer.zero_grad(set_to_none=True)
         (nll + self.l2_penalty(self.network.parameters())).backward()
         self.optimizer.step()
@@ -126,4 +129,4 @@ class TransferDG(Algorithm):
             self.adversary_optimizer.step()
             project_(self.adversary, self.classifier, hp["delta"])
         self.finish_update()
-        return {"loss": nll.item(), "gap": gap.item()}
+        return {"loss": nll.item(), "gap": gap.item(), **diagnostics}

@@ -13,8 +13,9 @@ The featurizer and the main classifier step on ERM + that term (two Adams).
 
 As DomainBed: gradients are taken with respect to the heads' weights only (not biases);
 alpha is renormalised per row at each step. Bench also checkpoints alpha (DomainBed keeps it
-in a plain tensor), and skips DomainBed's ``class_balanced`` option (off by default, not
-searched).
+in a plain tensor), differentiates the loss with the alpha it was computed with (DomainBed's
+backward sees the updated alpha through shared storage), and skips DomainBed's
+``class_balanced`` option (off by default, not searched).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from bench.algorithms.base import (
     Minibatches,
     classification_loss,
     concat_inputs,
+    env_losses,
     register_algorithm,
     split_by_env,
 )
@@ -106,9 +108,8 @@ class TRM(Algorithm):
             loss_q = classification_loss(head(features[q]), ys[q])
             grad_q = autograd.grad(loss_q, head.weight, create_graph=True)[0].reshape(-1)
             others = [i for i in range(len(features)) if i != q]
-            losses = {
-                i: classification_loss(head(features[i]), ys[i]) * self.alpha[q, i] for i in others
-            }
+            weights = self.alpha[q].clone()  # this step's weights, before their update below
+            losses = {i: classification_loss(head(features[i]), ys[i]) * weights[i] for i in others}
             transfer = sum(losses.values())
             grad_p = autograd.grad(transfer, head.weight, retain_graph=True)[0].reshape(-1)
             influence = inverse_hvp(grad_p, head, features[q], ys[q])
@@ -119,7 +120,9 @@ class TRM(Algorithm):
 
     def update(self, minibatches: Minibatches, unlabeled=None) -> dict[str, float]:
         features = self.featurizer(concat_inputs(minibatches))
-        nll = classification_loss(self.classifier(features), torch.cat([y for _, y in minibatches]))
+        logits = self.classifier(features)
+        nll = classification_loss(logits, torch.cat([y for _, y in minibatches]))
+        diagnostics = self.head_grad_cos(env_losses(logits, minibatches))
         trm = features.new_zeros(())
         if int(self.step) >= self.hparams["iters"]:
             per_env = split_by_env(features, minibatches)
@@ -132,4 +135,4 @@ class TRM(Algorithm):
         self.featurizer_optimizer.step()
         self.classifier_optimizer.step()
         self.finish_update()
-        return {"loss": loss.item(), "nll": nll.item(), "trm_loss": float(trm)}
+        return {"loss": loss.item(), "nll": nll.item(), "trm_loss": trm.item(), **diagnostics}

@@ -25,6 +25,7 @@ from bench.algorithms.base import (
     Minibatches,
     classification_loss,
     concat_inputs,
+    env_losses,
     register_algorithm,
 )
 from bench.hparams import (
@@ -125,7 +126,9 @@ class URM(Algorithm):
     def update(self, minibatches: Minibatches, unlabeled=None) -> dict[str, float]:
         lam = self.hparams["urm_adv_lambda"]
         features = self.featurizer(concat_inputs(minibatches))
-        nll = classification_loss(self.classifier(features), torch.cat([y for _, y in minibatches]))
+        logits = self.classifier(features)
+        nll = classification_loss(logits, torch.cat([y for _, y in minibatches]))
+        diagnostics = self.head_grad_cos(env_losses(logits, minibatches))
         fool = F.binary_cross_entropy_with_logits(
             self.discriminator(features)[:, 0], torch.ones(len(features), device=features.device)
         )
@@ -140,4 +143,9 @@ class URM(Algorithm):
         self.disc_optimizer.zero_grad(set_to_none=True)
         disc_loss.backward()
         self.disc_optimizer.step()
-        return {"loss": loss.item(), "nll": nll.item(), "disc_loss": disc_loss.item()}
+        return {
+            "loss": loss.item(),
+            "nll": nll.item(),
+            "disc_loss": disc_loss.item(),
+            **diagnostics,
+        }
