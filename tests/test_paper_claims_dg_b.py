@@ -1,7 +1,8 @@
 """Behavioural tests for DomainBed's algorithms of issue 17, batch B: what each paper claims, on
 toys small enough to run in seconds, compared with ERM on the same data, seed and network.
 
-- RSC mutes each example's most-relied-on features, and so leans less on a dominant feature.
+- RSC mutes each example's most-relied-on features, and so keeps predicting when they are
+  muted; ERM, trained on the same data, does not.
 - MLDG's update direction is G_i(theta) + beta * G_j(theta') (checked by finite differences).
 - MTL and ARM predict from the environment's marginal: on environments whose decision
   threshold moves with their mean, they beat ERM, and the same input gets another prediction
@@ -9,6 +10,8 @@ toys small enough to run in seconds, compared with ERM on the same data, seed an
 - ERM++ starts by training the head only, then predicts with the uniform weight average.
 - Network pieces: SagNet's front/last-block split reproduces each featurizer it supports; ARM's
   extra input channel leaves a pretrained featurizer unchanged on a zero context.
+- Resume is exact across each schedule and piece of state (TRM's alpha, ERM++'s average,
+  MTL's embeddings, ADRMX's alternation, Transfer's adversary).
 Without a paper-claim test, because no claim of theirs shows on a toy in seconds: TRM (lower
 transfer risk across environments), Transfer (smaller loss gap within a ball of heads) and
 ADRMX (environment-free invariant features) need the long training on real shifts they
