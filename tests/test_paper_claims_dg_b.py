@@ -40,6 +40,7 @@ from bench.algorithms.mldg import meta_pairs
 from bench.algorithms.rsc import rsc_mask
 from bench.algorithms.sagnet import split_featurizer
 from bench.algorithms.transfer_dg import project_
+from bench.datasets import DATASETS
 from bench.hparams import sample, space_for
 from bench.networks import build_featurizer
 
@@ -267,6 +268,15 @@ def test_sagnet_splits_each_featurizer_into_front_and_last_block(name, shape):
     else:  # the last block is the last weight layer and what follows it
         weights = [m for m in last.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
         assert len(weights) == 1 and last[0] is weights[0]
+
+
+def test_sagnet_keeps_a_split_resnets_batchnorm_frozen():
+    cls = ALGORITHMS.get("sagnet")
+    space = space_for(cls, DATASETS.get("pacs"), featurizer="resnet18")
+    hp = {**sample(space, "sagnet", "pacs", 0, 0), "freeze_bn": True}
+    sagnet = cls((3, 32, 32), 7, 2, hp).train()
+    norms = [m for m in sagnet.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and not any(m.training for m in norms) and sagnet.training
 
 
 # -- ERM++ -------------------------------------------------------------------------------------

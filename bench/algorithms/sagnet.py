@@ -103,6 +103,16 @@ class SagNet(Algorithm):
         self.content_optimizer = self.make_optimizer(self.content.parameters())
         self.style_optimizer = self.make_optimizer(self.style.parameters())
 
+    def train(self, mode: bool = True) -> "SagNet":
+        """Keep a split ResNet's BatchNorm frozen when asked (its wrapper, which did this, is
+        gone after the split)."""
+        super().train(mode)
+        if self.hparams.get("freeze_bn", False):
+            for module in self.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.eval()
+        return self
+
     def step_on(self, loss: Tensor, modules: list[nn.Module]) -> None:
         """One step of ``modules``' optimisers on ``loss`` + l2 of their parameters."""
         params = [p for m in modules for p in m.parameters()]
