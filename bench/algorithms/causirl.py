@@ -29,11 +29,10 @@ from bench.algorithms.base import (
 from bench.algorithms.coral_mmd import FeatureMatching, coral, mmd
 
 
-def random_mixture_distance(
-    features: list[Tensor], distance: Callable[[Tensor, Tensor], Tensor]
+def mixture_penalty(
+    features: list[Tensor], distance: Callable[[Tensor, Tensor], Tensor], cuts: list[int]
 ) -> Tensor:
-    """``distance`` between the pooled heads and the pooled tails of randomly cut batches."""
-    cuts = [int(torch.randint(len(f), ())) for f in features]
+    """``distance`` between the pooled heads and the pooled tails of the cut batches."""
     first = torch.cat([f[:cut] for f, cut in zip(features, cuts)])
     second = torch.cat([f[cut:] for f, cut in zip(features, cuts)])
     if len(first) < 2 or len(second) < 2:
@@ -58,7 +57,8 @@ class CausIRL(Algorithm):
             classification_loss(self.classifier(f), y) for f, (_, y) in zip(features, minibatches)
         ]
         nll = torch.stack(nlls).mean()
-        penalty = random_mixture_distance(features, self.distance)
+        cuts = [int(torch.randint(len(f), ())) for f in features]
+        penalty = mixture_penalty(features, self.distance, cuts)
         diagnostics = self.head_grad_cos(nlls)
         loss = self.minimize(nll + self.hparams["mmd_gamma"] * penalty)
         return {"loss": loss.item(), "nll": nll.item(), "penalty": penalty.item(), **diagnostics}

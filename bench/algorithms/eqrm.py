@@ -6,9 +6,10 @@ After an ERM burn-in of ``eqrm_burnin_iters`` steps, minimise the ``eqrm_quantil
 of the distribution of per-environment risks, estimated by a Gaussian kernel density over
 the minibatch's environment risks (bandwidth 1.06 * std * n^(-1/5), "Gauss-optimal"). The
 quantile is found by 32 bisection steps on the KDE's CDF between the smallest and largest
-risk shifted by the bandwidth's normal quantile; as DomainBed the bisection stays in the
-graph, so the gradient flows through those two end points (an interpolation between the
-best and worst environment, plus the bandwidth), not through the KDE's implicit function.
+risk shifted by the bandwidth's normal quantile. As DomainBed (whose bisection runs in the
+graph), the gradient flows through those two end points only (an interpolation between
+the best and the worst environment, plus the bandwidth), not through the KDE's implicit
+function.
 At the end of the burn-in Adam is re-created with learning rate ``eqrm_lr`` (a second
 optimiser, built up front and checkpointed). DomainBed draws the burn-in length as a float,
 10^U(2.5, 3.5), so a searched run never takes its Adam reset (``step == burnin``); here it
@@ -18,9 +19,10 @@ quantile is that environment's risk.
 
 from __future__ import annotations
 
+from statistics import NormalDist
+
 import torch
 from torch import Tensor
-from torch.distributions import Normal
 
 from bench.algorithms.base import (
     Algorithm,
@@ -36,21 +38,29 @@ BISECTION_STEPS = 32
 
 def kde_quantile(risks: Tensor, alpha: float) -> Tensor:
     """The ``alpha``-quantile of a Gaussian KDE of ``risks``, differentiable through the
-    bisection's end points."""
+    bisection's end points.
+
+    The bisection runs on numbers (the fraction c of the way from the low to the high end
+    point); the result, low + c * (high - low), is the value DomainBed's in-graph
+    bisection reaches, with the same gradient.
+    """
     if len(risks) == 1:
         return risks[0]
     data = torch.sort(risks).values
     bandwidth = 1.06 * data.std() * len(data) ** -0.2
-    z = Normal(0.0, 1.0).icdf(torch.tensor(alpha, dtype=data.dtype))
+    z = NormalDist().inv_cdf(alpha)
     low, high = data[0] + bandwidth * z, data[-1] + bandwidth * z
-    kernels = Normal(data.detach(), bandwidth.detach().clamp_min(1e-12))  # equal risks
+    centres, width = data.tolist(), max(bandwidth.item(), 1e-12)  # equal risks: no spread
+    start, span = low.item(), (high - low).item()
+
+    def cdf(t: float) -> float:
+        return sum(NormalDist(c, width).cdf(t) for c in centres) / len(centres)
+
+    a, b = 0.0, 1.0
     for _ in range(BISECTION_STEPS):
-        mid = (low + high) / 2
-        if kernels.cdf(mid.detach()).mean() > alpha:
-            high = mid
-        else:
-            low = mid
-    return (low + high) / 2
+        mid = (a + b) / 2
+        a, b = (a, mid) if cdf(start + mid * span) > alpha else (mid, b)
+    return low + (a + b) / 2 * (high - low)
 
 
 @register_algorithm("eqrm")
