@@ -10,7 +10,10 @@ test_paper_claims.py, each compared with ERM trained on the same data, seed and 
 - CausIRL-CORAL / -MMD shrink the distance between random mixtures of the environments.
 - EQRM lowers a high quantile (and the worst) of the per-environment risks.
 - RDM shrinks the MMD between the worst environment's loss distribution and the pooled one.
-Every algorithm of the batch has a test.
+- IB's anneal, EQRM's burn-in and RDM's anneal switch on at the declared step, with
+  DomainBed's fresh Adam.
+Every algorithm of the batch has a test. Not told apart: CAD and CondCAD (both pass the same
+test; on these toys the label-conditional bottleneck has the same effect).
 """
 
 from __future__ import annotations
@@ -261,3 +264,39 @@ def test_rdm_matches_the_worst_environment_risk_distribution_to_the_pooled_one()
         gap, erm_gap = risk_distribution_gap(rdm, envs), risk_distribution_gap(erm, envs)
         assert gap < 0.2 * erm_gap, (seed, gap, erm_gap)
         assert accuracy(rdm, envs) > 0.65
+
+
+# -- schedules: what persists across steps switches at the declared step ----------------------
+
+
+def _batches(envs: Envs) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(x[:64], y[:64]) for x, y in envs]
+
+
+def _adam_steps(optimizer: torch.optim.Optimizer) -> int:
+    return int(next(iter(optimizer.state.values()))["step"]) if optimizer.state else 0
+
+
+def test_ib_bottleneck_switches_on_at_its_anneal_step_with_a_fresh_adam():
+    envs = shifted_envs(0)
+    ib = train("ib_erm", 0, envs, 0, ib_penalty_anneal_iters=2, ib_lambda=1.0).train()
+    stats = [ib.update(_batches(envs)) for _ in range(3)]
+    assert [s["loss"] == s["nll"] for s in stats] == [True, True, False]
+    assert _adam_steps(ib.optimizer) == 1  # DomainBed re-creates Adam at the anneal step
+
+
+@pytest.mark.parametrize(
+    "name, overrides, second",
+    [
+        ("eqrm", {"eqrm_burnin_iters": 2}, "quantile_optimizer"),
+        ("rdm", {"rdm_penalty_anneal_iters": 2}, "matching_optimizer"),
+    ],
+)
+def test_the_post_anneal_adam_takes_over_at_the_declared_step(name, overrides, second):
+    envs = conflicting_envs(0)
+    algorithm = train(name, 0, envs, 0, **overrides).train()
+    steps = []
+    for _ in range(3):
+        algorithm.update(_batches(envs))
+        steps.append((_adam_steps(algorithm.optimizer), _adam_steps(getattr(algorithm, second))))
+    assert steps == [(1, 0), (2, 0), (2, 1)]
