@@ -11,10 +11,11 @@ graph), the gradient flows through those two end points only (an interpolation b
 the best and the worst environment, plus the bandwidth), not through the KDE's implicit
 function.
 At the end of the burn-in Adam is re-created with learning rate ``eqrm_lr`` (a second
-optimiser, built up front and checkpointed). DomainBed draws the burn-in length as a float,
-10^U(2.5, 3.5), so a searched run never takes its Adam reset (``step == burnin``); here it
-is int(10^U(2.5, 3.5)) and the reset always happens. With one training environment the
-quantile is that environment's risk.
+optimiser, built up front and checkpointed). Deviation: DomainBed draws the burn-in length
+as a float, 10^U(2.5, 3.5), so a searched run never meets its reset test (``step ==
+burnin``) and keeps the first Adam and its learning rate after the burn-in (``eqrm_lr``
+acts only at the defaults); here the draw is int(10^U(2.5, 3.5)) and every run switches.
+With one training environment the quantile is that environment's risk.
 """
 
 from __future__ import annotations
