@@ -313,3 +313,23 @@ def test_domainbed_image_protocol_smoke_run(tmp_path):
     if "pacs" not in {p.name for p in DATASETS.get("pacs").data_paths(None)}:
         pytest.skip("no PACS copy")
     assert cli.main(argv) == 0
+
+
+# batch A (issue 17)
+@pytest.mark.parametrize(
+    "dataset", ["pacs", "vlcs", "office_home", "terra_incognita", "domain_net"]
+)
+def test_rdm_uses_domainbeds_per_dataset_space_in_the_cpu_protocol_too(dataset):
+    """RDM's registry entries depend on the dataset, not the network: bench's 64-px twin of a
+    DomainBed image dataset resolves the same RDM keys and batch size as the ResNet-50 one."""
+    rdm = ALGORITHMS.get("rdm")
+    cpu, domainbed = (space_for(rdm, DATASETS.get(n)) for n in (dataset, f"{dataset}_domainbed"))
+    for key in (
+        "rdm_lambda",
+        "rdm_penalty_anneal_iters",
+        "variance_weight",
+        "rdm_lr",
+        "batch_size",
+    ):
+        assert canonical(cpu[key]) == canonical(domainbed[key]), key
+        assert cpu[key].default == domainbed[key].default, key
