@@ -105,7 +105,7 @@ class AbstractCAD(Algorithm):
             self.project = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 128))
         self.optimizer = self.make_optimizer(self.parameters_to_optimize())
 
-    def parameters_to_optimize(self):
+    def parameters_to_optimize(self) -> list[nn.Parameter]:
         heads = [self.project] if self.hparams["is_project"] else []
         return [p for m in (self.network, *heads) for p in m.parameters()]
 
