@@ -8,9 +8,10 @@ Gaussian-kernel MMD on the scalar losses (bandwidths 1e-4 ... 1e3). Loss = mean 
 risk + rdm_lambda * MMD + variance_weight * (Var(all losses) + Var(worst losses)), both
 weights 0 for ``rdm_penalty_anneal_iters`` steps; at the anneal step Adam is re-created with
 learning rate ``rdm_lr`` (a second optimiser, built up front and checkpointed).
-DomainBed's defaults and ranges depend on the dataset (DATASET_HPARAMS), including the batch
-size on its large-image datasets. DomainBed's code needs CUDA and equal batch sizes per
-environment; here the pooled losses are a concatenation, so neither is needed.
+On DomainBed's large-image datasets its defaults and ranges depend on the dataset, batch size
+included; they live with the datasets (bench/datasets/domainbed_hparams.py). DomainBed's code
+needs CUDA and equal batch sizes per environment; here the pooled losses are a
+concatenation, so neither is needed.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from bench.algorithms.base import (
     register_algorithm,
     split_by_env,
 )
-from bench.hparams import NON_NEGATIVE, POSITIVE, Fixed, IntUniform, Param, Uniform
+from bench.hparams import NON_NEGATIVE, POSITIVE, IntUniform, Uniform
 
 BANDWIDTHS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
 
@@ -41,32 +42,6 @@ def scalar_mmd(a: Tensor, b: Tensor) -> Tensor:
     return kernel(a, a) + kernel(b, b) - 2 * kernel(a, b)
 
 
-def _batch(default: int, low: int, high: int) -> Param:
-    return IntUniform(default, "DomainBed's RDM batch per domain", low=low, high=high)
-
-
-LAMBDA = "weight of the MMD between worst and pooled risk distributions"
-_LARGE = {"batch_size": _batch(88, 70, 100)}  # DomainBed's large images, except the two below
-_PACS = {**_LARGE, "rdm_lambda": Uniform(5.0, LAMBDA, low=1.0, high=10.0)}
-_NO_VARIANCE = {"variance_weight": Fixed(0.0, "DomainBed: no variance term on this dataset")}
-_TERRA = {**_PACS, **_NO_VARIANCE, "batch_size": _batch(40, 30, 60)}
-_OFFICE_HOME = {**_LARGE, **_NO_VARIANCE}
-_DOMAIN_NET = {
-    **_TERRA,
-    "rdm_lambda": Uniform(0.5, LAMBDA, low=0.1, high=1.0),
-    "rdm_penalty_anneal_iters": IntUniform(
-        2400, "steps before the penalties switch on", low=1500, high=3000
-    ),
-}
-BY_DATASET = {
-    "pacs": _PACS,
-    "vlcs": _LARGE,
-    "office_home": _OFFICE_HOME,
-    "terra_incognita": _TERRA,
-    "domain_net": _DOMAIN_NET,
-}
-
-
 @register_algorithm("rdm")
 class RDM(Algorithm):
     """RDM (Nguyen et al., 2024): match the worst environment's loss distribution to the pooled
@@ -75,7 +50,13 @@ class RDM(Algorithm):
     VERSION = 1
     FAMILY = "invariance"
     HPARAMS = {
-        "rdm_lambda": Uniform(5.0, LAMBDA, low=0.1, high=10.0, domain=NON_NEGATIVE),
+        "rdm_lambda": Uniform(
+            5.0,
+            "weight of the MMD between worst and pooled risk distributions",
+            low=0.1,
+            high=10.0,
+            domain=NON_NEGATIVE,
+        ),
         "rdm_penalty_anneal_iters": IntUniform(
             1500, "steps before the penalties switch on", low=800, high=2700, domain=NON_NEGATIVE
         ),
@@ -89,12 +70,6 @@ class RDM(Algorithm):
         "rdm_lr": Uniform(
             1.5e-5, "Adam learning rate after the anneal step", low=8e-6, high=2e-5, domain=POSITIVE
         ),
-    }
-    # the CPU protocol and DomainBed's (<name>_domainbed) of each DomainBed image dataset
-    DATASET_HPARAMS = {
-        variant: space
-        for name, space in BY_DATASET.items()
-        for variant in (name, f"{name}_domainbed")
     }
 
     def build(self) -> None:
