@@ -439,7 +439,7 @@ RUN_CASES = [
     case(DEBUG + " --import {tmp}/none.py", "no such file", id="plugin-missing-file"),
     case(DEBUG + " --import no_such_module_xyz", "no_such_module_xyz", id="plugin-missing-module"),
     case(
-        "run --algorithm andmask --dataset debug " + OUT,
+        "run --algorithm my_plugin --dataset debug " + OUT,  # close to no registered name
         "Add --import",
         id="algorithm-unknown-hints-plugins",
     ),
