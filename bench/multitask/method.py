@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bench.errors import UserError
 from bench.hparams import NON_NEGATIVE, POSITIVE, Choice, Domain, IntLogUniform, LogUniform, Param
 from bench.multitask.tasks import Task
 from bench.networks import MLP
@@ -100,8 +101,16 @@ class MultiTaskMethod(nn.Module):
         self.tasks, self.input_shape = tuple(tasks), tuple(input_shape)
         self.hparams, self.steps, self.main_task = dict(hparams), steps, main_task
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        problem = self.incompatible(self.tasks)
+        if problem:
+            raise UserError(f"{self.NAME}: {problem}")
         self.build()
         self.optimizer = self.make_optimizer()
+
+    @classmethod
+    def incompatible(cls, tasks: Sequence[Task]) -> str | None:
+        """Why this method cannot run these tasks (a sweep skips the pair), or None."""
+        return None
 
     def build(self) -> None:
         raise NotImplementedError

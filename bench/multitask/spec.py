@@ -8,7 +8,7 @@ environments. ``kind = "multitask"`` keeps these runs apart from DG runs in one 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping
 
 from bench import hparams as hp
@@ -64,11 +64,17 @@ class MTLSpec:
 
 
 def space_for(method_cls: type, tasks_cls: type) -> dict[str, Param]:
-    """The method's HPARAMS along its MRO, then the task set's overrides of keys it has."""
+    """The method's HPARAMS along its MRO, then the task set's overrides of keys it has.
+
+    An override without a domain keeps the method's (a Fixed lr stays > 0), as in bench's
+    ``hparams.space_for``.
+    """
     space: dict[str, Param] = {}
     for klass in reversed(method_cls.__mro__):
         space.update(klass.__dict__.get("HPARAMS", {}))
-    space.update({k: v for k, v in tasks_cls.HPARAM_OVERRIDES.items() if k in space})
+    for key, param in tasks_cls.HPARAM_OVERRIDES.items():
+        if key in space:
+            space[key] = param if param.domain else replace(param, domain=space[key].domain)
     return space
 
 

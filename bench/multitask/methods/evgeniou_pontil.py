@@ -8,12 +8,14 @@ paper writes the data term as a sum; the mean over tasks here only rescales both
 is measured on ``w0``, where the tasks meet.
 """
 
+from typing import Sequence
+
 import torch
 from torch import Tensor, nn
 
-from bench.errors import UserError
 from bench.hparams import NON_NEGATIVE, LogUniform
 from bench.multitask.method import MultiTaskMethod, register_method
+from bench.multitask.tasks import Task
 
 
 @register_method("evgeniou_pontil")
@@ -36,9 +38,13 @@ class EvgeniouPontil(MultiTaskMethod):
         ),
     }
 
+    @classmethod
+    def incompatible(cls, tasks: Sequence[Task]) -> str | None:
+        if any(t.n_outputs != 1 for t in tasks):
+            return "needs single-output tasks (regression or binary), one weight vector each"
+        return None
+
     def build(self) -> None:
-        if any(t.n_outputs != 1 for t in self.tasks):
-            raise UserError("evgeniou_pontil needs single-output tasks (regression or binary)")
         dim = 1
         for d in self.input_shape:
             dim *= d

@@ -9,14 +9,14 @@ moves finetuning towards "nested feature selection" (reusing a sparse subset of 
 pretrained features) and up towards the lazy regime. Only the main task is scored.
 """
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
 
-from bench.errors import UserError
 from bench.hparams import POSITIVE, Domain, Fixed, LogUniform
 from bench.multitask.method import Batches, SharedTrunk, register_method
+from bench.multitask.tasks import Task
 
 
 @register_method("pretrain_finetune")
@@ -38,10 +38,9 @@ class PretrainFinetune(SharedTrunk):
         ),
     }
 
-    def build(self) -> None:
-        if len(self.tasks) < 2:
-            raise UserError("pretrain_finetune needs at least one auxiliary task")
-        super().build()
+    @classmethod
+    def incompatible(cls, tasks: Sequence[Task]) -> str | None:
+        return "needs at least one auxiliary task" if len(tasks) < 2 else None
 
     @property
     def pretrain_steps(self) -> int:
