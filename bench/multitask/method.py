@@ -153,7 +153,7 @@ class MultiTaskMethod(nn.Module):
         params = self.shared_parameters()
         if not params or len(losses) < 2:
             return {}
-        grads = flat_gradients(losses, params) if grads is None else grads
+        grads = flat_gradients(losses, params) if not grads else grads
         return pairwise_cosines(grads, [t.name for t in self.tasks])
 
     def summary(

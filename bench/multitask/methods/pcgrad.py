@@ -36,7 +36,7 @@ class PCGrad(SharedTrunk):
     def update(self, batches: Batches) -> dict[str, Any]:
         losses = self.task_losses(batches)
         shared = self.shared_parameters()
-        grads = flat_gradients(losses, shared)
+        grads = flat_gradients(losses, shared) if shared else []  # a linear trunk shares nothing
         cosines = self.gradient_cosines(losses, grads)
         total = self.objective(losses)
         self.optimizer.zero_grad(set_to_none=True)
