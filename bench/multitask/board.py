@@ -125,24 +125,30 @@ def board(
     affinity_method: str = "hard_sharing",
     links_from: str | Path = ".",
 ) -> str:
-    """The board as markdown; with ``figures`` (a folder), one affinity heatmap per task set.
-
-    Figure links are relative to ``links_from`` (the folder the markdown file is written to).
-    """
-    chosen = select(load_runs(output_dir), split_by)
-    if not chosen:
+    """The board of the finished multi-task runs in ``output_dir`` (see ``render``)."""
+    runs = load_runs(output_dir)
+    if not runs:
         raise UserError(
             f"no finished multi-task runs in {output_dir}; "
             "run `python -m bench.multitask sweep` first"
         )
+    return render(runs, split_by, figures, affinity_method, links_from)
+
+
+def render(
+    runs: list[Run],
+    split_by: Sequence[str] = (),
+    figures: str | Path | None = None,
+    affinity_method: str = "hard_sharing",
+    links_from: str | Path = ".",
+) -> str:
+    """Markdown; with ``figures`` (a folder), one affinity heatmap per task set, linked
+    relative to ``links_from`` (the folder the markdown file is written to)."""
     parts = ["# Multi-task board", "", _legend(split_by)]
-    for tasks, rows in chosen.items():
+    for tasks, rows in select(runs, split_by).items():
         task_list = list(TASK_SETS.get(tasks).TASKS)
+        parts += [f"## {tasks}", "", metric_table(rows, task_list), ""]
         parts += [
-            f"## {tasks}",
-            "",
-            metric_table(rows, task_list),
-            "",
             f"Gain over `{BASELINE}` (paired over trials):",
             "",
             gain_table(rows, task_list),
