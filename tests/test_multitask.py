@@ -14,6 +14,12 @@ from bench.multitask.spec import make_mtl_spec
 from bench.multitask.tasks import Task
 
 
+def linear_hparams(**changes):
+    """Full-batch hparams of a linear model (depth 0), changed by ``changes``."""
+    base = {"lr": 0.01, "weight_decay": 0.0, "batch_size": 0, "trunk": "mlp", "width": 1}
+    return {**base, "depth": 0, "lambda1": 1.0, "lambda2": 0.0, **changes}
+
+
 def mean_test_error(method: str, tasks: str, trial: int, tmp_path) -> float:
     spec = make_mtl_spec(method, tasks, trial_seed=trial, steps=300, eval_every=300)
     outcome = train(spec, tmp_path / spec.run_id, load_task_set(tasks, None, trial, "full"))
@@ -56,15 +62,14 @@ def test_evgeniou_pontil_reaches_the_convex_optimum(one_thread):
     gen = np.random.default_rng(0)
     xs = [gen.standard_normal((6, 3)) for _ in range(3)]
     ys = [x @ gen.standard_normal(3) for x in xs]
-    hparams = {"lr": 0.1, "weight_decay": 0.0, "batch_size": 0, "width": 1, "depth": 0}
-    hparams.update(lambda1=0.7, lambda2=0.2)
+    hparams = linear_hparams(lr=0.1, lambda1=0.7, lambda2=0.2)
     tasks = [Task(f"t{j}", "regression") for j in range(3)]
-    method = METHODS.get("evgeniou_pontil")(tasks, (3,), hparams, steps=1500)
+    method = METHODS.get("evgeniou_pontil")(tasks, (3,), hparams, steps=800)
     batches = [
         (torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32))
         for x, y in zip(xs, ys)
     ]
-    for _ in range(1500):
+    for _ in range(800):
         method.update(batches)
     w0, v = closed_form(xs, ys, 0.7, 0.2)
     assert np.allclose(method.w0.detach().numpy(), w0, atol=2e-3)
@@ -93,8 +98,7 @@ def _two_tasks(sign: float):
 
 @pytest.mark.parametrize("method", ["hard_sharing", "evgeniou_pontil", "pcgrad"])
 def test_gradient_cosine_is_one_for_identical_tasks(method, one_thread):
-    hparams = {"lr": 0.01, "weight_decay": 0.0, "batch_size": 0, "width": 8, "depth": 1}
-    hparams.update(lambda1=1.0, lambda2=0.0)
+    hparams = linear_hparams(width=8, depth=1)
     torch.manual_seed(0)
     tasks = [Task("a", "regression"), Task("b", "regression")]
     net = METHODS.get(method)(tasks, (5,), hparams, steps=5)
@@ -106,8 +110,7 @@ def test_gradient_cosine_is_one_for_identical_tasks(method, one_thread):
 
 def test_gradient_cosine_is_minus_one_for_opposite_tasks(one_thread):
     """y_b = -y_a on the same inputs: at w = 0 the shared gradients are exactly opposite."""
-    hparams = {"lr": 0.01, "weight_decay": 0.0, "batch_size": 0, "width": 1, "depth": 0}
-    hparams.update(lambda1=1.0, lambda2=0.0)
+    hparams = linear_hparams()
     tasks = [Task("a", "regression"), Task("b", "regression")]
     net = METHODS.get("evgeniou_pontil")(tasks, (5,), hparams, steps=1)
     assert net.update(_two_tasks(-1.0))["grad_cos"]["a|b"] == pytest.approx(-1.0, abs=1e-5)
@@ -117,7 +120,7 @@ def test_gradient_cosine_is_minus_one_for_opposite_tasks(one_thread):
 
 
 def test_pcgrad_steps_the_trunk_along_the_projected_mean(one_thread):
-    hparams = {"lr": 0.01, "weight_decay": 0.0, "batch_size": 0, "width": 8, "depth": 1}
+    hparams = linear_hparams(width=8, depth=1)
     torch.manual_seed(0)
     tasks = [Task("a", "regression"), Task("b", "regression")]
     net = METHODS.get("pcgrad")(tasks, (5,), hparams, steps=1)

@@ -8,7 +8,7 @@ import torch
 from bench import records
 from bench.errors import UserError
 from bench.multitask.method import METHODS
-from bench.multitask.runner import load_task_set, run
+from bench.multitask.runner import run
 from bench.multitask.spec import make_mtl_spec
 from bench.multitask.tasks import SPLITS, TASK_SETS, TaskSet
 
@@ -55,7 +55,6 @@ def test_method_runs_whole_and_repeats(method, tasks, request, tmp_path, one_thr
     if METHODS.get(method).incompatible(TASK_SETS.get(tasks).TASKS):
         pytest.skip(f"{method} does not apply to {tasks}")
     spec = make_mtl_spec(method, tasks, steps=3, eval_every=2, size="tiny", data_dir=root)
-    load_task_set.cache_clear()
     first = run(spec, tmp_path / "a", root)
     second = run(spec, tmp_path / "b", root)
     status, found = records.check_run(first.run_dir, spec.to_dict())

@@ -17,9 +17,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.errors import UserError
-from bench.hparams import NON_NEGATIVE, POSITIVE, Choice, Domain, IntLogUniform, LogUniform, Param
+from bench.hparams import (
+    NON_NEGATIVE,
+    POSITIVE,
+    Choice,
+    Domain,
+    IntLogUniform,
+    LogUniform,
+    Param,
+    Setting,
+)
 from bench.multitask.tasks import Task
-from bench.networks import MLP
+from bench.networks import MLP, build_featurizer
 from bench.registry import Registry
 
 METHODS: Registry["MultiTaskMethod"] = Registry("mtl method", "bench.multitask.methods")
@@ -29,7 +38,13 @@ Batches = list[tuple[Tensor, Tensor]]  # one (x, y) per task, in the task set's 
 
 
 def build_trunk(input_shape: Sequence[int], hparams: Mapping[str, Any]) -> nn.Module:
-    """An MLP of ``depth`` hidden layers (attribute ``n_outputs``); depth 0 flattens only."""
+    """An MLP of ``depth`` hidden layers (attribute ``n_outputs``); depth 0 flattens only.
+
+    ``trunk`` names another bench featurizer instead (e.g. ``seq_cnn`` for DNA), built at
+    its own defaults (``bench/networks.py``); ``width`` and ``depth`` are the MLP's.
+    """
+    if hparams["trunk"] != "mlp":
+        return build_featurizer(tuple(input_shape), {"featurizer": hparams["trunk"]})
     n_inputs = math.prod(input_shape)
     if hparams["depth"] == 0:
         trunk = nn.Flatten()
@@ -84,6 +99,7 @@ class MultiTaskMethod(nn.Module):
             domain=NON_NEGATIVE,
         ),
         "width": IntLogUniform(256, "trunk hidden width", low=64, high=512, domain=Domain(1)),
+        "trunk": Setting("mlp", "trunk network", options=("mlp", "seq_cnn")),
         "depth": Choice(
             2, "trunk hidden layers (0 = linear model)", options=(1, 2, 3), domain=Domain(0)
         ),
