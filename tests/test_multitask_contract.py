@@ -92,3 +92,13 @@ def test_everything_that_changes_results_changes_the_run_id():
 def test_bad_overrides_are_user_errors(tasks, overrides):
     with pytest.raises(UserError):
         make_mtl_spec("pretrain_finetune", tasks, overrides=overrides)
+
+
+def test_a_diverged_run_is_whole_and_says_so(tmp_path, one_thread):
+    spec = make_mtl_spec(
+        "hard_sharing", "teacher_nested", steps=50, eval_every=10, overrides={"lr": 1e30}
+    )
+    outcome = run(spec, tmp_path)
+    status, found = records.check_run(outcome.run_dir, spec.to_dict())
+    assert outcome.status == status == "diverged"
+    assert [r["step"] for r in found] == spec.record_steps[: len(found)]

@@ -18,12 +18,12 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import torch
 
 from bench import records
-from bench.multitask.method import METHODS, MultiTaskMethod
+from bench.multitask.method import METHODS, Batches, MultiTaskMethod
 from bench.multitask.spec import MTLSpec
 from bench.multitask.tasks import SPLITS, TASK_SETS, Split, TaskSet
 from bench.runner import claim
@@ -151,34 +151,48 @@ def train(spec: MTLSpec, directory: Path, taskset: TaskSet, command: str = "") -
             "tasks": taskset.describe(),
         },
     )
-    wanted, means, start, last = set(spec.record_steps), _Means(), time.perf_counter(), None
-    status = "ok"
-    for step in range(spec.steps):
-        batches = [
-            minibatch(
-                taskset.data[t.name]["train"],
-                spec.hparams["batch_size"],
-                spec.trial_seed,
-                t.name,
-                step,
-            )
-            for t in taskset.TASKS
-        ]
-        out = method.update(batches)
+    wanted, means, start, found = set(spec.record_steps), _Means(), time.perf_counter(), []
+
+    def after(step: int, out: dict[str, Any]) -> None:
         means.add(out)
+        if step in wanted:
+            wall = time.perf_counter() - start
+            found.append(_record(spec, directory, step, wall, means.pop(), method, taskset))
+
+    status, step = fit(spec, taskset, method, range(spec.steps), after)
+    wall = time.perf_counter() - start
+    records.write_json(directory / records.DONE, {"status": status, "step": step, "wall_s": wall})
+    return Outcome(spec.run_id, directory, status, found[-1] if found else None)
+
+
+def batches_at(spec: MTLSpec, taskset: TaskSet, step: int) -> Batches:
+    """Every task's minibatch of ``step``."""
+    size = spec.hparams["batch_size"]
+    return [
+        minibatch(taskset.data[t.name]["train"], size, spec.trial_seed, t.name, step)
+        for t in taskset.TASKS
+    ]
+
+
+def fit(
+    spec: MTLSpec,
+    taskset: TaskSet,
+    method: MultiTaskMethod,
+    steps: Iterable[int],
+    after: Callable[[int, dict[str, Any]], None] = lambda step, out: None,
+) -> tuple[str, int]:
+    """The training loop: update at each of ``steps``, then ``after(step, out)``.
+
+    Returns (status, last step): ``diverged`` at the first non-finite loss, which gets no
+    record (records stay a prefix of the spec's record steps, as ``records.check_run`` asks).
+    """
+    step = -1
+    for step in steps:
+        out = method.update(batches_at(spec, taskset, step))
         if not math.isfinite(out["loss"]):
-            status = "diverged"
-        if step in wanted or status == "diverged":
-            last = _record(
-                spec, directory, step, time.perf_counter() - start, means.pop(), method, taskset
-            )
-        if status == "diverged":
-            break
-    records.write_json(
-        directory / records.DONE,
-        {"status": status, "step": step, "wall_s": time.perf_counter() - start},
-    )
-    return Outcome(spec.run_id, directory, status, last)
+            return "diverged", step
+        after(step, out)
+    return "ok", step
 
 
 def _record(
