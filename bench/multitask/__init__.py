@@ -3,7 +3,8 @@
 Layers (each imports only those above it in this list): ``tasks`` (task sets and their
 registry), ``method`` (the method contract and registry), ``tasksets/`` and ``methods/`` (the
 built-ins), ``spec`` and ``runner`` (one seeded run, bench's run directories), ``sweep``,
-``results``, ``affinity`` and ``board`` (reading runs back), ``cli``. Nothing outside this
+``results``, ``affinity`` and ``board`` (reading runs back), ``landscape`` (retrains a run to
+map its loss), ``cli``. Nothing outside this
 package imports it.
 """
 

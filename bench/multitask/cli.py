@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 from bench.errors import UserError
 from bench.multitask.board import board
+from bench.multitask.landscape import compare
 from bench.multitask.method import METHODS
 from bench.multitask.runner import run
 from bench.multitask.spec import make_mtl_spec
@@ -111,6 +112,16 @@ def cmd_board(args: argparse.Namespace) -> None:
     print(text)
 
 
+def cmd_landscape(args: argparse.Namespace) -> None:
+    options = _spec_options(args)
+    specs = [
+        make_mtl_spec(m, args.tasks, args.trial_seed, 0, _hparams(h), **options)
+        for m, h in ((args.scratch, "{}"), (args.pretrained, args.hparams))
+    ]
+    compare(specs, Path(args.out), args.data_dir)
+    print(f"wrote {args.out} and {Path(args.out).with_suffix('.json')}")
+
+
 def cmd_list(args: argparse.Namespace) -> None:
     for name in TASK_SETS.names():
         cls = TASK_SETS.get(name)
@@ -175,6 +186,15 @@ def parser() -> argparse.ArgumentParser:
     show.add_argument("--affinity-method", default="hard_sharing")
     show.add_argument("--out", default=None, help="also write the markdown here")
     show.set_defaults(func=cmd_board)
+
+    land = sub.add_parser("landscape", help="main-task loss landscapes: scratch vs pretrained")
+    land.add_argument("tasks")
+    land.add_argument("--scratch", default="single_task")
+    land.add_argument("--pretrained", default="pretrain_finetune")
+    land.add_argument("--trial-seed", type=int, default=0)
+    land.add_argument("--out", default="landscape.png", help="PNG; the numbers go beside it")
+    common(land)
+    land.set_defaults(func=cmd_landscape)
 
     names = sub.add_parser("list", help="task sets and methods")
     names.set_defaults(func=cmd_list)

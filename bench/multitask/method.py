@@ -128,6 +128,13 @@ class MultiTaskMethod(nn.Module):
         """Why this method cannot run these tasks (a sweep skips the pair), or None."""
         return None
 
+    def main_phase_start(self) -> int:
+        """The step from which the main task is trained as in the end (0; pretraining: later)."""
+        return 0
+
+    def enter_main_phase(self) -> None:
+        """What happens at ``main_phase_start`` before its update (pretraining: the rescaling)."""
+
     def build(self) -> None:
         raise NotImplementedError
 

@@ -42,6 +42,10 @@ class PretrainFinetune(SharedTrunk):
     def incompatible(cls, tasks: Sequence[Task]) -> str | None:
         return "needs at least one auxiliary task" if len(tasks) < 2 else None
 
+    def build(self) -> None:
+        super().build()
+        self.finetuning = False
+
     @property
     def pretrain_steps(self) -> int:
         return max(1, round(self.hparams["pretrain_fraction"] * self.steps))
@@ -52,13 +56,18 @@ class PretrainFinetune(SharedTrunk):
             return torch.stack(aux).mean()
         return losses[self.main_task]
 
+    def main_phase_start(self) -> int:
+        return self.pretrain_steps
+
     def update(self, batches: Batches) -> dict[str, Any]:
-        if int(self.step) == self.pretrain_steps:
-            self.start_finetuning()
+        if int(self.step) == self.pretrain_steps and not self.finetuning:
+            self.enter_main_phase()
         return super().update(batches)
 
     @torch.no_grad()
-    def start_finetuning(self) -> None:
+    def enter_main_phase(self) -> None:
+        """Copy a donor head into the main one, rescale, restart Adam: finetuning begins."""
+        self.finetuning = True
         main = self.heads[self.main_task]
         donor = next(
             (
