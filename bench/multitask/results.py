@@ -68,7 +68,8 @@ def validation_score(run: Run) -> float:
 
 
 def select(runs: list[Run], split_by: Sequence[str] = ()) -> dict[str, dict[str, dict[int, Run]]]:
-    """``{task set: {row: {trial seed: run}}}`` at each row's best hparams seed."""
+    """``{task set: {row: {trial seed: run}}}`` at each row's best hparams seed (among the
+    seeds with the most finished trials, so a half-finished draw cannot win by luck)."""
     groups: dict[tuple[str, str], dict[int, dict[int, Run]]] = defaultdict(
         lambda: defaultdict(dict)
     )
