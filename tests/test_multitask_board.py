@@ -90,3 +90,11 @@ def test_cli_sweep_board_and_one_line_errors(tmp_path, capsys, one_thread):
 def test_malformed_hparams_are_one_line(bad, tmp_path, capsys):
     assert main([*bad, "--output-dir", str(tmp_path)]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_affinity_falls_back_to_the_next_method_with_cosines(tmp_path):
+    runs = [made_run("single_task", t, 0.5, 0.3) for t in range(2)]
+    runs += [made_run("evgeniou_pontil", t, 0.4, 0.3, cos=-0.8) for t in range(2)]
+    text = render(runs, figures=tmp_path, links_from=tmp_path)
+    assert "(gradient cosine, `evgeniou_pontil`): ![](affinity_teacher_nested.png)" in text
+    assert "hard_sharing" not in text  # no such row, and no figure claims it

@@ -9,6 +9,7 @@ agreed along the whole trajectory, not only at its end, where gradients are most
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -36,13 +37,19 @@ def affinity_matrix(names: list[str], runs: list[Run]) -> np.ndarray | None:
 
 
 def affinity_figure(
-    tasks: str, rows: dict[str, dict[int, Run]], method: str, folder: Path
-) -> Path | None:
-    """``folder/affinity_<tasks>.png`` for the row named ``method``; None without cosines."""
+    tasks: str, rows: dict[str, dict[int, Run]], methods: Sequence[str], folder: Path
+) -> tuple[Path, str] | None:
+    """``folder/affinity_<tasks>.png`` of the first of ``methods`` (board rows) with recorded
+    cosines, and that method; None when none has any."""
     names = TASK_SETS.get(tasks).task_names()
-    matrix = affinity_matrix(names, list(rows.get(method, {}).values()))
-    if matrix is None:
-        return None
+    for method in methods:
+        matrix = affinity_matrix(names, list(rows.get(method, {}).values()))
+        if matrix is not None:
+            return _draw(tasks, names, matrix, method, folder), method
+    return None
+
+
+def _draw(tasks: str, names: list[str], matrix: np.ndarray, method: str, folder: Path) -> Path:
     fig = Figure(figsize=(1.6 + 0.6 * len(names), 1.2 + 0.6 * len(names)))  # no pyplot state
     ax = fig.subplots()
     image = ax.imshow(matrix, cmap="RdBu", vmin=-1.0, vmax=1.0)

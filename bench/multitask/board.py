@@ -26,6 +26,9 @@ from bench.statistics import holm, paired_p
 BASELINE = "single_task"
 ALPHA = 0.05
 AVG = "avg"
+# hard sharing where the trunk is shared; on the linear family (linear trunks share nothing)
+# Evgeniou & Pontil's w0
+AFFINITY_METHODS = ("hard_sharing", "evgeniou_pontil")
 
 
 def test_values(runs: dict[int, Run], task: Task | None, tasks: list[Task]) -> dict[int, float]:
@@ -122,7 +125,7 @@ def board(
     output_dir: str | Path,
     split_by: Sequence[str] = (),
     figures: str | Path | None = None,
-    affinity_method: str = "hard_sharing",
+    affinity_methods: Sequence[str] = AFFINITY_METHODS,
     links_from: str | Path = ".",
 ) -> str:
     """The board of the finished multi-task runs in ``output_dir`` (see ``render``)."""
@@ -132,18 +135,19 @@ def board(
             f"no finished multi-task runs in {output_dir}; "
             "run `python -m bench.multitask sweep` first"
         )
-    return render(runs, split_by, figures, affinity_method, links_from)
+    return render(runs, split_by, figures, affinity_methods, links_from)
 
 
 def render(
     runs: list[Run],
     split_by: Sequence[str] = (),
     figures: str | Path | None = None,
-    affinity_method: str = "hard_sharing",
+    affinity_methods: Sequence[str] = AFFINITY_METHODS,
     links_from: str | Path = ".",
 ) -> str:
-    """Markdown; with ``figures`` (a folder), one affinity heatmap per task set, linked
-    relative to ``links_from`` (the folder the markdown file is written to)."""
+    """Markdown; with ``figures`` (a folder), one affinity heatmap per task set, of the first
+    of ``affinity_methods`` that recorded gradient cosines there, linked relative to
+    ``links_from`` (the folder the markdown file is written to)."""
     parts = ["# Multi-task board", "", _legend(split_by)]
     for tasks, rows in select(runs, split_by).items():
         task_list = list(TASK_SETS.get(tasks).TASKS)
@@ -155,10 +159,10 @@ def render(
             "",
         ]
         if figures is not None:
-            path = affinity_figure(tasks, rows, affinity_method, Path(figures))
-            if path is not None:
-                link = os.path.relpath(path, links_from)
-                parts += [f"Task affinity (gradient cosine, `{affinity_method}`): ![]({link})", ""]
+            drawn = affinity_figure(tasks, rows, affinity_methods, Path(figures))
+            if drawn is not None:
+                link = os.path.relpath(drawn[0], links_from)
+                parts += [f"Task affinity (gradient cosine, `{drawn[1]}`): ![]({link})", ""]
     return "\n".join(parts)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bench.errors import UserError
-from bench.multitask.board import board
+from bench.multitask.board import AFFINITY_METHODS, board
 from bench.multitask.landscape import compare
 from bench.multitask.method import METHODS
 from bench.multitask.runner import run
@@ -105,7 +105,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 def cmd_board(args: argparse.Namespace) -> None:
     links_from = Path(args.out).parent if args.out else Path(".")
     split_by = _names(args.split_by or "")
-    text = board(args.output_dir, split_by, args.figures, args.affinity_method, links_from)
+    methods = _names(args.affinity_methods)
+    text = board(args.output_dir, split_by, args.figures, methods, links_from)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
@@ -183,7 +184,11 @@ def parser() -> argparse.ArgumentParser:
         "--split-by", default=None, help="hparams that make separate rows, e.g. rescale"
     )
     show.add_argument("--figures", default=None, help="folder for the task-affinity heatmaps")
-    show.add_argument("--affinity-method", default="hard_sharing")
+    show.add_argument(
+        "--affinity-methods",
+        default=",".join(AFFINITY_METHODS),
+        help="whose gradient cosines make the heatmap: the first with any, per task set",
+    )
     show.add_argument("--out", default=None, help="also write the markdown here")
     show.set_defaults(func=cmd_board)
 
