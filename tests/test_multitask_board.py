@@ -84,6 +84,11 @@ def test_cli_sweep_board_and_one_line_errors(tmp_path, capsys, one_thread):
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1
     assert main(["board", "--output-dir", str(tmp_path / "empty")]) == 2
+    (tmp_path / "file").write_text("")  # an output "directory" that is a file
+    assert (
+        main(["run", "single_task", "teacher_nested", "--output-dir", str(tmp_path / "file")]) == 2
+    )
+    assert capsys.readouterr().err.count("\n") == 2  # two errors, one line each
 
 
 @pytest.mark.parametrize("bad", [["run", "hard_sharing", "teacher_nested", "--hparams", "{"]])

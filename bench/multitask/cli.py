@@ -143,7 +143,13 @@ def parser() -> argparse.ArgumentParser:
         metavar="MODULE_OR_FILE",
         help="plugin module or .py file registering task sets or methods (repeatable)",
     )
-    sub = top.add_subparsers(dest="command", required=True)
+    add_commands(top.add_subparsers(dest="command", required=True))
+    return top
+
+
+def add_commands(sub: Any) -> None:
+    """run, sweep, board, landscape and list on ``sub`` (an ``add_subparsers()`` result), each
+    with ``func``: what a ``bench mtl`` subcommand would mount."""
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--output-dir", default=DEFAULT_OUTPUT)
@@ -203,7 +209,6 @@ def parser() -> argparse.ArgumentParser:
 
     names = sub.add_parser("list", help="task sets and methods")
     names.set_defaults(func=cmd_list)
-    return top
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -213,5 +218,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.func(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # an output or data folder: read-only, full, not a folder, ...
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(
+            f"error: {where}{exc.strerror or exc}; check the path and its permissions",
+            file=sys.stderr,
+        )
         return 2
     return 0
