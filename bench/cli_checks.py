@@ -1,7 +1,8 @@
 """Command-line values checked before anything runs: devices, counts, and flags that fit the mode.
 
-A flag that does not apply to the chosen mode is refused with one line, never ignored
-(see ``refuse``); every failure is a UserError, which the CLI prints as one line, exit 2.
+A flag that does not apply to the chosen subcommand is refused with one line naming the
+subcommand that takes it, never ignored (see ``FOREIGN`` and ``refuse``); every failure is a
+UserError, which the CLI prints as one line, exit 2.
 """
 
 from __future__ import annotations
@@ -13,18 +14,114 @@ from typing import Any
 
 from bench.errors import UserError
 
-# Flags that only mean something in some modes: given elsewhere they are refused, never ignored.
-SWEEP_ONLY = {
-    "selection": "--selection",
-    "no_stack": "--no-stack",
-    "slurm_partition": "--slurm-partition",
-    "slurm_cluster": "--slurm-cluster",
+ONE_RUN_FLAGS = ("--algorithm", "--dataset", "--trial-seed", "--hparams-seed")
+SWEEP_FLAGS = (
+    "--algorithms",
+    "--datasets",
+    "--n-hparams",
+    "--n-trials",
+    "--launcher",
+    "--jobs",
+    "--scheduler",
+    "--dry-run",
+    "--slurm-partition",
+    "--slurm-timeout",
+    "--slurm-cluster",
+    "--selection",
+)
+TRANSFER_FLAGS = ("--task", "--recipe", "--tasks", "--recipes")
+REMOVED_FLAGS = ("--no-stack",)  # old commands (and published boards) still carry it
+# Per subcommand, the flags of the others: parsed (hidden) only to be refused in one line.
+FOREIGN: dict[str, tuple[str, ...]] = {
+    "run": SWEEP_FLAGS + TRANSFER_FLAGS + REMOVED_FLAGS,
+    "sweep": ONE_RUN_FLAGS + TRANSFER_FLAGS + REMOVED_FLAGS,
+    "transfer": ("--algorithm", "--dataset", "--algorithms", "--datasets") + REMOVED_FLAGS,
 }
+# What a sweep's --test-envs keywords expand into (bench.sweep.test_env_choices; named here
+# because bench.sweep imports torch).
+TEST_ENV_KEYWORDS = {
+    "single": "the dataset's protocol (its declared test environments, or each in turn)",
+    "all": "one run per environment",
+    "pairs": "the protocol's runs plus every leave-one-out pair",
+}
+SEEDS_PICK_ONE_RUN = (
+    "--trial-seed/--hparams-seed pick one run; a sweep takes --n-trials T and --n-hparams K "
+    "(seeds 0..T-1, 0..K-1)"
+)
+
+
+def dest(flag: str) -> str:
+    """The attribute argparse stores ``flag`` under."""
+    return flag.lstrip("-").replace("-", "_")
+
+
+def refuse_foreign(args: argparse.Namespace, command: str) -> None:
+    """One line for the first flag of another subcommand given to ``command``."""
+    for flag in FOREIGN.get(command, ()):
+        if getattr(args, dest(flag), None) is not None:
+            raise UserError(foreign_flag(flag, command))
+
+
+def foreign_flag(flag: str, command: str) -> str:
+    """Why ``flag`` does not belong to ``command``, and the command line it does belong to."""
+    if flag in REMOVED_FLAGS:
+        return (
+            f"{flag} is gone: stacked training was removed, so training is always one run at a "
+            "time (one training loop); drop the flag"
+        )
+    if command == "transfer":
+        dg = "sweep" if flag in SWEEP_FLAGS else "run"
+        return (
+            f"{flag} is not a transfer flag: a transfer run takes --task and --recipe, a "
+            f"transfer sweep --tasks and --recipes (for DG runs: `python -m bench {dg} {flag} ...`)"
+        )
+    if flag in ("--trial-seed", "--hparams-seed"):
+        return SEEDS_PICK_ONE_RUN
+    if flag in ONE_RUN_FLAGS:
+        return (
+            f"{flag} names one run's {dest(flag)}; a sweep takes {flag}s: `python -m bench sweep "
+            f"{flag}s ...` (one run: `python -m bench run {flag} ...`)"
+        )
+    owner = "sweep" if flag in SWEEP_FLAGS else "transfer"
+    return f"{flag} is a {owner} flag; use `python -m bench {owner} {flag} ...`"
+
+
+def one_run_test_envs(text: str | None) -> None:
+    """One run's --test-envs are environment names; a keyword would expand into several runs."""
+    if text in TEST_ENV_KEYWORDS:
+        raise UserError(
+            f"--test-envs {text}: one run needs explicit environments (comma-separated names); "
+            f"`python -m bench sweep --test-envs {text}` trains {TEST_ENV_KEYWORDS[text]}"
+        )
+
+
+def transfer_pairs(args: argparse.Namespace) -> None:
+    """``transfer`` takes --task and --recipe (one run) or --tasks and --recipes (a sweep, the only
+    one of the two that takes sweep flags)."""
+    if args.tasks or args.recipes:
+        if args.task or args.recipe:
+            raise UserError(
+                "--task/--recipe name one transfer run and --tasks/--recipes a transfer sweep; "
+                "give one pair"
+            )
+        if not (args.tasks and args.recipes):
+            raise UserError(
+                "a transfer sweep needs --tasks (e.g. mnist_ab) and --recipes (e.g. "
+                "scratch,finetune)"
+            )
+        return
+    for flag in SWEEP_FLAGS:
+        if getattr(args, dest(flag), None) not in (None, False):
+            raise UserError(
+                f"{flag} is a sweep flag; --task/--recipe name one run, a transfer sweep takes "
+                f"--tasks and --recipes: `python -m bench transfer --tasks ... --recipes ... "
+                f"{flag} ...`"
+            )
 
 
 def device(text: str) -> str:
     """A device torch knows and this machine has; one line otherwise."""
-    import torch
+    import torch  # on use: this module is imported by `bench list` and `--help` (start-up speed)
 
     try:
         parsed = torch.device(text)
@@ -70,8 +167,8 @@ def check_launcher_flags(args: argparse.Namespace) -> None:
     if launcher != "local":
         refuse(
             args,
-            {"jobs": "--jobs", "no_stack": "--no-stack"},
-            f"--launcher {launcher} (they are for --launcher local)",
+            {"jobs": "--jobs"},
+            f"--launcher {launcher} (it is for --launcher local)",
         )
     if launcher != "dask":
         refuse(
@@ -80,7 +177,11 @@ def check_launcher_flags(args: argparse.Namespace) -> None:
     if launcher != "slurm":
         refuse(
             args,
-            {"slurm_partition": "--slurm-partition", "slurm_cluster": "--slurm-cluster"},
+            {
+                "slurm_partition": "--slurm-partition",
+                "slurm_timeout": "--slurm-timeout",
+                "slurm_cluster": "--slurm-cluster",
+            },
             f"--launcher {launcher} (they are for --launcher slurm)",
         )
 
@@ -101,7 +202,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     """``--hparams`` plus ``--weights`` (the ResNet featurizers' ``weights`` hparam)."""
     overrides = json_object(args.hparams)
     if args.weights is not None:
-        from bench.start_weights import weights_value
+        from bench.start_weights import weights_value  # on use: torch (start-up speed)
 
         overrides["weights"] = weights_value(args.weights)
     return overrides
@@ -109,6 +210,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def recipe(name: str) -> str:
     """A registered transfer recipe's name (case-insensitive), or one line with a suggestion."""
+    # On use: the registries import torch (start-up speed, see ``device``).
     from bench.algorithms import ALGORITHMS
     from bench.transfer.recipes import Recipe
 

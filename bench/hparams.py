@@ -198,13 +198,17 @@ def apply_overrides(
 def space_for(algorithm_cls: type, dataset_cls: type, featurizer: str | None = None) -> Space:
     """The merged space of one (algorithm, dataset) pair, most specific layer last.
 
-    Layers: the algorithm's HPARAMS along its MRO (base keys lr, weight_decay, ...),
-    the dataset's featurizer keys, the dataset's HPARAM_OVERRIDES (only for keys the
-    space has, e.g. an lr range for small images), the dataset's ALGORITHM_HPARAMS
-    for this algorithm (its tuned settings per method, e.g. spurious_toy), then the algorithm's own
-    DATASET_HPARAMS for this dataset (a paper's protocol, e.g. IRM on cmnist_irm).
+    Layers, in order:
+    1. the algorithm's ``HPARAMS`` along its MRO (the base's lr, weight_decay, ... first);
+    2. the featurizer's keys (``featurizer`` overrides the dataset's network);
+    3. the dataset's own ``HPARAMS`` (e.g. augmentation);
+    4. the dataset's ``HPARAM_OVERRIDES``, only for keys the space already has (e.g. an lr
+       range for small images);
+    5. the dataset's ``ALGORITHM_HPARAMS[algorithm name]``: the protocol a paper or a search
+       tuned for this method on this data (IRM on cmnist_irm, V-REx on spurious_toy). Settings
+       of "algorithm A on dataset D" live there and nowhere else, matched by exact registered
+       name (a subclass of IRM is a different method and is not tuned by IRM's protocol).
     A key keeps the domain of its first declaration unless a later layer declares one.
-    ``featurizer`` (an override of the dataset's) brings that network's keys instead.
     """
     from bench.networks import featurizer_space
 
@@ -216,12 +220,8 @@ def space_for(algorithm_cls: type, dataset_cls: type, featurizer: str | None = N
     _layer(space, featurizer_space(featurizer))
     _layer(space, getattr(dataset_cls, "HPARAMS", {}))  # the dataset's own keys, e.g. augmentation
     _layer(space, {k: v for k, v in dataset_cls.HPARAM_OVERRIDES.items() if k in space})
-    _layer(
-        space,
-        getattr(dataset_cls, "ALGORITHM_HPARAMS", {}).get(getattr(algorithm_cls, "NAME", None), {}),
-    )  # per algorithm, declared by the dataset
-    for klass in reversed(algorithm_cls.__mro__):
-        _layer(space, klass.__dict__.get("DATASET_HPARAMS", {}).get(dataset_cls.NAME, {}))
+    protocols = getattr(dataset_cls, "ALGORITHM_HPARAMS", {})
+    _layer(space, protocols.get(getattr(algorithm_cls, "NAME", None), {}))
     return space
 
 

@@ -7,8 +7,6 @@ never train a run twice. The worker that trains a run appends a line to its
 
 - ``local``: joblib's loky processes on this machine (``jobs``; torch threads per job
   = cores // jobs, so jobs x threads fill the machine without oversubscription).
-  Tiny runs of one shape (ERM on small MLPs, see ``bench.stacked``) are trained
-  together as one unit; their numbers equal separate training up to float rounding.
 - ``dask``: a running Dask cluster by address (``dask.distributed.Client``).
 - ``slurm``: submitit job arrays (``cluster="local"`` / ``"debug"`` run without Slurm).
 """
@@ -24,7 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from bench import records, runner
-from bench.errors import UserError
+from bench.datasets import DATASETS
+from bench.errors import UserError, reason
 from bench.registry import import_plugins
 from bench.spec import RunSpec, RuntimeOptions
 
@@ -47,19 +46,6 @@ def execute(spec: RunSpec, options: RuntimeOptions, launcher: str = "local") -> 
     return _report(runner.run(spec, options), launcher)
 
 
-def execute_unit(
-    unit: Sequence[RunSpec], options: RuntimeOptions, launcher: str = "local"
-) -> list[Finished]:
-    """One spec through the runner, or a group of same-shape tiny runs trained together
-    (``bench.stacked``)."""
-    _worker_setup(options)
-    if len(unit) == 1:
-        return [execute(unit[0], options, launcher)]
-    from bench.stacked import run_stacked
-
-    return [_report(outcome, launcher) for outcome in run_stacked(unit, options)]
-
-
 def _worker_setup(options: RuntimeOptions) -> None:
     """A fresh worker has seen neither the sweep's --import modules nor its ``folder:`` (etc.) data.
 
@@ -67,8 +53,6 @@ def _worker_setup(options: RuntimeOptions) -> None:
     worker rebuilds them, when first used, from the absolute names the sweep passed along.
     """
     import_plugins(options.imports)
-    from bench.datasets import DATASETS
-
     DATASETS.expect(options.extra.get("datasets", {}))
 
 
@@ -84,30 +68,6 @@ def _report(outcome: runner.RunOutcome, launcher: str) -> Finished:
         }
         records.append_record(outcome.run_dir / TRAINED, line)
     return Finished(outcome.run_id, outcome.status, outcome.wall_s, host)
-
-
-# trials per stacked group: enough to amortise per-step overhead, small enough to spread over jobs
-STACK_SIZE = 16
-
-
-def work_units(specs: Sequence[RunSpec], stack: bool = True) -> list[list[RunSpec]]:
-    """Runs grouped for stacked training where their shapes match (tiny ERM models), else one run
-    per unit."""
-    if not stack:
-        return [[spec] for spec in specs]
-    from bench.stacked import stack_key
-
-    units: list[list[RunSpec]] = []
-    groups: dict[str, list[RunSpec]] = {}
-    for spec in specs:
-        key = stack_key(spec)
-        if key is None:
-            units.append([spec])
-        else:
-            groups.setdefault(key, []).append(spec)
-    for group in groups.values():
-        units += [group[i : i + STACK_SIZE] for i in range(0, len(group), STACK_SIZE)]
-    return units
 
 
 def cores() -> int:
@@ -130,8 +90,6 @@ def plan_local(n_runs: int, jobs: int | None, threads: int | None) -> tuple[int,
 def _for_workers(options: RuntimeOptions, threads: int | None) -> RuntimeOptions:
     """Absolute output path (workers may run elsewhere), no per-run step bars (the sweep has one),
     and the absolute names of ``folder:``/``csv:``/``hf:`` datasets (workers rebuild them)."""
-    from bench.datasets import DATASETS
-
     extra = {**options.extra, "datasets": DATASETS.sources()}
     output_dir = Path(options.output_dir).resolve()
     threads = threads or options.threads
@@ -144,16 +102,14 @@ def local(
     specs: Sequence[RunSpec],
     options: RuntimeOptions,
     jobs: int | None = None,
-    stack: bool = True,
     **_: Any,
 ) -> Iterator[Finished]:
-    """joblib processes; same-shape tiny runs are trained together unless ``stack`` is False."""
-    units = work_units(specs, stack)
-    n_jobs, threads = plan_local(len(units), jobs, options.threads)
+    """joblib processes, one run at a time each."""
+    n_jobs, threads = plan_local(len(specs), jobs, options.threads)
     opts = _for_workers(options, threads)
     if n_jobs == 1:  # in this process: no worker start-up, and the dataset cache is shared
-        for unit in units:
-            yield from execute_unit(unit, opts, "local")
+        for spec in specs:
+            yield execute(spec, opts, "local")
         return
     from joblib import Parallel, delayed
 
@@ -164,8 +120,7 @@ def local(
         batch_size=1,
         pre_dispatch="n_jobs",
     )
-    for finished in parallel(delayed(execute_unit)(unit, opts, "local") for unit in units):
-        yield from finished
+    yield from parallel(delayed(execute)(spec, opts, "local") for spec in specs)
 
 
 def dask(
@@ -185,8 +140,6 @@ def dask(
             "--launcher dask needs --scheduler ADDRESS of a running scheduler, e.g. "
             "tcp://10.0.0.5:8786"
         )
-    from bench.errors import reason  # imported here: this change keeps to the dask launcher
-
     try:
         from distributed import Client, as_completed
         from distributed.comm import parse_address

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 from bench import interpret, report_files
 from bench import report as rp
 from bench import report_diagnostics as diagnostics
+from bench.commands import current_syntax
 from bench.protocol import render_card
 from bench.references import published_rows
 from bench.selection import RULES, Run
@@ -105,7 +106,7 @@ def markdown(
     """The whole leaderboard page; ``figures`` maps a dataset label to a PNG file name next to
     it."""
     figures = figures or {}
-    run_commands = sorted({r.command for r in report.runs if r.command})
+    run_commands = sorted({current_syntax(r.command) for r in report.runs if r.command})
     run_commits = sorted({r.git or "unknown" for r in report.runs})
     out = [
         f"# {title}",

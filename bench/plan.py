@@ -20,8 +20,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
+from bench import runner
+from bench.evaluation import evaluate
 from bench.records import write_json
 from bench.seeding import canonical_json
+from bench.selection import validation_env
 from bench.spec import RunSpec, RuntimeOptions
 
 CALIBRATION_STEPS = 5
@@ -53,9 +56,6 @@ def protocol_key(spec: RunSpec, threads: int | None) -> str:
 
 def _calibrate(spec: RunSpec, options: RuntimeOptions) -> dict[str, float]:
     """Seconds per update step and per evaluation, timed on a throw-away copy of ``spec``."""
-    from bench import runner
-    from bench.evaluation import evaluate
-
     short = dataclasses.replace(spec, steps=CALIBRATION_STEPS + 1, eval_every=CALIBRATION_STEPS + 1)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -111,8 +111,6 @@ def estimate_s(
 
 def rule_needs(rule: str, specs: Sequence[RunSpec]) -> str:
     """One line: which of the sweep's runs the selection rule reads, or why it will show nothing."""
-    from bench.selection import validation_env
-
     if rule == "last":
         defaults = sum(s.hparams_seed == 0 for s in specs)
         return f"last: the {defaults} default-hparams runs (hparams seed 0)"

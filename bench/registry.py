@@ -27,7 +27,6 @@ class Registry(Generic[T]):
         self._loaded = package is None
         self._prefixes: dict[str, Callable[[str], type[T]]] = {}
         self._made: dict[str, type[T]] = {}  # classes built from ``prefix:...`` names, by NAME
-        self._given: dict[str, type[T]] = {}  # the same classes by the names they were asked for
         self._pending: dict[str, str] = {}  # NAME -> SOURCE, built on first lookup (workers)
 
     def register(self, name: str) -> Callable[[type[T]], type[T]]:
@@ -68,14 +67,11 @@ class Registry(Generic[T]):
         self._load()
         if name in self._entries:
             return self._entries[name]
-        if name in self._made or name in self._given:
-            return self._made.get(name) or self._given[name]
         if name in self._pending:
             return self.get(self._pending.pop(name))
         prefix, sep, rest = name.partition(":")
         if sep and prefix.lower() in self._prefixes:
-            self._given[name] = self._build(prefix.lower(), rest)  # built once per process and name
-            return self._given[name]
+            return self._prefixed(prefix.lower(), name, rest)
         folded = [n for n in self._entries if n.lower() == name.lower()]
         if len(folded) == 1:  # PACS -> pacs: names are lowercase, users type them as papers do
             return self._entries[folded[0]]
@@ -97,12 +93,26 @@ class Registry(Generic[T]):
         folded = [n for n in self._entries if n.lower() == name.lower()]
         return name if name in self._entries else folded[0] if len(folded) == 1 else cls.NAME
 
+    def _prefixed(self, prefix: str, name: str, rest: str) -> type[T]:
+        """``prefix:REST`` whose location exists here is read again on every lookup (a relative
+        one is the current directory's; the factory reuses a class only for the same absolute
+        location and content); otherwise it is a label made here (a spec's or a board's, a hub
+        id) when there is one, else it goes to the factory."""
+        location = Path(rest.partition("?")[0]).expanduser()
+        if name in self._made and not location.exists():
+            return self._made[name]
+        return self._build(prefix, rest)
+
     def _build(self, prefix: str, rest: str) -> type[T]:
-        """The factory's class, reusing an equal one; two live locations may not share a NAME."""
+        """The factory's class, replacing one of the same location (its content changed, or it
+        moved); two live locations may not share a NAME."""
         cls = self._prefixes[prefix](rest)
         known = self._made.get(cls.NAME)
-        if known is not None and known.SOURCE == cls.SOURCE:
+        if known is cls:
             return known
+        if known is not None and known.SOURCE == cls.SOURCE:
+            self._made[cls.NAME] = cls  # the same location with new content
+            return cls
         if known is not None and getattr(known, "location_exists", lambda: False)():
             raise UserError(
                 f"{self.kind} {cls.SOURCE} and {known.SOURCE} both get the name {cls.NAME} (names "
@@ -125,7 +135,7 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: str) -> bool:
         self._load()
-        if any(name in known for known in (self._entries, self._made, self._given, self._pending)):
+        if any(name in known for known in (self._entries, self._made, self._pending)):
             return True
         prefix, sep, _ = name.partition(":")
         if not (sep and prefix.lower() in self._prefixes):

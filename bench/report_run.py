@@ -8,6 +8,7 @@ from typing import Any
 from tabulate import tabulate
 
 from bench import records
+from bench.commands import current_syntax
 from bench.errors import UserError
 
 
@@ -90,7 +91,7 @@ def _show_run(path: Path) -> str:
         f"{done['wall_s']:.1f}s"
         if done
         else f"status: partial; {len(found)} evaluations",
-        f"command: {info.get('command') or '-'}",
+        f"command: {current_syntax(info.get('command') or '-')}",
         f"git: {info['meta'].get('git')}  torch: {info['meta'].get('torch')}  data: {spec['data']}",
         "hparams: " + ", ".join(f"{k}={v}" for k, v in sorted(info["hparams"].items())),
         run_table(found[-1] if found else None, spec["test_envs"]),

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import logging
 import math
 import os
@@ -45,12 +44,11 @@ class RunOutcome:
     wall_s: float = 0.0
 
 
-@functools.lru_cache(maxsize=4)
 def load_dataset(
     name: str, root: str | None, data_seed: int, size: str, download: bool = False
 ) -> MultiEnvDataset:
     """Construct a dataset once per worker process and reuse it across the runs of a sweep."""
-    return DATASETS.get(name)(root, data_seed, size=size, download=download)
+    return DATASETS.get(name).shared(root, data_seed, size, download)
 
 
 @contextlib.contextmanager
@@ -151,8 +149,7 @@ def wants_channels_last(model: torch.nn.Module, device: torch.device, choice: bo
 
 @dataclass
 class RunContext:
-    """Everything one run's loop needs; built once by ``prepare``, shared with the stacked
-    trainer."""
+    """Everything one run's loop needs, built once by ``prepare``."""
 
     spec: RunSpec
     options: RuntimeOptions
@@ -169,9 +166,6 @@ class RunContext:
     skip: set[tuple[str, str]]
     start: int = 0
     wall_offset: float = 0.0
-    rng_state: dict[str, Any] | None = (
-        None  # the stacked trainer pins each trial's own RNG state here
-    )
 
     def minibatches(self, step: int) -> list[tuple[Tensor, Tensor]]:
         out = []
@@ -209,10 +203,9 @@ class RunContext:
             "meta": self.meta,
         }
         records.append_record(self.directory / records.RESULTS, record)
-        rng_state = self.rng_state if self.rng_state is not None else capture_rng_state(self.device)
         state = {
             "algorithm": self.algorithm.state_dict(),
-            "rng": rng_state,
+            "rng": capture_rng_state(self.device),
             "step": step,
             "wall_s": wall,
         }

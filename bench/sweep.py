@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from bench import records
+from bench.algorithms import ALGORITHMS
+from bench.datasets import DATASETS
 from bench.errors import UserError
 from bench.launchers import Finished, get
 from bench.spec import RunSpec, RuntimeOptions, dataset_fingerprint, make_spec
@@ -48,8 +50,6 @@ def test_env_choices(dataset: str, mode: str) -> list[tuple[str, ...]]:
     which leave-one-domain-out selection needs (one more held-out env per choice);
     otherwise comma-separated names = one set.
     """
-    from bench.datasets import DATASETS
-
     cls = DATASETS.get(dataset)
     names = cls.env_names()
     if mode == "single":
@@ -206,8 +206,6 @@ DEFAULT_GRID = Grid(
 
 def default_grid() -> tuple[Grid, list[str]]:
     """The default benchmark grid restricted to registered algorithms, and the names skipped."""
-    from bench.algorithms import ALGORITHMS
-
     missing = [a for a in DEFAULT_GRID.algorithms if a not in ALGORITHMS]
     kept = tuple(a for a in DEFAULT_GRID.algorithms if a in ALGORITHMS)
     return dataclasses.replace(DEFAULT_GRID, algorithms=kept), missing

@@ -31,7 +31,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["XDG_CACHE_HOME"] = f"{tmp}/cache"
         sweep = [
-            "run",
+            "sweep",
             "--algorithms",
             args.algorithms,
             "--datasets",

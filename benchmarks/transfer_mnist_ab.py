@@ -3,7 +3,7 @@
 Task A = digits 0-4 (source), task B = digits 5-9 (target), a 4-block MLP (784-128-128-128-128).
 Per trial: base B (``scratch``) and, for n = 1..4, AnB / BnB (``frozen_first_n`` pretrained on
 A / on B's own training split) and AnB+ / BnB+ (``reinit_above_n``). Every run is an ordinary
-``bench run`` (the exact command is stored in its spec.json and printed here); re-running
+``bench transfer`` (the exact command is stored in its spec.json and printed here); re-running
 skips finished runs and resumes partial ones.
 
     nice -n 10 python benchmarks/transfer_mnist_ab.py --trials 3 --output-dir bench_output/transfer_mnist_ab
@@ -39,7 +39,7 @@ def command(recipe: str, hp: dict, trial: int, args: argparse.Namespace) -> str:
         "python",
         "-m",
         "bench",
-        "run",
+        "transfer",
         "--task",
         "mnist_ab",
         "--recipe",

@@ -1,6 +1,6 @@
-"""Recipes x tasks x trials through ``bench run``, then the transfer tables (target test and OOD splits).
+"""Recipes x tasks x trials through ``bench transfer``, then the transfer tables (target test and OOD splits).
 
-Every run is an ordinary run (its exact ``python -m bench run --task ... --recipe ...``
+Every run is an ordinary run (its exact ``python -m bench transfer --task ... --recipe ...``
 command is stored in spec.json and printed); finished runs are skipped, partial ones resume.
 
     nice -n 10 python benchmarks/transfer_recipes.py --tasks bottleneck_to_b_only,bottleneck_to_a_only \\
@@ -58,7 +58,7 @@ def main() -> None:
                         "python",
                         "-m",
                         "bench",
-                        "run",
+                        "transfer",
                         "--task",
                         task,
                         "--recipe",

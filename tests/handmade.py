@@ -50,7 +50,7 @@ def run(
         {"lr": 10.0 ** -(hseed + 2)},
         tuple(recs),
         status,
-        command=f"python -m bench run --algorithms {algorithm}",
+        command=f"python -m bench run --algorithms {algorithm}",  # old syntax: boards say `sweep`
         git="abc123",
     )
 

@@ -172,6 +172,7 @@ def _zip(path: Path) -> None:
 OUT = "--steps 2 --no-progress --output-dir {tmp}/out"
 DATA = f"--size tiny --data-dir {{tmp}}/data {OUT}"
 DEBUG = f"run --algorithm erm --dataset debug {OUT}"
+SWEEP = f"sweep --algorithms erm --datasets debug --test-envs e0 --size tiny {OUT}"
 CMNIST = f"run --algorithm erm --dataset cmnist_irm {DATA}"
 PACS = f"run --algorithm erm --dataset pacs {DATA}"
 GUE = f"run --algorithm erm --dataset gue_prom_core {DATA}"
@@ -369,7 +370,7 @@ WEIGHTS_CASES = [
     case(WEIGHTS, "no such file", id="weights-missing-file"),
 ]
 
-DASK = DEBUG + " --launcher dask --scheduler "
+DASK = SWEEP + " --launcher dask --scheduler "
 DASK_CASES = [
     case(
         DASK + "notaurl",
@@ -407,7 +408,6 @@ def _legacy_output_dir(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
-SWEEP = "run --algorithms erm --datasets debug --test-envs e0 --size tiny " + OUT
 RUN_CASES = [
     case(DEBUG + " --device tpu9", "--device tpu9", id="device-unknown"),
     case(DEBUG + " --device cuda:x", "--device cuda:x", id="device-garbage"),
@@ -439,16 +439,11 @@ RUN_CASES = [
     case(DEBUG + " --import {tmp}/none.py", "no such file", id="plugin-missing-file"),
     case(DEBUG + " --import no_such_module_xyz", "no_such_module_xyz", id="plugin-missing-module"),
     case(
-        "run --algorithm xyzzy --dataset debug " + OUT,
+        "run --algorithm my_plugin --dataset debug " + OUT,  # close to no registered name
         "Add --import",
         id="algorithm-unknown-hints-plugins",
     ),
-    case(
-        DEBUG + " --selection oracle",
-        "--selection does not apply to one run",
-        id="selection-on-one-run",
-    ),
-    case(DEBUG + " --no-stack", "--no-stack does not apply", id="no-stack-on-one-run"),
+    case(SWEEP + " --slurm-timeout 5", "--slurm-timeout does not apply", id="slurm-timeout-local"),
     case(
         SWEEP + " --scheduler tcp://127.0.0.1:1",
         "--scheduler does not apply",
@@ -462,32 +457,93 @@ RUN_CASES = [
     ),
     case(SWEEP + " --shots 10", "not a transfer task", id="shots-on-a-plain-dataset"),
     case(
-        "run --task mnist_ab --recipe scratch --shots 7 " + OUT,
+        "transfer --task mnist_ab --recipe scratch --shots 7 " + OUT,
         "no 7-shot variant",
         id="shots-not-offered",
     ),
     case(
-        "run --recipes finetun --datasets mnist_ab " + OUT,
+        "transfer --recipes finetun --tasks mnist_ab " + OUT,
         "Did you mean finetune",
         id="recipes-misspelt",
     ),
     case(
-        "run --recipes finetune --datasets debug " + OUT,
+        "transfer --recipes finetune --tasks debug " + OUT,
         "not a transfer task",
         id="recipes-on-a-dataset",
     ),
     case(
-        "run --recipes finetune --algorithms erm --datasets mnist_ab " + OUT,
-        "drop --algorithms",
+        "transfer --recipes finetune --tasks mnist_ab --algorithms erm " + OUT,
+        "--algorithms is not a transfer flag",
         id="recipes-with-algorithms",
     ),
-    case("run --recipes finetune " + OUT, "--recipes needs --datasets", id="recipes-without-tasks"),
     case(
-        "run --task mnist_ab --recipe scratch --algorithms erm " + OUT,
-        "--task/--recipe",
-        id="task-with-algorithms",
+        "transfer --recipes finetune " + OUT,
+        "a transfer sweep needs --tasks",
+        id="recipes-without-tasks",
     ),
     case("leaderboard --runs {tmp} --spread se", "add --format", id="spread-without-format"),
+]
+
+# A flag of another mode, or a mode left to guess, is refused with the subcommand to use.
+MODE_CASES = [
+    case("", "choose a command: run, sweep, transfer", id="no-command"),
+    case(
+        "run --algorithms erm,irm --datasets debug " + OUT,
+        "--algorithms is a sweep flag; use `python -m bench sweep --algorithms ...`",
+        id="run-with-algorithms",
+    ),
+    case(
+        DEBUG + " --test-envs all",
+        "one run needs explicit environments (comma-separated names); "
+        "`python -m bench sweep --test-envs all` trains one run per environment",
+        id="run-test-envs-all",
+    ),
+    case(DEBUG + " --test-envs pairs", "python -m bench sweep --test-envs pairs", id="run-pairs"),
+    case(DEBUG + " --jobs 2", "--jobs is a sweep flag", id="run-with-jobs"),
+    case(DEBUG + " --dry-run", "--dry-run is a sweep flag", id="run-with-dry-run"),
+    case(DEBUG + " --selection oracle", "--selection is a sweep flag", id="run-with-selection"),
+    case(
+        DEBUG + " --task mnist_ab",
+        "--task is a transfer flag; use `python -m bench transfer --task ...`",
+        id="run-with-task",
+    ),
+    case(DEBUG + " --recipes finetune", "--recipes is a transfer flag", id="run-with-recipes"),
+    case(
+        "run " + OUT,
+        "one run needs --algorithm and/or --dataset; `python -m bench run` alone is the default",
+        id="run-with-options-but-no-run",
+    ),
+    case(DEBUG + " --no-stack", "--no-stack is gone", id="no-stack-on-one-run"),
+    case(SWEEP + " --no-stack", "training is always one run at a time", id="no-stack-on-sweep"),
+    case(
+        SWEEP + " --algorithm erm",
+        "--algorithm names one run's algorithm; a sweep takes --algorithms",
+        id="sweep-with-algorithm",
+    ),
+    case(SWEEP + " --trial-seed 1", "--trial-seed/--hparams-seed pick one run", id="sweep-seed"),
+    case(SWEEP + " --task mnist_ab", "--task is a transfer flag", id="sweep-with-task"),
+    case(
+        "transfer --task mnist_ab --recipe scratch --n-trials 2 " + OUT,
+        "--n-trials is a sweep flag; --task/--recipe name one run, a transfer sweep takes --tasks",
+        id="transfer-run-with-sweep-flag",
+    ),
+    case(
+        "transfer --task mnist_ab --recipe scratch --algorithms erm " + OUT,
+        "--algorithms is not a transfer flag",
+        id="transfer-with-algorithms",
+    ),
+    case("transfer --dataset mnist_ab " + OUT, "--dataset is not a transfer flag", id="t-dataset"),
+    case(
+        "transfer --task mnist_ab --recipes scratch " + OUT,
+        "give one pair",
+        id="transfer-mixes-run-and-sweep",
+    ),
+    case(
+        "transfer --tasks mnist_ab --recipes scratch --trial-seed 1 " + OUT,
+        "pick one run",
+        id="transfer-sweep-with-seed",
+    ),
+    case("transfer " + OUT, "a transfer run needs both --task", id="transfer-without-task"),
 ]
 
 CASES = (
@@ -498,6 +554,7 @@ CASES = (
     + WEIGHTS_CASES
     + DASK_CASES
     + RUN_CASES
+    + MODE_CASES
 )
 
 
@@ -618,6 +675,6 @@ def test_imagenet_weights_offline_fail_fast_in_one_line(tmp_path, monkeypatch, c
 
 def test_a_misspelt_recipe_gets_a_suggestion(tmp_path, capfd):
     line = assert_one_error_line(
-        ["run", "--task", "mnist_ab", "--recipe", "finetun"], "Did you mean finetune", capfd
+        ["transfer", "--task", "mnist_ab", "--recipe", "finetun"], "Did you mean finetune", capfd
     )
     assert "Recipes: finetune" in line

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import os
 import re
 import shlex
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,8 +16,9 @@ import numpy as np
 import pytest
 import torch
 
+from bench import runner
 from bench.cli import main
-from bench.datasets import DATASETS
+from bench.datasets import DATASETS, user_tables
 from bench.errors import UserError
 from bench.spec import make_spec
 from bench.testing import check_dataset
@@ -98,7 +101,7 @@ def make_hf(path: Path, images: bool = False) -> Path:
 
 def sweep_then_board(name: str, out: Path, jobs: int, capsys) -> str:
     argv = [
-        "run",
+        "sweep",
         "--algorithms",
         "erm,vrex",
         "--datasets",
@@ -144,7 +147,7 @@ def test_jobs_2_workers_rebuild_all_three_forms(tmp_path, capsys):
         f"hf:{make_hf(tmp_path / 'hf_jobs')}",
     ]
     argv = [
-        "run",
+        "sweep",
         "--algorithms",
         "erm",
         "--datasets",
@@ -208,6 +211,46 @@ def test_two_live_folders_with_one_name_are_refused(tmp_path):
         DATASETS.get(f"folder:{make_folder(tmp_path / 'y' / 'same')}")
 
 
+def test_one_relative_name_from_two_directories_never_shares_a_dataset(tmp_path, monkeypatch):
+    a = make_folder(tmp_path / "a" / "cwd_data")
+    b = make_folder(tmp_path / "b" / "cwd_data", size=16)
+    monkeypatch.chdir(tmp_path / "a")
+    first = DATASETS.get("folder:cwd_data")
+    built = runner.load_dataset("folder:cwd_data", None, 0, "tiny")
+    assert first.LOCATION == a and first.NAME == "folder:cwd_data"
+    monkeypatch.chdir(tmp_path / "b")
+    with pytest.raises(UserError, match="both get the name folder:cwd_data"):
+        DATASETS.get("folder:cwd_data")  # b's folder, while a's is still there
+    shutil.rmtree(a)
+    second = DATASETS.get("folder:cwd_data")
+    assert second.LOCATION == b and second.NAME == "folder:cwd_data"  # the label stays path-free
+    again = runner.load_dataset("folder:cwd_data", None, 0, "tiny")
+    assert again is not built and again.envs["scanner_a"].x.shape[-2:] == (16, 16)
+
+
+def test_the_label_of_a_saved_hf_folder_never_asks_the_hub(tmp_path, monkeypatch):
+    made = DATASETS.get(f"hf:{make_hf(tmp_path / 'hf_label')}")
+    monkeypatch.setattr(user_tables, "hub_datasets", lambda *_: pytest.fail("asked the hub"))
+    assert made.NAME == "hf:hf_label" and DATASETS.get("hf:hf_label") is made  # not a hub id
+
+
+def test_a_folder_edited_in_place_is_read_again(tmp_path):
+    root = make_folder(tmp_path / "edited")
+    before = DATASETS.get(f"folder:{root}")
+    built = runner.load_dataset("folder:edited", None, 0, "tiny")
+    assert DATASETS.get(f"folder:{root}") is before  # same location and content: reused
+    (root / "scanner_a" / "0" / "0000.png").write_bytes(
+        (root / "scanner_a" / "1" / "0000.png").read_bytes()
+    )
+    after = DATASETS.get(f"folder:{root}")
+    assert after is not before and after.NAME == before.NAME == "folder:edited"
+    assert DATASETS.get("folder:edited") is after
+    fresh = runner.load_dataset("folder:edited", None, 0, "tiny")
+    assert fresh is not built and not torch.equal(
+        fresh.envs["scanner_a"].x, built.envs["scanner_a"].x
+    )
+
+
 @pytest.mark.parametrize(
     "damage, message",
     [
@@ -269,6 +312,30 @@ def test_hf_without_the_datasets_package_is_one_line_fast(tmp_path, monkeypatch,
     assert err.count("\n") == 1 and "needs the datasets package: pip install 'bench[hub]'" in err
 
 
+@pytest.mark.slow  # a fresh interpreter (imports torch)
+@pytest.mark.parametrize(
+    "offline, says",
+    [
+        ({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}, "not in the datasets cache"),
+        ({"HF_ENDPOINT": "http://127.0.0.1:9"}, "127.0.0.1:9 is unreachable"),  # a closed port
+    ],
+)
+def test_a_hub_id_offline_ends_in_one_line(tmp_path, offline, says):
+    # the time (< 5 s) is measured and reported, not asserted: it depends on the machine's load
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("HF_") and "proxy" not in k.lower()
+    }
+    env.update(offline, HF_HOME=str(tmp_path / "hf"), XDG_CACHE_HOME=str(tmp_path / "cache"))
+    env["PYTHONPATH"] = str(README.parent)
+    name = "hf:someone/missing?env=e&label=y"
+    argv = ["run", "--algorithm", "erm", "--dataset", name, "--output-dir", str(tmp_path / "o")]
+    out = subprocess.run(
+        [sys.executable, "-m", "bench", *argv], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert "someone/missing" in out.stderr and says in out.stderr
+
+
 def test_registry_names_are_case_insensitive_and_prefixes_are_suggested():
     assert DATASETS.canonical("PACS") == "pacs" and DATASETS.get("PACS") is DATASETS.get("pacs")
     with pytest.raises(UserError, match="folder:\\.\\.\\., hf:\\.\\.\\."):
@@ -293,7 +360,7 @@ def test_readme_bring_your_own_data_block_runs(tmp_path, monkeypatch, capsys):
     commands = readme_commands()
     assert len(commands) >= 4 and all(c[:3] == ["python", "-m", "bench"] for c in commands)
     for argv in commands:
-        extra = FAST if argv[3] == "run" else []
+        extra = FAST if argv[3] == "sweep" else []
         assert main(argv[3:] + extra) == 0, argv
     board = (tmp_path / "byod" / "leaderboard" / "README.md").read_text()
     for label in ("folder:my_images", "csv:my_table.csv?env=site&label=y", "hf:my_hf_data"):

@@ -1,11 +1,16 @@
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from bench import cli_checks as checks
 from bench import records
-from bench.cli import main
+from bench.cli import check_mode, main
+from bench.cli_args import parse
+from bench.commands import TEST_ENV_KEYWORDS, current_syntax
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -107,3 +112,90 @@ def test_erm_uses_colour_on_cmnist_irm(data_dir, tmp_path, capsys):
     ev = records.read_records(run_dir / "results.jsonl")[-1]["eval"]
     train = (ev["train_0.2"]["in"]["acc"] + ev["train_0.1"]["in"]["acc"]) / 2
     assert train > 0.8 and ev["test"]["in"]["acc"] < 0.35, (train, ev["test"]["in"]["acc"])
+
+
+# --- explicit modes and recorded commands --------------------------------------------------
+LEGACY = [
+    (  # a published board's sweep, with the removed --no-stack
+        "python -m bench run --algorithms erm,irm --datasets cmnist_irm --n-trials 5 --jobs 2 "
+        "--no-stack --output-dir sweeps/x",
+        "python -m bench sweep --algorithms erm,irm --datasets cmnist_irm --n-trials 5 --jobs 2 "
+        "--output-dir sweeps/x",
+    ),
+    (  # one algorithm made a sweep by a test-environment keyword
+        "python -m bench run --algorithm erm --dataset cmnist --test-envs all",
+        "python -m bench sweep --algorithms erm --datasets cmnist --test-envs all",
+    ),
+    (  # the default benchmark with options
+        "python -m bench run --output-dir x --jobs 1",
+        "python -m bench sweep --output-dir x --jobs 1",
+    ),
+    (
+        "python -m bench run --task mnist_ab --recipe finetune --shots 50",
+        "python -m bench transfer --task mnist_ab --recipe finetune --shots 50",
+    ),
+    (  # one transfer setting over trials is a transfer sweep
+        "python -m bench run --task mnist_ab --recipe finetune --n-trials 3",
+        "python -m bench transfer --tasks mnist_ab --recipes finetune --n-trials 3",
+    ),
+    (
+        "python -m bench run --recipes scratch,finetune --datasets mnist_ab --shots 50",
+        "python -m bench transfer --recipes scratch,finetune --tasks mnist_ab --shots 50",
+    ),
+    (
+        "python -m bench -v run --algorithm erm --dataset debug --dry-run",
+        "python -m bench -v sweep --algorithms erm --datasets debug --dry-run",
+    ),
+    (  # quoting kept
+        "python -m bench run --algorithms erm --datasets 'csv:t.csv?env=site&label=y'",
+        "python -m bench sweep --algorithms erm --datasets 'csv:t.csv?env=site&label=y'",
+    ),
+]
+TODAY = [
+    "python -m bench run",
+    "python -m bench run --algorithm erm --dataset cmnist --test-envs -90% --steps 300",
+    "python -m bench sweep --algorithms erm --datasets debug --test-envs=all",
+    "python -m bench leaderboard --runs x --out y",
+    "not a 'command",
+]
+
+
+@pytest.mark.parametrize("recorded, today", LEGACY + [(c, c) for c in TODAY])
+def test_recorded_commands_are_shown_in_todays_syntax(recorded, today):
+    assert current_syntax(recorded) == today
+    assert current_syntax(today) == today
+
+
+def board_commands() -> list[str]:
+    """Every `python -m bench ...` line with flags in README, docs, the write-ups and the published
+    boards (placeholders such as `<run_id>` or `[--shots K]` left out)."""
+    texts = [REPO / "README.md", *REPO.glob("leaderboard/**/*.md"), *REPO.glob("docs/*.md")]
+    found = set()
+    for path in [*texts, REPO / "benchmarks" / "README.md"]:
+        for match in re.findall(r"python -m bench [^`\n]*", path.read_text()):
+            command = match.split("  #")[0].strip()
+            mention = len(command.split()) == 4  # prose naming a command, e.g. `bench hparams`
+            if not mention and not any(mark in command for mark in ("<", "[", "...", "|")):
+                found.add(command)
+    return sorted(found)
+
+
+def test_every_command_on_a_board_passes_todays_mode_checks():
+    commands = board_commands()
+    assert len(commands) > 20 and any("--no-stack" in c for c in commands)
+    for command in commands:
+        args = parse(shlex.split(current_syntax(command))[3:])
+        check_mode(args)  # raises UserError naming the flag that would be refused
+
+
+def test_cli_module_imports_without_torch():
+    """`bench list`, `show` and `--help` start without torch (seconds on a busy CPU)."""
+    probe = "import sys, bench.cli; assert 'torch' not in sys.modules, 'torch imported'"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+def test_test_env_keywords_are_the_sweeps():
+    from bench.sweep import TEST_ENV_MODES
+
+    assert tuple(checks.TEST_ENV_KEYWORDS) == TEST_ENV_MODES == TEST_ENV_KEYWORDS

@@ -1,9 +1,10 @@
 """The default benchmark shows what the harness is for: ERM takes the spurious shortcut, invariance
 methods do not.
 
-One reduced default benchmark (``python -m bench run`` with a smaller grid: fewer steps and
-trials, in this process) serves every test: the ordering on ``spurious_toy`` under the real
-``train_val`` rule, and the interpretation lines the command prints.
+One reduced default benchmark (``python -m bench sweep`` without --algorithms/--datasets, with a
+smaller grid: fewer steps and trials, in this process) serves every test: the ordering on
+``spurious_toy`` under the real ``train_val`` rule, and the interpretation lines the command
+prints.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def reduced_default(tmp_path_factory):
             assert (
                 cli.main(
                     [
-                        "run",
+                        "sweep",
                         "--output-dir",
                         str(out),
                         "--jobs",

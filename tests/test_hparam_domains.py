@@ -131,8 +131,12 @@ class _Base:
 
 
 class _Alg(_Base):
+    NAME = "alg"
     HPARAMS = {"x": Fixed(2)}
-    DATASET_HPARAMS = {"paper": {"x": Fixed(3), "lr": Fixed(4.0)}}
+
+
+class _Variant(_Alg):
+    NAME = "variant"
 
 
 class _Data:
@@ -144,6 +148,7 @@ class _Data:
 
 class _Paper(_Data):
     NAME = "paper"
+    ALGORITHM_HPARAMS = {"alg": {"x": Fixed(3), "lr": Fixed(4.0)}}
 
 
 def test_space_layers_algorithm_mro_featurizer_dataset_then_paper_protocol():
@@ -153,3 +158,6 @@ def test_space_layers_algorithm_mro_featurizer_dataset_then_paper_protocol():
     assert "absent" not in space and "mlp_width" in space
     paper = space_for(_Alg, _Paper)
     assert (paper["x"].default, paper["lr"].default) == (3, 4.0)
+    # a protocol names the methods it tuned: a subclass under another name is not one of them
+    variant = space_for(_Variant, _Paper)
+    assert (variant["x"].default, variant["lr"].default) == (2, 5.0)

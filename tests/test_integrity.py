@@ -224,7 +224,7 @@ def test_output_dir_of_an_older_identity_scheme_is_refused(tmp_path, capsys):
 def _sweep(out: Path, *extra: str) -> int:
     return cli.main(
         [
-            "run",
+            "sweep",
             "--algorithms",
             "erm",
             "--datasets",
@@ -397,7 +397,7 @@ def test_shots_are_honoured_in_sweeps(tmp_path):
     assert (
         cli.main(
             [
-                "run",
+                "sweep",
                 "--algorithms",
                 "scratch",
                 "--datasets",
@@ -427,7 +427,7 @@ def test_shots_are_honoured_in_sweeps(tmp_path):
 @pytest.mark.parametrize(
     "launcher",
     [
-        ["--jobs", "2", "--no-stack", "--n-trials", "2"],
+        ["--jobs", "2", "--n-trials", "2"],
         ["--launcher", "slurm", "--slurm-cluster", "local"],
     ],
     ids=["loky-two-jobs", "submitit-local"],
@@ -437,7 +437,7 @@ def test_a_plugin_sweep_in_fresh_worker_processes(tmp_path, launcher):
     imported there too."""
     plugin = tmp_path / "mylab.py"
     plugin.write_text(PLUGIN.format(lr=1e-3, extra=""))
-    argv = ["run", "--import", str(plugin), "--algorithms", "plug_erm", "--datasets", "debug"]
+    argv = ["sweep", "--import", str(plugin), "--algorithms", "plug_erm", "--datasets", "debug"]
     argv += ["--test-envs", "e0", "--size", "tiny", "--steps", "3", "--no-progress", *launcher]
     result = _bench(*argv, "--output-dir", str(tmp_path / "out"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -451,10 +451,10 @@ def test_a_plugin_sweep_in_fresh_worker_processes(tmp_path, launcher):
 def test_a_transfer_sweep_over_recipes(tmp_path):
     """--recipes is the algorithm list of a transfer sweep; --shots picks each task's variant."""
     argv = [
-        "run",
+        "transfer",
         "--recipes",
         "scratch,linear_probe",
-        "--datasets",
+        "--tasks",
         "mnist_ab",
         "--shots",
         "10",

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from bench import launchers, records, sweep
+from bench import launchers, records, runner, sweep
 from bench.errors import UserError
 from bench.spec import RuntimeOptions, make_spec
 
@@ -47,9 +47,7 @@ def test_plan_local_fills_the_cores(monkeypatch, n_cores, n_runs, jobs, threads,
 @pytest.mark.slow
 def test_local_launcher_with_two_loky_processes(tmp_path):
     specs = tiny_specs()
-    finished = list(
-        launchers.local(specs, RuntimeOptions(output_dir=tmp_path), jobs=2, stack=False)
-    )
+    finished = list(launchers.local(specs, RuntimeOptions(output_dir=tmp_path), jobs=2))
     assert sorted(f.run_id for f in finished) == sorted(s.run_id for s in specs)
     assert {f.status for f in finished} == {"ok"}
     pids = {
@@ -61,23 +59,21 @@ def test_local_launcher_with_two_loky_processes(tmp_path):
     assert_all_trained_once(tmp_path, specs)
 
 
-def test_local_launcher_stacks_same_shape_tiny_runs(tmp_path):
-    """ERM trials of one shape form one unit (trained together); other algorithms stay one run per
-    unit."""
+def test_local_launcher_trains_each_run_once_through_the_runner(tmp_path):
+    """One training loop: every run, of any algorithm, is its own runner.run in this process."""
     specs = [
         make_spec(a, "debug", size="tiny", steps=5, trial_seed=t)
         for a in ("erm", "vrex")
         for t in range(3)
     ]
-    units = launchers.work_units(specs)
-    assert sorted(len(u) for u in units) == [1, 1, 1, 3]
-    assert {s.algorithm for u in units if len(u) == 3 for s in u} == {"erm"}
-    assert launchers.work_units(specs, stack=False) == [[s] for s in specs]
     finished = list(launchers.local(specs, RuntimeOptions(output_dir=tmp_path), jobs=1))
-    assert sorted(f.run_id for f in finished) == sorted(s.run_id for s in specs) and {
-        f.status for f in finished
-    } == {"ok"}
+    assert [f.run_id for f in finished] == [s.run_id for s in specs]
+    assert {f.status for f in finished} == {"ok"}
     assert_all_trained_once(tmp_path, specs)
+    for spec in specs:  # each alone equals a fresh runner.run of the same spec
+        alone = runner.run(spec, RuntimeOptions(output_dir=tmp_path / "alone"))
+        ran = records.read_records(records.run_dir(tmp_path, spec.run_id) / records.RESULTS)
+        assert ran[-1]["eval"] == alone.last_record["eval"]
 
 
 @pytest.mark.slow

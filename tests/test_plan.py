@@ -10,7 +10,7 @@ from bench import cli, plan
 from bench.spec import RuntimeOptions, make_spec
 
 SWEEP = [
-    "run",
+    "sweep",
     "--algorithms",
     "erm,irm",
     "--datasets",

@@ -8,7 +8,8 @@ import pytest
 import bench
 import bench.algorithms
 import bench.datasets
-from bench.algorithms import ALGORITHMS
+from bench.algorithms import ALGORITHMS, Algorithm
+from bench.algorithms.base import FAMILIES
 from bench.datasets import DATASETS
 from bench.errors import UserError
 from bench.registry import Registry
@@ -39,6 +40,29 @@ def test_names_must_be_snake_case_and_versioned():
         reg.register("BadName")
     with pytest.raises(TypeError):
         reg.register("ok")(type("NoVersion", (), {}))
+
+
+def test_an_algorithm_declares_one_of_the_families():
+    # other helpers' algorithm files use exactly these strings
+    assert FAMILIES == (
+        "baseline",
+        "invariance",
+        "alignment",
+        "robust optimisation",
+        "gradient matching",
+        "meta-learning",
+        "augmentation",
+        "regularisation",
+        "transfer",
+    )
+    registry = type(ALGORITHMS)("algorithm")
+    for bad in ({}, {"FAMILY": "invariant"}, {"FAMILY": "Invariance"}):
+        cls = type("Bad", (Algorithm,), {"VERSION": 1, **bad})
+        with pytest.raises(ValueError, match="needs FAMILY, one of 'baseline', .*'transfer'"):
+            registry.register("bad")(cls)
+    assert "bad" not in registry
+    good = type("Good", (Algorithm,), {"VERSION": 1, "FAMILY": "robust optimisation"})
+    assert registry.register("good")(good).NAME == "good"
 
 
 @pytest.mark.parametrize(

@@ -115,7 +115,8 @@ def test_golden_leaderboard_markdown():
 def test_leaderboard_shows_missing_diverged_published_and_commands():
     rep = build_report(golden_runs(), ["train_val", "loo", "last"])
     text = leaderboard.markdown(rep, "C0MM1T", "CMD")
-    assert "C0MM1T" in text and "\nCMD\n" in text and "python -m bench run --algorithms erm" in text
+    assert "C0MM1T" in text and "\nCMD\n" in text
+    assert "python -m bench sweep --algorithms erm" in text  # recorded as `run`: today's syntax
     assert "(2/3)" in text  # irm's e2 lost trial 2 to divergence
     published = [
         line

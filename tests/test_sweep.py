@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import cli, records, runner, sweep
+from bench import cli, launchers, records, runner, sweep
 from bench.errors import UserError
 from bench.launchers import trained_log
 from bench.report import build_report, render_tables
@@ -32,7 +32,7 @@ def second_algorithm():
 
 def sweep_args(out, jobs=1):
     return [
-        "run",
+        "sweep",
         "--algorithms",
         f"erm,{second_algorithm()}",
         "--datasets",
@@ -233,20 +233,25 @@ def test_default_benchmark_runs_without_arguments_and_writes_leaderboard(
         size="tiny",
     )
     monkeypatch.setattr(sweep, "DEFAULT_GRID", tiny)
-    assert cli.main(["run", "--output-dir", str(tmp_path), "--jobs", "1", "--no-progress"]) == 0
+    monkeypatch.setattr(launchers, "cores", lambda: 1)  # one job: trained in this process
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run"]) == 0
     captured = capsys.readouterr()
     assert "'no_such_algorithm' is not registered; skipped" in captured.err
     assert "default benchmark: 2 runs: 0 done / 0 partial / 2 new" in captured.out
     assert "summary — train_val" in captured.out and "(2)" in captured.out
-    page = (tmp_path / "leaderboard" / "README.md").read_text()
-    assert "# Default benchmark" in page and "python -m bench run --output-dir" in page
+    page = (tmp_path / "bench_output" / "default" / "leaderboard" / "README.md").read_text()
+    assert "# Default benchmark" in page and "\npython -m bench run\n" in page
+    # the same benchmark with options is `bench sweep` without a grid
+    assert cli.main(["sweep", "--output-dir", str(tmp_path / "o"), "--no-progress"]) == 0
+    assert "default benchmark: 2 runs" in capsys.readouterr().out
 
 
 def test_sweep_without_validation_split_prints_last_checkpoint_tables(tmp_path, capsys):
     """train_val needs a validation split; with holdout 0 (the IRM-paper protocol) the tables use
     `last`, not 'missing'."""
     args = [
-        "run",
+        "sweep",
         "--algorithms",
         "erm",
         "--datasets",

@@ -226,7 +226,7 @@ def test_bad_transfer_input_is_a_user_error(tmp_path):
 
 def test_cli_runs_a_transfer_task_with_a_recipe(tmp_path, capsys):
     argv = [
-        "run",
+        "transfer",
         "--task",
         "xfer_toy",
         "--recipe",
@@ -253,7 +253,8 @@ def test_cli_runs_a_transfer_task_with_a_recipe(tmp_path, capsys):
     )
     assert "--task xfer_toy" in info["command"]
     assert (
-        main(["run", "--task", "xfer_toy", "--recipe", "erm", "--output-dir", str(tmp_path)]) == 2
+        main(["transfer", "--task", "xfer_toy", "--recipe", "erm", "--output-dir", str(tmp_path)])
+        == 2
     )
     assert "unknown recipe" in capsys.readouterr().err
 

@@ -35,9 +35,6 @@ from bench.algorithms.base import (
 from bench.hparams import AT_LEAST_ONE, DROPOUT, NON_NEGATIVE, Choice, Domain, Fixed
 
 TEMPERATURE, SAME_ENV_WEIGHT = 0.07, 0.5  # DomainBed's SupConLossLambda(lamda=0.5)
-LARGE_IMAGES = tuple(
-    f"{name}_domainbed" for name in ("pacs", "vlcs", "office_home", "terra_incognita", "domain_net")
-)
 
 
 def supcon(features: Tensor, y: Tensor, envs: Tensor) -> Tensor:
@@ -87,7 +84,9 @@ class ADRMX(Algorithm):
     FAMILY = "alignment"
     HPARAMS = {
         "lr": Choice(
-            3e-3, "Adam learning rate (DomainBed's small images)", options=(5e-4, 1e-3, 2e-3, 3e-3)
+            3e-3,
+            "Adam lr (DomainBed's small images; large: bench/datasets/domainbed_hparams.py)",
+            options=(5e-4, 1e-3, 2e-3, 3e-3),
         ),
         "nonlinear_classifier": Fixed(
             True, "DomainBed's ADRMX always uses 3-layer heads (it ignores this key, False there)"
@@ -109,16 +108,6 @@ class ADRMX(Algorithm):
             9, "discriminator Linear layers", options=(8, 9, 10), domain=Domain(2)
         ),
         "d_mlp_dropout": Fixed(0.0, "discriminator dropout", domain=DROPOUT),
-    }
-    DATASET_HPARAMS = {
-        name: {
-            "lr": Choice(
-                3e-5,
-                "Adam learning rate (DomainBed's large images)",
-                options=(2e-5, 3e-5, 4e-5, 5e-5),
-            )
-        }
-        for name in LARGE_IMAGES
     }
 
     def build(self) -> None:

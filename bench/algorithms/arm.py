@@ -32,7 +32,6 @@ from bench.algorithms.base import (
     register_algorithm,
 )
 from bench.errors import UserError
-from bench.hparams import Fixed
 
 
 def context_net(input_shape: tuple[int, ...]) -> nn.Module:
@@ -79,14 +78,6 @@ class ARM(Algorithm):
 
     VERSION = 1
     FAMILY = "meta-learning"
-    LARGE_IMAGES = tuple(
-        f"{name}_domainbed"
-        for name in ("pacs", "vlcs", "office_home", "terra_incognita", "domain_net")
-    )
-    DATASET_HPARAMS = {
-        name: {"batch_size": Fixed(8, "DomainBed: ARM's support size on large images")}
-        for name in LARGE_IMAGES
-    }
 
     def build_network(self) -> None:
         self.context_net = context_net(self.input_shape)

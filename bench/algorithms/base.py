@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, ClassVar, Iterable, Mapping
+from typing import Any, Callable, ClassVar, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +13,39 @@ from bench import networks
 from bench.hparams import NON_NEGATIVE, POSITIVE, Fixed, IntLogUniform, LogUniform, Param
 from bench.registry import Registry
 
-ALGORITHMS: Registry["Algorithm"] = Registry("algorithm", "bench.algorithms")
+# The families ``bench list`` groups algorithms under; every algorithm declares one (FAMILY).
+FAMILIES = (
+    "baseline",
+    "invariance",
+    "alignment",
+    "robust optimisation",
+    "gradient matching",
+    "meta-learning",
+    "augmentation",
+    "regularisation",
+    "transfer",
+)
+
+
+class _AlgorithmRegistry(Registry["Algorithm"]):
+    """A Registry that also refuses a class whose FAMILY is not one of FAMILIES."""
+
+    def register(self, name: str) -> Callable[[type["Algorithm"]], type["Algorithm"]]:
+        register = super().register(name)
+
+        def decorator(cls: type["Algorithm"]) -> type["Algorithm"]:
+            family = getattr(cls, "FAMILY", None)
+            if family not in FAMILIES:
+                raise ValueError(
+                    f"algorithm {name!r}: class {cls.__name__} needs FAMILY, one of "
+                    f"{', '.join(map(repr, FAMILIES))} (got {family!r})"
+                )
+            return register(cls)
+
+        return decorator
+
+
+ALGORITHMS = _AlgorithmRegistry("algorithm", "bench.algorithms")
 register_algorithm = ALGORITHMS.register
 
 Minibatches = list[tuple[Tensor, Tensor]]
@@ -27,29 +59,6 @@ ANNEALING_HPARAMS: dict[str, Param] = {
         "penalty weight once it exceeds 1, no reset",
     ),
 }
-
-
-IRM_CMNIST_DATASETS = (
-    "cmnist_irm",
-    "cmnist_fishr",
-)  # the IRM paper's data, under its two conventions
-
-
-def irm_paper_cmnist(
-    weight_key: str, anneal_key: str, weight: float = 91257.18613115903
-) -> dict[str, Param]:
-    """The IRM paper's tuned Colored MNIST settings (reproduce_paper_results.sh), reused by the
-    Fishr paper."""
-    return {
-        "lr": Fixed(0.0004898536566546834, "IRM paper's tuned Adam learning rate"),
-        "l2": Fixed(0.00110794568, "IRM paper's tuned L2 weight on sum ||w||^2"),
-        "mlp_width": Fixed(390, "IRM paper's tuned hidden width"),
-        "irm_code": Fixed(
-            True, "the IRM code's schedule: loss / penalty weight after annealing, no Adam reset"
-        ),
-        weight_key: Fixed(weight, "IRM paper's tuned penalty weight"),
-        anneal_key: Fixed(190, "IRM paper's tuned annealing steps"),
-    }
 
 
 def classification_loss(logits: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
@@ -105,6 +114,7 @@ class Algorithm(nn.Module):
 
     VERSION: ClassVar[int] = 1
     NAME: ClassVar[str]
+    FAMILY: ClassVar[str]  # one of FAMILIES: the heading ``bench list`` shows it under
     HPARAMS: ClassVar[dict[str, Param]] = {
         "lr": LogUniform(1e-3, "Adam learning rate", low=10**-4.5, high=10**-2.5, domain=POSITIVE),
         "weight_decay": LogUniform(
@@ -124,7 +134,6 @@ class Algorithm(nn.Module):
         ),
         **networks.SHARED_HEAD_SPACE,
     }
-    DATASET_HPARAMS: ClassVar[dict[str, dict[str, Param]]] = {}
     # Declared keys read outside __init__/update (by prepare_run), exempt from check_algorithm's
     # "every declared hparam is read" rule; batch_size is the runner's.
     RUN_HPARAMS: ClassVar[frozenset[str]] = frozenset({"batch_size"})

@@ -86,6 +86,7 @@ class CORAL(FeatureMatching):
     covariances."""
 
     VERSION = 1
+    FAMILY = "alignment"
     distance = staticmethod(coral)
 
 
@@ -95,4 +96,5 @@ class MMD(FeatureMatching):
     features."""
 
     VERSION = 1
+    FAMILY = "alignment"
     distance = staticmethod(mmd)

@@ -160,6 +160,7 @@ class DANN(AbstractDANN):
     """DANN (Ganin et al., 2016): features adversarial to an environment discriminator."""
 
     VERSION = 1
+    FAMILY = "alignment"
 
 
 @register_algorithm("cdann")
@@ -167,4 +168,5 @@ class CDANN(AbstractDANN):
     """CDANN (Li et al., 2018): DANN with a class-conditional, class-balanced discriminator."""
 
     VERSION = 1
+    FAMILY = "alignment"
     CONDITIONAL = True

@@ -22,6 +22,7 @@ from bench.algorithms.base import (
 @register_algorithm("erm")
 class ERM(Algorithm):
     VERSION = 1
+    FAMILY = "baseline"
 
     def update(self, minibatches: Minibatches, unlabeled=None) -> dict[str, float]:
         logits = self.predict(concat_inputs(minibatches))

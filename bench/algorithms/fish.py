@@ -28,6 +28,7 @@ class Fish(Algorithm):
     it."""
 
     VERSION = 1
+    FAMILY = "gradient matching"
     HPARAMS = {
         "meta_lr": Choice(
             0.5,

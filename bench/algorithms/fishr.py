@@ -12,7 +12,8 @@ the authors' code), kept in a buffer so it is checkpointed.
 DomainBed protocol: weight 0 until ``penalty_anneal_iters`` then ``lambda``, Adam reset,
 distance averaged over coordinates. ``cmnist_irm`` (the paper's Colored MNIST code):
 weight 1 then 91257.186 with the loss divided by it, no EMA, distance summed over
-coordinates and environments.
+coordinates and environments (that dataset's ``ALGORITHM_HPARAMS``,
+bench/datasets/colored_mnist.py).
 """
 
 from __future__ import annotations
@@ -23,16 +24,14 @@ from torch.func import functional_call, grad, vmap
 
 from bench.algorithms.base import (
     ANNEALING_HPARAMS,
-    IRM_CMNIST_DATASETS,
     Algorithm,
     Minibatches,
     classification_loss,
     concat_inputs,
-    irm_paper_cmnist,
     register_algorithm,
     split_by_env,
 )
-from bench.hparams import NON_NEGATIVE, Domain, Fixed, IntUniform, LogUniform, Uniform
+from bench.hparams import NON_NEGATIVE, Domain, IntUniform, LogUniform, Uniform
 
 
 def per_sample_grads(head: torch.nn.Module, features: Tensor, y: Tensor) -> Tensor:
@@ -52,6 +51,7 @@ class Fishr(Algorithm):
     """Fishr (Rame et al., 2022): match per-environment variances of per-sample head gradients."""
 
     VERSION = 1
+    FAMILY = "invariance"
     HPARAMS = {
         "lambda": LogUniform(
             1000.0, "penalty weight after annealing", low=1e1, high=1e4, domain=NON_NEGATIVE
@@ -67,13 +67,6 @@ class Fishr(Algorithm):
             domain=Domain(0, 1, open_high=True),
         ),
         **ANNEALING_HPARAMS,
-    }
-    DATASET_HPARAMS = {
-        name: {
-            **irm_paper_cmnist("lambda", "penalty_anneal_iters"),
-            "ema": Fixed(0.0, "the Fishr Colored MNIST code has no moving average"),
-        }
-        for name in IRM_CMNIST_DATASETS
     }
 
     def build(self) -> None:

@@ -26,6 +26,7 @@ class GroupDRO(Algorithm):
     losses."""
 
     VERSION = 1
+    FAMILY = "robust optimisation"
     HPARAMS = {
         "groupdro_eta": LogUniform(
             1e-2,

@@ -34,6 +34,7 @@ class IDGM(Algorithm):
     gradients."""
 
     VERSION = 1
+    FAMILY = "gradient matching"
     HPARAMS = {
         "idgm_gamma": LogUniform(
             0.01,

@@ -10,7 +10,8 @@ to a dummy classifier scale w = 1, ||d R_e(w * f) / dw||^2, averaged over enviro
   whole environment, as in the paper's code.
 - Annealing: weight 1 for ``irm_penalty_anneal_iters`` steps, then ``irm_lambda``; see
   ``Algorithm.penalised_loss`` for DomainBed's Adam reset versus the IRM code's rescaling.
-On ``cmnist_irm`` the paper's tuned settings are the defaults (DATASET_HPARAMS).
+On ``cmnist_irm`` the paper's tuned settings are the defaults (that dataset's
+``ALGORITHM_HPARAMS``, bench/datasets/colored_mnist.py).
 """
 
 from __future__ import annotations
@@ -20,12 +21,10 @@ from torch import Tensor, autograd
 
 from bench.algorithms.base import (
     ANNEALING_HPARAMS,
-    IRM_CMNIST_DATASETS,
     Algorithm,
     Minibatches,
     classification_loss,
     concat_inputs,
-    irm_paper_cmnist,
     register_algorithm,
     split_by_env,
 )
@@ -51,6 +50,7 @@ class IRM(Algorithm):
     scale."""
 
     VERSION = 1
+    FAMILY = "invariance"
     HPARAMS = {
         "irm_lambda": LogUniform(
             1e2, "penalty weight after annealing", low=1e-1, high=1e5, domain=NON_NEGATIVE
@@ -64,10 +64,6 @@ class IRM(Algorithm):
             domain=NON_NEGATIVE,
         ),
         **ANNEALING_HPARAMS,
-    }
-    DATASET_HPARAMS = {
-        name: irm_paper_cmnist("irm_lambda", "irm_penalty_anneal_iters")
-        for name in IRM_CMNIST_DATASETS
     }
 
     def update(self, minibatches: Minibatches, unlabeled=None) -> dict[str, float]:

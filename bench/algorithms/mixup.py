@@ -35,6 +35,7 @@ class Mixup(Algorithm):
     """Inter-domain Mixup (Yan et al., 2020): train on convex mixes of two environments' batches."""
 
     VERSION = 1
+    FAMILY = "augmentation"
     HPARAMS = {
         "mixup_alpha": LogUniform(
             0.2,

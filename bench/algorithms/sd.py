@@ -25,6 +25,7 @@ class SD(Algorithm):
     """Spectral decoupling (Pezeshki et al., 2021): cross-entropy + sd_reg * mean squared logit."""
 
     VERSION = 1
+    FAMILY = "regularisation"
     HPARAMS = {
         "sd_reg": LogUniform(
             0.1, "weight of the squared-logit penalty", low=1e-5, high=1e-1, domain=NON_NEGATIVE

@@ -38,10 +38,6 @@ from bench.algorithms.base import (
 )
 from bench.hparams import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Choice, LogUniform, Uniform
 
-LR_D = LogUniform(
-    1e-3, "adversarial head SGD learning rate", low=10**-4.5, high=10**-2.5, domain=POSITIVE
-)
-
 
 class ChoiceOrDefault(Choice):
     """A choice whose default need not be one of the searched options (DomainBed's registry)."""
@@ -86,13 +82,13 @@ class TransferDG(Algorithm):
             options=(1, 2, 5),
             domain=AT_LEAST_ONE,
         ),
-        "lr_d": LR_D,
-    }
-    # DomainBed keeps lr_d's range on large images (bench's DomainBed image protocols lower
-    # lr_d for DANN), so it is restated for them.
-    DATASET_HPARAMS = {
-        f"{name}_domainbed": {"lr_d": LR_D}
-        for name in ("pacs", "vlcs", "office_home", "terra_incognita", "domain_net")
+        "lr_d": LogUniform(
+            1e-3,
+            "adversarial head SGD learning rate",
+            low=10**-4.5,
+            high=10**-2.5,
+            domain=POSITIVE,
+        ),
     }
 
     def build(self) -> None:

@@ -31,6 +31,8 @@ class Scratch(Recipe):
     """Transfer baseline: the same network trained on the target alone, from random
     initialisation."""
 
+    FAMILY = "transfer"
+
     PRETRAINED = False
 
 
@@ -42,6 +44,8 @@ class LinearProbe(Recipe):
     With ``probe="sklearn"`` the head is fitted once before training
     (bench/transfer/sklearn_probe.py); the training steps then only log its loss.
     """
+
+    FAMILY = "transfer"
 
     HPARAMS = {
         "probe": Setting(
@@ -104,6 +108,8 @@ class Finetune(Recipe):
     """Fine-tuning: every block starts pretrained and is trained, pretrained blocks at lr *
     pretrained_lr_mult."""
 
+    FAMILY = "transfer"
+
     HPARAMS = {
         "pretrained_lr_mult": LogUniform(
             0.1,
@@ -117,6 +123,8 @@ class Finetune(Recipe):
 @register_algorithm("lp_ft")
 class LinearProbeThenFinetune(Finetune):
     """LP-FT (Kumar et al., 2022): a linear probe for probe_steps, then fine-tuning from it."""
+
+    FAMILY = "transfer"
 
     HPARAMS = {
         "probe_steps": IntLogUniform(
@@ -139,6 +147,8 @@ class LinearProbeThenFinetune(Finetune):
 class Surgical(Recipe):
     """Surgical fine-tuning (Lee et al., 2023): only the named block (and the new head) is
     trained."""
+
+    FAMILY = "transfer"
 
     HPARAMS = {
         "block": Fixed(
@@ -176,6 +186,8 @@ class FrozenFirstN(_FirstN):
     """Yosinski et al.'s AnB/BnB: the first n blocks copied and frozen, the blocks above
     re-initialised and trained."""
 
+    FAMILY = "transfer"
+
     def frozen_blocks(self, n_blocks: int) -> set[int]:
         return set(range(min(self.hparams["n"], n_blocks)))
 
@@ -185,11 +197,15 @@ class ReinitAboveN(_FirstN):
     """Yosinski et al.'s AnB+/BnB+: the first n blocks copied, the rest re-initialised, all
     fine-tuned at the same lr."""
 
+    FAMILY = "transfer"
+
 
 @register_algorithm("self_pretrain")
 class SelfPretrain(Finetune):
     """Self-pretraining: masked-input pretraining on the target's own training inputs, then
     fine-tuning."""
+
+    FAMILY = "transfer"
 
     HPARAMS = {
         "pretrain_data": Setting(

@@ -41,9 +41,6 @@ from bench.hparams import (
 
 NOISE_RANGE = {"tanh": (-1.0, 1.0), "relu": (0.0, 1.0)}
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
-LARGE_IMAGES = tuple(
-    f"{name}_domainbed" for name in ("pacs", "vlcs", "office_home", "terra_incognita", "domain_net")
-)
 HIDDEN = 100  # DomainBed's discriminator width
 
 
@@ -78,22 +75,11 @@ class URM(Algorithm):
         ),
         "urm_discriminator_lr": LogUniform(
             1e-3,
-            "discriminator learning rate (DomainBed's small images)",
+            "discriminator lr (DomainBed's small images; large: datasets/domainbed_hparams.py)",
             low=10**-5.5,
             high=10**-3.5,
             domain=POSITIVE,
         ),
-    }
-    DATASET_HPARAMS = {
-        name: {
-            "urm_discriminator_lr": LogUniform(
-                5e-5,
-                "discriminator learning rate (DomainBed's large images)",
-                low=1e-6,
-                high=10**-4.5,
-            )
-        }
-        for name in LARGE_IMAGES
     }
 
     def build(self) -> None:

@@ -10,7 +10,8 @@ coloredmnist/train_coloredmnist.py, algorithm ``rex``): the penalty is the squar
 difference (R_0 - R_1)^2 (``vrex_penalty: squared_difference``, two training
 environments only), weight 1 for 190 steps, then 91257.186 with the loss divided by it.
 For two environments that is 4 * Var(R), so after annealing only the loss scale differs
-from the variance form, but before it the penalty is 4x DomainBed's.
+from the variance form, but before it the penalty is 4x DomainBed's. Those settings are the
+datasets' (``ALGORITHM_HPARAMS`` in bench/datasets/colored_mnist.py).
 """
 
 from __future__ import annotations
@@ -19,12 +20,10 @@ import torch
 
 from bench.algorithms.base import (
     ANNEALING_HPARAMS,
-    IRM_CMNIST_DATASETS,
     Algorithm,
     Minibatches,
     concat_inputs,
     env_losses,
-    irm_paper_cmnist,
     register_algorithm,
 )
 from bench.errors import UserError
@@ -38,6 +37,7 @@ class VREx(Algorithm):
     """V-REx (Krueger et al., 2021): mean risk + weight * variance of the environment risks."""
 
     VERSION = 2
+    FAMILY = "invariance"
     HPARAMS = {
         "vrex_lambda": LogUniform(
             1e1,
@@ -60,15 +60,6 @@ class VREx(Algorithm):
             options=PENALTIES,
         ),
         **ANNEALING_HPARAMS,
-    }
-    DATASET_HPARAMS = {
-        name: {
-            **irm_paper_cmnist("vrex_lambda", "vrex_penalty_anneal_iters"),
-            "vrex_penalty": Setting(
-                "squared_difference", "the Fishr code's rex penalty", options=PENALTIES
-            ),
-        }
-        for name in IRM_CMNIST_DATASETS
     }
 
     def build(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal, Mapping
@@ -93,6 +94,9 @@ class MultiEnvDataset:
     )
     BINARY_LOGIT: ClassVar[bool] = False  # one logit + BCE for 2 classes (the IRM paper's head)
     HPARAM_OVERRIDES: ClassVar[dict[str, Param]] = {}
+    # Per-algorithm protocol layers, by registered algorithm name: the settings a paper (or a
+    # search) tuned for that method on this data. The only place for "A on D" settings.
+    ALGORITHM_HPARAMS: ClassVar[dict[str, dict[str, Param]]] = {}
     HPARAMS: ClassVar[
         dict[str, Param]
     ] = {}  # the dataset's own keys (e.g. augment), always in the space
@@ -108,6 +112,15 @@ class MultiEnvDataset:
 
     def build(self) -> dict[str, EnvData]:
         raise NotImplementedError
+
+    @classmethod
+    @functools.lru_cache(maxsize=4)
+    def shared(
+        cls, root: str | None, data_seed: int, size: Size = "full", download: bool = False
+    ) -> "MultiEnvDataset":
+        """One instance per class and arguments in this process (the last few), for a sweep's
+        runs; keyed by class, so a ``folder:`` name whose data changed gets a new one."""
+        return cls(root, data_seed, size=size, download=download)
 
     @classmethod
     def data_paths(cls, root: str | None) -> list[Path]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
+import sys
 import threading
 import urllib.parse
 import urllib.request
@@ -100,13 +102,21 @@ def hub_datasets(what: str, where: Path | str) -> Any:
     """HuggingFace's ``datasets`` module once the hub answers for dataset ``what``, else UserError.
 
     With HF_DATASETS_OFFLINE or HF_HUB_OFFLINE set, ``datasets`` reads its cache: no host to check.
+    The package and the host are checked before ``datasets`` is imported, which takes seconds.
     """
-    hf_datasets = import_hf_datasets(f"downloading {what}")
-    flags = (os.environ.get(k, "").lower() for k in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
-    if not any(flag in ("1", "true", "yes", "on") for flag in flags):
+    purpose = f"downloading {what}"
+    if not _importable("datasets"):
+        raise UserError(_install_hint(purpose))
+    if not hub_offline():
         url = f"{os.environ.get('HF_ENDPOINT', HUB_URL).rstrip('/')}/datasets/{what}"
         require_host(url, f"{what} from the HuggingFace hub", where)
-    return hf_datasets
+    return import_hf_datasets(purpose)
+
+
+def hub_offline() -> bool:
+    """Whether HF_DATASETS_OFFLINE or HF_HUB_OFFLINE asks ``datasets`` to read its cache only."""
+    flags = (os.environ.get(k, "").lower() for k in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
+    return any(flag in ("1", "true", "yes", "on") for flag in flags)
 
 
 def import_hf_datasets(purpose: str) -> Any:
@@ -114,8 +124,19 @@ def import_hf_datasets(purpose: str) -> Any:
     try:
         import datasets as hf_datasets
     except ImportError:
-        raise UserError(f"{purpose} needs the datasets package: pip install 'bench[hub]'") from None
+        raise UserError(_install_hint(purpose)) from None
     return hf_datasets
+
+
+def _install_hint(purpose: str) -> str:
+    return f"{purpose} needs the datasets package: pip install 'bench[hub]'"
+
+
+def _importable(name: str) -> bool:
+    """Whether ``import name`` would find a module, without importing it."""
+    if name in sys.modules:  # None there means that imports of it are blocked
+        return sys.modules[name] is not None
+    return importlib.util.find_spec(name) is not None
 
 
 def load_mnist(

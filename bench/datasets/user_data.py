@@ -12,6 +12,11 @@ the data, so the class also carries SOURCE, the name with the location made abso
 which the launchers pass to worker processes (``Registry.sources``). Two different folders
 of the same name in one process are refused rather than silently merged.
 
+Lookups: a relative location is resolved against the current directory on every lookup,
+and a class is reused only for the same absolute location, options and content
+(``once_per_content``), so ``folder:data`` from two directories, or a folder edited
+between two runs, never gets a class (or a built dataset) made for other data.
+
 ``folder:PATH`` reads ``PATH/<domain>/<class>/<image>``: domains are the environments
 (leave-one-domain-out), classes the sub-folders (the same in every domain). Images keep
 their native size when all agree, else the most common size; ``?image_size=N`` resizes
@@ -40,6 +45,7 @@ from bench.datasets.image_folder import (
     decode_images,
 )
 from bench.errors import DataNotFoundError, UserError
+from bench.fingerprint import data_fingerprint
 from bench.hparams import IntLogUniform, Setting
 
 IMAGE_EXTENSIONS = (
@@ -85,6 +91,18 @@ def local_path(prefix: str, location: str) -> Path:
     if not path.exists():
         raise DataNotFoundError(f"{prefix}:{location}: no such file or folder ({path})")
     return path
+
+
+_BY_CONTENT: dict[tuple[str, str], type] = {}
+
+
+def once_per_content(source: str, paths: list[Path], make: Callable[[], type]) -> type:
+    """``make()``'s class for ``source`` (absolute location and options), made again when the
+    content of ``paths`` changed; reading the layout again is what this saves."""
+    key = (source, data_fingerprint(paths))
+    if key not in _BY_CONTENT:
+        _BY_CONTENT[key] = make()
+    return _BY_CONTENT[key]
 
 
 class UserDataset(MultiEnvDataset):
@@ -284,6 +302,11 @@ def make_folder_dataset(rest: str) -> type[FolderDataset]:
     """The dataset class of ``folder:REST`` (see the module docstring)."""
     location, options = parse_name("folder", rest, FOLDER_OPTIONS)
     root = local_path("folder", location)
+    source = with_options(f"folder:{root}", options)
+    return once_per_content(source, [root], lambda: _folder_class(root, options, source))
+
+
+def _folder_class(root: Path, options: dict[str, str], source: str) -> type[FolderDataset]:
     name = with_options(f"folder:{root.name}", options)
     layout = scan_folder(root, name)
     files = [f for classes in layout.values() for fs in classes.values() for f in fs]
@@ -294,7 +317,7 @@ def make_folder_dataset(rest: str) -> type[FolderDataset]:
     classes = tuple(next(iter(layout.values())))
     attrs = {
         "NAME": name,
-        "SOURCE": with_options(f"folder:{root}", options),
+        "SOURCE": source,
         "LOCATION": root,
         "ENVIRONMENTS": tuple(Environment(d) for d in layout),
         "CLASSES": classes,

@@ -27,12 +27,13 @@ import torch
 from torch import Tensor
 
 from bench.datasets.base import DATASETS, EnvData, Environment
-from bench.datasets.files import hub_datasets, import_hf_datasets
+from bench.datasets.files import hub_datasets, hub_offline, import_hf_datasets
 from bench.datasets.user_data import (
     UserDataset,
     UserImageDataset,
     image_geometry,
     local_path,
+    once_per_content,
     parse_name,
     with_options,
 )
@@ -184,10 +185,15 @@ def make_csv_dataset(rest: str) -> type[TableDataset]:
     path = local_path("csv", location)
     if not path.is_file():
         raise UserError(f"csv:{location}: {path} is not a file")
+    source = with_options(f"csv:{path}", given)
+    return once_per_content(source, [path], lambda: _csv_class(path, given, source))
+
+
+def _csv_class(path: Path, given: dict[str, str], source: str) -> type[TableDataset]:
     name = with_options(f"csv:{path.name}", given)
     attrs = {
         "NAME": name,
-        "SOURCE": with_options(f"csv:{path}", given),
+        "SOURCE": source,
         "LOCATION": path,
         "OPTIONS": {**TABLE_OPTIONS, **given},
     }
@@ -199,17 +205,23 @@ def make_csv_dataset(rest: str) -> type[TableDataset]:
 
 def load_hf(location: str) -> Any:
     """One Dataset (splits pooled): from a save_to_disk folder, else from the hub (cached)."""
-    hf = import_hf_datasets(f"hf:{location}")
     path = Path(location).expanduser()
     try:
         if path.exists():
+            hf = import_hf_datasets(f"hf:{location}")
             loaded = hf.load_from_disk(str(path.resolve()))
-        else:
-            local = "a folder with datasets' save_to_disk and name it hf:FOLDER"
-            loaded = hub_datasets(location, local).load_dataset(location)
+        else:  # the package and the hub are checked before the seconds-long import
+            hf = hub_datasets(location, "a folder written by save_to_disk, passed as hf:FOLDER")
+            loaded = hf.load_dataset(location)
     except UserError:
         raise
     except Exception as exc:  # datasets raises many types (missing files, hub, network, format)
+        if not path.exists() and hub_offline():
+            raise DataNotFoundError(
+                f"hf:{location}: not in the datasets cache, and HF_DATASETS_OFFLINE/HF_HUB_OFFLINE "
+                "forbid fetching it: run once with network access (or pass a folder written by "
+                f"save_to_disk) ({reason(exc)})"
+            ) from None
         raise DataNotFoundError(
             f"hf:{location}: cannot load it ({reason(exc)}); pass a folder written by "
             "save_to_disk or a hub id that is in the cache"
@@ -281,13 +293,22 @@ def make_hf_dataset(rest: str) -> type[UserDataset]:
     path = Path(location).expanduser()
     local = path.resolve() if path.exists() else None
     source = str(local) if local else location
-    name = with_options(f"hf:{local.name if local else location}", given)
+    key = with_options(f"hf:{source}", given)  # a hub id is read once per process
+    return once_per_content(
+        key, [local] if local else [], lambda: _hf_class(local, source, given, key)
+    )
+
+
+def _hf_class(
+    local: Path | None, source: str, given: dict[str, str], key: str
+) -> type[UserDataset]:
+    name = with_options(f"hf:{local.name if local else source}", given)
     loaded = load_hf(source)
     options = {**HF_OPTIONS, **given}
     options["image"] = _image_column(loaded, options, name)
     attrs = {
         "NAME": name,
-        "SOURCE": with_options(f"hf:{source}", given),
+        "SOURCE": key,
         "LOCATION": local,
         "OPTIONS": options,
         "DATASET": source,
