@@ -1,10 +1,12 @@
-"""DomainBed's registry entries that depend on the dataset, not only on the image size.
+"""DomainBed's registry entries for one algorithm on one dataset (``ALGORITHM_HPARAMS``).
 
 ``hparams_registry.py`` gives RDM its own defaults and ranges on each large-image dataset,
-its batch size included (every other algorithm of DomainBed differs between datasets only
-by image size, which ``HPARAM_OVERRIDES`` covers). Each image-folder dataset declares these
-as its ``ALGORITHM_HPARAMS``; its ``<name>_domainbed`` twin inherits them, so the CPU
-protocol runs RDM at DomainBed's settings for that dataset too.
+its batch size included. Each image-folder dataset declares these as its
+``ALGORITHM_HPARAMS``; its ``<name>_domainbed`` twin inherits them, so the CPU protocol runs
+RDM at DomainBed's settings for that dataset too. A few algorithms differ by image size only
+in keys that are theirs alone to set apart (ADRMX's lr, ARM's batch size, URM's and
+Transfer's discriminator lr): ``LARGE_IMAGES``, taken by the ``<name>_domainbed`` protocols
+only (every other algorithm's size difference is ``HPARAM_OVERRIDES``).
 """
 
 from __future__ import annotations
