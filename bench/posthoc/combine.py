@@ -104,6 +104,7 @@ def combine(
     method: str,
     output_dir: str | Path,
     data_dir: str | None = None,
+    command: str = "",
 ) -> Path:
     """Combine the finished runs in ``directories``; the result goes to
     ``<output_dir>/combined/<id>.json`` (returned)."""
@@ -128,5 +129,6 @@ def combine(
         [(r.run_id, r.last["step"]) for r in runs],
         spec,
         [record],
+        command,
     )
     return results.write_result(Path(output_dir) / results.COMBINED, result)

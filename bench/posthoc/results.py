@@ -40,6 +40,7 @@ def make_result(
     bases: Sequence[tuple[str, int]],
     base_spec: Mapping[str, Any],
     records_: Sequence[Mapping[str, Any]],
+    command: str = "",
 ) -> dict[str, Any]:
     """A result; ``base_spec`` is the spec its rows inherit (dataset, test envs, trial)."""
     rid = result_id(kind, config, bases)
@@ -51,6 +52,7 @@ def make_result(
         "id": rid,
         "spec": dict(base_spec),
         "records": [{**r, "run_id": rid} for r in records_],
+        "command": command,
     }
 
 
@@ -80,6 +82,16 @@ def result_files(output_dir: str | Path) -> list[Path]:
     )
 
 
+def label(base: str, method: str, config: Mapping[str, Any], defaults: Mapping[str, Any]) -> str:
+    """``erm + swad``, with the parameters that differ from their defaults in brackets."""
+    changed = [
+        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in sorted(config.items())
+        if k in defaults and v != defaults[k]
+    ]
+    return f"{base} + {method}" + (f" [{', '.join(changed)}]" if changed else "")
+
+
 def strip_averaging(spec: Mapping[str, Any]) -> dict[str, Any]:
     """A spec without its averaging option: the raw model of an averaged run is the plain run."""
     return {k: v for k, v in spec.items() if k != "averaging"}
@@ -105,7 +117,10 @@ def derived_runs(output_dir: str | Path, runs: Sequence[Run]) -> list[Run]:
             why = f"{path}: base run(s) {', '.join(stale)} changed or unfinished; re-run it"
             out.append(Run(result["id"], spec, {}, (), "damaged", damage=why))
             continue
-        out.append(Run(result["id"], spec, result["config"], tuple(result["records"]), "ok"))
+        found = tuple(result["records"])
+        out.append(
+            Run(result["id"], spec, result["config"], found, "ok", result.get("command", ""))
+        )
     return out
 
 

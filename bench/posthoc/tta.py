@@ -221,6 +221,7 @@ def adapt_run(
     method: str,
     overrides: Mapping[str, Any] | None = None,
     data_dir: str | None = None,
+    command: str = "",
 ) -> Path:
     """Adapt a finished run at test time and store the result beside it; returns its file."""
     config = resolve(method, overrides)
@@ -229,9 +230,10 @@ def adapt_run(
     result = results.make_result(
         "tta",
         config,
-        f"{trained.spec.algorithm} + {method}",
+        results.label(trained.spec.algorithm, method, config, resolve(method)),
         [(trained.run_id, trained.last["step"])],
         trained.info["spec"],
         [record],
+        command,
     )
     return results.write_result(Path(directory) / results.POSTHOC, result)
