@@ -5,6 +5,7 @@ import pytest
 from bench import runner
 from bench.errors import UserError
 from bench.posthoc import combine, results
+from bench.posthoc.__main__ import main
 from bench.report_files import load_runs
 from bench.spec import RuntimeOptions, make_spec
 
@@ -53,3 +54,12 @@ def test_a_result_whose_base_run_changed_is_damaged(tmp_path):
     (a.run_dir / "done").unlink()
     (row,) = results.derived_runs(tmp_path, load_runs(tmp_path))
     assert row.status == "damaged" and a.run_id in row.damage
+
+
+def test_the_command_refuses_diwa_in_one_line(tmp_path, capsys):
+    _run(tmp_path, hparams_seed=0)
+    _run(tmp_path, hparams_seed=1)
+    assert main(["combine", "--runs", str(tmp_path), "--method", "diwa"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: diwa averages runs") and err.count("\n") == 1
+    assert main(["combine", "--runs", str(tmp_path), "--method", "ensemble"]) == 0
