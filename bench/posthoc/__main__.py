@@ -51,6 +51,9 @@ def _finished(output_dir: str, algorithms: set[str] | None) -> list[Run]:
 
 
 def cmd_train(args: argparse.Namespace, command: str) -> int:
+    for value, flag in ((args.jobs, "--jobs"), (args.threads, "--threads")):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be >= 1, got {value}")
     grid = sweep.Grid(
         tuple(args.algorithms.split(",")),
         tuple(args.datasets.split(",")),
@@ -62,7 +65,10 @@ def cmd_train(args: argparse.Namespace, command: str) -> int:
         averaging=_averaging(args.averaging),
     )
     options = RuntimeOptions(
-        output_dir=Path(args.output_dir), data_dir=args.data_dir, command=command
+        output_dir=Path(args.output_dir),
+        data_dir=args.data_dir,
+        command=command,
+        threads=args.threads,
     )
     result = sweep.launch(sweep.expand(grid, args.data_dir), options, jobs=args.jobs, on_line=print)
     print(f"trained {len(result.finished)} run(s) into {args.output_dir}")
@@ -127,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int)
     train.add_argument("--size", default="full", choices=("full", "tiny"))
     train.add_argument("--jobs", type=int, default=1)
+    train.add_argument("--threads", type=int, help="torch threads per job (default: cores / jobs)")
     adapt = sub.add_parser("tta", help="test-time adaptation of every finished run")
     adapt.add_argument("--method", required=True, choices=sorted(tta.SPACES))
     adapt.add_argument("--config", help='JSON overrides, e.g. {"filter_k": 20}')
