@@ -169,3 +169,17 @@ def test_bad_averaging_options_are_one_line_errors():
         make_spec("erm", "debug", size="tiny", averaging={"kind": "ema", "decay": 1.5})
     with pytest.raises(UserError, match="holdout > 0"):
         make_spec("erm", "debug", size="tiny", averaging="swad", holdout_fraction=0.0)
+
+
+def test_swad_valley_dead_at_once_keeps_the_converging_segment(tmp_path, monkeypatch):
+    """Losses 1, 2.7, 3, 9, 9, 9 with n 3/3 and ratio 0: the valley opens at segment 0
+    (threshold 6.7 / 3 = 2.23) and dies at segment 3 (min of 2.7, 3, 9 > 2.23) before any
+    segment is added; the code then returns its copy of the converging segment: step 0."""
+    losses = iter([1.0, 2.7, 3.0, 9.0, 9.0, 9.0])
+    monkeypatch.setattr(averaging, "validation_loss", lambda ctx: next(losses))
+    config = {"kind": "swad", "n_converge": 3, "n_tolerance": 3, "tolerance_ratio": 0.0}
+    spec = make_spec("erm", "debug", size="tiny", steps=51, eval_every=10, averaging=config)
+    outcome = runner.run(spec, _options(tmp_path, "dead"))
+    (final,) = _averaged(outcome.run_dir)
+    assert final["dead_valley"] and final["converged"]
+    assert final["window"] == [0, 0] and final["n_averaged"] == 1

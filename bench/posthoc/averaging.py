@@ -50,13 +50,10 @@ class Average:
         self.mean: Params = dict(state["mean"]) if state else {}
         self.n: int = state["n"] if state else 0
 
-    def add(self, params: Mapping[str, Tensor], times: int = 1) -> None:
-        for _ in range(times):
-            self.n += 1
-            for k, v in params.items():
-                self.mean[k] = (
-                    v.clone() if self.n == 1 else self.mean[k] + (v - self.mean[k]) / self.n
-                )
+    def add(self, params: Mapping[str, Tensor]) -> None:
+        self.n += 1
+        for k, v in params.items():
+            self.mean[k] = v.clone() if self.n == 1 else self.mean[k] + (v - self.mean[k]) / self.n
 
     def ema(self, params: Mapping[str, Tensor], decay: float) -> None:
         self.n += 1
@@ -160,25 +157,31 @@ class Averaging(NoAveraging):
         return {"averaging": self.state(step)}
 
     def _swad_segment(self, ctx: Any, step: int) -> dict[str, Any]:
-        index = len(self.valley.losses)
+        """Close the segment ending at ``step``, let the valley pick, add what it picked."""
+        index, valley = len(self.valley.losses), self.valley
         self.segments[index] = self.segment.mean
         self.seg_steps[index] = [self.seg_start, step]
         self.segment, self.seg_start = Average(), step + 1
-        chosen = self.valley.update(validation_loss(ctx))
-        if step == ctx.spec.steps - 1:
-            chosen += self.valley.finish()
-            if self.valley.converged_at is None:  # never converged: the last segment stands in
-                chosen = [index]
+        chosen = valley.update(validation_loss(ctx))
+        last = step == ctx.spec.steps - 1
+        if last:
+            chosen += valley.finish()
+        if last and not self.average.n and not chosen:
+            # the code's fallback: the converging segment (its average starts as a copy of
+            # it), or the last segment when the valley never opened
+            chosen = [index if valley.converged_at is None else valley.converged_at]
         for i in chosen:
             self.average.add(self.segments[i])
         self.window += chosen
-        keep = set(self.valley.live())
+        keep = set(valley.live())
+        if valley.converged_at is not None and not self.average.n:
+            keep.add(valley.converged_at)
         self.segments = {i: p for i, p in self.segments.items() if i in keep}
         steps = [s for i in self.window for s in self.seg_steps[i]]
         return {
             "window": [min(steps), max(steps)] if steps else None,
-            "converged": self.valley.converged_at is not None,
-            "dead_valley": self.valley.dead,
+            "converged": valley.converged_at is not None,
+            "dead_valley": valley.dead,
         }
 
     def state(self, step: int) -> dict[str, Any]:
