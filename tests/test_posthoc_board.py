@@ -3,6 +3,7 @@
 from bench import report as rp
 from bench import runner
 from bench.posthoc import board, combine, tta
+from bench.posthoc.__main__ import main
 from bench.spec import RuntimeOptions, make_spec
 
 
@@ -36,3 +37,12 @@ def test_board_shows_averaged_adapted_and_combined_rows_beside_the_base(tmp_path
     assert all(s.n_runs == 2 for s in erm)
     page = board.write_board(tmp_path, tmp_path / "board", ["train_val"], "cmd").read_text()
     assert "| erm + swad " in page and "| ensemble(erm) " in page
+
+
+def test_commands_without_runs_are_one_line_errors(tmp_path, capsys):
+    empty = str(tmp_path / "none")
+    assert main(["board", "--runs", empty, "--out", str(tmp_path / "b")]) == 2
+    assert main(["tta", "--runs", empty, "--method", "t3a"]) == 2
+    assert main(["tta", "--runs", empty, "--method", "t3a", "--config", "[1]"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and all(line.startswith("error: ") for line in err)

@@ -41,13 +41,17 @@ def _names(text: str | None) -> set[str] | None:
 
 def _finished(output_dir: str, algorithms: set[str] | None) -> list[Run]:
     """The directory's finished runs without averaging (post-hoc methods start from these)."""
-    return [
+    runs = [
         r
         for r in load_runs(output_dir)
         if r.status == "ok"
         and not r.spec.get("averaging")
         and (algorithms is None or r.spec["algorithm"] in algorithms)
     ]
+    if not runs:
+        which = f" of {', '.join(sorted(algorithms))}" if algorithms else ""
+        raise UserError(f"{output_dir}: no finished run{which} without weight averaging")
+    return runs
 
 
 def cmd_train(args: argparse.Namespace, command: str) -> int:
@@ -77,6 +81,8 @@ def cmd_train(args: argparse.Namespace, command: str) -> int:
 
 def cmd_tta(args: argparse.Namespace, command: str) -> int:
     config = _json(args.config) if args.config else {}
+    if not isinstance(config, dict):
+        raise UserError(f"--config must be a JSON object, got {args.config!r}")
     runs = _finished(args.runs, _names(args.algorithms))
     for run in runs:
         path = tta.adapt_run(

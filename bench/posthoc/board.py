@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 
 from bench import leaderboard, records
 from bench import report as rp
+from bench.errors import UserError
 from bench.posthoc.averaging_config import AVERAGING
 from bench.posthoc.results import AVERAGED, derived_runs, label, strip_averaging
 from bench.report_files import load_runs
@@ -102,5 +103,8 @@ def write_board(
     title: str = "Leaderboard",
 ) -> Path:
     """The leaderboard of ``output_dir`` with its post-hoc rows; returns the markdown path."""
-    report = rp.build_report(board_runs(output_dir), rules)
+    runs = board_runs(output_dir)
+    if not runs:
+        raise UserError(f"{output_dir}: no runs (expected {Path(output_dir) / 'runs'}/<run_id>/)")
+    report = rp.build_report(runs, rules)
     return leaderboard.write(report, out, records.git_commit(), command, title)
