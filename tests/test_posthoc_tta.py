@@ -135,3 +135,11 @@ def _loaded(outcome):
     (run,) = load_runs(outcome.run_dir.parent.parent)
     assert run.status == "ok" and records.check_run(outcome.run_dir)[0] == "ok"
     return run
+
+
+def test_a_run_whose_data_changed_is_not_adapted(tmp_path, monkeypatch):
+    spec = make_spec("erm", "debug", size="tiny", steps=11, eval_every=10)
+    outcome = runner.run(spec, RuntimeOptions(output_dir=tmp_path, progress=False, threads=1))
+    monkeypatch.setattr("bench.posthoc.trained.dataset_fingerprint", lambda *a: "sha256:other")
+    with pytest.raises(UserError, match="differs from the run's"):
+        tta.adapt_run(outcome.run_dir, "t3a")

@@ -20,7 +20,7 @@ from bench.errors import UserError
 from bench.evaluation import skipped_splits
 from bench.runner import _seed_everything, load_dataset
 from bench.sampling import holdout_splits
-from bench.spec import RunSpec
+from bench.spec import RunSpec, dataset_fingerprint
 
 
 @dataclass
@@ -66,6 +66,11 @@ def load_trained(
         raise UserError(
             f"{directory / records.CHECKPOINT}: missing or not at the run's last step; "
             "re-run the run's command"
+        )
+    if dataset_fingerprint(spec.dataset, data_dir) != spec.data:
+        raise UserError(
+            f"{directory}: the data of {spec.dataset} differs from the run's (content "
+            "fingerprint); point --data-dir at the data it was trained on"
         )
     algorithm = build_algorithm(spec)
     algorithm.load_state_dict(state["algorithm"])
