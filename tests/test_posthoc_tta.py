@@ -110,7 +110,9 @@ def test_bad_configurations_are_one_line_errors():
     with pytest.raises(UserError, match="unknown test-time adaptation"):
         tta.resolve("tta")
     with pytest.raises(UserError, match="filter_k"):
-        tta.resolve("t3a", {"filter_k": 7})
+        tta.resolve("t3a", {"filter_k": 0})
+    with pytest.raises(UserError, match="steps"):
+        tta.resolve("tent", {"steps": -1})
 
 
 def test_adapting_a_run_stores_a_row_beside_it(tmp_path):

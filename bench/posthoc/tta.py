@@ -36,35 +36,25 @@ from torch import Tensor, nn
 from bench.algorithms.base import Algorithm
 from bench.errors import UserError
 from bench.evaluation import mcc
-from bench.hparams import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Choice, Domain, Param
+from bench.hparams import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Domain, Fixed, Param
 from bench.hparams import apply_overrides as _apply
 from bench.posthoc import results
 from bench.posthoc.trained import TrainedRun, load_trained
 from bench.seeding import rng
 
-BATCH = Choice(
-    32,
-    "test examples per adaptation batch (the T3A fork's default)",
-    options=(8, 16, 32, 64, 128),
-    domain=AT_LEAST_ONE,
-)
-SPACES: dict[str, dict[str, Param]] = {
+BATCH = Fixed(32, "test examples per adaptation batch (the T3A fork's default)", AT_LEAST_ONE)
+SPACES: dict[str, dict[str, Param]] = {  # the docs give the T3A fork's search grids
     "t3a": {
-        "filter_k": Choice(
+        "filter_k": Fixed(
             100,
-            "supports kept per class, lowest entropy first (-1: all)",
-            options=(1, 5, 20, 50, 100, -1),
-            domain=Domain(-1),
+            "supports kept per class, lowest entropy first; -1: all (1, 5, 20, 50, 100, -1)",
+            Domain(-1),
         ),
         "batch_size": BATCH,
     },
     "tent": {
-        "alpha": Choice(
-            1.0, "Adam lr = alpha x the run's lr", options=(0.1, 1.0, 10.0), domain=POSITIVE
-        ),
-        "steps": Choice(
-            1, "entropy-minimisation steps per test batch", options=(0, 1, 3), domain=NON_NEGATIVE
-        ),
+        "alpha": Fixed(1.0, "Adam lr = alpha x the run's lr (0.1, 1, 10)", POSITIVE),
+        "steps": Fixed(1, "entropy-minimisation steps per test batch (1, 3)", NON_NEGATIVE),
         "batch_size": BATCH,
     },
 }
@@ -77,10 +67,10 @@ def resolve(method: str, overrides: Mapping[str, Any] | None = None) -> dict[str
     if method not in SPACES:
         raise UserError(f"unknown test-time adaptation {method!r}; known: {', '.join(SPACES)}")
     space = SPACES[method]
-    return {
-        "method": method,
-        **_apply(space, {k: p.default for k, p in space.items()}, dict(overrides or {})),
-    }
+    config = _apply(space, {k: p.default for k, p in space.items()}, dict(overrides or {}))
+    if config.get("filter_k") == 0:
+        raise UserError("filter_k must be -1 (every support) or at least 1, got 0")
+    return {"method": method, **config}
 
 
 def class_logits(logits: Tensor) -> Tensor:
