@@ -1,5 +1,7 @@
 """Combining runs after a sweep (bench/posthoc/combine.py): ensembles and DiWA."""
 
+from types import SimpleNamespace
+
 import pytest
 
 from bench import runner
@@ -63,3 +65,12 @@ def test_the_command_refuses_diwa_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: diwa averages runs") and err.count("\n") == 1
     assert main(["combine", "--runs", str(tmp_path), "--method", "ensemble"]) == 0
+
+
+def test_diwa_refuses_runs_with_different_pretraining():
+    spec = make_spec("erm", "debug", size="tiny")
+    a = SimpleNamespace(spec=spec, run_id="a", info={"transfer": {"pretrained": "x"}})
+    b = SimpleNamespace(spec=spec, run_id="b", info={"transfer": {"pretrained": "y"}})
+    combine.check_shared_init([a, a])
+    with pytest.raises(UserError, match="different pretrained weights"):
+        combine.check_shared_init([a, b])

@@ -66,9 +66,15 @@ def check_members(runs: Sequence[TrainedRun]) -> None:
 
 def check_shared_init(runs: Sequence[TrainedRun]) -> None:
     """DiWA's precondition: every member starts from the same weights (rebuilt as the runner
-    seeds them); UserError naming the first differing tensor otherwise."""
+    seeds them, and the same pretraining for transfer recipes); UserError naming the first
+    difference otherwise."""
     reference = dict(build_algorithm(runs[0].spec).named_parameters())
     for run in runs[1:]:
+        if run.info.get("transfer") != runs[0].info.get("transfer"):
+            raise UserError(
+                f"diwa averages runs that share their initialisation; {runs[0].run_id} and "
+                f"{run.run_id} start from different pretrained weights: use ensemble"
+            )
         start = dict(build_algorithm(run.spec).named_parameters())
         differ = next(
             (
