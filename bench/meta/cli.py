@@ -131,7 +131,7 @@ def _specs(args: argparse.Namespace) -> list[MetaSpec]:
         for trial in range(args.trials)
         for shot in args.shots
         for method in args.methods
-        for h in range(args.hparams_samples if METHODS.get(method).META_TRAINS else 1)
+        for h in range(args.hparams_samples)
     ]
 
 

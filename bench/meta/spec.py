@@ -59,13 +59,6 @@ class MetaSpec:
         """Names the episode streams: data (and so episodes) are redrawn per trial."""
         return (self.dataset, self.trial_seed)
 
-    def setting(self) -> tuple:
-        """What a board cell groups over: everything but the seeds and the hparams drawn."""
-        d = self.to_dict()
-        for key in ("trial_seed", "hparams_seed", "hparams", "overrides"):
-            d.pop(key)
-        return tuple(sorted((k, canonical_json(v)) for k, v in d.items()))
-
 
 def method_space(method: str, dataset: str, featurizer: str | None = None) -> Space:
     """The method's keys along its MRO, its featurizer's, then the dataset's overrides."""
