@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import io
+import pkgutil
 
 import pytest
 import torch
 
+import bench.meta.methods
 from bench.hparams import Setting
 from bench.meta.base import METHODS
-from bench.meta.datasets import FEW_SHOT_DATASETS, FewShotDataset
 from bench.meta.episodes import SPLITS, sample_episode
+from bench.meta.few_shot import FEW_SHOT_DATASETS, FewShotDataset
 from bench.meta.runner import build_method, draw_for, load_pool
 from bench.meta.spec import make_meta_spec, method_space
 
@@ -84,3 +86,9 @@ def test_few_shot_dataset_contract(name, request):
     assert episode.query_x.dtype == torch.float32
     if name == "subspace":
         assert torch.equal(cls.pool(root, 0, size).x, pool.x)
+
+
+def test_every_method_module_registers_a_method():
+    registered = {METHODS.get(name).__module__ for name in METHODS.names()}
+    for module in pkgutil.iter_modules(bench.meta.methods.__path__):
+        assert f"bench.meta.methods.{module.name}" in registered, f"{module.name} registers nothing"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.meta.datasets import FEW_SHOT_DATASETS
 from bench.meta.episodes import SPLITS, sample_batch, sample_episode
+from bench.meta.few_shot import FEW_SHOT_DATASETS
 
 STREAM = ("subspace", 0)
 

@@ -14,7 +14,7 @@ import torch
 from bench.errors import UserError
 from bench.meta import board as boards
 from bench.meta.base import METHODS
-from bench.meta.datasets import FEW_SHOT_DATASETS
+from bench.meta.few_shot import FEW_SHOT_DATASETS
 from bench.meta.runner import run
 from bench.meta.spec import MetaSpec, make_meta_spec
 

@@ -24,8 +24,8 @@ import torch
 
 from bench import records
 from bench.meta.base import METHODS, Draw, MetaMethod
-from bench.meta.datasets import FEW_SHOT_DATASETS
 from bench.meta.episodes import ClassPool, sample_batch, sample_episode
+from bench.meta.few_shot import FEW_SHOT_DATASETS
 from bench.meta.spec import MetaSpec
 from bench.runner import claim
 from bench.seeding import stable_hash

@@ -15,7 +15,7 @@ from bench.errors import UserError
 from bench.fingerprint import data_fingerprint
 from bench.hparams import Fixed, Space, apply_overrides, sample
 from bench.meta.base import METHODS
-from bench.meta.datasets import FEW_SHOT_DATASETS
+from bench.meta.few_shot import FEW_SHOT_DATASETS
 from bench.networks import featurizer_space
 from bench.seeding import canonical_json
 from bench.spec import space_digest

@@ -59,11 +59,9 @@ class Baseline(MetaMethod):
 
     def new_head(self, n_classes: int) -> nn.Module:
         n = self.featurizer.n_outputs
-        return (
-            CosineHead(n, n_classes, 2.0 if n_classes <= 200 else 10.0)
-            if self.COSINE
-            else (nn.Linear(n, n_classes))
-        )
+        if self.COSINE:
+            return CosineHead(n, n_classes, scale=2.0 if n_classes <= 200 else 10.0)
+        return nn.Linear(n, n_classes)
 
     def meta_update(self, draw: Draw) -> dict[str, float]:
         x, y = draw.batch(self.hparams["batch_size"])
