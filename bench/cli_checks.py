@@ -205,7 +205,9 @@ def averaging(text: str | None) -> str | dict[str, Any] | None:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UserError(f"--averaging is not valid JSON ({exc.msg} at column {exc.colno}): {text}")
+        raise UserError(
+            f"--averaging is not valid JSON ({exc.msg} at column {exc.colno}): {text}"
+        ) from None
     return value
 
 
