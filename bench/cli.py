@@ -124,6 +124,7 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         holdout_fraction=args.holdout_fraction,
         size=args.size,
         precision=args.precision,
+        averaging=checks.averaging(args.averaging),
         data_dir=args.data_dir,
         download=args.download,
     )

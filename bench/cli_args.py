@@ -113,6 +113,13 @@ def _add_training(p: argparse.ArgumentParser) -> None:
         default=None,
         help="bf16: autocast training and evaluation (default fp32)",
     )
+    p.add_argument(
+        "--averaging",
+        default=None,
+        metavar="KIND_OR_JSON",
+        help="weight averaging during training, recorded beside the raw model: swa, ema or swad "
+        '(defaults), or JSON with kind and parameters, e.g. \'{"kind": "ema", "decay": 0.99}\'',
+    )
 
 
 def _add_seeds(p: argparse.ArgumentParser) -> None:

@@ -198,6 +198,19 @@ def json_object(text: str) -> dict[str, Any]:
     return value
 
 
+def averaging(text: str | None) -> str | dict[str, Any] | None:
+    """--averaging: a kind name, or a JSON object with ``kind`` and parameters."""
+    if text is None or not text.lstrip().startswith("{"):
+        return text
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(
+            f"--averaging is not valid JSON ({exc.msg} at column {exc.colno}): {text}"
+        ) from None
+    return value
+
+
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
     """``--hparams`` plus ``--weights`` (the ResNet featurizers' ``weights`` hparam)."""
     overrides = json_object(args.hparams)

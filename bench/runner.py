@@ -27,6 +27,7 @@ from bench.algorithms import ALGORITHMS, Algorithm
 from bench.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
 from bench.datasets import DATASETS, EnvData, load_dataset
 from bench.evaluation import evaluate, skipped_splits
+from bench.posthoc.averaging import NoAveraging, averaging_hook
 from bench.protocol import protocol_card
 from bench.run_data import RunData
 from bench.sampling import MinibatchSampler, holdout_splits
@@ -160,6 +161,7 @@ class RunContext:
     skip: set[tuple[str, str]]
     start: int = 0
     wall_offset: float = 0.0
+    averaging: NoAveraging = NoAveraging()  # weight averages (bench/posthoc/averaging.py)
 
     def minibatches(self, step: int) -> list[tuple[Tensor, Tensor]]:
         out = []
@@ -197,11 +199,14 @@ class RunContext:
             "meta": self.meta,
         }
         records.append_record(self.directory / records.RESULTS, record)
+        with precision_context(self.device, spec.precision):
+            averaged = self.averaging.at_record(self, step, record)
         state = {
             "algorithm": self.algorithm.state_dict(),
             "rng": capture_rng_state(self.device),
             "step": step,
             "wall_s": wall,
+            **averaged,
         }
         records.write_atomic(self.directory / records.CHECKPOINT, lambda f: torch.save(state, f))
         return record
@@ -311,6 +316,7 @@ def prepare(spec: RunSpec, options: RuntimeOptions, directory: Path) -> RunConte
     else:
         results.unlink(missing_ok=True)
         checkpoint.unlink(missing_ok=True)
+    ctx.averaging = averaging_hook(ctx, state)
     if not (directory / records.SPEC).exists():
         records.write_json(
             directory / records.SPEC,
@@ -381,6 +387,7 @@ def train_loop(ctx: RunContext) -> RunOutcome:
             status = "diverged"
             log.warning("run %s diverged at step %d: %s", spec.run_id, step, stats)
             break
+        ctx.averaging.after_step(algorithm, step)
         for key, value in stats.items():
             sums[key] = sums.get(key, 0.0) + value
         count += 1

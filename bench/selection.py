@@ -200,7 +200,7 @@ _PROTOCOL_KEYS = (
     "precision",
     "data",
 )
-_CONFIG_KEYS = ("algorithm_version", "space", "code")
+_CONFIG_KEYS = ("algorithm_version", "space", "code", "averaging")
 
 
 def _canon(value: Any) -> str:

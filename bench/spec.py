@@ -12,6 +12,7 @@ from typing import Any, Mapping
 from bench import hparams as hp
 from bench.errors import DataNotFoundError, UserError
 from bench.fingerprint import code_digests, data_fingerprint
+from bench.posthoc.averaging_config import resolve_averaging
 from bench.records import IDENTITY, record_steps
 from bench.seeding import canonical_json
 
@@ -26,6 +27,8 @@ class RunSpec:
     ``space`` a digest of the search space they were drawn from, ``data`` the content
     fingerprint of the dataset's files (``generated`` for generated data) and ``code``
     the source digests of plugin modules that define the algorithm or dataset.
+    ``averaging`` is the weight-averaging option (bench/posthoc/averaging.py); left out of
+    the hash when empty, so runs without it keep their ids.
     """
 
     algorithm: str
@@ -46,6 +49,7 @@ class RunSpec:
     data: str
     code: Mapping[str, str]
     identity: int = IDENTITY
+    averaging: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def data_seed(self) -> int:
@@ -55,8 +59,10 @@ class RunSpec:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["test_envs"] = list(self.test_envs)
-        for key in ("overrides", "hparams", "code"):
+        for key in ("overrides", "hparams", "code", "averaging"):
             d[key] = dict(d[key])
+        if not d["averaging"]:
+            del d["averaging"]
         return d
 
     @property
@@ -74,10 +80,10 @@ class RunSpec:
         if d.get("identity") != IDENTITY:
             raise UserError(f"spec of identity scheme {d.get('identity', 1)}, expected {IDENTITY}")
         names = {f.name for f in fields(cls)}
-        missing = sorted(names - set(d))
+        missing = sorted(names - set(d) - {"averaging"})
         if missing:
             raise UserError(f"spec lacks {', '.join(missing)}")
-        return cls(**{**{k: d[k] for k in names}, "test_envs": tuple(d["test_envs"])})
+        return cls(**{**{k: d[k] for k in names if k in d}, "test_envs": tuple(d["test_envs"])})
 
 
 @dataclass
@@ -117,13 +123,14 @@ def make_spec(
     data_dir: str | None = None,
     download: bool = False,
     data: str | None = None,
+    averaging: str | Mapping[str, Any] | None = None,
 ) -> RunSpec:
     """A validated, fully resolved RunSpec; defaults come from the dataset. Bad input raises
     UserError.
 
     ``data_dir``/``download`` locate the dataset's files, whose content is fingerprinted;
     ``data`` passes that fingerprint when the caller computed it already (a sweep, once per
-    dataset).
+    dataset). ``averaging``: a weight-averaging kind (``"swad"``) or ``{"kind": ..., overrides}``.
     """
     # lazy: the CLI imports this module at start-up, and the registries import torch
     from bench.algorithms import ALGORITHMS
@@ -178,6 +185,7 @@ def make_spec(
         space=space_digest(space),
         data=data or dataset_fingerprint(dataset, data_dir, download),
         code=code_digests(alg_cls, ds_cls),
+        averaging=resolve_averaging(averaging, holdout),
     )
 
 

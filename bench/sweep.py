@@ -40,6 +40,7 @@ class Grid:
     size: str = "full"
     precision: str | None = None
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    averaging: str | Mapping[str, Any] | None = None  # weight averaging (bench/posthoc/)
 
 
 def test_env_choices(dataset: str, mode: str) -> list[tuple[str, ...]]:
@@ -105,6 +106,7 @@ def expand(grid: Grid, data_dir: str | None = None, download: bool = False) -> l
                     size=grid.size,
                     precision=grid.precision,
                     data=fingerprints[dataset],
+                    averaging=grid.averaging,
                 )
             )
     return list({s.run_id: s for s in specs}.values())  # explicit test-env sets may repeat

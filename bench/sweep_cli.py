@@ -70,6 +70,7 @@ def _grid(args: argparse.Namespace) -> tuple[sweep.Grid, bool]:
         "eval_every": args.eval_every,
         "holdout_fraction": args.holdout_fraction,
         "precision": args.precision,
+        "averaging": checks.averaging(args.averaging),
     }
     grid = dataclasses.replace(
         grid, **{k: v for k, v in given.items() if v is not None}, overrides=checks.overrides(args)

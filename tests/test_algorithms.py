@@ -24,6 +24,11 @@ STATEFUL = {
     "dann": {"d_steps_per_g_step": 2, "d_mlp_width": 32},
     "cdann": {"d_steps_per_g_step": 2, "d_mlp_width": 32},
     "lp_ft": {"probe_steps": 3},
+    # batch A (issue 17)
+    "ib_erm": {"ib_penalty_anneal_iters": 3},
+    "ib_irm": {"irm_penalty_anneal_iters": 3, "ib_penalty_anneal_iters": 4},
+    "eqrm": {"eqrm_burnin_iters": 3},
+    "rdm": {"rdm_penalty_anneal_iters": 3},
 }
 
 

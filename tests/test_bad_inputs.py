@@ -417,6 +417,15 @@ RUN_CASES = [
     case(SWEEP + " --jobs 0", "--jobs must be >= 1", id="jobs-zero"),
     case(SWEEP + " --jobs -2", "--jobs must be >= 1", id="jobs-negative"),
     case(SWEEP + " --threads 0", "--threads must be >= 1", id="sweep-threads-zero"),
+    case(DEBUG + " --averaging {kind", "--averaging is not valid JSON", id="averaging-bad-json"),
+    case(
+        DEBUG + " --averaging polyak", "unknown weight averaging 'polyak'", id="averaging-unknown"
+    ),
+    case(
+        SWEEP + ' --averaging \'{"kind": "ema", "decay": 2}\'',
+        "'decay' must be in [0, 1)",
+        id="averaging-bad-parameter",
+    ),
     case(
         DEBUG.replace("{tmp}/out", "{tmp}/afile"),
         "{tmp}/afile",
@@ -439,7 +448,7 @@ RUN_CASES = [
     case(DEBUG + " --import {tmp}/none.py", "no such file", id="plugin-missing-file"),
     case(DEBUG + " --import no_such_module_xyz", "no_such_module_xyz", id="plugin-missing-module"),
     case(
-        "run --algorithm andmask --dataset debug " + OUT,
+        "run --algorithm my_plugin --dataset debug " + OUT,  # close to no registered name
         "Add --import",
         id="algorithm-unknown-hints-plugins",
     ),

@@ -29,6 +29,83 @@ from bench.hparams import (
 
 # (default, distribution); distributions: ("fixed",), ("choice", options), ("10^U", lo, hi),
 # ("int(10^U)", lo, hi), ("int(2^U)", lo, hi), ("U", lo, hi), ("int(U)", lo, hi)
+# batch B (issue 17): DomainBed's ``elif algorithm == ...`` blocks for these algorithms. A
+# one-option ``r.choice([v])`` is written ("fixed",). ARM has no algorithm keys.
+BATCH_B = {
+    "mldg": {
+        "mldg_beta": (1.0, ("10^U", -1, 1)),
+        "n_meta_test": (2, ("choice", (1, 2))),
+    },
+    "mtl": {"mtl_ema": (0.99, ("choice", (0.5, 0.9, 0.99, 1.0)))},
+    "sagnet": {"sag_w_adv": (0.1, ("10^U", -2, 1))},
+    "arm": {},
+    "rsc": {
+        "rsc_f_drop_factor": (1 / 3, ("U", 0, 0.5)),
+        "rsc_b_drop_factor": (1 / 3, ("U", 0, 0.5)),
+    },
+    "trm": {
+        "cos_lambda": (1e-4, ("10^U", -5, 0)),
+        "iters": (200, ("int(10^U)", 0, 4)),
+        "groupdro_eta": (1e-2, ("10^U", -3, -1)),
+    },
+    "transfer_dg": {
+        "t_lambda": (1.0, ("10^U", -2, 1)),
+        "delta": (2.0, ("U", 0.1, 3.0)),
+        "d_steps_per_g": (10, ("choice", (1, 2, 5))),
+        "weight_decay_d": (0.0, ("10^U", -6, -2)),
+        "gda": (False, ("always", True)),
+        "beta1": (0.5, ("choice", (0.0, 0.5))),
+        "lr_d": (1e-3, ("10^U", -4.5, -2.5)),
+    },
+    "adrmx": {
+        "cnt_lambda": (1.0, ("fixed",)),
+        "dclf_lambda": (1.0, ("fixed",)),
+        "disc_lambda": (0.75, ("fixed",)),
+        "rmxd_lambda": (1.0, ("fixed",)),
+        "d_steps_per_g_step": (2, ("fixed",)),
+        "beta1": (0.5, ("fixed",)),
+        "mlp_width": (256, ("fixed",)),
+        "mlp_depth": (9, ("choice", (8, 9, 10))),
+        "mlp_dropout": (0.0, ("fixed",)),
+    },
+    "urm": {
+        "urm": ("adversarial", ("fixed",)),
+        "urm_adv_lambda": (0.1, ("U", 0, 0.2)),
+        "urm_discriminator_label_smoothing": (0, ("fixed",)),
+        "urm_discriminator_optimizer": ("adam", ("fixed",)),
+        "urm_discriminator_hidden_layers": (1, ("choice", (1, 2, 3))),
+        "urm_generator_output": ("tanh", ("choice", ("tanh", "relu"))),
+    },
+    "erm_pp": {
+        "linear_lr": (5e-5, ("10^U", -5, -3.5)),
+        "linear_steps": (500, ("fixed",)),  # a global key in DomainBed, read only by ERM++
+    },
+}
+# The same algorithms' keys that differ between DomainBed's small and large images.
+BATCH_B_SMALL = {
+    "adrmx": {"lr": (3e-3, ("choice", (5e-4, 1e-3, 2e-3, 3e-3)))},
+    "urm": {"urm_discriminator_lr": (1e-3, ("10^U", -5.5, -3.5))},
+}
+BATCH_B_LARGE = {
+    "adrmx": {"lr": (3e-5, ("choice", (2e-5, 3e-5, 4e-5, 5e-5)))},
+    "urm": {"urm_discriminator_lr": (5e-5, ("10^U", -6, -4.5))},
+    "arm": {"batch_size": (8, ("fixed",))},
+}
+# Declared deviations: DomainBed's fact -> bench's value (None: bench has no such key), reason.
+BATCH_B_DEVIATIONS = {
+    ("transfer_dg", "gda"): (
+        None,
+        "its random value True gives the optimiser only the adversarial head: nothing else trains",
+    ),
+    ("transfer_dg", "weight_decay_d"): (None, "declared but never read by DomainBed's Transfer"),
+    ("transfer_dg", "beta1"): (None, "declared but never read by DomainBed's Transfer"),
+    ("urm", "urm"): (None, "declared but never read by DomainBed's URM"),
+    ("adrmx", "nonlinear_classifier"): (
+        (True, ("fixed",)),
+        "DomainBed's ADRMX ignores the global False and always builds 3-layer heads",
+    ),
+}
+
 DOMAINBED_ALGORITHM = {
     "erm": {},
     "irm": {
@@ -62,6 +139,64 @@ DOMAINBED_ALGORITHM = {
             "mlp_dropout": (0.0, ("choice", (0.0, 0.1, 0.5))),
         }
         for name in ("dann", "cdann")
+    },
+    # batch A (issue 17)
+    "and_mask": {"tau": (1.0, ("U", 0.5, 1.0))},
+    "sand_mask": {"tau": (1.0, ("U", 0.0, 1.0)), "k": (10.0, ("10^U", -3, 5))},
+    "iga": {"penalty": (1000.0, ("10^U", 1, 5))},
+    "self_reg": {},
+    **{
+        name: {
+            "lmbda": (0.1, ("choice", (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2))),
+            "temperature": (0.1, ("choice", (0.05, 0.1))),
+            "is_normalized": (False, ("fixed",)),
+            "is_project": (False, ("fixed",)),
+            "is_flipped": (True, ("fixed",)),
+        }
+        for name in ("cad", "cond_cad")
+    },
+    "ib_erm": {
+        "ib_lambda": (1e2, ("10^U", -1, 5)),
+        "ib_penalty_anneal_iters": (500, ("int(10^U)", 0, 4)),
+    },
+    "ib_irm": {
+        "irm_lambda": (1e2, ("10^U", -1, 5)),
+        "irm_penalty_anneal_iters": (500, ("int(10^U)", 0, 4)),
+        "ib_lambda": (1e2, ("10^U", -1, 5)),
+        "ib_penalty_anneal_iters": (500, ("int(10^U)", 0, 4)),
+    },
+    "causirl_coral": {"mmd_gamma": (1.0, ("10^U", -1, 1))},
+    "causirl_mmd": {"mmd_gamma": (1.0, ("10^U", -1, 1))},
+    "eqrm": {
+        "eqrm_quantile": (0.75, ("U", 0.5, 0.99)),
+        # DomainBed draws a float 10^U(2.5, 3.5); bench an int (deviation named in eqrm.py)
+        "eqrm_burnin_iters": (2500, ("int(10^U)", 2.5, 3.5)),
+        "eqrm_lr": (1e-6, ("10^U", -7, -5)),
+    },
+    "rdm": {
+        "rdm_lambda": (5.0, ("U", 0.1, 10.0)),
+        "rdm_penalty_anneal_iters": (1500, ("int(U)", 800, 2700)),
+        "variance_weight": (0.004, ("U", 0.001, 0.007)),
+        "rdm_lr": (1.5e-5, ("U", 8e-6, 2e-5)),
+    },
+    **BATCH_B,  # batch B (issue 17), above
+}
+# batch A (issue 17): DomainBed's RDM differs per large-image dataset (batch size included)
+_RDM_PACS = {"rdm_lambda": (5.0, ("U", 1.0, 10.0)), "batch_size": (88, ("int(U)", 70, 100))}
+_RDM_NO_VARIANCE = {"variance_weight": (0.0, ("fixed",))}  # DomainBed: choice([0.0])
+_RDM_TERRA = {**_RDM_PACS, **_RDM_NO_VARIANCE, "batch_size": (40, ("int(U)", 30, 60))}
+DOMAINBED_ALGORITHM_ON_DATASET = {
+    ("rdm", "pacs_domainbed"): _RDM_PACS,
+    ("rdm", "vlcs_domainbed"): {"batch_size": (88, ("int(U)", 70, 100))},
+    ("rdm", "office_home_domainbed"): {
+        **_RDM_NO_VARIANCE,
+        "batch_size": (88, ("int(U)", 70, 100)),
+    },
+    ("rdm", "terra_incognita_domainbed"): _RDM_TERRA,
+    ("rdm", "domain_net_domainbed"): {
+        **_RDM_TERRA,
+        "rdm_lambda": (0.5, ("U", 0.1, 1.0)),
+        "rdm_penalty_anneal_iters": (2400, ("int(U)", 1500, 3000)),
     },
 }
 SMALL = {
@@ -158,6 +293,14 @@ def _expected(algorithm: str, dataset: str) -> dict[str, tuple]:
     table = {**DOMAINBED_DATASETS[dataset], **DOMAINBED_ALGORITHM[algorithm]}
     if algorithm in ("dann", "cdann"):
         table |= SMALL_DANN if DOMAINBED_DATASETS[dataset] is SMALL else LARGE_DANN
+    table |= DOMAINBED_ALGORITHM_ON_DATASET.get((algorithm, dataset), {})
+    small = DOMAINBED_DATASETS[dataset] is SMALL
+    table |= (BATCH_B_SMALL if small else BATCH_B_LARGE).get(algorithm, {})
+    for (name, key), (bench_value, _) in BATCH_B_DEVIATIONS.items():
+        if name == algorithm and bench_value is None:
+            del table[key]
+        elif name == algorithm:
+            table[key] = bench_value
     return {RENAMED.get(k, k): v for k, v in table.items()}
 
 
@@ -255,3 +398,23 @@ def test_domainbed_image_protocol_smoke_run(tmp_path):
     if "pacs" not in {p.name for p in DATASETS.get("pacs").data_paths(None)}:
         pytest.skip("no PACS copy")
     assert cli.main(argv) == 0
+
+
+# batch A (issue 17)
+@pytest.mark.parametrize(
+    "dataset", ["pacs", "vlcs", "office_home", "terra_incognita", "domain_net"]
+)
+def test_rdm_uses_domainbeds_per_dataset_space_in_the_cpu_protocol_too(dataset):
+    """RDM's registry entries depend on the dataset, not the network: bench's 64-px twin of a
+    DomainBed image dataset resolves the same RDM keys and batch size as the ResNet-50 one."""
+    rdm = ALGORITHMS.get("rdm")
+    cpu, domainbed = (space_for(rdm, DATASETS.get(n)) for n in (dataset, f"{dataset}_domainbed"))
+    for key in (
+        "rdm_lambda",
+        "rdm_penalty_anneal_iters",
+        "variance_weight",
+        "rdm_lr",
+        "batch_size",
+    ):
+        assert canonical(cpu[key]) == canonical(domainbed[key]), key
+        assert cpu[key].default == domainbed[key].default, key

@@ -75,6 +75,7 @@ def test_every_field_of_the_spec_changes_the_run_id():
         "data": "sha256:" + "0" * 16,
         "code": {"mylab": "0" * 16},
         "identity": 99,
+        "averaging": {"kind": "ema", "decay": 0.999},
     }
     assert set(changed) == {f.name for f in dataclasses.fields(RunSpec)}, (
         "add the new field to this table"

@@ -16,9 +16,10 @@ from bench.datasets.base import (
     register_dataset,
 )
 
-# Helpers register no names; user_data and user_tables register the ``folder:``, ``csv:`` and
-# ``hf:`` prefixes (bring your own data), so they are imported here by hand.
-_HELPERS = {"base", "files", "user_data", "user_tables"}
+# Helpers register no names (domainbed_hparams: tables the image folders import); user_data and
+# user_tables register the ``folder:``, ``csv:`` and ``hf:`` prefixes (bring your own data), so
+# they are imported here by hand.
+_HELPERS = {"base", "files", "domainbed_hparams", "user_data", "user_tables"}
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in _HELPERS:
         importlib.import_module(f"{__name__}.{_module.name}")

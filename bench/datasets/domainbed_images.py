@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from bench.datasets.base import register_dataset
+from bench.datasets.domainbed_hparams import LARGE_IMAGES
 from bench.datasets.image_folder import (
     PACS,
     VLCS,
@@ -103,6 +104,7 @@ def _register(base: type[ImageFolderDataset]) -> None:
         "__module__": __name__,
         "EVAL_EVERY": 1000 if name == "domain_net" else 300,
         "HPARAM_OVERRIDES": _overrides(base),
+        "ALGORITHM_HPARAMS": {**base.ALGORITHM_HPARAMS, **LARGE_IMAGES},
     }
     variant = type(f"{base.__name__}DomainBed", (DomainBedImages, base), attrs)
     register_dataset(f"{name}_domainbed")(variant)

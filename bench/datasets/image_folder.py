@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from bench.datasets.base import EnvData, Environment, MultiEnvDataset, register_dataset
+from bench.datasets.domainbed_hparams import algorithm_hparams
 from bench.datasets.files import data_roots, find_data, hub_datasets
 from bench.errors import DataNotFoundError, UserError, reason
 from bench.hparams import IntLogUniform, Setting
@@ -321,6 +322,8 @@ def _envs(*names: str) -> tuple[Environment, ...]:
 class PACS(ImageFolderDataset):
     """PACS (Li et al., 2017): 7 classes in 4 styles; leave one domain out."""
 
+    ALGORITHM_HPARAMS = algorithm_hparams("pacs")
+
     DIRNAME = "pacs"
     ENVIRONMENTS = _envs("art_painting", "cartoon", "photo", "sketch")
     CLASSES = ("dog", "elephant", "giraffe", "guitar", "horse", "house", "person")
@@ -338,6 +341,8 @@ class PACS(ImageFolderDataset):
 class VLCS(ImageFolderDataset):
     """VLCS (Fang et al., 2013), DomainBed's folder names; 5 classes."""
 
+    ALGORITHM_HPARAMS = algorithm_hparams("vlcs")
+
     DIRNAME = "VLCS"
     ENVIRONMENTS = _envs("Caltech101", "LabelMe", "SUN09", "VOC2007")
     CLASSES = ("bird", "car", "chair", "dog", "person")
@@ -349,6 +354,8 @@ class OfficeHome(ImageFolderDataset):
     """OfficeHome (Venkateswara et al., 2017), DomainBed's folder names; 65 classes discovered
     from the folders."""
 
+    ALGORITHM_HPARAMS = algorithm_hparams("office_home")
+
     DIRNAME = "office_home"
     ENVIRONMENTS = _envs("Art", "Clipart", "Product", "Real World")
     NUM_CLASSES = 65
@@ -359,6 +366,8 @@ class TerraIncognita(ImageFolderDataset):
     """TerraIncognita (Beery et al., 2018) as DomainBed: four camera-trap locations, 10 classes
     discovered."""
 
+    ALGORITHM_HPARAMS = algorithm_hparams("terra_incognita")
+
     DIRNAME = "terra_incognita"
     ENVIRONMENTS = _envs("location_100", "location_38", "location_43", "location_46")
     NUM_CLASSES = 10
@@ -368,6 +377,8 @@ class TerraIncognita(ImageFolderDataset):
 class DomainNet(ImageFolderDataset):
     """DomainNet (Peng et al., 2019): six styles, 345 classes discovered; DomainBed uses 5001
     steps too."""
+
+    ALGORITHM_HPARAMS = algorithm_hparams("domain_net")
 
     DIRNAME = "domain_net"
     ENVIRONMENTS = _envs("clipart", "infograph", "painting", "quickdraw", "real", "sketch")

@@ -1,0 +1,5 @@
+import sys
+
+from bench.multitask.cli import main
+
+sys.exit(main())
