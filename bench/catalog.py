@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 PACKAGE = Path(__file__).resolve().parent
-REGISTRIES = ("bench.algorithms", "bench.datasets")
+REGISTRIES = ("bench.builtins",)  # every built-in provider, as the registries load them
 PREFIX = "bench_catalog_source."  # the source-read modules' names: never a real module's
 
 
@@ -80,6 +80,8 @@ class _SourceLoader:
             return self.modules[name]
         parent, _, last = name.rpartition(".")
         folder = self.load(parent).__path__[0] if parent else str(PACKAGE.parent)
+        if name in self.modules:  # the parent package imported it, as Python's import does
+            return self.modules[name]
         path = Path(folder, last)
         is_package = (path / "__init__.py").is_file()
         path = path / "__init__.py" if is_package else path.with_suffix(".py")
@@ -141,6 +143,7 @@ def from_source() -> tuple[Any, Any, Mapping[str, types.ModuleType]]:
 
 def imported() -> tuple[Any, Any, Mapping[str, types.ModuleType]]:
     """The same, from the real registries (plugins imported with ``--import`` included)."""
+    # lazy: only a listing with plugins pays for the registries (and torch)
     from bench.algorithms import ALGORITHMS
     from bench.datasets import DATASETS
 

@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from bench import report as rp
+from bench.datasets import DATASETS
 
 INVARIANCE = {"irm": "IRM", "vrex": "V-REx", "fishr": "Fishr"}
 # points (as a fraction) between the best invariance method and ERM that count as a clear separation
@@ -29,8 +30,6 @@ BELOW_CHANCE = (
 
 
 def _dataset_class(report: rp.Report, label: str):
-    from bench.datasets import DATASETS
-
     runs = report.dataset_runs(label)
     if not runs:
         return None, []

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from bench.errors import UserError
-from bench.hparams import AT_LEAST_ONE, DROPOUT, Choice, Fixed, IntLogUniform, Param, Setting
+from bench.params import AT_LEAST_ONE, DROPOUT, Choice, Fixed, IntLogUniform, Param, Setting
+from bench.start_weights import NONE, load_resnet_weights
 
 FeaturizerFactory = Callable[[tuple[int, ...], Mapping[str, Any]], nn.Module]
 _FEATURIZERS: dict[str, tuple[FeaturizerFactory, dict[str, Param]]] = {}
@@ -236,9 +237,7 @@ class ResNet(nn.Module):
     ) -> None:
         super().__init__()
         self.freeze_bn = freeze_bn
-        import torchvision
-
-        from bench.start_weights import NONE, load_resnet_weights
+        import torchvision  # lazy: slow to import, and only the ResNet featurizers need it
 
         factory = {18: torchvision.models.resnet18, 50: torchvision.models.resnet50}[depth]
         self.network = factory(weights=None)

@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from bench import __version__
 from bench.errors import UserError
 
 SCHEMA = 2
@@ -253,13 +254,11 @@ def _version(package: str) -> str | None:
 @functools.lru_cache(maxsize=None)
 def _static_provenance() -> tuple[tuple[str, Any], ...]:
     """Computed once per process: git and package metadata do not change during a sweep."""
-    import torch
-
-    import bench
+    import torch  # lazy: reports read records without importing torch
 
     return (
         ("git", git_commit()),
-        ("bench", bench.__version__),
+        ("bench", __version__),
         ("python", platform.python_version()),
         ("torch", torch.__version__),
         ("torchvision", _version("torchvision")),

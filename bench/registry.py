@@ -18,12 +18,14 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 class Registry(Generic[T]):
-    """Maps lowercase snake_case names to classes; loads its package's modules on first lookup."""
+    """Maps lowercase snake_case names to classes; imports its provider module (``bench.builtins``
+    for algorithms and datasets) on first lookup, so lookups never depend on import order."""
 
     def __init__(self, kind: str, package: str | None = None) -> None:
         self.kind = kind
-        self._package = package  # modules of this package are imported lazily for registration
+        self._package = package  # imported on first lookup: it imports every built-in provider
         self._entries: dict[str, type[T]] = {}
+        self._deferred: dict[str, Callable[[], type[T]]] = {}  # built on first lookup
         self._loaded = package is None
         self._prefixes: dict[str, Callable[[str], type[T]]] = {}
         self._made: dict[str, type[T]] = {}  # classes built from ``prefix:...`` names, by NAME
@@ -34,9 +36,10 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} name {name!r} must be lowercase snake_case")
 
         def decorator(cls: type[T]) -> type[T]:
-            if name in self._entries and self._entries[name] is not cls:
+            if name in self._deferred or (name in self._entries and self._entries[name] is not cls):
                 raise ValueError(
-                    f"{self.kind} {name!r} is already registered by {self._entries[name]!r}"
+                    f"{self.kind} {name!r} is already registered by "
+                    f"{self._entries.get(name, 'a deferred definition')!r}"
                 )
             if not isinstance(getattr(cls, "VERSION", None), int):
                 raise TypeError(
@@ -47,6 +50,19 @@ class Registry(Generic[T]):
             return cls
 
         return decorator
+
+    def register_deferred(self, name: str, build: Callable[[], type[T]]) -> None:
+        """Register ``name`` now and build its class on first lookup.
+
+        For classes derived from other entries (a transfer task cut from a dataset): the
+        derivation runs once every provider has registered, so it never depends on the order
+        in which modules (built-in or plugin) happen to be imported.
+        """
+        if not _NAME.match(name):
+            raise ValueError(f"{self.kind} name {name!r} must be lowercase snake_case")
+        if name in self._entries or name in self._deferred:
+            raise ValueError(f"{self.kind} {name!r} is already registered")
+        self._deferred[name] = build
 
     def _load(self) -> None:
         if not self._loaded:
@@ -67,15 +83,17 @@ class Registry(Generic[T]):
         self._load()
         if name in self._entries:
             return self._entries[name]
+        if name in self._deferred:
+            return self.register(name)(self._deferred.pop(name)())
         if name in self._pending:
             return self.get(self._pending.pop(name))
         prefix, sep, rest = name.partition(":")
         if sep and prefix.lower() in self._prefixes:
             return self._prefixed(prefix.lower(), name, rest)
-        folded = [n for n in self._entries if n.lower() == name.lower()]
+        folded = [n for n in self._known() if n.lower() == name.lower()]
         if len(folded) == 1:  # PACS -> pacs: names are lowercase, users type them as papers do
-            return self._entries[folded[0]]
-        lowered = {n.lower(): n for n in self._entries}
+            return self.get(folded[0])
+        lowered = {n.lower(): n for n in self._known()}
         close = difflib.get_close_matches(name.lower(), lowered, n=3, cutoff=0.5)
         hint = (
             f" Did you mean {', '.join(lowered[c] for c in close)}?"
@@ -131,11 +149,16 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         self._load()
-        return sorted(self._entries)
+        return sorted(self._known())
+
+    def _known(self) -> set[str]:
+        return set(self._entries) | set(self._deferred)
 
     def __contains__(self, name: str) -> bool:
         self._load()
-        if any(name in known for known in (self._entries, self._made, self._pending)):
+        if any(
+            name in known for known in (self._entries, self._deferred, self._made, self._pending)
+        ):
             return True
         prefix, sep, _ = name.partition(":")
         if not (sep and prefix.lower() in self._prefixes):

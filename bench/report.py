@@ -2,9 +2,10 @@
 accuracy.
 
 std uses ddof=1; n is always shown, and a cell with fewer trials than the dataset's
-sweep shows ``k/n``. Optional SE and a 95% t-interval. Each non-ERM cell gets a paired
-t-test against ERM over the trials both have (scipy); the p-values of one table (every
-algorithm x column) are Holm-adjusted as one family, and ``*`` marks adjusted p < 0.05.
+sweep shows ``k/n``. Optional SE and a 95% t-interval. Each cell gets a paired t-test against
+the report's baseline row (ERM; a transfer report names a recipe) over the trials both have
+(scipy); the p-values of one table (every algorithm x column) are Holm-adjusted as one
+family, and ``*`` marks adjusted p < 0.05.
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ class Report:
         default_factory=dict
     )  # run_id -> row label (algorithm, and its config if several)
     damaged: list[Run] = field(default_factory=list)  # every damaged run, excluded from every cell
+    baseline: str = BASELINE  # the row every other row is tested against, listed first
 
     def dataset_runs(self, dataset: str) -> list[Run]:
         return [r for r in self.runs if self.labels[r.run_id] == dataset]
@@ -126,7 +128,7 @@ class Report:
             for s in sel
             if dataset is None or s.dataset == dataset
         }
-        return sorted(found, key=lambda a: (a != BASELINE, a))
+        return sorted(found, key=lambda a: (a != self.baseline, a))
 
     def columns(self, dataset: str) -> list[str]:
         present = {
@@ -143,7 +145,9 @@ class Report:
         return any(s.acc is not None for s in self.selected[rule] if s.dataset == dataset)
 
 
-def build_report(runs: Sequence[Run], rules: str | Sequence[str] = ("train_val",)) -> Report:
+def build_report(
+    runs: Sequence[Run], rules: str | Sequence[str] = ("train_val",), baseline: str = BASELINE
+) -> Report:
     names = rule_names(rules)
     damaged = [r for r in runs if r.status == "damaged"]
     runs = [
@@ -163,6 +167,7 @@ def build_report(runs: Sequence[Run], rules: str | Sequence[str] = ("train_val",
         labels,
         rows,
         damaged,
+        baseline,
     )
 
 
@@ -194,7 +199,7 @@ def cells(report: Report, dataset: str, rule: str) -> dict[str, dict[str, Cell]]
                     for k in ("diverged", "partial", "damaged")
                 ),
             )
-        table[column] = statistics.with_test(table[column])
+        table[column] = statistics.with_test(table[column], report.baseline)
     if len(columns) > 1:
         for name, combine in AGGREGATES.items():
             aggregated = {}
@@ -204,7 +209,7 @@ def cells(report: Report, dataset: str, rule: str) -> dict[str, dict[str, Cell]]
                 aggregated[a] = Cell(
                     {t: float(combine([v[t] for v in per])) for t in sorted(complete)}, expected
                 )
-            table[name] = statistics.with_test(aggregated)
+            table[name] = statistics.with_test(aggregated, report.baseline)
     return statistics.holm_table(table)
 
 
@@ -263,7 +268,12 @@ def mean_ranks(
     }
 
 
-def legend(spread: str, ci: bool) -> str:
+def baseline_name(baseline: str) -> str:
+    """How a footnote names the baseline row: ERM as papers write it, any other as labelled."""
+    return "ERM" if baseline == BASELINE else f"the baseline `{baseline}`"
+
+
+def legend(spread: str, ci: bool, baseline: str = BASELINE) -> str:
     text = (
         "Cells: the test environment's primary metric x 100 (accuracy unless noted), "
         f"mean ± {'std (ddof=1)' if spread == 'std' else 'SE'} "
@@ -273,7 +283,7 @@ def legend(spread: str, ci: bool) -> str:
     if ci:
         text += ", [95% t-interval]"
     return text + (
-        f"; * paired t-test vs {BASELINE.upper()} over shared trials, p < {ALPHA} after "
+        f"; * paired t-test vs {baseline_name(baseline)} over shared trials, p < {ALPHA} after "
         "Holm's correction "
         "over all comparisons in the table (p-values in selected.csv/json)."
     )
@@ -319,7 +329,7 @@ def dataset_table(
             ]
         )
     notes = [
-        legend(spread, ci),
+        legend(spread, ci, report.baseline),
         f"Selection: {RULES[rule][0]} (`{rule}`).",
         *([METRIC_NOTES[m]] if (m := metric_name(report, dataset)) in METRIC_NOTES else []),
     ]
@@ -361,7 +371,7 @@ def summary_table(report: Report, rule: str, spread: str = "std") -> Table:
         ["algorithm", *datasets, "rank"],
         rows,
         [
-            legend(spread, False),
+            legend(spread, False, report.baseline),
             f"Selection: {RULES[rule][0]} (`{rule}`); each dataset's average over test "
             "environments.",
         ],

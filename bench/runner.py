@@ -25,10 +25,11 @@ from torch import Tensor
 from bench import records
 from bench.algorithms import ALGORITHMS, Algorithm
 from bench.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
-from bench.datasets import DATASETS, EnvData, MultiEnvDataset
+from bench.datasets import DATASETS, EnvData, load_dataset
 from bench.evaluation import evaluate, skipped_splits
 from bench.posthoc.averaging import NoAveraging, averaging_hook
 from bench.protocol import protocol_card
+from bench.run_data import RunData
 from bench.sampling import MinibatchSampler, holdout_splits
 from bench.seeding import stable_hash
 from bench.spec import RunSpec, RuntimeOptions, resolve_hparams
@@ -43,13 +44,6 @@ class RunOutcome:
     status: str  # ok | diverged | skipped (already done) | busy (claimed by another worker)
     last_record: dict[str, Any] | None
     wall_s: float = 0.0
-
-
-def load_dataset(
-    name: str, root: str | None, data_seed: int, size: str, download: bool = False
-) -> MultiEnvDataset:
-    """Construct a dataset once per worker process and reuse it across the runs of a sweep."""
-    return DATASETS.get(name).shared(root, data_seed, size, download)
 
 
 @contextlib.contextmanager
@@ -233,6 +227,22 @@ class RunContext:
         )
 
 
+def run_data(spec: RunSpec, options: RuntimeOptions) -> RunData:
+    """The run's dataset (built once per worker), its holdout splits and training environments:
+    what the runner trains on and hands the algorithm's ``prepare_run``."""
+    dataset = load_dataset(
+        spec.dataset, options.data_dir, spec.data_seed, spec.size, options.download
+    )
+    return RunData(
+        spec,
+        dataset,
+        holdout_splits(dataset, spec.trial_seed, spec.holdout_fraction),
+        [name for name in dataset.envs if name not in spec.test_envs],
+        Path(options.output_dir),
+        torch.device(options.device),
+    )
+
+
 def _full_batch(env: EnvData, idx: Tensor) -> EnvData:
     """The split as its own EnvData; no copy when it is the whole environment (holdout 0)."""
     if len(idx) == len(env) and bool((idx == torch.arange(len(env), device=idx.device)).all()):
@@ -250,19 +260,16 @@ def prepare(spec: RunSpec, options: RuntimeOptions, directory: Path) -> RunConte
     device = torch.device(options.device)
     hparams = resolve_hparams(spec)
     ds_cls = DATASETS.get(spec.dataset)
-    dataset = load_dataset(
-        spec.dataset, options.data_dir, spec.data_seed, spec.size, options.download
-    )
+    data = run_data(spec, options)
+    dataset, train_envs = data.dataset, data.train_envs
     envs = {name: env.to(device) for name, env in dataset.envs.items()}
     envs = dataset.for_run(envs, spec.test_envs)  # e.g. csv: standardised on the training envs
     augment = dataset.augmentation(hparams)
     for env in envs.values():  # copies made by .to(): the cached dataset stays unaugmented
         env.augment = augment or env.augment
     splits = {
-        name: {k: v.to(device) for k, v in parts.items()}
-        for name, parts in holdout_splits(dataset, spec.trial_seed, spec.holdout_fraction).items()
+        name: {k: v.to(device) for k, v in parts.items()} for name, parts in data.splits.items()
     }
-    train_envs = [name for name in envs if name not in spec.test_envs]
     samplers = {
         name: MinibatchSampler(
             len(splits[name]["in"]), hparams["batch_size"], spec.trial_seed, name
@@ -281,10 +288,7 @@ def prepare(spec: RunSpec, options: RuntimeOptions, directory: Path) -> RunConte
     ).to(device)
     if wants_channels_last(algorithm, device, options.channels_last):
         algorithm = algorithm.to(memory_format=torch.channels_last)
-    prepare_run = getattr(
-        algorithm, "prepare_run", None
-    )  # transfer recipes load (or pretrain and cache) their start weights
-    setup = prepare_run(spec, options) if prepare_run else None
+    setup = algorithm.prepare_run(data)  # e.g. a recipe's pretraining, on the data built here
 
     ctx = RunContext(
         spec,

@@ -130,7 +130,8 @@ def _pick_last(run: Run, test_env: str, _: Callable) -> _Pick | None:
 
 def validation_env(dataset: str) -> str | None:
     """The environment a dataset declares for model selection (``VALIDATION_ENV``), if any."""
-    from bench.datasets import DATASETS  # registered datasets only; hand-made runs have none
+    # lazy: selection loads with the CLI (rule names), and the registries import torch
+    from bench.datasets import DATASETS
 
     return getattr(DATASETS.get(dataset), "VALIDATION_ENV", None) if dataset in DATASETS else None
 

@@ -9,7 +9,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from bench.errors import UserError
+from bench import hparams as hp
+from bench.errors import DataNotFoundError, UserError
 from bench.fingerprint import code_digests, data_fingerprint
 from bench.posthoc.averaging_config import resolve_averaging
 from bench.records import IDENTITY, record_steps
@@ -131,6 +132,7 @@ def make_spec(
     ``data`` passes that fingerprint when the caller computed it already (a sweep, once per
     dataset). ``averaging``: a weight-averaging kind (``"swad"``) or ``{"kind": ..., overrides}``.
     """
+    # lazy: the CLI imports this module at start-up, and the registries import torch
     from bench.algorithms import ALGORITHMS
     from bench.datasets import DATASETS
 
@@ -188,8 +190,6 @@ def make_spec(
 
 
 def _space(alg_cls: type, ds_cls: type, overrides: Mapping[str, Any]) -> dict[str, Any]:
-    from bench import hparams as hp
-
     space = hp.space_for(alg_cls, ds_cls, overrides.get("featurizer"))
     if "weights" in overrides and "weights" not in space:
         raise UserError(
@@ -209,8 +209,6 @@ def _resolve(
     overrides: Mapping[str, Any],
 ) -> dict[str, Any]:
     """Defaults or this (hparams_seed, trial_seed)'s random draw, then the validated overrides."""
-    from bench import hparams as hp
-
     values = hp.sample(space, algorithm, dataset, hparams_seed, trial_seed)
     return hp.apply_overrides(space, values, overrides)
 
@@ -230,8 +228,7 @@ def space_digest(space: Mapping[str, Any]) -> str:
 def dataset_fingerprint(dataset: str, data_dir: str | None, download: bool = False) -> str:
     """The content fingerprint of ``dataset``'s files; with ``download``, missing files are fetched
     first."""
-    from bench.datasets import DATASETS
-    from bench.errors import DataNotFoundError
+    from bench.datasets import DATASETS  # lazy: as in make_spec
 
     ds_cls = DATASETS.get(dataset)
     try:

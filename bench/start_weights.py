@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench.datasets.files import require_host
+from bench.downloads import require_host
 from bench.errors import UserError, reason
 
 NONE, IMAGENET = "none", "imagenet"

@@ -1,7 +1,8 @@
 """Paired tests against the baseline, Holm-adjusted across one table's comparisons.
 
-Each non-baseline cell is compared with the baseline (ERM) over the trials both have; a
-table's comparisons are one family, so the ``*`` controls the family-wise error rate.
+Each non-baseline cell is compared with the baseline row (ERM for DG tables, a named recipe,
+``scratch`` by default, for transfer tables) over the trials both have; a table's comparisons
+are one family, so the ``*`` controls the family-wise error rate.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from scipy import stats as st
 if TYPE_CHECKING:
     from bench.report import Cell
 
-BASELINE = "erm"
+BASELINE = "erm"  # DG tables; a transfer report names its baseline recipe
 
 
 def paired_p(values: dict[int, float], baseline: dict[int, float]) -> float | None:
@@ -28,12 +29,12 @@ def paired_p(values: dict[int, float], baseline: dict[int, float]) -> float | No
     return float(st.ttest_rel([values[t] for t in shared], [baseline[t] for t in shared]).pvalue)
 
 
-def with_test(cells: dict[str, Cell]) -> dict[str, Cell]:
+def with_test(cells: dict[str, Cell], baseline: str = BASELINE) -> dict[str, Cell]:
     """Attach each algorithm's raw paired p-value against the baseline in the same column."""
-    base = cells.get(BASELINE)
+    base = cells.get(baseline)
     return {
         a: c
-        if base is None or a == BASELINE
+        if base is None or a == baseline
         else dataclasses.replace(c, p_raw=paired_p(c.values, base.values))
         for a, c in cells.items()
     }

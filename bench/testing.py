@@ -12,7 +12,9 @@ from typing import Any
 
 import torch
 
+from bench.datasets import DATASETS
 from bench.hparams import sample, space_for
+from bench.networks import featurizer_space
 
 
 def _hparams(alg_cls: type, ds_cls: type, hparams_seed: int = 0) -> dict[str, Any]:
@@ -119,8 +121,6 @@ def check_algorithm(alg_cls: type, dataset: str = "debug", steps: int = 5) -> No
     """Construct on ``dataset`` (tiny), train a few steps; check logits, step count, determinism
     (same seed: same logits; another seed: different ones), the state round trip and resume,
     that every declared hparam is read and that ``l2`` is applied."""
-    from bench.datasets import DATASETS
-
     ds_cls = DATASETS.get(dataset)
     data = ds_cls(None, data_seed=0, size="tiny")
     space = space_for(alg_cls, ds_cls)
@@ -200,6 +200,4 @@ def check_dataset(ds_cls: type, size: str = "tiny", root: str | None = None) -> 
         ), f"{name}: labels outside [0, {ds_cls.NUM_CLASSES})"
     assert ds_cls.N_STEPS >= 1 and ds_cls.EVAL_EVERY >= 1, "N_STEPS and EVAL_EVERY must be >= 1"
     assert ds_cls.FEATURIZER, "FEATURIZER must name a registered featurizer"
-    from bench.networks import featurizer_space
-
     featurizer_space(ds_cls.FEATURIZER)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -19,7 +20,13 @@ from bench import runner
 from bench.errors import UserError
 from bench.report import dataset_table
 from bench.spec import RuntimeOptions, make_spec
-from bench.transfer.leaderboard import learning_curve_figure, transfer_report, variant_label
+from bench.transfer.leaderboard import (
+    BASELINE_RECIPE,
+    check_baseline,
+    learning_curve_figure,
+    transfer_report,
+    variant_label,
+)
 from bench.transfer.tasks import task_dataset
 
 
@@ -40,12 +47,18 @@ def main() -> None:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(
+        "--baseline",
+        default=BASELINE_RECIPE,
+        help="recipe every row is tested against (default: %(default)s)",
+    )
+    p.add_argument(
         "--curve",
         type=Path,
         default=None,
         help="write the learning-curve figure (first task, target_test) here",
     )
     args = p.parse_args()
+    _or_exit(check_baseline, args.baseline)
     overrides = json.loads(args.hparams)
     shots = [None if s == "all" else int(s) for s in args.shots.split(",")]
 
@@ -112,7 +125,7 @@ def main() -> None:
                     )
     print(f"total wall time: {time.perf_counter() - t0:.1f}s")
 
-    report, _ = transfer_report(args.output_dir, ["last", "train_val"])
+    report, _ = _or_exit(transfer_report, args.output_dir, ["last", "train_val"], args.baseline)
     for dataset in report.datasets:
         for rule in ("last", "train_val"):
             table = dataset_table(report, dataset, rule)
@@ -132,6 +145,15 @@ def main() -> None:
             labels,
         )
         print(f"\nfigure: {args.curve}\n{json.dumps(curves)}")
+
+
+def _or_exit(function, *args):
+    """``function(*args)``; a UserError is one line on stderr and exit status 2, as in the CLI."""
+    try:
+        return function(*args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -611,7 +611,7 @@ def test_dask_scheduler_address_of_a_non_dask_service_fails_fast(mode, tmp_path,
 
 
 def test_offline_download_fails_fast_even_when_the_connection_hangs(monkeypatch):
-    from bench.datasets.files import unreachable
+    from bench.downloads import unreachable
 
     release = threading.Event()
 

@@ -133,7 +133,7 @@ def test_reinit_above_n_copies_n_blocks_and_reinitialises_the_rest(tmp_path):
     pre = _pretrained(tmp_path, info)
     spec = make_spec("reinit_above_n", "xfer_toy", overrides={"n": 2}, steps=1)
     alg = ALGORITHMS.get("reinit_above_n")((8,), 3, 1, resolve_hparams(spec))
-    alg.prepare_run(spec, RuntimeOptions(output_dir=tmp_path / "out"))
+    alg.prepare_run(runner.run_data(spec, RuntimeOptions(output_dir=tmp_path / "out")))
     got = alg.featurizer.state_dict()
     assert [
         torch.equal(got[f"{k}.weight"], pre[f"{k}.weight"]) for k in ("net.1", "net.3", "net.5")

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from bench import networks
 from bench.hparams import NON_NEGATIVE, POSITIVE, Fixed, IntLogUniform, LogUniform, Param
 from bench.registry import Registry
+from bench.run_data import RunData
 
 # The families ``bench list`` groups algorithms under; every algorithm declares one (FAMILY).
 FAMILIES = (
@@ -45,7 +46,7 @@ class _AlgorithmRegistry(Registry["Algorithm"]):
         return decorator
 
 
-ALGORITHMS = _AlgorithmRegistry("algorithm", "bench.algorithms")
+ALGORITHMS = _AlgorithmRegistry("algorithm", "bench.builtins")
 register_algorithm = ALGORITHMS.register
 
 Minibatches = list[tuple[Tensor, Tensor]]
@@ -162,6 +163,12 @@ class Algorithm(nn.Module):
 
     def predict(self, x: Tensor) -> Tensor:
         return self.network(x)
+
+    def prepare_run(self, data: RunData) -> dict[str, Any] | None:
+        """Called by the runner once, after construction and before any step or resume, with
+        the run's data; a stage before training (pretraining) goes here. Returns what spec.json
+        records about it under ``transfer`` (None: nothing)."""
+        return None
 
     # -- construction hooks ---------------------------------------------------------------
     def build(self) -> None:

@@ -7,7 +7,14 @@ HuggingFace's. Import that one lazily as ``import datasets as hf_datasets``.
 import importlib
 import pkgutil
 
-from bench.datasets.base import DATASETS, EnvData, Environment, MultiEnvDataset, register_dataset
+from bench.datasets.base import (
+    DATASETS,
+    EnvData,
+    Environment,
+    MultiEnvDataset,
+    load_dataset,
+    register_dataset,
+)
 
 # Helpers register no names (domainbed_hparams: tables the image folders import); user_data and
 # user_tables register the ``folder:``, ``csv:`` and ``hf:`` prefixes (bring your own data), so
@@ -19,4 +26,11 @@ for _module in pkgutil.iter_modules(__path__):
 importlib.import_module(f"{__name__}.user_data")
 importlib.import_module(f"{__name__}.user_tables")
 
-__all__ = ["DATASETS", "EnvData", "Environment", "MultiEnvDataset", "register_dataset"]
+__all__ = [
+    "DATASETS",
+    "EnvData",
+    "Environment",
+    "MultiEnvDataset",
+    "load_dataset",
+    "register_dataset",
+]

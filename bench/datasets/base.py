@@ -13,7 +13,7 @@ from torch import Tensor
 from bench.hparams import Fixed, Param
 from bench.registry import Registry
 
-DATASETS: Registry["MultiEnvDataset"] = Registry("dataset", "bench.datasets")
+DATASETS: Registry["MultiEnvDataset"] = Registry("dataset", "bench.builtins")
 
 # DomainBed's hparams_registry for its SMALL_IMAGES datasets (ColoredMNIST, RotatedMNIST):
 # weight decay is not searched there (lr 1e-3 from 10^U(-4.5, -2.5) and batch 64 from
@@ -184,3 +184,11 @@ class MultiEnvDataset:
                 raise ValueError(f"{self.NAME}/{name}: labels must be torch.long, got {y.dtype}")
             if int(env.y.min()) < 0 or int(env.y.max()) >= self.NUM_CLASSES:
                 raise ValueError(f"{self.NAME}/{name}: labels outside [0, {self.NUM_CLASSES})")
+
+
+def load_dataset(
+    name: str, root: str | None, data_seed: int, size: str, download: bool = False
+) -> MultiEnvDataset:
+    """Construct a dataset once per worker process and reuse it (``shared``): across the runs of
+    a sweep, and by the transfer tasks cut from it (target and source from one build)."""
+    return DATASETS.get(name).shared(root, data_seed, size, download)

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
 import sys
-import threading
-import urllib.parse
-import urllib.request
+import zipfile
+import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import numpy as np
+
+from bench.downloads import require_host
 from bench.errors import DataNotFoundError, UserError, reason
-
-if TYPE_CHECKING:  # annotations only: numpy is imported where the arrays are built
-    import numpy as np
+from bench.seeding import rng
 
 ENV_VAR = "BENCH_DATA"
 MNIST_KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -66,38 +65,6 @@ class MNISTFiles:
         return [find_data(root, MNIST_CANDIDATES, "MNIST", MNIST_HOW)]
 
 
-def require_host(url: str, what: str, where: Path | str, timeout_s: float = 3.0) -> None:
-    """DataNotFoundError within ``timeout_s`` when ``url``'s host (or https proxy) is unreachable.
-
-    Offline, a download would otherwise hang for about a minute in retries before failing.
-    """
-    parsed = urllib.parse.urlsplit(urllib.request.getproxies().get("https") or url)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    problem = unreachable(parsed.hostname or "", port, timeout_s)
-    if problem:
-        raise DataNotFoundError(
-            f"cannot download {what}: {parsed.hostname}:{port} is unreachable ({problem}). "
-            f"Fetch {url} on a machine with network access and put it in {where}"
-        )
-
-
-def unreachable(host: str, port: int, timeout_s: float) -> str | None:
-    """Why ``host:port`` takes no TCP connection within ``timeout_s`` (lookup included), or None."""
-    outcome: list[str | None] = []
-
-    def connect() -> None:
-        try:
-            socket.create_connection((host, port), timeout=timeout_s).close()
-            outcome.append(None)
-        except OSError as exc:
-            outcome.append(str(exc) or type(exc).__name__)
-
-    thread = threading.Thread(target=connect, daemon=True)  # getaddrinfo ignores socket timeouts
-    thread.start()
-    thread.join(timeout_s)
-    return outcome[0] if outcome else f"no answer within {timeout_s:g} s"
-
-
 def hub_datasets(what: str, where: Path | str) -> Any:
     """HuggingFace's ``datasets`` module once the hub answers for dataset ``what``, else UserError.
 
@@ -122,7 +89,7 @@ def hub_offline() -> bool:
 def import_hf_datasets(purpose: str) -> Any:
     """HuggingFace's ``datasets`` module, or one UserError line saying what to install."""
     try:
-        import datasets as hf_datasets
+        import datasets as hf_datasets  # lazy: an optional dependency (bench[hub])
     except ImportError:
         raise UserError(_install_hint(purpose)) from None
     return hf_datasets
@@ -141,7 +108,7 @@ def _importable(name: str) -> bool:
 
 def load_mnist(
     explicit_root: str | None, download: bool = False
-) -> tuple["np.ndarray", "np.ndarray", "np.ndarray", "np.ndarray"]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """MNIST in the official order as uint8 arrays (x_train, y_train, x_test, y_test).
 
     Reads ``mnist.npz`` (keys x_train, y_train, x_test, y_test) or a torchvision
@@ -159,7 +126,7 @@ def load_mnist(
 
 def _download_mnist(root: Path) -> Path:
     """torchvision's MNIST into ``root/MNIST/raw``; offline or failed, one clear error."""
-    import torchvision
+    import torchvision  # lazy: slow to import, and only a download or a raw folder needs it
 
     mnist = torchvision.datasets.MNIST
     raw = root / "MNIST" / "raw"
@@ -175,9 +142,9 @@ def _download_mnist(root: Path) -> Path:
     return raw
 
 
-def _read_mnist_raw(raw: Path) -> tuple["np.ndarray", ...]:
+def _read_mnist_raw(raw: Path) -> tuple[np.ndarray, ...]:
     """torchvision's ``MNIST/raw`` folder as the four arrays; an incomplete one is a UserError."""
-    import torchvision
+    import torchvision  # lazy: slow to import, and only a download or a raw folder needs it
 
     try:
         train = torchvision.datasets.MNIST(str(raw.parents[1]), train=True)
@@ -190,13 +157,8 @@ def _read_mnist_raw(raw: Path) -> tuple["np.ndarray", ...]:
     return train.data.numpy(), train.targets.numpy(), test.data.numpy(), test.targets.numpy()
 
 
-def _read_mnist_npz(path: Path) -> tuple["np.ndarray", ...]:
+def _read_mnist_npz(path: Path) -> tuple[np.ndarray, ...]:
     """The four MNIST arrays of ``path``; a damaged or foreign file is a UserError."""
-    import zipfile
-    import zlib
-
-    import numpy as np
-
     try:
         with np.load(path) as f:
             arrays = tuple(np.asarray(f[key]) for key in MNIST_KEYS)
@@ -219,16 +181,12 @@ def _damaged_mnist(path: Path, reason: str) -> UserError:
 
 def shuffled_mnist(
     root: str | None, download: bool, stream: str, data_seed: int, limit: int | None = None
-) -> tuple["np.ndarray", "np.ndarray"]:
+) -> tuple[np.ndarray, np.ndarray]:
     """MNIST train+test (70k) in the order of the stream (stream, data_seed, "shuffle"), as
     DomainBed's MNIST datasets.
 
     ``limit`` keeps the first ``limit`` images of that order (``size="tiny"``). Labels are int64.
     """
-    import numpy as np
-
-    from bench.seeding import rng
-
     x_tr, y_tr, x_te, y_te = load_mnist(root, download)
     images, digits = np.concatenate([x_tr, x_te]), np.concatenate([y_tr, y_te]).astype(np.int64)
     order = rng(stream, data_seed, "shuffle").permutation(len(images))[:limit]

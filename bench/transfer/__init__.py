@@ -7,10 +7,9 @@ in-distribution and out-of-distribution splits; it also knows its source. A
 *recipe* is an algorithm (registered in ``ALGORITHMS``) that, before training,
 loads a pretrained featurizer from a content-addressed cache (``pretrain.py``), so
 sweeps, resume, selection and the leaderboard treat transfer runs exactly as DG runs.
-"""
 
-# Registration order: the registries' packages import this package's recipe and task
-# modules, so load them first; importing bench.transfer.* directly then never sees a
-# half-initialised module.
-import bench.algorithms  # noqa: E402,F401
-import bench.datasets  # noqa: E402,F401
+This package sits above ``bench.algorithms`` and ``bench.datasets`` and imports them; they
+never import it. The runner hands a recipe its data through ``Algorithm.prepare_run``
+(``bench.run_data.RunData``). The built-in tasks and recipes (``builtin_tasks``,
+``builtin_recipes``) register with the registries' first lookup, through ``bench.builtins``.
+"""

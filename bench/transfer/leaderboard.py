@@ -5,18 +5,28 @@ a run is labelled by its recipe *and* its overrides (``frozen_first_n[n=2]`` and
 ``frozen_first_n[n=3]`` are different methods, not hparams samples of one), and a run
 with several test splits (``target_test`` and OOD splits) is seen once per split, its
 records restricted to the training environment and that split, so validation only
-ever sees the target's own ``out`` data.
+ever sees the target's own ``out`` data. Tables test every row against a baseline recipe,
+``scratch`` (the same network trained on the target alone) unless told otherwise.
 """
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from bench.report import Report, build_report
+import numpy as np
+
+from bench.algorithms import ALGORITHMS
+from bench.datasets import DATASETS
+from bench.errors import UserError
+from bench.report import Report, build_report, render_tables
 from bench.report_files import load_runs
 from bench.selection import Run, Selected
+from bench.transfer.recipes import Recipe
+
+BASELINE_RECIPE = "scratch"  # the same network trained on the target alone
 
 
 def variant_label(spec: Mapping[str, Any]) -> str:
@@ -41,9 +51,6 @@ def _view(run: Run, test_env: str) -> Run:
 def transfer_views(runs: Sequence[Run]) -> list[Run]:
     """Every transfer-recipe run as one single-test-split run per test split, labelled by
     variant."""
-    from bench.algorithms import ALGORITHMS
-    from bench.transfer.recipes import Recipe
-
     recipes = {n for n in ALGORITHMS.names() if issubclass(ALGORITHMS.get(n), Recipe)}
     return [
         _view(run, t)
@@ -57,16 +64,66 @@ def load_transfer_runs(output_dir: str | Path) -> list[Run]:
     return transfer_views(load_runs(output_dir))
 
 
-def transfer_report(output_dir: str | Path, rules: Sequence[str]) -> tuple[Report, list[Run]]:
-    """``bench.report.build_report`` over the transfer views, with every test split as a table
-    column."""
-    runs = load_runs(output_dir)
+def check_baseline(baseline: str) -> str:
+    """``baseline`` when it names a registered recipe (``scratch``, or a variant label such as
+    ``frozen_first_n[n=2]``); else one UserError line with the closest recipes."""
+    recipes = sorted(n for n in ALGORITHMS.names() if issubclass(ALGORITHMS.get(n), Recipe))
+    if baseline.split("[")[0] not in recipes:
+        close = difflib.get_close_matches(baseline, recipes, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise UserError(
+            f"unknown baseline recipe {baseline!r}.{hint} Recipes: {', '.join(recipes)}"
+        )
+    return baseline
+
+
+def baseline_row(views: Sequence[Run], baseline: str) -> str:
+    """The row label of recipe ``baseline``: the label itself, or the one variant of that recipe
+    in ``views`` (``scratch[pretrain_steps=500]`` when every run had that override).
+
+    UserError (one line) when ``baseline`` is no recipe, has no runs or names several rows.
+    """
+    check_baseline(baseline)
+    rows = sorted({v.spec["algorithm"] for v in views})
+    if baseline in rows:
+        return baseline
+    variants = [r for r in rows if r.split("[")[0] == baseline]
+    if len(variants) != 1:
+        found = "no runs" if not variants else f"several rows ({', '.join(variants)})"
+        raise UserError(
+            f"baseline recipe {baseline!r}: {found} among these results; rows: "
+            f"{', '.join(rows) or 'none'}; run it too, or name another with --baseline"
+        )
+    return variants[0]
+
+
+def transfer_report(
+    output_dir: str | Path,
+    rules: Sequence[str],
+    baseline: str = BASELINE_RECIPE,
+    run_ids: Sequence[str] | None = None,
+) -> tuple[Report, list[Run]]:
+    """``bench.report.build_report`` over the transfer views (of ``run_ids``, default all), with
+    every test split as a table column and the ``baseline`` recipe's row as the baseline."""
+    runs = load_runs(output_dir, run_ids)
     views = transfer_views(runs)
-    report = build_report(views, rules)
+    report = build_report(views, rules, baseline_row(views, baseline))
     for run in runs:  # each view holds one test split; the columns list them all, in record order
         if run.records and run.run_id in report.labels:
             report.env_order[report.labels[run.run_id]] = list(run.records[0]["eval"])
     return report, views
+
+
+def transfer_tables(
+    output_dir: str | Path,
+    rules: Sequence[str],
+    baseline: str = BASELINE_RECIPE,
+    run_ids: Sequence[str] | None = None,
+    fmt: str = "plain",
+) -> str:
+    """Every transfer table of ``output_dir``, the baseline row first and named in the footnote
+    (what a transfer sweep prints)."""
+    return render_tables(transfer_report(output_dir, rules, baseline, run_ids)[0], fmt)
 
 
 def layer_transfer_figure(
@@ -77,11 +134,10 @@ def layer_transfer_figure(
 
     Returns the plotted values: series -> n -> per-trial accuracies.
     """
-    import matplotlib
+    import matplotlib  # lazy: only the figures need matplotlib, which is slow to import
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     hparams = {r.run_id: r.hparams for r in runs}
     series: dict[str, dict[int, list[float]]] = {}
@@ -181,13 +237,10 @@ def learning_curve_figure(
     ``selected`` rows of ``task`` and its few-shot variants ``task_k<K>`` (only the variant
     ``labels`` when given); "all" is drawn right of the largest K.
     """
-    import matplotlib
+    import matplotlib  # lazy: only the figures need matplotlib, which is slow to import
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
-
-    from bench.datasets import DATASETS
 
     curves: dict[str, dict[str, list[float]]] = {}
     for s in selected:
@@ -235,11 +288,10 @@ def diagnostics_figure(
 
     ``runs`` are grouped by variant label; returns label -> metric -> per-block means.
     """
-    import matplotlib
+    import matplotlib  # lazy: only the figures need matplotlib, which is slow to import
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     groups: dict[str, list[dict[str, float]]] = {}
     for run in runs:

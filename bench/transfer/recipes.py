@@ -2,16 +2,17 @@
 pretraining.
 
 A recipe is an ``Algorithm`` (registered in ``ALGORITHMS`` by
-``bench/algorithms/transfer_recipes.py``) with two policy hooks: how many featurizer
+``bench/transfer/builtin_recipes.py``) with two policy hooks: how many featurizer
 blocks are copied from the pretrained checkpoint and which blocks are frozen. The
-runner calls ``prepare_run`` once the network is built; it loads (or trains and
+runner calls ``prepare_run`` once the network is built, with the run's data (``RunData``:
+the task, whose source it builds, and the target's splits); it loads (or trains and
 caches) the checkpoint named by the pretraining hparams and returns what spec.json
 records about it. The head is always new: source and target label spaces differ.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 
@@ -28,9 +29,11 @@ from bench.hparams import (
     Setting,
 )
 from bench.networks import featurizer_space
+from bench.run_data import RunData
 from bench.transfer.blocks import block_parameters, named_blocks
 from bench.transfer.diagnostics import BlockDiagnostics
 from bench.transfer.pretrain import OBJECTIVES, PretrainSpec, ensure_pretrained
+from bench.transfer.tasks import TransferTask, concat_envs
 
 
 class Recipe(Algorithm):
@@ -149,7 +152,7 @@ class Recipe(Algorithm):
         return {"loss": loss.item(), "nll": nll.item(), **diagnostics}
 
     # -- pretraining ----------------------------------------------------------------------
-    def prepare_run(self, spec: Any, options: Any) -> dict[str, Any]:
+    def prepare_run(self, data: RunData) -> dict[str, Any]:
         """Load the first ``n_copied`` blocks from the cached pretrained featurizer (training it on
         a miss)."""
         info: dict[str, Any] = {
@@ -172,9 +175,9 @@ class Recipe(Algorithm):
             }
         if self.n_copied == 0:
             return {**info, "pretrained": None, "copied_blocks": []}
-        pspec, load_data = self._pretrain_spec(spec, options)
+        pspec, load_data = self._pretrain_spec(data)
         device = self.step.device
-        state = ensure_pretrained(pspec, options.output_dir, self.input_shape, load_data, device)
+        state = ensure_pretrained(pspec, data.cache_dir, self.input_shape, load_data, device)
         qualified = {id(m): name for name, m in self.featurizer.named_modules()}
         with torch.no_grad():
             for _, modules in self.blocks[: self.n_copied]:
@@ -189,15 +192,10 @@ class Recipe(Algorithm):
             "copied_blocks": self.block_names[: self.n_copied],
         }
 
-    def _pretrain_spec(self, spec: Any, options: Any) -> tuple[PretrainSpec, Any]:
-        from bench import runner, sampling
-        from bench.datasets import DATASETS
-        from bench.transfer.tasks import TransferTask, concat_envs, subset
-
-        hp = self.hparams
-        dataset = runner.load_dataset(
-            spec.dataset, options.data_dir, spec.data_seed, spec.size, options.download
-        )
+    def _pretrain_spec(self, data: RunData) -> tuple[PretrainSpec, Callable[[], Any]]:
+        """The pretraining stage's spec (its content-addressed id) and how to load its data on a
+        cache miss: the task's source, or the target's own training rows."""
+        hp, spec, dataset = self.hparams, data.spec, data.dataset
         if hp["pretrain_data"] == "source":
             if not isinstance(dataset, TransferTask):
                 raise UserError(
@@ -205,7 +203,7 @@ class Recipe(Algorithm):
                     "pretrain on; use pretrain_data='target' (self-pretraining) or a "
                     "task from `bench list`"
                 )
-            data = {
+            described = {
                 "dataset": dataset.SOURCE_ID,
                 "part": "source",
                 "data_seed": spec.data_seed,
@@ -216,11 +214,10 @@ class Recipe(Algorithm):
             def load_data():
                 return dataset.build_source(), dataset.SOURCE_CLASSES
         else:
-            train_envs = [name for name in dataset.envs if name not in spec.test_envs]
-            data = {
+            described = {
                 "dataset": spec.dataset,
                 "part": "target",
-                "envs": train_envs,
+                "envs": data.train_envs,
                 "data_seed": spec.data_seed,
                 "size": spec.size,
                 "version": spec.dataset_version,
@@ -229,15 +226,13 @@ class Recipe(Algorithm):
             }
 
             def load_data():
-                splits = sampling.holdout_splits(dataset, spec.trial_seed, spec.holdout_fraction)
-                return concat_envs(
-                    [subset(dataset.envs[name], splits[name]["in"]) for name in train_envs]
-                ), DATASETS.get(spec.dataset).NUM_CLASSES
+                rows = [data.train_rows(name) for name in data.train_envs]
+                return concat_envs(rows), type(dataset).NUM_CLASSES
 
         keys = ["featurizer", "init", *featurizer_space(hp["featurizer"])]
         pspec = PretrainSpec(
             objective=hp["pretrain_objective"],
-            data=data,
+            data=described,
             featurizer={k: hp[k] for k in keys if k in hp},
             modality=getattr(
                 dataset,

@@ -46,6 +46,7 @@ def fit_logistic_head(
 ) -> dict[str, Any]:
     """Fit ``head`` by logistic regression over ``C_GRID``; returns the chosen C and every C's
     validation accuracy."""
+    # lazy: scikit-learn is slow to import and only probe=sklearn uses it
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler

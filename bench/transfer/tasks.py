@@ -11,12 +11,14 @@ every larger one.
 
 from __future__ import annotations
 
+import functools
+import sys
 from pathlib import Path
 from typing import ClassVar
 
 import torch
 
-from bench.datasets.base import DATASETS, EnvData, MultiEnvDataset
+from bench.datasets.base import DATASETS, EnvData, Environment, MultiEnvDataset, load_dataset
 from bench.errors import UserError
 from bench.seeding import rng
 
@@ -82,19 +84,23 @@ def register_task(name: str, shots: tuple[int, ...] = SHOTS):
     def decorator(cls: type[TransferTask]) -> type[TransferTask]:
         DATASETS.register(name)(cls)
         for k in shots:
-            variant = type(
-                f"{cls.__name__}K{k}",
-                (cls,),
-                {
-                    "SHOTS": k,
-                    "__module__": cls.__module__,
-                    "__doc__": f"{cls.__doc__ or name} ({k} target examples per class)",
-                },
-            )
-            DATASETS.register(f"{name}_k{k}")(variant)
+            DATASETS.register(f"{name}_k{k}")(_with_shots(cls, name, k))
         return cls
 
     return decorator
+
+
+def _with_shots(cls: type[TransferTask], name: str, k: int) -> type[TransferTask]:
+    """The ``k``-shot variant of task ``cls``."""
+    return type(
+        f"{cls.__name__}K{k}",
+        (cls,),
+        {
+            "SHOTS": k,
+            "__module__": cls.__module__,
+            "__doc__": f"{cls.__doc__ or name} ({k} target examples per class)",
+        },
+    )
 
 
 def task_dataset(task: str, shots: int | None) -> str:
@@ -147,9 +153,7 @@ class EnvTransferTask(TransferTask):
         return DATASETS.get(cls.BASE).data_paths(root)
 
     def _base(self) -> MultiEnvDataset:
-        # cached per process: built once for target and source
-        from bench.runner import load_dataset
-
+        """The base dataset, built once per process for target and source (and its own runs)."""
         return load_dataset(self.BASE, self.root, self.data_seed, self.size, self.download)
 
     def build_target(self) -> tuple[EnvData, EnvData, dict[str, EnvData]]:
@@ -176,11 +180,37 @@ def env_task(
     overrides: dict | None = None,
     doc: str = "",
     shots: tuple[int, ...] = SHOTS,
-) -> type[EnvTransferTask]:
-    """Define and register ``name`` (and its few-shot variants) from environments of dataset
-    ``base``."""
-    from bench.datasets.base import Environment
+) -> None:
+    """Register ``name`` (and its few-shot variants) cut from environments of dataset ``base``.
 
+    The classes are derived on first lookup, when every module (built-in or plugin) has
+    registered: ``base`` may be defined after this call, in any module.
+    """
+    module = sys._getframe(1).f_globals.get("__name__", __name__)  # the defining module
+    task = functools.partial(
+        _env_task_class, name, base, source, target, ood, modality, overrides, doc, module
+    )
+    DATASETS.register_deferred(name, task)
+    for k in shots:
+        DATASETS.register_deferred(f"{name}_k{k}", functools.partial(_shot_class, name, k))
+
+
+def _shot_class(name: str, k: int) -> type[TransferTask]:
+    return _with_shots(DATASETS.get(name), name, k)
+
+
+def _env_task_class(
+    name: str,
+    base: str,
+    source: tuple[str, ...],
+    target: str,
+    ood: tuple[str, ...],
+    modality: str,
+    overrides: dict | None,
+    doc: str,
+    module: str,
+) -> type[EnvTransferTask]:
+    """The task class of ``env_task``, from the registered ``base`` dataset's declarations."""
     base_cls = DATASETS.get(base)
     envs = (
         Environment("target", {"from": f"{base}/{target}"}),
@@ -207,7 +237,6 @@ def env_task(
         "SOURCE_ID": f"{base}:{'+'.join(source)}",
         "SOURCE_CLASSES": base_cls.NUM_CLASSES,
         "MODALITY": modality,
-        "__module__": "bench.datasets.transfer_tasks",
+        "__module__": module,
     }
-    cls = type("".join(part.title() for part in name.split("_")), (EnvTransferTask,), attrs)
-    return register_task(name, shots)(cls)
+    return type("".join(part.title() for part in name.split("_")), (EnvTransferTask,), attrs)

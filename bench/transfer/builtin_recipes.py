@@ -22,8 +22,10 @@ import torch
 from bench.algorithms.base import classification_loss, register_algorithm
 from bench.errors import UserError
 from bench.hparams import NON_NEGATIVE, Fixed, IntLogUniform, LogUniform, Setting
+from bench.run_data import RunData
 from bench.transfer.pretrain import OBJECTIVES
 from bench.transfer.recipes import Recipe
+from bench.transfer.sklearn_probe import fit_logistic_head, frozen_features
 
 
 @register_algorithm("scratch")
@@ -59,32 +61,27 @@ class LinearProbe(Recipe):
     def frozen_blocks(self, n_blocks: int) -> set[int]:
         return set(range(n_blocks))
 
-    def prepare_run(self, spec: Any, options: Any) -> dict[str, Any]:
-        info = super().prepare_run(spec, options)
+    def prepare_run(self, data: RunData) -> dict[str, Any]:
+        info = super().prepare_run(data)
         if self.hparams["probe"] == "sklearn":
-            info["sklearn_probe"] = self._fit_sklearn_head(spec, options)
+            info["sklearn_probe"] = self._fit_sklearn_head(data)
             self.classifier.requires_grad_(False)
         return info
 
-    def _fit_sklearn_head(self, spec: Any, options: Any) -> dict[str, Any]:
-        from bench import runner, sampling
-        from bench.transfer.sklearn_probe import fit_logistic_head, frozen_features
-
+    def _fit_sklearn_head(self, data: RunData) -> dict[str, Any]:
+        spec = data.spec
         if not spec.holdout_fraction:
             raise UserError(
                 "linear_probe with probe=sklearn picks C on the target validation split; "
                 "use a holdout fraction > 0"
             )
-        dataset = runner.load_dataset(
-            spec.dataset, options.data_dir, spec.data_seed, spec.size, options.download
-        )
-        splits = sampling.holdout_splits(dataset, spec.trial_seed, spec.holdout_fraction)
-        train_envs = [name for name in dataset.envs if name not in spec.test_envs]
-        if len(train_envs) != 1:
+        if len(data.train_envs) != 1:
             raise UserError(
-                f"probe=sklearn fits one target environment; {spec.dataset} trains on {train_envs}"
+                f"probe=sklearn fits one target environment; {spec.dataset} trains on "
+                f"{data.train_envs}"
             )
-        env, parts, device = dataset.envs[train_envs[0]], splits[train_envs[0]], self.step.device
+        name = data.train_envs[0]
+        env, parts, device = data.dataset.envs[name], data.splits[name], self.step.device
         return fit_logistic_head(
             self.classifier,
             frozen_features(self.featurizer, env, parts["in"], device),

@@ -1,0 +1,47 @@
+"""Network reachability before a download: one clear error within seconds when offline.
+
+Shared by the dataset loaders (``bench.datasets``) and the start weights of the networks
+(``bench.start_weights``), so it sits below both.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from bench.errors import DataNotFoundError
+
+
+def require_host(url: str, what: str, where: Path | str, timeout_s: float = 3.0) -> None:
+    """DataNotFoundError within ``timeout_s`` when ``url``'s host (or https proxy) is unreachable.
+
+    Offline, a download would otherwise hang for about a minute in retries before failing.
+    """
+    parsed = urllib.parse.urlsplit(urllib.request.getproxies().get("https") or url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    problem = unreachable(parsed.hostname or "", port, timeout_s)
+    if problem:
+        raise DataNotFoundError(
+            f"cannot download {what}: {parsed.hostname}:{port} is unreachable ({problem}). "
+            f"Fetch {url} on a machine with network access and put it in {where}"
+        )
+
+
+def unreachable(host: str, port: int, timeout_s: float) -> str | None:
+    """Why ``host:port`` takes no TCP connection within ``timeout_s`` (lookup included), or None."""
+    outcome: list[str | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout_s).close()
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(str(exc) or type(exc).__name__)
+
+    thread = threading.Thread(target=connect, daemon=True)  # getaddrinfo ignores socket timeouts
+    thread.start()
+    thread.join(timeout_s)
+    return outcome[0] if outcome else f"no answer within {timeout_s:g} s"
