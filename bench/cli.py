@@ -171,9 +171,11 @@ def _transfer_sweep(args: argparse.Namespace, argv: list[str]) -> int:
     """Recipes x tasks (their ``--shots`` variants) as a plain sweep of algorithms x datasets."""
     # Imported here for start-up speed: torch (see main).
     from bench import sweep_cli
+    from bench.transfer.leaderboard import check_baseline
     from bench.transfer.tasks import task_dataset
 
     args.algorithms = ",".join(checks.recipe(name) for name in checks.names(args.recipes))
+    check_baseline(args.baseline)
     tasks = checks.names(args.tasks)
     args.datasets = ",".join(task_dataset(task, args.shots) for task in tasks)
     args.tasks = args.recipes = args.shots = None  # translated, as for one run

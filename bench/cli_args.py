@@ -147,6 +147,11 @@ def _add_transfer(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--tasks", default=None, help="comma-separated tasks of a transfer sweep")
     g.add_argument("--recipes", default=None, help="comma-separated recipes of a transfer sweep")
+    g.add_argument(
+        "--baseline",
+        default="scratch",
+        help="the recipe a transfer sweep's tables test the others against (default scratch)",
+    )
 
 
 def _refuse_foreign(p: argparse.ArgumentParser, command: str) -> None:

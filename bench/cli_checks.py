@@ -29,7 +29,7 @@ SWEEP_FLAGS = (
     "--slurm-cluster",
     "--selection",
 )
-TRANSFER_FLAGS = ("--task", "--recipe", "--tasks", "--recipes")
+TRANSFER_FLAGS = ("--task", "--recipe", "--tasks", "--recipes", "--baseline")
 REMOVED_FLAGS = ("--no-stack",)  # old commands (and published boards) still carry it
 # Per subcommand, the flags of the others: parsed (hidden) only to be refused in one line.
 FOREIGN: dict[str, tuple[str, ...]] = {

@@ -17,6 +17,7 @@ from bench.errors import UserError
 from bench.interpret import render
 from bench.selection import rule_names
 from bench.spec import RunSpec, RuntimeOptions
+from bench.transfer.leaderboard import transfer_tables
 from bench.transfer.tasks import task_dataset
 
 
@@ -118,10 +119,12 @@ def cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
         f"{len(found['new'])} new  (output: {args.output_dir})"
     )
     _launch(args, specs, options)
-    rep = report.build_report(
-        report_files.load_runs(args.output_dir, [s.run_id for s in specs]), rules
-    )
+    run_ids = [s.run_id for s in specs]
     print()
+    if getattr(args, "baseline", None):  # a transfer sweep: tables against the baseline recipe
+        print(transfer_tables(args.output_dir, rules, args.baseline, run_ids))
+        return 0
+    rep = report.build_report(report_files.load_runs(args.output_dir, run_ids), rules)
     print(report.render_tables(rep, "plain"))
     if default:
         print(f"\n{render(rep)}")

@@ -481,6 +481,16 @@ RUN_CASES = [
         id="recipes-on-a-dataset",
     ),
     case(
+        "transfer --recipes finetune,scratch --tasks mnist_ab --baseline scrach " + OUT,
+        "unknown baseline recipe 'scrach'. Did you mean scratch?",
+        id="transfer-baseline-misspelt",
+    ),
+    case(
+        "sweep --algorithms erm --datasets debug --baseline scratch " + OUT,
+        "--baseline is a transfer flag",
+        id="baseline-on-a-dg-sweep",
+    ),
+    case(
         "transfer --recipes finetune --tasks mnist_ab --algorithms erm " + OUT,
         "--algorithms is not a transfer flag",
         id="recipes-with-algorithms",
