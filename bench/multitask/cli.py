@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from bench import records
 from bench.errors import UserError
 from bench.multitask.board import AFFINITY_METHODS, board
 from bench.multitask.landscape import compare
@@ -76,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         _hparams(args.hparams),
         **_spec_options(args),
     )
-    outcome = run(spec, args.output_dir, args.data_dir, shlex.join(sys.argv))
+    outcome = run(spec, args.output_dir, args.data_dir, args.command_line)
     summary = _summary(outcome.last_record)
     print(f"{outcome.run_id} {outcome.status} test {summary} ({outcome.run_dir})")
 
@@ -99,14 +100,22 @@ def cmd_sweep(args: argparse.Namespace) -> None:
             f"hp {spec.hparams_seed}: {outcome.status} {_summary(outcome.last_record)}"
         )
 
-    run_sweep(specs, args.output_dir, args.data_dir, shlex.join(sys.argv), progress)
+    run_sweep(specs, args.output_dir, args.data_dir, args.command_line, progress)
 
 
 def cmd_board(args: argparse.Namespace) -> None:
     links_from = Path(args.out).parent if args.out else Path(".")
     split_by = _names(args.split_by or "")
     methods = _names(args.affinity_methods)
-    text = board(args.output_dir, split_by, args.figures, methods, links_from)
+    text = board(
+        args.output_dir,
+        split_by,
+        args.figures,
+        methods,
+        links_from,
+        records.git_commit(),
+        args.command_line,
+    )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
@@ -212,7 +221,15 @@ def add_commands(sub: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
+    # what runs and boards record as the command that made them (paths as typed)
+    args.command_line = shlex.join(["python", "-m", "bench.multitask", *argv])
+    return dispatch(args)
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run the chosen subcommand (``args.func``); a user's error is one line, exit 2."""
     try:
         import_plugins(plugin_reference(m) for m in args.imports)
         args.func(args)

@@ -26,6 +26,7 @@ from bench import records
 from bench.multitask.method import METHODS, Batches, MultiTaskMethod
 from bench.multitask.spec import MTLSpec
 from bench.multitask.tasks import SPLITS, TASK_SETS, Split, TaskSet
+from bench.plan import cpu_model
 from bench.runner import claim
 from bench.seeding import stable_hash, torch_generator
 
@@ -147,7 +148,7 @@ def train(spec: MTLSpec, directory: Path, taskset: TaskSet, command: str = "") -
             "run_id": spec.run_id,
             "hparams": dict(spec.hparams),
             "command": command,
-            "meta": records.provenance("cpu"),
+            "meta": {**records.provenance("cpu"), "cpu": cpu_model()},
             "tasks": taskset.describe(),
         },
     )
