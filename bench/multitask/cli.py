@@ -1,4 +1,5 @@
-"""``python -m bench.multitask run|sweep|board|list``: multi-task runs from the command line.
+"""``python -m bench.multitask run|sweep|board|landscape|list`` (also ``python -m bench mtl ...``):
+multi-task runs from the command line.
 
 Every error a user can cause is one line on stderr and exit code 2.
 """
@@ -158,7 +159,8 @@ def parser() -> argparse.ArgumentParser:
 
 def add_commands(sub: Any) -> None:
     """run, sweep, board, landscape and list on ``sub`` (an ``add_subparsers()`` result), each
-    with ``func``: what a ``bench mtl`` subcommand would mount."""
+    with ``func`` taking the parsed args (with ``command_line``, the command as typed): what
+    ``python -m bench.multitask`` and ``bench mtl`` (``bench.cli_args``) mount."""
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--output-dir", default=DEFAULT_OUTPUT)
