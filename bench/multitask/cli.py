@@ -96,9 +96,10 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     )
 
     def progress(i: int, spec: Any, outcome: Any) -> None:
+        given = "".join(f" {k}={v}" for k, v in sorted(spec.overrides.items()))
         print(
             f"[{i + 1}/{len(specs)}] {spec.method} {spec.tasks} trial {spec.trial_seed} "
-            f"hp {spec.hparams_seed}: {outcome.status} {_summary(outcome.last_record)}"
+            f"hp {spec.hparams_seed}{given}: {outcome.status} {_summary(outcome.last_record)}"
         )
 
     run_sweep(specs, args.output_dir, args.data_dir, args.command_line, progress)
