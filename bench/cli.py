@@ -49,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "sweep":
                 return sweep_cli.cmd_sweep(args, argv)
             return sweep_cli.cmd_leaderboard(args)
+        if args.command == "mtl":  # args.func: bench.multitask.cli's, mounted by parse
+            args.command_line = shlex.join(["python", "-m", "bench", *argv])
+            args.func(args)
+            return 0
         return {"list": _cmd_list, "hparams": _cmd_hparams, "show": _cmd_show}[args.command](args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

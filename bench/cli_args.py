@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench import cli_checks as checks
 
-COMMANDS = ("run", "sweep", "transfer", "leaderboard", "list", "hparams", "show")
+COMMANDS = ("run", "sweep", "transfer", "leaderboard", "list", "hparams", "show", "mtl")
 # Options whose values may start with "-" (e.g. the environment "-90%").
 _DASH_VALUES = ("--test-envs",)
 
@@ -30,7 +30,8 @@ def _join_dash_values(argv: list[str]) -> list[str]:
 
 def parse(argv: list[str]) -> argparse.Namespace:
     """``argv`` (without the program name) parsed; argparse itself exits 2 on a malformed line."""
-    return build_parser().parse_args(_join_dash_values(argv))
+    mtl = next((w for w in argv if not w.startswith("-")), None) == "mtl"
+    return build_parser(mtl).parse_args(_join_dash_values(argv))
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -258,7 +259,21 @@ def _add_leaderboard(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-figures", action="store_true")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_mtl(p: argparse.ArgumentParser) -> None:
+    """``bench mtl run|sweep|board|landscape|list``: the multi-task package's own commands, each
+    also accepting the DG flags it refuses (``cli_checks.MTL_NAMES``)."""
+    # Imported only for `bench mtl`: the multi-task package imports torch, which `bench list`,
+    # `show` and `--help` never need.
+    from bench.multitask.cli import add_commands
+
+    sub = p.add_subparsers(dest="mtl_command", required=True)
+    add_commands(sub)
+    for command in sub.choices.values():
+        _refuse_foreign(command, "mtl")
+
+
+def build_parser(mtl: bool = False) -> argparse.ArgumentParser:
+    """The whole parser; ``mtl`` mounts ``bench mtl``'s subcommands (they import torch)."""
     parser = argparse.ArgumentParser(
         prog="bench", description="Domain-generalization and transfer benchmark harness."
     )
@@ -306,4 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
         "show", help="summary of a run directory (or every run under an output directory)"
     )
     p.add_argument("path", type=Path)
+    p = sub.add_parser(
+        "mtl",
+        help="multi-task learning: run, sweep, board, landscape, list (`bench mtl --help`)",
+    )
+    _add_common(p)
+    if mtl:
+        _add_mtl(p)
     return parser

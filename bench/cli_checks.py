@@ -31,11 +31,22 @@ SWEEP_FLAGS = (
 )
 TRANSFER_FLAGS = ("--task", "--recipe", "--tasks", "--recipes", "--baseline")
 REMOVED_FLAGS = ("--no-stack",)  # old commands (and published boards) still carry it
+# DG flags a multi-task command refuses, and what it takes instead.
+MTL_NAMES = {
+    "--algorithm": "a METHOD (`bench mtl run METHOD TASKS`)",
+    "--dataset": "a task set TASKS (`bench mtl run METHOD TASKS`)",
+    "--algorithms": "--methods (`bench mtl sweep --methods ...`)",
+    "--datasets": "--tasks, task sets (`bench mtl sweep --tasks ...`)",
+    "--n-trials": "--trials T (`bench mtl sweep --trials T`: trial seeds 0..T-1)",
+    "--n-hparams": "--hparams-samples K (`bench mtl sweep`: K random draws besides the defaults)",
+    "--test-envs": "nothing: multi-task runs have task sets, not test environments",
+}
 # Per subcommand, the flags of the others: parsed (hidden) only to be refused in one line.
 FOREIGN: dict[str, tuple[str, ...]] = {
     "run": SWEEP_FLAGS + TRANSFER_FLAGS + REMOVED_FLAGS,
     "sweep": ONE_RUN_FLAGS + TRANSFER_FLAGS + REMOVED_FLAGS,
     "transfer": ("--algorithm", "--dataset", "--algorithms", "--datasets") + REMOVED_FLAGS,
+    "mtl": tuple(MTL_NAMES),
 }
 # What a sweep's --test-envs keywords expand into (bench.sweep.test_env_choices; named here
 # because bench.sweep imports torch).
@@ -68,6 +79,11 @@ def foreign_flag(flag: str, command: str) -> str:
         return (
             f"{flag} is gone: stacked training was removed, so training is always one run at a "
             "time (one training loop); drop the flag"
+        )
+    if command == "mtl":
+        return (
+            f"{flag} is a domain-generalization flag; a multi-task command takes "
+            f"{MTL_NAMES[flag]} (see `python -m bench mtl list`)"
         )
     if command == "transfer":
         dg = "sweep" if flag in SWEEP_FLAGS else "run"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 import pytest
 
 from bench.multitask.board import render
@@ -9,7 +11,7 @@ from bench.multitask.cli import main
 from bench.multitask.results import Run
 
 
-def made_run(method, trial, main, aux, val=0.0, hparams_seed=0, cos=0.5, **hparams):
+def made_run(method, trial, main, aux, val=0.0, hparams_seed=0, cos=0.5, info=None, **hparams):
     """A finished teacher_nested run whose last record has these test errors."""
     spec = {
         "method": method,
@@ -25,7 +27,7 @@ def made_run(method, trial, main, aux, val=0.0, hparams_seed=0, cos=0.5, **hpara
         },
         "train": {"grad_cos": {"main|aux": cos}},
     }
-    return Run(spec, [record])
+    return Run(spec, [record], info or {})
 
 
 def rows_of(markdown: str) -> dict[str, list[str]]:
@@ -75,6 +77,9 @@ def test_cli_sweep_board_and_one_line_errors(tmp_path, capsys, one_thread):
     assert main([*board, "--out", str(tmp_path / "board.md")]) == 0
     text = (tmp_path / "board.md").read_text()
     assert "## teacher_nested" in text and "](figs/affinity_teacher_nested.png)" in text
+    assert f"python -m bench.multitask {shlex.join(sweep)} --trials 2" in text
+    assert f"python -m bench.multitask {shlex.join(board)} --out" in text
+    assert "**Not reproducible as written: absolute paths" in text  # tmp_path is absolute
     capsys.readouterr()
     for bad in (
         ["run", "nope", "teacher_nested"],
@@ -103,3 +108,46 @@ def test_affinity_falls_back_to_the_next_method_with_cosines(tmp_path):
     text = render(runs, figures=tmp_path, links_from=tmp_path)
     assert "(gradient cosine, `evgeniou_pontil`): ![](affinity_teacher_nested.png)" in text
     assert "hard_sharing" not in text  # no such row, and no figure claims it
+
+
+def meta(git, torch="2.1.0", cpu="Some CPU"):
+    return {"git": git, "torch": torch, "numpy": "1.26.4", "python": "3.11.2", "cpu": cpu}
+
+
+SWEEP = "python -m bench mtl sweep --tasks teacher_nested --output-dir sweeps/x"
+
+
+def test_board_ends_with_the_commands_commits_versions_and_cpu_of_its_runs():
+    runs = [
+        made_run("single_task", t, 0.5, 0.3, info={"command": SWEEP, "meta": meta("abc")})
+        for t in range(2)
+    ]
+    again = {"command": SWEEP + " --trials 3", "meta": meta("abc", torch="2.2.0")}
+    runs.append(made_run("hard_sharing", 0, 0.4, 0.3, info=again))
+    board = "python -m bench mtl board --output-dir sweeps/x --out leaderboard/mtl/README.md"
+    text = render(runs, commit="def", command=board)
+    section = text[text.index("## Regenerate every number") :]
+    assert "3 runs, trained at git commit `abc`; board written at `def`." in section
+    assert "torch 2.1.0, 2.2.0; numpy 1.26.4; python 3.11.2; CPU Some CPU." in section
+    blocks = section.split("```")
+    assert blocks[1].split() == (SWEEP + "\n" + SWEEP + " --trials 3").split()  # distinct
+    assert blocks[3].strip() == board
+    assert "Not reproducible" not in text
+    assert "Regenerate" not in render(runs)  # no command given: no section
+
+
+@pytest.mark.parametrize(
+    "run_git, board_git, command, flagged",
+    [
+        ("abc-dirty", "def", SWEEP, "abc-dirty"),
+        ("abc", "def-dirty", SWEEP, "def-dirty"),
+        (None, "def", SWEEP, "unknown"),
+        ("abc", "def", SWEEP.replace("sweeps/x", "/home/me/x"), "absolute paths (/home/me/x)"),
+        ("abc", "def", SWEEP.replace("sweeps/x", "--output-dir=/tmp/x"), "(/tmp/x)"),
+    ],
+)
+def test_a_dirty_commit_or_an_absolute_path_is_flagged(run_git, board_git, command, flagged):
+    runs = [made_run("single_task", 0, 0.5, 0.3, info={"command": command, "meta": meta(run_git)})]
+    text = render(runs, commit=board_git, command="python -m bench mtl board")
+    line = next(line for line in text.splitlines() if line.startswith("**Not reproducible"))
+    assert flagged in line

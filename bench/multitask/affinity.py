@@ -50,15 +50,19 @@ def affinity_figure(
 
 
 def _draw(tasks: str, names: list[str], matrix: np.ndarray, method: str, folder: Path) -> Path:
-    fig = Figure(figsize=(1.6 + 0.6 * len(names), 1.2 + 0.6 * len(names)))  # no pyplot state
+    side = 0.6 * len(names)  # wide enough for the title with two tasks
+    fig = Figure(figsize=(max(3.6, 1.6 + side), 1.4 + side))  # no pyplot state
     ax = fig.subplots()
     image = ax.imshow(matrix, cmap="RdBu", vmin=-1.0, vmax=1.0)
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
     ax.set_yticks(range(len(names)), names)
     for i in range(len(names)):
         for j in range(len(names)):
-            ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7)
-    ax.set_title(f"{tasks}: gradient cosine ({method})", fontsize=9)
+            dark = abs(matrix[i, j]) > 0.6  # white on the saturated ends of the colour map
+            colour = "white" if dark else "black"
+            text = f"{matrix[i, j]:.2f}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color=colour)
+    ax.set_title(f"{tasks}\ngradient cosine ({method})", fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
     folder.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ from tabulate import tabulate
 
 from bench.errors import UserError
 from bench.multitask.affinity import affinity_figure
+from bench.multitask.provenance import regenerate
 from bench.multitask.results import Run, load_runs, scored_tasks, select
 from bench.multitask.tasks import TASK_SETS, Task
 from bench.statistics import holm, paired_p
@@ -127,6 +128,8 @@ def board(
     figures: str | Path | None = None,
     affinity_methods: Sequence[str] = AFFINITY_METHODS,
     links_from: str | Path = ".",
+    commit: str | None = None,
+    command: str | None = None,
 ) -> str:
     """The board of the finished multi-task runs in ``output_dir`` (see ``render``)."""
     runs = load_runs(output_dir)
@@ -135,7 +138,7 @@ def board(
             f"no finished multi-task runs in {output_dir}; "
             "run `python -m bench.multitask sweep` first"
         )
-    return render(runs, split_by, figures, affinity_methods, links_from)
+    return render(runs, split_by, figures, affinity_methods, links_from, commit, command)
 
 
 def render(
@@ -144,10 +147,14 @@ def render(
     figures: str | Path | None = None,
     affinity_methods: Sequence[str] = AFFINITY_METHODS,
     links_from: str | Path = ".",
+    commit: str | None = None,
+    command: str | None = None,
 ) -> str:
     """Markdown; with ``figures`` (a folder), one affinity heatmap per task set, of the first
     of ``affinity_methods`` that recorded gradient cosines there, linked relative to
-    ``links_from`` (the folder the markdown file is written to)."""
+    ``links_from`` (the folder the markdown file is written to). With ``command`` (the board
+    command as typed; ``commit``: the code's that runs it) the page ends with how to
+    regenerate it (``provenance.regenerate``); the text is a function of these arguments."""
     parts = ["# Multi-task board", "", _legend(split_by)]
     for tasks, rows in select(runs, split_by).items():
         task_list = list(TASK_SETS.get(tasks).TASKS)
@@ -163,6 +170,8 @@ def render(
             if drawn is not None:
                 link = os.path.relpath(drawn[0], links_from)
                 parts += [f"Task affinity (gradient cosine, `{drawn[1]}`): ![]({link})", ""]
+    if command is not None:
+        parts += regenerate([run.info for run in runs], commit, command)
     return "\n".join(parts)
 
 

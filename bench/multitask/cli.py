@@ -1,4 +1,5 @@
-"""``python -m bench.multitask run|sweep|board|list``: multi-task runs from the command line.
+"""``python -m bench.multitask run|sweep|board|landscape|list`` (also ``python -m bench mtl ...``):
+multi-task runs from the command line.
 
 Every error a user can cause is one line on stderr and exit code 2.
 """
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from bench import records
 from bench.errors import UserError
 from bench.multitask.board import AFFINITY_METHODS, board
 from bench.multitask.landscape import compare
@@ -76,7 +78,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         _hparams(args.hparams),
         **_spec_options(args),
     )
-    outcome = run(spec, args.output_dir, args.data_dir, shlex.join(sys.argv))
+    outcome = run(spec, args.output_dir, args.data_dir, args.command_line)
     summary = _summary(outcome.last_record)
     print(f"{outcome.run_id} {outcome.status} test {summary} ({outcome.run_dir})")
 
@@ -94,19 +96,28 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     )
 
     def progress(i: int, spec: Any, outcome: Any) -> None:
+        given = "".join(f" {k}={v}" for k, v in sorted(spec.overrides.items()))
         print(
             f"[{i + 1}/{len(specs)}] {spec.method} {spec.tasks} trial {spec.trial_seed} "
-            f"hp {spec.hparams_seed}: {outcome.status} {_summary(outcome.last_record)}"
+            f"hp {spec.hparams_seed}{given}: {outcome.status} {_summary(outcome.last_record)}"
         )
 
-    run_sweep(specs, args.output_dir, args.data_dir, shlex.join(sys.argv), progress)
+    run_sweep(specs, args.output_dir, args.data_dir, args.command_line, progress)
 
 
 def cmd_board(args: argparse.Namespace) -> None:
     links_from = Path(args.out).parent if args.out else Path(".")
     split_by = _names(args.split_by or "")
     methods = _names(args.affinity_methods)
-    text = board(args.output_dir, split_by, args.figures, methods, links_from)
+    text = board(
+        args.output_dir,
+        split_by,
+        args.figures,
+        methods,
+        links_from,
+        records.git_commit(),
+        args.command_line,
+    )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
@@ -149,7 +160,8 @@ def parser() -> argparse.ArgumentParser:
 
 def add_commands(sub: Any) -> None:
     """run, sweep, board, landscape and list on ``sub`` (an ``add_subparsers()`` result), each
-    with ``func``: what a ``bench mtl`` subcommand would mount."""
+    with ``func`` taking the parsed args (with ``command_line``, the command as typed): what
+    ``python -m bench.multitask`` and ``bench mtl`` (``bench.cli_args``) mount."""
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--output-dir", default=DEFAULT_OUTPUT)
@@ -212,7 +224,15 @@ def add_commands(sub: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
+    # what runs and boards record as the command that made them (paths as typed)
+    args.command_line = shlex.join(["python", "-m", "bench.multitask", *argv])
+    return dispatch(args)
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run the chosen subcommand (``args.func``); a user's error is one line, exit 2."""
     try:
         import_plugins(plugin_reference(m) for m in args.imports)
         args.func(args)

@@ -11,7 +11,7 @@ choosing among them.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,6 +27,7 @@ from bench.multitask.tasks import TASK_SETS, Task
 class Run:
     spec: dict[str, Any]
     records: list[dict[str, Any]]
+    info: dict[str, Any] = field(default_factory=dict)  # spec.json: command, meta (provenance)
 
     @property
     def final(self) -> dict[str, Any]:
@@ -45,7 +46,7 @@ def load_runs(output_dir: str | Path) -> list[Run]:
         except records.DamagedRun:
             continue
         if status == "ok":
-            found.append(Run(info["spec"], recs))
+            found.append(Run(info["spec"], recs, info))
     return found
 
 

@@ -3,8 +3,10 @@
 The run directory is bench's (``records``: spec.json, results.jsonl, done; ``records.check_run``
 says whether it is whole), so DG tooling can list these runs; records carry ``kind =
 "multitask"``. Minibatches are a pure function of (trial seed, task, step) and initialisation
-of (trial seed, hparams seed), so a run repeats bit for bit. Runs are minutes long, so an
-unfinished one is trained again from scratch rather than resumed.
+of (trial seed, hparams seed), so a run repeats bit for bit. At every record the run writes a
+checkpoint (the method's weights, its optimizer, every RNG and the step; loadable with
+``weights_only=True``, ``bench.checkpoint``), so an interrupted run resumes from its last
+record and ends with the records an uninterrupted one writes (wall times aside), as DG runs do.
 
 Each record holds, per task and split, the task's metric (accuracy or mean squared error),
 and the means since the previous record of the training loss, each task's loss and the
@@ -14,6 +16,7 @@ per-pair task gradient cosine on the shared parameters.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -23,11 +26,16 @@ from typing import Any, Callable, Iterable
 import torch
 
 from bench import records
+from bench.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
 from bench.multitask.method import METHODS, Batches, MultiTaskMethod
 from bench.multitask.spec import MTLSpec
 from bench.multitask.tasks import SPLITS, TASK_SETS, Split, TaskSet
+from bench.plan import cpu_model
 from bench.runner import claim
 from bench.seeding import stable_hash, torch_generator
+
+log = logging.getLogger(__name__)
+CPU = torch.device("cpu")  # multi-task runs train on the CPU
 
 
 @dataclass(frozen=True)
@@ -47,7 +55,8 @@ def load_task_set(name: str, root: str | None, data_seed: int, size: str) -> Tas
 def run(
     spec: MTLSpec, output_dir: str | Path, data_dir: str | None = None, command: str = ""
 ) -> Outcome:
-    """Train ``spec`` unless a whole run with that id is already there."""
+    """Train ``spec`` unless a whole run with that id is already there; resume an unfinished
+    one from its checkpoint."""
     directory = records.run_dir(output_dir, spec.run_id)
     done = _finished(spec, directory)
     if done is not None:
@@ -58,10 +67,11 @@ def run(
         done = _finished(spec, directory)
         if done is not None:
             return done
-        records.reset_run(directory)
-        return train(
-            spec, directory, load_task_set(spec.tasks, data_dir, spec.data_seed, spec.size), command
-        )
+        state = resumable(spec, directory)
+        if state is None:
+            records.reset_run(directory)
+        taskset = load_task_set(spec.tasks, data_dir, spec.data_seed, spec.size)
+        return train(spec, directory, taskset, command, state)
 
 
 def _finished(spec: MTLSpec, directory: Path) -> Outcome | None:
@@ -72,6 +82,36 @@ def _finished(spec: MTLSpec, directory: Path) -> Outcome | None:
     except records.DamagedRun:
         return None
     return Outcome(spec.run_id, directory, "skipped", found[-1] if found else None)
+
+
+def resumable(spec: MTLSpec, directory: Path) -> dict[str, Any] | None:
+    """The checkpoint of an unfinished run of ``spec`` whose records reach its step, or None
+    (then the run starts again from scratch; a warning says why when there was one)."""
+    if not (directory / records.CHECKPOINT).exists():
+        return None
+    try:
+        status, found = records.check_run(directory, spec.to_dict())
+    except records.DamagedRun as exc:
+        log.warning("run %s is damaged (%s); training it again from scratch", spec.run_id, exc)
+        return None
+    state = load_checkpoint(directory / records.CHECKPOINT)
+    if status != "partial" or state is None or state["step"] not in [r["step"] for r in found]:
+        log.warning("run %s: its checkpoint does not fit its records; restarting", spec.run_id)
+        return None
+    records.clean_temp_files(directory)
+    return state
+
+
+def write_checkpoint(directory: Path, method: MultiTaskMethod, step: int, wall: float) -> None:
+    """After the record of ``step``: what ``train`` needs to go on from ``step + 1``."""
+    state = {
+        "algorithm": method.state_dict(),
+        "optimizer": method.optimizer.state_dict(),
+        "rng": capture_rng_state(CPU),
+        "step": step,
+        "wall_s": wall,
+    }
+    records.write_atomic(directory / records.CHECKPOINT, lambda f: torch.save(state, f))
 
 
 def build_method(spec: MTLSpec, taskset: TaskSet) -> MultiTaskMethod:
@@ -137,29 +177,48 @@ class _Means:
         return out
 
 
-def train(spec: MTLSpec, directory: Path, taskset: TaskSet, command: str = "") -> Outcome:
+def train(
+    spec: MTLSpec,
+    directory: Path,
+    taskset: TaskSet,
+    command: str = "",
+    state: dict[str, Any] | None = None,
+) -> Outcome:
+    """Train from scratch, or from ``state`` (a checkpoint: see ``resumable``)."""
     method = build_method(spec, taskset)
     directory.mkdir(parents=True, exist_ok=True)
-    records.write_json(
-        directory / records.SPEC,
-        {
-            "spec": spec.to_dict(),
-            "run_id": spec.run_id,
-            "hparams": dict(spec.hparams),
-            "command": command,
-            "meta": records.provenance("cpu"),
-            "tasks": taskset.describe(),
-        },
-    )
-    wanted, means, start, found = set(spec.record_steps), _Means(), time.perf_counter(), []
+    first, offset, found = 0, 0.0, []
+    if state is not None:
+        method.load_state_dict(state["algorithm"])
+        method.optimizer.load_state_dict(state["optimizer"])
+        restore_rng_state(state["rng"], CPU)
+        first, offset = state["step"] + 1, state["wall_s"]
+        records.truncate_records(directory / records.RESULTS, state["step"])
+        found = records.read_records(directory / records.RESULTS)[-1:]
+        log.info("resuming %s from step %d", spec.run_id, first)
+    else:
+        records.write_json(
+            directory / records.SPEC,
+            {
+                "spec": spec.to_dict(),
+                "run_id": spec.run_id,
+                "hparams": dict(spec.hparams),
+                "command": command,
+                "meta": {**records.provenance("cpu"), "cpu": cpu_model()},
+                "tasks": taskset.describe(),
+            },
+        )
+    wanted, means, start = set(spec.record_steps), _Means(), time.perf_counter() - offset
 
     def after(step: int, out: dict[str, Any]) -> None:
         means.add(out)
         if step in wanted:
             wall = time.perf_counter() - start
             found.append(_record(spec, directory, step, wall, means.pop(), method, taskset))
+            write_checkpoint(directory, method, step, wall)
 
-    status, step = fit(spec, taskset, method, range(spec.steps), after)
+    status, step = fit(spec, taskset, method, range(first, spec.steps), after)
+    step = max(step, first - 1)  # stopped after its last record, before writing done
     wall = time.perf_counter() - start
     records.write_json(directory / records.DONE, {"status": status, "step": step, "wall_s": wall})
     return Outcome(spec.run_id, directory, status, found[-1] if found else None)
