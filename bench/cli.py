@@ -10,6 +10,7 @@ is parsed only to be refused with one line naming the subcommand that takes it.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import shlex
 import sys
@@ -26,9 +27,17 @@ from bench.registry import import_plugins, plugin_reference
 from bench.report_run import run_table, show
 from bench.spec import RuntimeOptions, make_spec
 
+# Packages with their own command line, mounted as `bench meta ...` / `bench posthoc ...`: the
+# words after the subcommand are theirs (same flags, same one-line errors).
+DELEGATED = {"meta": "bench.meta.cli", "posthoc": "bench.posthoc.__main__"}
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED:
+        # Imported only for these subcommands: both packages import torch, which `bench list`,
+        # `show` and `--help` never need.
+        return importlib.import_module(DELEGATED[argv[0]]).main(argv[1:])
     args = parse(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

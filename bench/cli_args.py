@@ -11,7 +11,18 @@ from pathlib import Path
 
 from bench import cli_checks as checks
 
-COMMANDS = ("run", "sweep", "transfer", "leaderboard", "list", "hparams", "show", "mtl")
+COMMANDS = (
+    "run",
+    "sweep",
+    "transfer",
+    "leaderboard",
+    "list",
+    "hparams",
+    "show",
+    "mtl",
+    "meta",
+    "posthoc",
+)
 # Options whose values may start with "-" (e.g. the environment "-90%").
 _DASH_VALUES = ("--test-envs",)
 
@@ -321,6 +332,11 @@ def build_parser(mtl: bool = False) -> argparse.ArgumentParser:
         "show", help="summary of a run directory (or every run under an output directory)"
     )
     p.add_argument("path", type=Path)
+    for name, what in (
+        ("meta", "meta-learning (few-shot episodes): run, sweep, board, list"),
+        ("posthoc", "test-time adaptation, ensembles/DiWA and their boards: tta, combine, board"),
+    ):  # handled by bench.cli.DELEGATED before this parser runs; listed here for --help
+        sub.add_parser(name, add_help=False, help=f"{what} (`bench {name} --help`)")
     p = sub.add_parser(
         "mtl",
         help="multi-task learning: run, sweep, board, landscape, list (`bench mtl --help`)",

@@ -199,3 +199,15 @@ def test_test_env_keywords_are_the_sweeps():
     from bench.sweep import TEST_ENV_MODES
 
     assert tuple(checks.TEST_ENV_KEYWORDS) == TEST_ENV_MODES == TEST_ENV_KEYWORDS
+
+
+def test_meta_and_posthoc_are_subcommands_with_their_own_flags(capsys):
+    """`bench meta ...` / `bench posthoc ...` hand the words after them to those packages."""
+    assert main(["meta", "list"]) == 0
+    assert "protonet" in capsys.readouterr().out
+    assert main(["meta", "run", "--method", "protonet", "--dataset", "nope"]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: unknown")
+    with pytest.raises(SystemExit) as exit_:
+        main(["posthoc", "--help"])
+    assert exit_.value.code == 0
+    assert "tta" in capsys.readouterr().out
