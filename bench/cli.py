@@ -91,6 +91,8 @@ def check_mode(args: argparse.Namespace) -> None:
             "the default benchmark; --help describes each)"
         )
     checks.refuse_foreign(args, args.command)
+    if args.command in ("run", "sweep"):
+        checks.uda_fraction(args.uda_fraction)
     if args.command == "run":
         checks.one_run_test_envs(args.test_envs)
         bare = vars(parse(["run"]))
@@ -140,6 +142,7 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         averaging=checks.averaging(args.averaging),
         data_dir=args.data_dir,
         download=args.download,
+        uda_fraction=checks.uda_fraction(args.uda_fraction),
     )
     options = RuntimeOptions(
         output_dir=args.output_dir,

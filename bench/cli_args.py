@@ -134,6 +134,18 @@ def _add_training(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_uda(p: argparse.ArgumentParser) -> None:
+    """Run and sweep only: a transfer recipe adapts to a labelled target."""
+    p.add_argument(
+        "--uda-fraction",
+        type=float,
+        default=None,
+        metavar="F",
+        help="unsupervised domain adaptation: give this share of each test environment to "
+        "training, unlabeled, and evaluate the rest (default 0: domain generalisation)",
+    )
+
+
 def _add_seeds(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trial-seed", type=int, default=0)
     p.add_argument(
@@ -295,6 +307,7 @@ def build_parser(mtl: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=None, help="the run's dataset (default cmnist_irm)")
     _add_seeds(p)
     _add_training(p)
+    _add_uda(p)
     _refuse_foreign(p, "run")
     p = sub.add_parser(
         "sweep",
@@ -302,6 +315,7 @@ def build_parser(mtl: bool = False) -> argparse.ArgumentParser:
         "the default benchmark",
     )
     _add_training(p)
+    _add_uda(p)
     _add_sweep(p)
     _refuse_foreign(p, "sweep")
     p = sub.add_parser(

@@ -45,7 +45,8 @@ MTL_NAMES = {
 FOREIGN: dict[str, tuple[str, ...]] = {
     "run": SWEEP_FLAGS + TRANSFER_FLAGS + REMOVED_FLAGS,
     "sweep": ONE_RUN_FLAGS + TRANSFER_FLAGS + REMOVED_FLAGS,
-    "transfer": ("--algorithm", "--dataset", "--algorithms", "--datasets") + REMOVED_FLAGS,
+    "transfer": ("--algorithm", "--dataset", "--algorithms", "--datasets", "--uda-fraction")
+    + REMOVED_FLAGS,
     "mtl": tuple(MTL_NAMES),
 }
 # What a sweep's --test-envs keywords expand into (bench.sweep.test_env_choices; named here
@@ -200,6 +201,19 @@ def check_launcher_flags(args: argparse.Namespace) -> None:
             },
             f"--launcher {launcher} (they are for --launcher slurm)",
         )
+
+
+def uda_fraction(value: float | None) -> float:
+    """The share of each test environment given unlabeled to training: 0 (None) is domain
+    generalisation, anything in (0, 1) domain adaptation."""
+    if value is None:
+        return 0.0
+    if not 0.0 <= value < 1.0:
+        raise UserError(
+            f"--uda-fraction must lie in [0, 1) (the share of each test environment given "
+            f"unlabeled to training; 0 = domain generalisation), got {value}"
+        )
+    return value
 
 
 def json_object(text: str) -> dict[str, Any]:

@@ -43,6 +43,14 @@ def _protocol(runs: Sequence[Run]) -> str:
     )
 
 
+def _merge_tasks(cards: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The first card, its task naming every task of the section when DG and UDA runs share it."""
+    tasks = sorted({c["task"] for c in cards if "task" in c})  # "DG" first
+    if len(tasks) < 2:
+        return cards[0]
+    return {**cards[0], "task": " and ".join(tasks) + " (UDA rows are marked + uda)"}
+
+
 def _status_counts(runs: Sequence[Run]) -> str:
     counts = {s: sum(r.status == s for r in runs) for s in ("ok", "diverged", "partial", "damaged")}
     return f"{len(runs)} runs ({', '.join(f'{n} {s}' for s, n in counts.items())})"
@@ -146,7 +154,7 @@ def markdown(
             r.protocol for r in sorted(runs, key=lambda r: r.spec["hparams_seed"]) if r.protocol
         ]
         if cards:
-            out += ["", render_card(cards[0])]
+            out += ["", render_card(_merge_tasks(cards))]
         for rule in report.rules:
             if not report.has_values(dataset, rule):
                 out += ["", f"### {rule}", "", f"No values: {_empty_reason(report, dataset, rule)}"]

@@ -19,6 +19,7 @@ def protocol_card(spec: Mapping[str, Any]) -> dict[str, Any]:
     hp = spec["hparams"]
     augment = hp.get("augment", "revcomp" if hp.get("revcomp") else "none")
     return {
+        "task": task_label(spec.get("uda_fraction", 0.0)),
         "reference": ds.REFERENCE,
         "network": hp.get("featurizer"),
         "input": "x".join(str(d) for d in ds.INPUT_SHAPE),
@@ -35,7 +36,15 @@ def protocol_card(spec: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def task_label(uda_fraction: float) -> str:
+    """DG, or UDA with the share of each test environment trained on unlabeled."""
+    if not uda_fraction:
+        return "DG"
+    return f"UDA ({uda_fraction:g} of each test environment unlabeled in training)"
+
+
 FIELDS = (
+    "task",
     "reference",
     "network",
     "input",

@@ -10,6 +10,7 @@ from tabulate import tabulate
 from bench import records
 from bench.commands import current_syntax
 from bench.errors import UserError
+from bench.selection import task_name
 
 
 def _pct(value: float | None) -> str:
@@ -59,7 +60,7 @@ def show(path: Path) -> str:
         rows.append(
             [
                 d.name,
-                spec["algorithm"],
+                task_name(spec),
                 spec["dataset"],
                 ",".join(spec["test_envs"]),
                 spec["trial_seed"],
@@ -76,7 +77,7 @@ def _show_run(path: Path) -> str:
     info = records.read_spec(path)
     spec = info["spec"]
     head = [
-        f"run {info['run_id']}: {spec['algorithm']} on {spec['dataset']}, test envs "
+        f"run {info['run_id']}: {task_name(spec)} on {spec['dataset']}, test envs "
         f"{', '.join(spec['test_envs'])}, "
         f"trial {spec['trial_seed']}, hparams seed {spec['hparams_seed']}",
     ]

@@ -30,7 +30,7 @@ from bench.evaluation import evaluate, skipped_splits
 from bench.posthoc.averaging import NoAveraging, averaging_hook
 from bench.protocol import protocol_card
 from bench.run_data import RunData
-from bench.sampling import MinibatchSampler, holdout_splits
+from bench.sampling import MinibatchSampler, UnlabeledStream, holdout_splits
 from bench.seeding import stable_hash
 from bench.spec import RunSpec, RuntimeOptions, resolve_hparams
 
@@ -162,6 +162,7 @@ class RunContext:
     start: int = 0
     wall_offset: float = 0.0
     averaging: NoAveraging = NoAveraging()  # weight averages (bench/posthoc/averaging.py)
+    unlabeled: UnlabeledStream = UnlabeledStream({}, {}, 0, 0)  # UDA's test-env inputs; DG: none
 
     def minibatches(self, step: int) -> list[tuple[Tensor, Tensor]]:
         out = []
@@ -270,6 +271,7 @@ def prepare(spec: RunSpec, options: RuntimeOptions, directory: Path) -> RunConte
     splits = {
         name: {k: v.to(device) for k, v in parts.items()} for name, parts in data.splits.items()
     }
+    unlabeled = UnlabeledStream.for_run(envs, splits, spec, hparams["batch_size"])  # UDA only
     samplers = {
         name: MinibatchSampler(
             len(splits[name]["in"]), hparams["batch_size"], spec.trial_seed, name
@@ -284,7 +286,7 @@ def prepare(spec: RunSpec, options: RuntimeOptions, directory: Path) -> RunConte
 
     _seed_everything(spec)
     algorithm = ALGORITHMS.get(spec.algorithm)(
-        ds_cls.INPUT_SHAPE, ds_cls.num_outputs(), len(train_envs), hparams
+        ds_cls.INPUT_SHAPE, ds_cls.num_outputs(), len(train_envs), hparams, **unlabeled.kwargs
     ).to(device)
     if wants_channels_last(algorithm, device, options.channels_last):
         algorithm = algorithm.to(memory_format=torch.channels_last)
@@ -304,6 +306,7 @@ def prepare(spec: RunSpec, options: RuntimeOptions, directory: Path) -> RunConte
         algorithm,
         records.provenance(str(device)),
         skipped_splits(splits, spec.test_envs, options.eval_splits),
+        unlabeled=unlabeled,
     )
     results, checkpoint = directory / records.RESULTS, directory / records.CHECKPOINT
     state = _consistent_checkpoint(spec, directory) if checkpoint.exists() else None
@@ -382,7 +385,7 @@ def train_loop(ctx: RunContext) -> RunOutcome:
     for step in bar:
         minibatches = ctx.minibatches(step)
         with precision_context(ctx.device, spec.precision):
-            stats = algorithm.update(minibatches)
+            stats = algorithm.update(minibatches, *ctx.unlabeled.update_args(step))
         if not all(math.isfinite(v) for v in stats.values()):
             status = "diverged"
             log.warning("run %s diverged at step %d: %s", spec.run_id, step, stats)

@@ -233,16 +233,24 @@ def dataset_labels(runs: Sequence[Run]) -> dict[str, str]:
     return labels
 
 
+def task_name(spec: Mapping[str, Any]) -> str:
+    """The algorithm, marked ``+ uda F`` in domain adaptation, so DG and UDA rows never pool but
+    sit side by side in one table."""
+    fraction = spec.get("uda_fraction", 0.0)
+    return spec["algorithm"] + (f" + uda {fraction:g}" if fraction else "")
+
+
 def algorithm_labels(runs: Sequence[Run], datasets: Mapping[str, str]) -> dict[str, str]:
     """run_id -> row label; within one dataset label, an algorithm run in several configurations
     gets one row each.
 
     The label spells the run's hparam overrides and any other configuration field that
-    differs (algorithm version, search-space digest, plugin code digest).
+    differs (algorithm version, search-space digest, plugin code digest), and ``+ uda F`` for
+    domain-adaptation runs.
     """
     groups: dict[tuple[str, str], list[Run]] = {}
     for run in runs:
-        groups.setdefault((datasets[run.run_id], run.spec["algorithm"]), []).append(run)
+        groups.setdefault((datasets[run.run_id], task_name(run.spec)), []).append(run)
     labels = {}
     for (_, algorithm), members in groups.items():
         configs = {

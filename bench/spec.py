@@ -27,8 +27,9 @@ class RunSpec:
     ``space`` a digest of the search space they were drawn from, ``data`` the content
     fingerprint of the dataset's files (``generated`` for generated data) and ``code``
     the source digests of plugin modules that define the algorithm or dataset.
-    ``averaging`` is the weight-averaging option (bench/posthoc/averaging.py); left out of
-    the hash when empty, so runs without it keep their ids.
+    ``averaging`` is the weight-averaging option (bench/posthoc/averaging.py) and
+    ``uda_fraction`` the domain-adaptation share of each test environment; each is left out of
+    the hash when empty (0), so runs without it keep their ids.
     """
 
     algorithm: str
@@ -50,6 +51,7 @@ class RunSpec:
     code: Mapping[str, str]
     identity: int = IDENTITY
     averaging: Mapping[str, Any] = field(default_factory=dict)
+    uda_fraction: float = 0.0  # > 0: unsupervised domain adaptation (see sampling.unlabeled_splits)
 
     @property
     def data_seed(self) -> int:
@@ -63,6 +65,8 @@ class RunSpec:
             d[key] = dict(d[key])
         if not d["averaging"]:
             del d["averaging"]
+        if not d["uda_fraction"]:
+            del d["uda_fraction"]
         return d
 
     @property
@@ -80,7 +84,7 @@ class RunSpec:
         if d.get("identity") != IDENTITY:
             raise UserError(f"spec of identity scheme {d.get('identity', 1)}, expected {IDENTITY}")
         names = {f.name for f in fields(cls)}
-        missing = sorted(names - set(d) - {"averaging"})
+        missing = sorted(names - set(d) - {"averaging", "uda_fraction"})
         if missing:
             raise UserError(f"spec lacks {', '.join(missing)}")
         return cls(**{**{k: d[k] for k in names if k in d}, "test_envs": tuple(d["test_envs"])})
@@ -124,6 +128,7 @@ def make_spec(
     download: bool = False,
     data: str | None = None,
     averaging: str | Mapping[str, Any] | None = None,
+    uda_fraction: float = 0.0,
 ) -> RunSpec:
     """A validated, fully resolved RunSpec; defaults come from the dataset. Bad input raises
     UserError.
@@ -131,6 +136,8 @@ def make_spec(
     ``data_dir``/``download`` locate the dataset's files, whose content is fingerprinted;
     ``data`` passes that fingerprint when the caller computed it already (a sweep, once per
     dataset). ``averaging``: a weight-averaging kind (``"swad"``) or ``{"kind": ..., overrides}``.
+    ``uda_fraction`` > 0 gives that share of each test environment to training, unlabeled
+    (unsupervised domain adaptation); 0 is domain generalisation.
     """
     # lazy: the CLI imports this module at start-up, and the registries import torch
     from bench.algorithms import ALGORITHMS
@@ -156,6 +163,7 @@ def make_spec(
     holdout = ds_cls.HOLDOUT_FRACTION if holdout_fraction is None else holdout_fraction
     if not 0.0 <= holdout < 1.0:
         raise UserError(f"holdout fraction must lie in [0, 1), got {holdout}")
+    _check_uda(uda_fraction, alg_cls)
     if size not in ("full", "tiny"):
         raise UserError(f"size must be 'full' or 'tiny', got {size!r}")
     precision = precision or "fp32"
@@ -186,7 +194,18 @@ def make_spec(
         data=data or dataset_fingerprint(dataset, data_dir, download),
         code=code_digests(alg_cls, ds_cls),
         averaging=resolve_averaging(averaging, holdout),
+        uda_fraction=float(uda_fraction),
     )
+
+
+def _check_uda(fraction: float, alg_cls: type) -> None:
+    if not 0.0 <= fraction < 1.0:
+        raise UserError(f"uda fraction must lie in [0, 1), got {fraction}")
+    if fraction and alg_cls.FAMILY == "transfer":
+        raise UserError(
+            f"{alg_cls.NAME} is a transfer recipe (it adapts to a labelled target); "
+            "--uda-fraction is for domain-generalisation algorithms"
+        )
 
 
 def _space(alg_cls: type, ds_cls: type, overrides: Mapping[str, Any]) -> dict[str, Any]:

@@ -41,6 +41,7 @@ class Grid:
     precision: str | None = None
     overrides: Mapping[str, Any] = field(default_factory=dict)
     averaging: str | Mapping[str, Any] | None = None  # weight averaging (bench/posthoc/)
+    uda_fraction: float = 0.0  # > 0: unsupervised domain adaptation (RunSpec.uda_fraction)
 
 
 def test_env_choices(dataset: str, mode: str) -> list[tuple[str, ...]]:
@@ -107,6 +108,7 @@ def expand(grid: Grid, data_dir: str | None = None, download: bool = False) -> l
                     precision=grid.precision,
                     data=fingerprints[dataset],
                     averaging=grid.averaging,
+                    uda_fraction=grid.uda_fraction,
                 )
             )
     return list({s.run_id: s for s in specs}.values())  # explicit test-env sets may repeat

@@ -72,6 +72,7 @@ def _grid(args: argparse.Namespace) -> tuple[sweep.Grid, bool]:
         "holdout_fraction": args.holdout_fraction,
         "precision": args.precision,
         "averaging": checks.averaging(args.averaging),
+        "uda_fraction": args.uda_fraction,
     }
     grid = dataclasses.replace(
         grid, **{k: v for k, v in given.items() if v is not None}, overrides=checks.overrides(args)

@@ -76,6 +76,7 @@ def test_every_field_of_the_spec_changes_the_run_id():
         "code": {"mylab": "0" * 16},
         "identity": 99,
         "averaging": {"kind": "ema", "decay": 0.999},
+        "uda_fraction": 0.3,
     }
     assert set(changed) == {f.name for f in dataclasses.fields(RunSpec)}, (
         "add the new field to this table"

@@ -393,7 +393,7 @@ def test_protocol_card_is_recorded_with_each_run_and_printed_on_the_board(tmp_pa
     )
     assert card["input"] == "1x14x14" and card["metric"] == "acc" and card["steps"] == 2
     page = leaderboard.markdown(build_report(load_runs(tmp_path), ["last"]), "c", "cmd")
-    assert "**Protocol**: reference IRM paper" in page
+    assert "**Protocol**: task DG; reference IRM paper" in page
 
 
 def test_tables_state_the_chance_level_of_each_test_environment(tmp_path):

@@ -145,11 +145,16 @@ class Algorithm(nn.Module):
         num_classes: int,
         num_train_envs: int,
         hparams: Mapping[str, Any],
+        *,
+        num_unlabeled_envs: int = 0,
     ) -> None:
         super().__init__()
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
         self.num_train_envs = num_train_envs
+        # Domain adaptation: test envs whose unlabeled minibatches update() receives (DANN's
+        # discriminator gives each its own output); 0 in domain generalisation.
+        self.num_unlabeled_envs = num_unlabeled_envs
         # copy.copy keeps the mapping's type, so bench.testing's read recorder keeps recording
         self.hparams = copy.copy(hparams) if isinstance(hparams, dict) else dict(hparams)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
@@ -159,6 +164,13 @@ class Algorithm(nn.Module):
     def update(
         self, minibatches: Minibatches, unlabeled: list[Tensor] | None = None
     ) -> dict[str, float]:
+        """One training step on one ``(x, y)`` minibatch per training environment.
+
+        ``unlabeled`` is None in domain generalisation; in domain adaptation (``uda_fraction``)
+        it holds one minibatch of inputs per test environment. DANN, CDANN, CORAL and MMD align
+        with it; every other algorithm ignores it (so does DomainBed's every algorithm, which
+        takes the argument but never reads it).
+        """
         raise NotImplementedError
 
     def predict(self, x: Tensor) -> Tensor:

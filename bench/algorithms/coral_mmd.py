@@ -7,6 +7,10 @@
 Loss = mean environment risk + mmd_gamma * mean over pairs of the distance. As DomainBed,
 CORAL's distance is the mean squared difference of means plus that of covariances (not
 the paper's 1/(4d^2) Frobenius norm), and MMD has no autoencoder or adversary.
+
+Domain adaptation (``uda_fraction`` > 0): each test environment's unlabeled minibatch joins
+the pairs as one more environment (no risk term), which is Deep CORAL's own source-target
+setting (DomainBed passes ``unlabeled`` but never reads it).
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ from bench.algorithms.base import (
     classification_loss,
     concat_inputs,
     register_algorithm,
-    split_by_env,
 )
 from bench.hparams import NON_NEGATIVE, LogUniform
 
@@ -67,7 +70,9 @@ class FeatureMatching(Algorithm):
         raise NotImplementedError
 
     def update(self, minibatches: Minibatches, unlabeled=None) -> dict[str, float]:
-        features = split_by_env(self.featurizer(concat_inputs(minibatches)), minibatches)
+        inputs = torch.cat([concat_inputs(minibatches), *(unlabeled or [])])
+        sizes = [len(y) for _, y in minibatches] + [len(x) for x in unlabeled or []]
+        features = list(self.featurizer(inputs).split(sizes))
         nlls = [
             classification_loss(self.classifier(f), y) for f, (_, y) in zip(features, minibatches)
         ]

@@ -11,6 +11,13 @@ steps (loss + grad_penalty * squared input gradient), then one step of the featu
 and classifier on risk - lambda * discriminator loss. The generator uses the shared
 ``lr``/``weight_decay`` (DomainBed's lr_g/weight_decay_g have the same defaults and
 ranges); both Adams use betas (beta1, 0.9).
+
+Domain adaptation (``uda_fraction`` > 0): each test environment's unlabeled minibatch joins
+the discriminator's input as one more domain, so the features are pushed to hide the
+target from the source, as in the DANN paper (DomainBed passes ``unlabeled`` but its
+DANN never reads it). Unlabeled inputs add no risk term; CDANN embeds the classifier's
+(detached) predicted class for them, as no label exists (a deviation; CDAN conditions on
+predictions likewise).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from bench.algorithms.base import (
     Minibatches,
     classification_loss,
     concat_inputs,
+    predictions,
     register_algorithm,
     split_by_env,
 )
@@ -97,7 +105,7 @@ class AbstractDANN(Algorithm):
         hp, width, n_features = self.hparams, self.hparams["d_mlp_width"], self.featurizer.n_outputs
         self.discriminator = nn.Sequential(
             MLP(n_features, width, hp["d_mlp_depth"] - 1, hp["d_mlp_dropout"]),
-            nn.Linear(width, self.num_train_envs),
+            nn.Linear(width, self.num_train_envs + self.num_unlabeled_envs),
         )
         self.class_embeddings = nn.Embedding(max(self.num_classes, 2), n_features)
         betas = (hp["beta1"], 0.9)
@@ -111,20 +119,22 @@ class AbstractDANN(Algorithm):
 
     def update(self, minibatches: Minibatches, unlabeled=None) -> dict[str, float]:
         y = torch.cat([y for _, y in minibatches])
-        z = self.featurizer(concat_inputs(minibatches))
-        disc_input = z + self.class_embeddings(y) if self.CONDITIONAL else z
+        z_all = self.featurizer(torch.cat([concat_inputs(minibatches), *(unlabeled or [])]))
+        disc_y = y
+        if unlabeled:  # the unlabeled rows' class: the classifier's guess (CDANN's embedding)
+            with torch.no_grad():
+                disc_y = torch.cat([y, predictions(self.classifier(z_all[len(y) :]))])
+        disc_input = z_all + self.class_embeddings(disc_y) if self.CONDITIONAL else z_all
         disc_out = self.discriminator(disc_input)
+        sizes = [len(y_e) for _, y_e in minibatches] + [len(x) for x in unlabeled or []]
         domains = torch.cat(
-            [
-                torch.full((len(y_e),), i, dtype=torch.long, device=y.device)
-                for i, (_, y_e) in enumerate(minibatches)
-            ]
+            [torch.full((n,), i, dtype=torch.long, device=y.device) for i, n in enumerate(sizes)]
         )
         if self.CONDITIONAL:  # class-balanced discriminator loss
-            counts = F.one_hot(y).sum(dim=0)
+            counts = F.one_hot(disc_y).sum(dim=0)
             disc_loss = (
                 F.cross_entropy(disc_out, domains, reduction="none")
-                / (counts[y] * counts.shape[0]).float()
+                / (counts[disc_y] * counts.shape[0]).float()
             ).sum()
         else:
             disc_loss = F.cross_entropy(disc_out, domains)
@@ -133,7 +143,7 @@ class AbstractDANN(Algorithm):
         )[0]
         disc_loss = disc_loss + self.hparams["grad_penalty"] * input_grad.pow(2).sum(dim=1).mean()
 
-        logits = self.classifier(z)
+        logits = self.classifier(z_all[: len(y)])
         nlls = [
             classification_loss(l, y_e)
             for l, (_, y_e) in zip(split_by_env(logits, minibatches), minibatches)
