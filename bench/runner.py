@@ -6,17 +6,14 @@ any number of workers may share an output directory without training a run twice
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import math
-import os
 import random
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +24,7 @@ from bench.algorithms import ALGORITHMS, Algorithm
 from bench.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
 from bench.datasets import DATASETS, EnvData, load_dataset
 from bench.evaluation import evaluate, skipped_splits
+from bench.execution import claim, cpu_threads, precision_context, wants_channels_last
 from bench.posthoc.averaging import NoAveraging, averaging_hook
 from bench.protocol import protocol_card
 from bench.run_data import RunData
@@ -44,22 +42,6 @@ class RunOutcome:
     status: str  # ok | diverged | skipped (already done) | busy (claimed by another worker)
     last_record: dict[str, Any] | None
     wall_s: float = 0.0
-
-
-@contextlib.contextmanager
-def claim(run_dir: Path) -> Iterator[bool]:
-    """Yield True while this process holds the run's lock, False if another worker does."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "lock", "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def run(spec: RunSpec, options: RuntimeOptions) -> RunOutcome:
@@ -116,30 +98,6 @@ def _seed_everything(spec: RunSpec) -> None:
     torch.manual_seed(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
-
-
-def cpu_threads() -> int:
-    """Cores this process may run on (its affinity mask, e.g. a Slurm allocation), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def precision_context(
-    device: torch.device, precision: str | None
-) -> contextlib.AbstractContextManager:
-    """Autocast to bfloat16 for ``precision == "bf16"``; fp32 (None) runs unchanged."""
-    if precision in (None, "fp32"):
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
-
-
-def wants_channels_last(model: torch.nn.Module, device: torch.device, choice: bool | None) -> bool:
-    """channels_last for 2-D conv nets on CPU unless told otherwise (measured faster there)."""
-    if choice is not None:
-        return choice
-    return device.type == "cpu" and any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
 
 
 @dataclass

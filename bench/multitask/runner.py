@@ -31,7 +31,7 @@ from bench.multitask.method import METHODS, Batches, MultiTaskMethod
 from bench.multitask.spec import MTLSpec
 from bench.multitask.tasks import SPLITS, TASK_SETS, Split, TaskSet
 from bench.plan import cpu_model
-from bench.runner import claim
+from bench.execution import claim
 from bench.seeding import stable_hash, torch_generator
 
 log = logging.getLogger(__name__)

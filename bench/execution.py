@@ -1,0 +1,53 @@
+"""Where and how a run executes, shared by every kind of run (DG, transfer, multi-task,
+meta-learning): claiming its directory, the CPU threads it may use, its precision and the
+memory format of its convolutions."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+
+@contextlib.contextmanager
+def claim(run_dir: Path) -> Iterator[bool]:
+    """Yield True while this process holds the run's lock, False if another worker does."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def cpu_threads() -> int:
+    """Cores this process may run on (its affinity mask, e.g. a Slurm allocation), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def precision_context(
+    device: torch.device, precision: str | None
+) -> contextlib.AbstractContextManager:
+    """Autocast to bfloat16 for ``precision == "bf16"``; fp32 (None) runs unchanged."""
+    if precision in (None, "fp32"):
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def wants_channels_last(model: torch.nn.Module, device: torch.device, choice: bool | None) -> bool:
+    """channels_last for 2-D conv nets on CPU unless told otherwise (measured faster there)."""
+    if choice is not None:
+        return choice
+    return device.type == "cpu" and any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
