@@ -102,11 +102,16 @@ def markdown(
     command: str,
     title: str = "Leaderboard",
     figures: Mapping[str, str] | None = None,
+    commands: Sequence[str] | None = None,
 ) -> str:
     """The whole leaderboard page; ``figures`` maps a dataset label to a PNG file name next to
-    it."""
+    it. ``commands``: the commands that made the runs, in the order they must be run (default:
+    the runs' commands, sorted; they are independent of each other)."""
     figures = figures or {}
-    run_commands = sorted({current_syntax(r.command) for r in report.runs if r.command})
+    if commands is None:
+        run_commands = sorted({current_syntax(r.command) for r in report.runs if r.command})
+    else:
+        run_commands = list(dict.fromkeys(current_syntax(c) for c in commands))
     run_commits = sorted({r.git or "unknown" for r in report.runs})
     out = [
         f"# {title}",
@@ -326,6 +331,7 @@ def write(
     command: str,
     title: str = "Leaderboard",
     figures: bool = True,
+    commands: Sequence[str] | None = None,
 ) -> Path:
     """Write README.md, selected.csv/json and the figures into ``out_dir``; return the markdown
     path."""
@@ -333,6 +339,6 @@ def write(
     out_dir.mkdir(parents=True, exist_ok=True)
     plotted = plot(report, out_dir, report.rules[0]) if figures else {}
     page = out_dir / "README.md"
-    page.write_text(markdown(report, commit, command, title, plotted))
+    page.write_text(markdown(report, commit, command, title, plotted, commands))
     report_files.write_selected(report, out_dir / "selected.csv", out_dir / "selected.json")
     return page

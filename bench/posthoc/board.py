@@ -21,9 +21,16 @@ from typing import Any, Mapping, Sequence
 
 from bench import leaderboard, records
 from bench import report as rp
+from bench.commands import current_syntax
 from bench.errors import UserError
 from bench.posthoc.averaging_config import AVERAGING
-from bench.posthoc.results import AVERAGED, derived_runs, label, strip_averaging
+from bench.posthoc.results import (
+    AVERAGED,
+    derived_runs,
+    label,
+    posthoc_commands,
+    strip_averaging,
+)
 from bench.report_files import load_runs
 from bench.selection import Run
 from bench.spec import RunSpec
@@ -107,4 +114,14 @@ def write_board(
     if not runs:
         raise UserError(f"{output_dir}: no runs (expected {Path(output_dir) / 'runs'}/<run_id>/)")
     report = rp.build_report(runs, rules)
-    return leaderboard.write(report, out, records.git_commit(), command, title)
+    return leaderboard.write(
+        report, out, records.git_commit(), command, title, commands=board_commands(output_dir)
+    )
+
+
+def board_commands(output_dir: str | Path) -> list[str]:
+    """The commands that made ``output_dir``'s rows, in the order they must be run: training
+    (today's syntax, sorted: sweeps are independent), then test-time adaptation and combining,
+    which read the trained runs, in the order they were run."""
+    trained = sorted({current_syntax(r.command) for r in load_runs(output_dir) if r.command})
+    return [*trained, *posthoc_commands(output_dir)]
