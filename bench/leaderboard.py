@@ -103,10 +103,12 @@ def markdown(
     title: str = "Leaderboard",
     figures: Mapping[str, str] | None = None,
     commands: Sequence[str] | None = None,
+    notes: Sequence[str] = (),
 ) -> str:
     """The whole leaderboard page; ``figures`` maps a dataset label to a PNG file name next to
     it. ``commands``: the commands that made the runs, in the order they must be run (default:
-    the runs' commands, sorted; they are independent of each other)."""
+    the runs' commands, sorted; they are independent of each other). ``notes``: paragraphs
+    printed under the legend (caveats of the caller's rows)."""
     figures = figures or {}
     if commands is None:
         run_commands = sorted({current_syntax(r.command) for r in report.runs if r.command})
@@ -138,6 +140,7 @@ def markdown(
         rp.legend("std", False),
         "Rows marked *(published: source)* are numbers from papers, for reference; they "
         "were not run here.",
+        *(["", *notes] if notes else []),
         *(["", *rp.damage_notes(report)] if report.damaged else []),
     ]
     for rule in report.rules:
@@ -332,6 +335,7 @@ def write(
     title: str = "Leaderboard",
     figures: bool = True,
     commands: Sequence[str] | None = None,
+    notes: Sequence[str] = (),
 ) -> Path:
     """Write README.md, selected.csv/json and the figures into ``out_dir``; return the markdown
     path."""
@@ -339,6 +343,6 @@ def write(
     out_dir.mkdir(parents=True, exist_ok=True)
     plotted = plot(report, out_dir, report.rules[0]) if figures else {}
     page = out_dir / "README.md"
-    page.write_text(markdown(report, commit, command, title, plotted, commands))
+    page.write_text(markdown(report, commit, command, title, plotted, commands, notes))
     report_files.write_selected(report, out_dir / "selected.csv", out_dir / "selected.json")
     return page

@@ -73,7 +73,7 @@ def _regenerate_block(page: str) -> list[str]:
     return block.strip().splitlines()
 
 
-def test_the_board_lists_training_first_then_posthoc_commands_by_time_with_commits(tmp_path):
+def test_the_board_lists_training_then_posthoc_commands_by_time_commits_and_caveat(tmp_path):
     torch.set_num_threads(1)
     run = _run(tmp_path, LEGACY_TRAIN, averaging="swad")
     # combined after the adaptation: alphabetical order would put it first
@@ -84,6 +84,9 @@ def test_the_board_lists_training_first_then_posthoc_commands_by_time_with_commi
     trained_at = page.split("runs trained at", 1)[1].split("\n", 1)[0]
     assert "`commit-of-ensemble`" in trained_at and "`commit-of-tta`" in trained_at
     assert "unknown" not in trained_at
+    # the selection caveat of rows with one checkpoint per run, naming them (not the base)
+    (note,) = [line for line in page.splitlines() if line.startswith("Rows from final weights")]
+    assert "`ensemble(erm)`, `erm + swad`, `tta(erm)`" in note and "`erm`" not in note
 
 
 def test_posthoc_train_is_refused_in_one_line_naming_the_sweep(capsys, tmp_path):

@@ -115,8 +115,36 @@ def write_board(
         raise UserError(f"{output_dir}: no runs (expected {Path(output_dir) / 'runs'}/<run_id>/)")
     report = rp.build_report(runs, rules)
     return leaderboard.write(
-        report, out, records.git_commit(), command, title, commands=board_commands(output_dir)
+        report,
+        out,
+        records.git_commit(),
+        command,
+        title,
+        commands=board_commands(output_dir),
+        notes=single_checkpoint_note(runs),
     )
+
+
+def single_checkpoint_note(runs: Sequence[Run]) -> list[str]:
+    """The caveat of rows with one checkpoint per run (final weights: test-time adaptation,
+    ensembles, DiWA; SWAD's one average): a rule that chooses the step for their base rows
+    (``train_val``) chooses among their hparams samples only."""
+    rows = sorted(
+        {
+            r.spec["algorithm"]
+            for r in runs
+            if r.status == "ok"
+            and len(r.records) == 1
+            and len(records.record_steps(r.spec["steps"], r.spec["eval_every"])) > 1
+        }
+    )
+    if not rows:
+        return []
+    return [
+        f"Rows from final weights ({', '.join(f'`{r}`' for r in rows)}) have one checkpoint "
+        "per run: selection rules choose among their hparams samples only, where rules that "
+        "choose the step (`train_val`, `loo`, `val_env`) also choose it for their base rows."
+    ]
 
 
 def board_commands(output_dir: str | Path) -> list[str]:
