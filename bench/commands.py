@@ -3,8 +3,10 @@
 Each run records the command that trained it (``spec.json``'s ``command``), and boards
 print those commands as the way to regenerate their numbers. Older runs recorded the CLI
 of their time: ``bench run`` chose one run, a sweep or a transfer run from the flags
-given, and ``--no-stack`` existed. That syntax is frozen, so its flags are listed here
-as data rather than read from today's parser.
+given, and ``--no-stack`` existed; runs with weight averaging were trained by
+``python -m bench.posthoc train``, a sweep with the same flags (``bench sweep --averaging``
+today). That syntax is frozen, so its flags are listed here as data rather than read from
+today's parser.
 """
 
 from __future__ import annotations
@@ -48,12 +50,15 @@ def current_syntax(command: str) -> str:
     An old ``bench run`` with sweep flags, a ``--test-envs`` keyword or no algorithm and no
     dataset (the default benchmark with options) becomes ``bench sweep``; with ``--task``,
     ``--recipe`` or ``--recipes`` it becomes ``bench transfer`` (``--tasks``/``--recipes``
-    when it swept). ``--no-stack`` is dropped.
+    when it swept). ``--no-stack`` is dropped. ``bench.posthoc train`` becomes ``bench sweep``.
     """
     try:
         words = shlex.split(command)
     except ValueError:
         return command
+    for i, word in enumerate(words[:-1]):
+        if word == "bench.posthoc" and words[i + 1] == "train":
+            return shlex.join([*words[:i], "bench", "sweep", *words[i + 2 :]])
     at = _subcommand_at(words)
     if at is None or words[at] != "run":
         return command

@@ -110,11 +110,18 @@ def markdown(
     command: str,
     title: str = "Leaderboard",
     figures: Mapping[str, str] | None = None,
+    commands: Sequence[str] | None = None,
+    notes: Sequence[str] = (),
 ) -> str:
     """The whole leaderboard page; ``figures`` maps a dataset label to a PNG file name next to
-    it."""
+    it. ``commands``: the commands that made the runs, in the order they must be run (default:
+    the runs' commands, sorted; they are independent of each other). ``notes``: paragraphs
+    printed under the legend (caveats of the caller's rows)."""
     figures = figures or {}
-    run_commands = sorted({current_syntax(r.command) for r in report.runs if r.command})
+    if commands is None:
+        run_commands = sorted({current_syntax(r.command) for r in report.runs if r.command})
+    else:
+        run_commands = list(dict.fromkeys(current_syntax(c) for c in commands))
     run_commits = sorted({r.git or "unknown" for r in report.runs})
     out = [
         f"# {title}",
@@ -141,6 +148,7 @@ def markdown(
         rp.legend("std", False),
         "Rows marked *(published: source)* are numbers from papers, for reference; they "
         "were not run here.",
+        *(["", *notes] if notes else []),
         *(["", *rp.damage_notes(report)] if report.damaged else []),
     ]
     for rule in report.rules:
@@ -334,6 +342,8 @@ def write(
     command: str,
     title: str = "Leaderboard",
     figures: bool = True,
+    commands: Sequence[str] | None = None,
+    notes: Sequence[str] = (),
 ) -> Path:
     """Write README.md, selected.csv/json and the figures into ``out_dir``; return the markdown
     path."""
@@ -341,6 +351,6 @@ def write(
     out_dir.mkdir(parents=True, exist_ok=True)
     plotted = plot(report, out_dir, report.rules[0]) if figures else {}
     page = out_dir / "README.md"
-    page.write_text(markdown(report, commit, command, title, plotted))
+    page.write_text(markdown(report, commit, command, title, plotted, commands, notes))
     report_files.write_selected(report, out_dir / "selected.csv", out_dir / "selected.json")
     return page

@@ -1,7 +1,8 @@
-"""``python -m bench.posthoc``: train with weight averaging, adapt at test time, combine, board.
+"""``python -m bench.posthoc``: adapt at test time, combine, board (after training).
 
-    python -m bench.posthoc train --algorithms erm --datasets spurious_toy --n-trials 3 \\
-        --averaging swad --output-dir out
+Runs with weight averaging are trained by ``python -m bench sweep ... --averaging swad``
+(or ``bench run``): one way to train, so one recorded command per run.
+
     python -m bench.posthoc tta --runs out --method t3a [--config '{"filter_k": 20}']
     python -m bench.posthoc combine --runs out --method ensemble [--algorithms erm]
     python -m bench.posthoc board --runs out --out out/board --selection train_val,oracle
@@ -13,15 +14,14 @@ import argparse
 import json
 import shlex
 import sys
-from pathlib import Path
 from typing import Any
 
-from bench import records, sweep
+from bench import records
+from bench.commands import current_syntax
 from bench.errors import UserError
 from bench.posthoc import board, combine, tta
 from bench.report_files import load_runs
 from bench.selection import Run
-from bench.spec import RuntimeOptions
 
 
 def _json(text: str) -> Any:
@@ -29,10 +29,6 @@ def _json(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise UserError(f"not JSON: {text!r} ({exc.msg})") from None
-
-
-def _averaging(text: str | None) -> Any:
-    return _json(text) if text and text.lstrip().startswith("{") else text
 
 
 def _names(text: str | None) -> set[str] | None:
@@ -52,31 +48,6 @@ def _finished(output_dir: str, algorithms: set[str] | None) -> list[Run]:
         which = f" of {', '.join(sorted(algorithms))}" if algorithms else ""
         raise UserError(f"{output_dir}: no finished run{which} without weight averaging")
     return runs
-
-
-def cmd_train(args: argparse.Namespace, command: str) -> int:
-    for value, flag in ((args.jobs, "--jobs"), (args.threads, "--threads")):
-        if value is not None and value < 1:
-            raise UserError(f"{flag} must be >= 1, got {value}")
-    grid = sweep.Grid(
-        tuple(args.algorithms.split(",")),
-        tuple(args.datasets.split(",")),
-        args.n_hparams,
-        args.n_trials,
-        args.test_envs,
-        args.steps,
-        size=args.size,
-        averaging=_averaging(args.averaging),
-    )
-    options = RuntimeOptions(
-        output_dir=Path(args.output_dir),
-        data_dir=args.data_dir,
-        command=command,
-        threads=args.threads,
-    )
-    result = sweep.launch(sweep.expand(grid, args.data_dir), options, jobs=args.jobs, on_line=print)
-    print(f"trained {len(result.finished)} run(s) into {args.output_dir}")
-    return 0
 
 
 def cmd_tta(args: argparse.Namespace, command: str) -> int:
@@ -127,19 +98,6 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="a sweep whose runs keep a weight average")
-    train.add_argument("--algorithms", required=True)
-    train.add_argument("--datasets", required=True)
-    train.add_argument(
-        "--averaging", required=True, help='swa, ema, swad, or JSON: {"kind": "ema", "decay": 0.99}'
-    )
-    train.add_argument("--n-trials", type=int, default=1)
-    train.add_argument("--n-hparams", type=int, default=1)
-    train.add_argument("--test-envs", default="single")
-    train.add_argument("--steps", type=int)
-    train.add_argument("--size", default="full", choices=("full", "tiny"))
-    train.add_argument("--jobs", type=int, default=1)
-    train.add_argument("--threads", type=int, help="torch threads per job (default: cores / jobs)")
     adapt = sub.add_parser("tta", help="test-time adaptation of every finished run")
     adapt.add_argument("--method", required=True, choices=sorted(tta.SPACES))
     adapt.add_argument("--config", help='JSON overrides, e.g. {"filter_k": 20}')
@@ -152,18 +110,23 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--selection", default="train_val")
     for p in (adapt, comb, show):
         p.add_argument("--runs", required=True, help="the output directory of the runs")
-    for p in (train, adapt, comb):
+    for p in (adapt, comb):
         p.add_argument("--data-dir")
-    train.add_argument("--output-dir", required=True)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
     command = shlex.join(["python", "-m", "bench.posthoc", *argv])
+    if argv[:1] == ["train"]:
+        print(
+            f"error: weight averaging is a sweep option now: {current_syntax(command)}",
+            file=sys.stderr,
+        )
+        return 2
+    args = build_parser().parse_args(argv)
     try:
-        handler = {"train": cmd_train, "tta": cmd_tta, "combine": cmd_combine, "board": cmd_board}
+        handler = {"tta": cmd_tta, "combine": cmd_combine, "board": cmd_board}
         return handler[args.command](args, command)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

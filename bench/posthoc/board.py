@@ -21,9 +21,16 @@ from typing import Any, Mapping, Sequence
 
 from bench import leaderboard, records
 from bench import report as rp
+from bench.commands import current_syntax
 from bench.errors import UserError
 from bench.posthoc.averaging_config import AVERAGING
-from bench.posthoc.results import AVERAGED, derived_runs, label, strip_averaging
+from bench.posthoc.results import (
+    AVERAGED,
+    derived_runs,
+    label,
+    posthoc_commands,
+    strip_averaging,
+)
 from bench.report_files import load_runs
 from bench.selection import Run
 from bench.spec import RunSpec
@@ -107,4 +114,42 @@ def write_board(
     if not runs:
         raise UserError(f"{output_dir}: no runs (expected {Path(output_dir) / 'runs'}/<run_id>/)")
     report = rp.build_report(runs, rules)
-    return leaderboard.write(report, out, records.git_commit(), command, title)
+    return leaderboard.write(
+        report,
+        out,
+        records.git_commit(),
+        command,
+        title,
+        commands=board_commands(output_dir),
+        notes=single_checkpoint_note(runs),
+    )
+
+
+def single_checkpoint_note(runs: Sequence[Run]) -> list[str]:
+    """The caveat of rows with one checkpoint per run (final weights: test-time adaptation,
+    ensembles, DiWA; SWAD's one average): a rule that chooses the step for their base rows
+    (``train_val``) chooses among their hparams samples only."""
+    rows = sorted(
+        {
+            r.spec["algorithm"]
+            for r in runs
+            if r.status == "ok"
+            and len(r.records) == 1
+            and len(records.record_steps(r.spec["steps"], r.spec["eval_every"])) > 1
+        }
+    )
+    if not rows:
+        return []
+    return [
+        f"Rows from final weights ({', '.join(f'`{r}`' for r in rows)}) have one checkpoint "
+        "per run: selection rules choose among their hparams samples only, where rules that "
+        "choose the step (`train_val`, `loo`, `val_env`) also choose it for their base rows."
+    ]
+
+
+def board_commands(output_dir: str | Path) -> list[str]:
+    """The commands that made ``output_dir``'s rows, in the order they must be run: training
+    (today's syntax, sorted: sweeps are independent), then test-time adaptation and combining,
+    which read the trained runs, in the order they were run."""
+    trained = sorted({current_syntax(r.command) for r in load_runs(output_dir) if r.command})
+    return [*trained, *posthoc_commands(output_dir)]

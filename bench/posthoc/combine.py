@@ -136,5 +136,6 @@ def combine(
         spec,
         [record],
         command,
+        results.base_seeds({r.run_id: r.info["spec"] for r in runs}),
     )
     return results.write_result(Path(output_dir) / results.COMBINED, result)

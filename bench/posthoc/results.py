@@ -3,6 +3,9 @@
 A result is one JSON file: its kind (``tta``, ``ensemble``, ``diwa``), configuration, the
 runs it was made from (with the step of the weights used) and records of a run's shape.
 Its id hashes all of that, so a change of configuration or of a base run is a new result.
+Like a run's ``spec.json`` it also records how it was made (``provenance``): the command,
+the git commit (``-dirty`` with local changes), library versions, host and CPU, the base
+runs' seeds and the time, so a board can print its commit and its command in run order.
 
 - test-time adaptation: ``<output>/runs/<run_id>/posthoc/<id>.json`` (beside its run);
 - ensembles and weight averages of several runs: ``<output>/combined/<id>.json``;
@@ -15,8 +18,10 @@ Its id hashes all of that, so a change of configuration or of a base run is a ne
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
+import platform
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -33,6 +38,37 @@ def result_id(kind: str, config: Mapping[str, Any], bases: Sequence[tuple[str, i
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def provenance(seeds: Mapping[str, Any]) -> dict[str, Any]:
+    """How a result was made, beside what it is: code, libraries, machine, seeds, time.
+
+    Post-hoc methods run on the CPU; ``meta`` has the keys of a run's (``records.provenance``).
+    """
+    return {
+        "meta": {**records.provenance("cpu"), "cpu": cpu_model()},
+        "seeds": dict(seeds),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def base_seeds(specs: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, int]]:
+    """Each base run's seeds (run id -> trial and hparams seed)."""
+    return {
+        rid: {"trial_seed": s["trial_seed"], "hparams_seed": s["hparams_seed"]}
+        for rid, s in sorted(specs.items())
+    }
+
+
 def make_result(
     kind: str,
     config: Mapping[str, Any],
@@ -40,10 +76,16 @@ def make_result(
     bases: Sequence[tuple[str, int]],
     base_spec: Mapping[str, Any],
     records_: Sequence[Mapping[str, Any]],
-    command: str = "",
+    command: str,
+    seeds: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """A result; ``base_spec`` is the spec its rows inherit (dataset, test envs, trial)."""
+    """A result; ``base_spec`` is the spec its rows inherit (dataset, test envs, trial).
+
+    Its records carry the result's own ``meta`` (a copied base record would name the base
+    run's commit); ``seeds`` are every seed it depends on (``base_seeds`` and its own).
+    """
     rid = result_id(kind, config, bases)
+    made = provenance(seeds)
     return {
         "kind": kind,
         "config": dict(config),
@@ -51,8 +93,9 @@ def make_result(
         "bases": [list(b) for b in sorted(bases)],
         "id": rid,
         "spec": dict(base_spec),
-        "records": [{**r, "run_id": rid} for r in records_],
+        "records": [{**r, "run_id": rid, "meta": made["meta"]} for r in records_],
         "command": command,
+        **made,
     }
 
 
@@ -118,10 +161,25 @@ def derived_runs(output_dir: str | Path, runs: Sequence[Run]) -> list[Run]:
             out.append(Run(result["id"], spec, {}, (), "damaged", damage=why))
             continue
         found = tuple(result["records"])
+        git = result.get("meta", {}).get("git")  # None in results written before provenance
         out.append(
-            Run(result["id"], spec, result["config"], found, "ok", result.get("command", ""))
+            Run(result["id"], spec, result["config"], found, "ok", result.get("command", ""), git)
         )
     return out
+
+
+def posthoc_commands(output_dir: str | Path) -> list[str]:
+    """The commands of the readable results of ``output_dir``, in the order they were run
+    (their recorded time; results written before it was recorded first, by command)."""
+    made = []
+    for path in result_files(output_dir):
+        try:
+            result = read_result(path)
+        except records.DamagedRun:
+            continue
+        if result.get("command"):
+            made.append((result.get("created", ""), result["command"]))
+    return list(dict.fromkeys(command for _, command in sorted(made)))
 
 
 def require_finished(runs: Sequence[Run], what: str) -> None:

@@ -225,5 +225,9 @@ def adapt_run(
         trained.info["spec"],
         [record],
         command,
+        {
+            **results.base_seeds({trained.run_id: trained.info["spec"]}),
+            "stream": "order of each split: seeding.rng('tta', trial_seed, env, split)",
+        },
     )
     return results.write_result(Path(directory) / results.POSTHOC, result)
