@@ -23,11 +23,11 @@ import numpy as np
 import torch
 
 from bench import records
+from bench.execution import claim
 from bench.meta.base import METHODS, Draw, MetaMethod
 from bench.meta.episodes import ClassPool, sample_batch, sample_episode
 from bench.meta.few_shot import FEW_SHOT_DATASETS
 from bench.meta.spec import MetaSpec
-from bench.execution import claim
 from bench.seeding import stable_hash
 
 META_SCHEMA = 1
