@@ -417,6 +417,11 @@ RUN_CASES = [
     case(SWEEP + " --jobs 0", "--jobs must be >= 1", id="jobs-zero"),
     case(SWEEP + " --jobs -2", "--jobs must be >= 1", id="jobs-negative"),
     case(SWEEP + " --threads 0", "--threads must be >= 1", id="sweep-threads-zero"),
+    case(
+        "run --algorithm sagnet --dataset spurious_toy --output-dir {tmp}/out",
+        "sagnet needs a featurizer with at least two weight layers",
+        id="sagnet-on-a-one-layer-mlp",
+    ),
     case(DEBUG + " --averaging {kind", "--averaging is not valid JSON", id="averaging-bad-json"),
     case(
         DEBUG + " --averaging polyak", "unknown weight averaging 'polyak'", id="averaging-unknown"

@@ -52,6 +52,11 @@ def split_featurizer(featurizer: nn.Module) -> tuple[nn.Module, nn.Module]:
     layers = getattr(featurizer, "net", None)
     if isinstance(layers, nn.Sequential):
         last = max(i for i, m in enumerate(layers) if isinstance(m, (nn.Conv2d, nn.Linear)))
+        if not any(p.requires_grad for p in layers[:last].parameters()):
+            raise UserError(
+                "sagnet needs a featurizer with at least two weight layers (its style "
+                "randomisation sits between them); this one has one (e.g. raise mlp_depth to 2)"
+            )
         return layers[:last], layers[last:]
     raise UserError(f"sagnet splits the featurizers {', '.join(SPLITTABLE)}; not this one")
 
