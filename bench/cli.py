@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         check_mode(args)
+        checks.hub_datasets_reachable(args)
         if hasattr(args, "imports"):
             args.imports = [plugin_reference(m) for m in args.imports]
             import_plugins(args.imports)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+from pathlib import Path
 from typing import Any
 
+from bench.downloads import hub_precheck
 from bench.errors import UserError
 
 ONE_RUN_FLAGS = ("--algorithm", "--dataset", "--trial-seed", "--hparams-seed")
@@ -268,3 +270,14 @@ def recipe(name: str) -> str:
 
 def names(text: str) -> tuple[str, ...]:
     return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def hub_datasets_reachable(args: argparse.Namespace) -> None:
+    """``hf:NAME`` datasets on the hub: one line now, before the registries import torch (seconds
+    on a busy machine), when the ``datasets`` package is missing or the hub is unreachable."""
+    given = [getattr(args, "dataset", None), *(getattr(args, "datasets", None) or "").split(",")]
+    for name in filter(None, given):
+        if name.lower().startswith("hf:"):
+            location = name[3:].split("?")[0]
+            if location and not Path(location).expanduser().exists():  # else a save_to_disk folder
+                hub_precheck(location, "a folder written by save_to_disk, passed as hf:FOLDER")

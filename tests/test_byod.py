@@ -336,6 +336,20 @@ def test_a_hub_id_offline_ends_in_one_line(tmp_path, offline, says):
     assert "someone/missing" in out.stderr and says in out.stderr
 
 
+def test_an_unreachable_hub_is_refused_before_torch_is_imported():
+    """The hub check runs before the registries (which import torch: seconds on a busy CPU)."""
+    code = (
+        "import sys; from bench.cli import main; "
+        "rc = main(['sweep', '--algorithms', 'erm', '--datasets', 'hf:a/b?env=e&label=y']); "
+        "print(rc, 'torch' in sys.modules)"
+    )
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", PYTHONPATH=str(README.parent))  # a closed port
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.split() == ["2", "False"], out.stdout + out.stderr
+    assert "127.0.0.1:9 is unreachable" in out.stderr and out.stderr.count("\n") == 1
+
+
 def test_registry_names_are_case_insensitive_and_prefixes_are_suggested():
     assert DATASETS.canonical("PACS") == "pacs" and DATASETS.get("PACS") is DATASETS.get("pacs")
     with pytest.raises(UserError, match="folder:\\.\\.\\., hf:\\.\\.\\."):

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 import zipfile
 import zlib
 from pathlib import Path
@@ -12,13 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from bench.downloads import require_host
+from bench.downloads import hub_precheck, install_hint, require_host
 from bench.errors import DataNotFoundError, UserError, reason
 from bench.seeding import rng
 
 ENV_VAR = "BENCH_DATA"
 MNIST_KEYS = ("x_train", "y_train", "x_test", "y_test")
-HUB_URL = "https://huggingface.co"
 
 
 def data_roots(explicit: str | None) -> list[Path]:
@@ -68,22 +65,11 @@ class MNISTFiles:
 def hub_datasets(what: str, where: Path | str) -> Any:
     """HuggingFace's ``datasets`` module once the hub answers for dataset ``what``, else UserError.
 
-    With HF_DATASETS_OFFLINE or HF_HUB_OFFLINE set, ``datasets`` reads its cache: no host to check.
-    The package and the host are checked before ``datasets`` is imported, which takes seconds.
+    The package and the host are checked first (``downloads.hub_precheck``), before ``datasets``
+    is imported, which takes seconds.
     """
-    purpose = f"downloading {what}"
-    if not _importable("datasets"):
-        raise UserError(_install_hint(purpose))
-    if not hub_offline():
-        url = f"{os.environ.get('HF_ENDPOINT', HUB_URL).rstrip('/')}/datasets/{what}"
-        require_host(url, f"{what} from the HuggingFace hub", where)
-    return import_hf_datasets(purpose)
-
-
-def hub_offline() -> bool:
-    """Whether HF_DATASETS_OFFLINE or HF_HUB_OFFLINE asks ``datasets`` to read its cache only."""
-    flags = (os.environ.get(k, "").lower() for k in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
-    return any(flag in ("1", "true", "yes", "on") for flag in flags)
+    hub_precheck(what, where)
+    return import_hf_datasets(f"downloading {what}")
 
 
 def import_hf_datasets(purpose: str) -> Any:
@@ -91,19 +77,8 @@ def import_hf_datasets(purpose: str) -> Any:
     try:
         import datasets as hf_datasets  # lazy: an optional dependency (bench[hub])
     except ImportError:
-        raise UserError(_install_hint(purpose)) from None
+        raise UserError(install_hint(purpose)) from None
     return hf_datasets
-
-
-def _install_hint(purpose: str) -> str:
-    return f"{purpose} needs the datasets package: pip install 'bench[hub]'"
-
-
-def _importable(name: str) -> bool:
-    """Whether ``import name`` would find a module, without importing it."""
-    if name in sys.modules:  # None there means that imports of it are blocked
-        return sys.modules[name] is not None
-    return importlib.util.find_spec(name) is not None
 
 
 def load_mnist(

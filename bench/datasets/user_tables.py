@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from bench.datasets.base import DATASETS, EnvData, Environment
-from bench.datasets.files import hub_datasets, hub_offline, import_hf_datasets
+from bench.datasets.files import hub_datasets, import_hf_datasets
 from bench.datasets.user_data import (
     UserDataset,
     UserImageDataset,
@@ -37,6 +37,7 @@ from bench.datasets.user_data import (
     parse_name,
     with_options,
 )
+from bench.downloads import hub_offline
 from bench.errors import DataNotFoundError, UserError, reason
 from bench.seeding import rng
 
