@@ -139,6 +139,7 @@ def test_leave_one_domain_out_sweep_and_board(form, tmp_path, capsys):
     assert "acc_pct" in header.split(",")
 
 
+@pytest.mark.slow  # end to end through the CLI or several processes: seconds each
 def test_jobs_2_workers_rebuild_all_three_forms(tmp_path, capsys):
     """Loky workers are fresh processes: they know the datasets only through the options."""
     names = [

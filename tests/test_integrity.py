@@ -267,6 +267,7 @@ def test_runs_of_different_configurations_get_separate_rows_and_the_default_row_
     assert after["erm"].values == before.values and after["erm [lr=1e-05]"].values != before.values
 
 
+@pytest.mark.slow  # end to end through the CLI or several processes: seconds each
 def test_runs_of_different_protocols_get_separate_tables(tmp_path):
     assert _sweep(tmp_path) == 0
     assert _sweep(tmp_path, "--eval-every", "15") == 0  # the later flag wins
@@ -450,6 +451,7 @@ def test_a_plugin_sweep_in_fresh_worker_processes(tmp_path, launcher):
     assert {r.spec["code"] != {} for r in runs} == {True}
 
 
+@pytest.mark.slow  # end to end through the CLI or several processes: seconds each
 def test_a_transfer_sweep_over_recipes(tmp_path):
     """--recipes is the algorithm list of a transfer sweep; --shots picks each task's variant."""
     argv = [

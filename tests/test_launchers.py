@@ -59,6 +59,7 @@ def test_local_launcher_with_two_loky_processes(tmp_path):
     assert_all_trained_once(tmp_path, specs)
 
 
+@pytest.mark.slow  # end to end through the CLI or several processes: seconds each
 def test_local_launcher_trains_each_run_once_through_the_runner(tmp_path):
     """One training loop: every run, of any algorithm, is its own runner.run in this process."""
     specs = [
