@@ -3,10 +3,12 @@ real start and final weights, and runs of different tasks refused."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
-from bench import runner
+from bench import records, runner
 from bench.algorithms.base import classification_loss
 from bench.datasets.base import EnvData, Environment
 from bench.errors import UserError
@@ -117,3 +119,11 @@ def test_runs_of_different_tasks_are_refused_in_one_line(runs, tmp_path, capsys)
     err = capsys.readouterr().err
     assert err.startswith("error:") and err.count("\n") == 1 and "landscape_toy_b" in err
     assert not (tmp_path / "l.png").exists()
+
+
+def test_an_unfinished_run_is_refused(runs, tmp_path):
+    partial = tmp_path / "out" / "runs" / runs["scratch_a"].name
+    shutil.copytree(runs["scratch_a"], partial)
+    (partial / records.DONE).unlink()
+    with pytest.raises(UserError, match="partial"):
+        compare([partial, runs["finetune_a"]], tmp_path / "l.png")
