@@ -52,6 +52,7 @@ def reduced_default(tmp_path_factory):
     return out, buffer.getvalue()
 
 
+@pytest.mark.slow  # trains for several seconds; the fast subset leaves it out
 def test_erm_is_far_below_the_best_invariance_method(reduced_default):
     out, _ = reduced_default
     rep = report.build_report(report_files.load_runs(out), "train_val")
@@ -66,6 +67,7 @@ def test_erm_is_far_below_the_best_invariance_method(reduced_default):
     assert 0.7 < oracle < 0.8, oracle
 
 
+@pytest.mark.slow  # trains for several seconds; the fast subset leaves it out
 def test_summary_prints_chance_oracle_and_a_sentence_from_the_numbers(reduced_default):
     out, printed = reduced_default
     rep = report.build_report(report_files.load_runs(out), "train_val")
@@ -81,6 +83,7 @@ def test_summary_prints_chance_oracle_and_a_sentence_from_the_numbers(reduced_de
     assert (out / "leaderboard" / "spurious_toy_train_val_train_test.png").exists()
 
 
+@pytest.mark.slow  # trains for several seconds; the fast subset leaves it out
 def test_sentence_reports_no_clear_separation_when_the_numbers_say_so(reduced_default, monkeypatch):
     """The sentence is generated: with the threshold above the measured gap it must not claim a
     separation."""

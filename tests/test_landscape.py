@@ -92,6 +92,7 @@ def _train_loss(model, run) -> float:
         return float(classification_loss(model.eval().predict(x), y))
 
 
+@pytest.mark.slow  # trains for several seconds; the fast subset leaves it out
 def test_the_line_joins_each_runs_start_and_final_weights(runs, tmp_path):
     """alpha = 0 is the run's start (its seeded init; for finetune, with the cached pretrained
     featurizer loaded here independently) and alpha = 1 its checkpoint."""
@@ -111,6 +112,7 @@ def test_the_line_joins_each_runs_start_and_final_weights(runs, tmp_path):
     assert found[0]["line"]["train"][zero] != pytest.approx(found[1]["line"]["train"][zero])
 
 
+@pytest.mark.slow  # trains for several seconds; the fast subset leaves it out
 def test_runs_of_different_tasks_are_refused_in_one_line(runs, tmp_path, capsys):
     with pytest.raises(UserError, match="differ in dataset"):
         compare([runs["scratch_a"], runs["scratch_b"]], tmp_path / "l.png")
@@ -121,6 +123,7 @@ def test_runs_of_different_tasks_are_refused_in_one_line(runs, tmp_path, capsys)
     assert not (tmp_path / "l.png").exists()
 
 
+@pytest.mark.slow  # trains for several seconds; the fast subset leaves it out
 def test_an_unfinished_run_is_refused(runs, tmp_path):
     partial = tmp_path / "out" / "runs" / runs["scratch_a"].name
     shutil.copytree(runs["scratch_a"], partial)

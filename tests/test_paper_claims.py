@@ -100,6 +100,7 @@ def test_feature_matching_aligns_environment_features(name, distance):
         assert accuracy(method, envs) > 0.9  # the task is still solved
 
 
+@pytest.mark.slow  # trains for several seconds; the fast subset leaves it out
 def test_dann_hides_the_environment_from_the_features():
     for seed in SEEDS:
         envs = shifted_envs(seed)

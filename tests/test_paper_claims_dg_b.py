@@ -330,6 +330,7 @@ def worst_gap_near_the_classifier(algorithm, envs: Envs, radius: float = 2.0) ->
     return gap().item()
 
 
+@pytest.mark.slow  # trains for several seconds; the fast subset leaves it out
 def test_transfer_learns_features_on_which_nearby_heads_have_a_smaller_loss_gap():
     """ToyFlip's two training environments differ in how often the spurious feature agrees with
     the label; heads near the classifier that lean on it have unequal losses across them."""

@@ -34,6 +34,7 @@ def cache_home(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
+@pytest.mark.slow  # trains for several seconds; the fast subset leaves it out
 def test_dry_run_plans_estimates_and_trains_nothing(tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     assert cli.main([*SWEEP, "--dry-run", "--output-dir", str(out)]) == 0
