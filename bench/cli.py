@@ -27,9 +27,13 @@ from bench.registry import import_plugins, plugin_reference
 from bench.report_run import run_table, show
 from bench.spec import RuntimeOptions, make_spec
 
-# Packages with their own command line, mounted as `bench meta ...` / `bench posthoc ...`: the
+# Packages with their own command line, mounted as `bench meta ...`, `bench posthoc ...`: the
 # words after the subcommand are theirs (same flags, same one-line errors).
-DELEGATED = {"meta": "bench.meta.cli", "posthoc": "bench.posthoc.__main__"}
+DELEGATED = {
+    "meta": "bench.meta.cli",
+    "posthoc": "bench.posthoc.__main__",
+    "landscape": "bench.transfer.landscape_cli",
+}
 
 
 def main(argv: list[str] | None = None) -> int:

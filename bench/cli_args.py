@@ -22,6 +22,7 @@ COMMANDS = (
     "mtl",
     "meta",
     "posthoc",
+    "landscape",
 )
 # Options whose values may start with "-" (e.g. the environment "-90%").
 _DASH_VALUES = ("--test-envs",)
@@ -349,6 +350,7 @@ def build_parser(mtl: bool = False) -> argparse.ArgumentParser:
     for name, what in (
         ("meta", "meta-learning (few-shot episodes): run, sweep, board, list"),
         ("posthoc", "test-time adaptation, ensembles/DiWA and their boards: tta, combine, board"),
+        ("landscape", "loss landscape of a scratch and a pretrained transfer run (a figure)"),
     ):  # handled by bench.cli.DELEGATED before this parser runs; listed here for --help
         sub.add_parser(name, add_help=False, help=f"{what} (`bench {name} --help`)")
     p = sub.add_parser(

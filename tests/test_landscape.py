@@ -17,7 +17,8 @@ from bench.landscape import LINE, filter_normalised
 from bench.posthoc.trained import build_algorithm, load_trained
 from bench.seeding import torch_generator
 from bench.spec import RuntimeOptions, make_spec
-from bench.transfer.landscape import compare, main
+from bench.transfer.landscape import compare
+from bench.transfer.landscape_cli import main
 from bench.transfer.pretrain import WEIGHTS, pretrained_dir
 from bench.transfer.tasks import TransferTask, register_task
 

@@ -14,15 +14,12 @@ runs' output directory (``<output>/pretrained/<id>``). A missing cache is an err
 retrained here, and the loaded pretraining must be the one the run's spec.json names. Every
 parameter of the network moves (frozen blocks too: they are part of the landscape).
 
-    python -m bench.transfer.landscape --runs OUTPUT_DIR --task genomic_toy_shift \\
+    python -m bench landscape --runs OUTPUT_DIR --task genomic_toy_shift \\
         --recipes scratch,finetune --trial-seed 0 --out landscape.png
 """
 
 from __future__ import annotations
 
-import argparse
-import shlex
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -165,50 +162,3 @@ def find_runs(output_dir: Path, task: str, recipes: Sequence[str], trial_seed: i
             )
         found.extend(hits)
     return found
-
-
-def _check_task(paths: Sequence[Path], task: str) -> None:
-    for path in paths:
-        if (path / records.SPEC).exists():
-            found = records.read_json(path / records.SPEC)["spec"]["dataset"]
-            if found != task:
-                raise UserError(f"{path}: a run of {found}, not of --task {task}")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.transfer.landscape", description=__doc__)
-    parser.add_argument(
-        "--runs",
-        nargs="+",
-        required=True,
-        help="an output directory (runs chosen by --task/--recipes/--trial-seed), or run dirs",
-    )
-    parser.add_argument("--task", required=True, help="the transfer task the runs are on")
-    parser.add_argument("--recipes", default="scratch,finetune", help="with an output directory")
-    parser.add_argument("--trial-seed", type=int, default=0)
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's)"
-    )
-    parser.add_argument("--out", default="transfer_landscape.png", help="PNG; numbers beside it")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        paths = [Path(p) for p in args.runs]
-        if len(paths) == 1 and not (paths[0] / records.SPEC).exists():
-            paths = find_runs(paths[0], args.task, args.recipes.split(","), args.trial_seed)
-        _check_task(paths, args.task)
-        result = compare(paths, Path(args.out), args.data_dir)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # the output folder: read-only, full, not a folder, ...
-        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
-    print(f"{result['figure']} ({shlex.join(str(p) for p in paths)})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
