@@ -100,6 +100,39 @@ def test_board_refuses_to_mix_protocols_in_one_cell():
         board.select([_test_record("maml", 1, 0, 0, 0.5, 0.6), other])
 
 
+SWEEP = "python -m bench.meta sweep --methods scratch maml --dataset mnist --output-dir sweeps/meta"
+BOARD = "python -m bench.meta board --output-dir sweeps/meta"
+
+
+def _mnist_run(method: str, steps: int, every: int, val: int, test: int) -> dict:
+    spec = {"dataset": "mnist", "way": 5, "shot": 1, "method": method, "trial_seed": 0}
+    spec |= {"hparams_seed": 0, "query": 15, "size": "full"}
+    spec |= {"steps": steps, "eval_every": every, "val_episodes": val, "test_episodes": test}
+    meta = {"git": "abc123", "torch": "2.4", "numpy": "1.26", "python": "3.11"}
+    return {"spec": spec, "eval": {"acc": 0.6, "ci95": 0.02}, "val_acc": 0.6, "meta": meta}
+
+
+def test_board_states_a_reduced_budget_beside_the_default_and_the_commands_and_commits():
+    runs = [_mnist_run("maml", 100, 50, 20, 60), _mnist_run("scratch", 1, 1, 20, 60)]
+    runs = [{**r, "command": SWEEP} for r in runs]
+    text = board.board(board.select(runs), runs, BOARD, "def456")
+    assert (
+        "**CPU budget: 100 meta-training steps, meta-validation every 50 steps on 20 episodes, "
+        "60 meta-test episodes, 15 queries per class.** The package default is 2000 steps, "
+        "meta-validation every 250 steps on 100 episodes, 600 meta-test episodes" in text
+    )
+    assert f"```\n{SWEEP}\n```" in text and f"```\n{BOARD}\n```" in text
+    assert "2 runs, trained at git commit `abc123`; board written at `def456`" in text
+    assert "Not reproducible" not in text
+
+
+def test_board_names_the_package_default_when_the_runs_used_it():
+    runs = [_mnist_run("maml", 2000, 250, 100, 600), _mnist_run("scratch", 1, 1, 100, 600)]
+    text = board.board(board.select(runs), runs)
+    assert "Protocol: 2000 meta-training steps" in text and "(the package default)" in text
+    assert "CPU budget" not in text and "Regenerate" not in text
+
+
 def test_cli_runs_a_sweep_and_writes_a_board(tmp_path, capsys, one_thread):
     flags = ["--dataset", "subspace", "--output-dir", str(tmp_path), "--steps", "2"]
     flags += ["--eval-every", "1", "--val-episodes", "2", "--test-episodes", "3", "--size", "tiny"]
@@ -112,6 +145,7 @@ def test_cli_runs_a_sweep_and_writes_a_board(tmp_path, capsys, one_thread):
     assert main(args) == 0
     text = out.read_text()
     assert "| protonet |" in text and "5-way 2-shot" in text and figure.stat().st_size > 0
+    assert "python -m bench.meta sweep --methods protonet" in text and "CPU budget: 2 " in text
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,10 @@ Pure functions of the runs' records. Per (method, dataset, way, shot, trial) the
 hyperparameter sample with the best meta-validation accuracy is selected (each run already
 picked its checkpoint on meta-validation episodes); its meta-test result is reported two
 ways: the field's episode-level ``mean ± 95% CI`` (1.96 std / sqrt(episodes), averaged over
-trials) and bench's trial-level ``mean ± std (n)`` (ddof=1).
+trials) and bench's trial-level ``mean ± std (n)`` (ddof=1). Each dataset states the budget
+its runs had next to the package default, and the page ends with the commands that trained
+the runs and the commits of the code, so a reduced CPU budget is never read as the standard
+protocol and every number can be made again.
 """
 
 from __future__ import annotations
@@ -19,7 +22,11 @@ from tabulate import tabulate
 
 from bench import records
 from bench.errors import UserError
+from bench.meta.base import METHODS
+from bench.meta.few_shot import FEW_SHOT_DATASETS
 from bench.meta.runner import RUNS, test_record
+from bench.meta.spec import TEST_EPISODES, VAL_EPISODES
+from bench.multitask.provenance import regenerate
 
 KEY_FIELDS = ("dataset", "way", "shot", "method")
 # Settings that must agree within one cell; differing values would mix protocols.
@@ -42,7 +49,8 @@ class Result:
 
 
 def collect(output_dir: str | Path) -> list[dict[str, Any]]:
-    """The test record of every finished run under ``output_dir/meta_runs``."""
+    """The test record of every finished run under ``output_dir/meta_runs``, with the command
+    that trained it (from its ``spec.json``)."""
     root = Path(output_dir) / RUNS
     if not root.is_dir():
         raise UserError(f"no meta-learning runs under {root}; run `python -m bench.meta run` first")
@@ -51,7 +59,8 @@ def collect(output_dir: str | Path) -> list[dict[str, Any]]:
         if (directory / records.DONE).exists():
             record = test_record(directory)
             if record is not None:
-                found.append(record)
+                info = records.read_json(directory / records.SPEC)
+                found.append({**record, "command": info.get("command", "")})
     return found
 
 
@@ -86,6 +95,42 @@ def select(test_records: Iterable[dict[str, Any]]) -> list[Result]:
             )
         )
     return out
+
+
+def _values(specs: list[dict[str, Any]], key: str) -> str:
+    return "/".join(str(v) for v in sorted({s[key] for s in specs}))
+
+
+def budget(test_records: Iterable[dict[str, Any]], dataset: str) -> str:
+    """One line: the steps and episodes ``dataset``'s runs had, and the package default beside
+    them when they differ (methods that do not meta-train, such as scratch, have no steps)."""
+    specs = [r["spec"] for r in test_records if r["spec"]["dataset"] == dataset]
+    trained = [s for s in specs if METHODS.get(s["method"]).META_TRAINS]
+    cls = FEW_SHOT_DATASETS.get(dataset)
+    ran = (
+        f"{_values(trained, 'steps')} meta-training steps, meta-validation every "
+        f"{_values(trained, 'eval_every')} steps on {_values(specs, 'val_episodes')} episodes, "
+        if trained
+        else ""
+    )
+    ran += (
+        f"{_values(specs, 'test_episodes')} meta-test episodes, "
+        f"{_values(specs, 'query')} queries per class"
+    )
+    default = (
+        f"{cls.N_STEPS} steps, meta-validation every {cls.EVAL_EVERY} steps on {VAL_EPISODES} "
+        f"episodes, {TEST_EPISODES} meta-test episodes"
+    )
+    used = {(s["steps"], s["eval_every"], s["val_episodes"]) for s in trained}
+    used_test = {s["test_episodes"] for s in specs}
+    if used <= {(cls.N_STEPS, cls.EVAL_EVERY, VAL_EPISODES)} and used_test == {TEST_EPISODES}:
+        return f"Protocol: {ran} (the package default)."
+    return (
+        f"**CPU budget: {ran}.** The package default is {default}; {TEST_EPISODES} meta-test "
+        "episodes is the literature's convention (Chen et al. 2019), and published MAML and "
+        "ProtoNet results meta-train for tens of thousands of episodes. Read these numbers as "
+        "this budget's, not as the methods' standard results."
+    )
 
 
 def _columns(results: list[Result]) -> list[tuple[int, int]]:
@@ -145,11 +190,18 @@ def plot(results: list[Result], path: str | Path) -> None:
     plt.close(fig)
 
 
-def board(results: list[Result], command: str = "", figure: str | None = None) -> str:
-    """The markdown board: per dataset, both tables; the command that regenerates it."""
+def board(
+    results: list[Result],
+    runs: Iterable[dict[str, Any]] = (),
+    command: str = "",
+    commit: str | None = None,
+    figure: str | None = None,
+) -> str:
+    """The markdown board: per dataset its budget and both tables; with ``command`` (the board
+    command as typed; ``commit``: the code's that runs it) the commands that trained ``runs``
+    (the collected test records), their commits, and how to redraw the board."""
+    runs = list(runs)
     parts = ["# Meta-learning board", ""]
-    if command:
-        parts += ["Regenerate with:", "", f"    {command}", ""]
     parts += [
         "Selection: per trial, the hparams sample and checkpoint with the best mean accuracy on "
         "meta-validation episodes. Metric: mean query accuracy (%) on the fixed meta-test "
@@ -157,9 +209,15 @@ def board(results: list[Result], command: str = "", figure: str | None = None) -
         "",
     ]
     for dataset in sorted({r.dataset for r in results}):
-        parts += [f"## {dataset}", "", "Episodes: mean ± 95% CI (1.96 std / sqrt(episodes)),"]
+        parts += [f"## {dataset}", ""]
+        if runs:
+            parts += [budget(runs, dataset), ""]
+        parts += ["Episodes: mean ± 95% CI (1.96 std / sqrt(episodes)),"]
         parts += ["averaged over trials.", "", table(results, dataset, "episodes"), ""]
         parts += ["Trials: mean ± std (n trials).", "", table(results, dataset, "trials"), ""]
     if figure:
         parts += [f"![accuracy against shots]({Path(figure).name})", ""]
+    if command:
+        infos = [{"command": r.get("command", ""), "meta": r.get("meta")} for r in runs]
+        parts += [*regenerate(infos, commit, command), ""]
     return "\n".join(parts)

@@ -11,12 +11,13 @@ from typing import Any
 
 import torch
 
+from bench import records
 from bench.errors import UserError
 from bench.meta import board as boards
 from bench.meta.base import METHODS
 from bench.meta.few_shot import FEW_SHOT_DATASETS
 from bench.meta.runner import run
-from bench.meta.spec import MetaSpec, make_meta_spec
+from bench.meta.spec import TEST_EPISODES, VAL_EPISODES, MetaSpec, make_meta_spec
 
 
 def _protocol_flags(p: argparse.ArgumentParser) -> None:
@@ -25,8 +26,8 @@ def _protocol_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query", type=int, default=15, help="queries per class (default 15)")
     p.add_argument("--steps", type=int, help="meta-training steps (default: the dataset's)")
     p.add_argument("--eval-every", type=int, help="steps between meta-validations")
-    p.add_argument("--val-episodes", type=int, default=100, help="meta-validation episodes")
-    p.add_argument("--test-episodes", type=int, default=600, help="meta-test episodes")
+    p.add_argument("--val-episodes", type=int, default=VAL_EPISODES, help="validation episodes")
+    p.add_argument("--test-episodes", type=int, default=TEST_EPISODES, help="meta-test episodes")
     p.add_argument("--size", default="full", choices=("full", "tiny"))
     p.add_argument("--hparams", default="{}", help="JSON overrides, e.g. '{\"inner_lr\": 0.05}'")
     p.add_argument("--data-dir", help="folder holding mnist.npz / pacs (default: bench's search)")
@@ -136,12 +137,13 @@ def _specs(args: argparse.Namespace) -> list[MetaSpec]:
 
 
 def _board(args: argparse.Namespace, command: str) -> int:
-    results = boards.select(boards.collect(args.output_dir))
+    runs = boards.collect(args.output_dir)
+    results = boards.select(runs)
     if not results:
         raise UserError(f"no finished meta-learning runs under {args.output_dir}")
     if args.figure:
         boards.plot(results, args.figure)
-    text = boards.board(results, command, args.figure)
+    text = boards.board(results, runs, command, records.git_commit(), args.figure)
     if args.out:
         Path(args.out).write_text(text + "\n")
     else:

@@ -21,6 +21,10 @@ from bench.seeding import canonical_json
 from bench.spec import space_digest
 
 META_IDENTITY = 1  # bump when the scheme of fields below changes meaning
+# Episodes per evaluation by default; 600 meta-test episodes is the field's convention
+# (Chen et al. 2019), which boards name next to a reduced budget.
+VAL_EPISODES = 100
+TEST_EPISODES = 600
 
 
 @dataclass(frozen=True)
@@ -84,8 +88,8 @@ def make_meta_spec(
     overrides: Mapping[str, Any] | None = None,
     steps: int | None = None,
     eval_every: int | None = None,
-    val_episodes: int = 100,
-    test_episodes: int = 600,
+    val_episodes: int = VAL_EPISODES,
+    test_episodes: int = TEST_EPISODES,
     size: str = "full",
     data_dir: str | None = None,
 ) -> MetaSpec:
