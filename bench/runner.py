@@ -24,7 +24,13 @@ from bench.algorithms import ALGORITHMS, Algorithm
 from bench.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
 from bench.datasets import DATASETS, EnvData, load_dataset
 from bench.evaluation import evaluate, skipped_splits
-from bench.execution import claim, cpu_threads, precision_context, wants_channels_last
+from bench.execution import (
+    claim,
+    cpu_threads,
+    precision_context,
+    reuse_freed_memory,
+    wants_channels_last,
+)
 from bench.posthoc.averaging import NoAveraging, averaging_hook
 from bench.protocol import protocol_card
 from bench.run_data import RunData
@@ -216,6 +222,7 @@ def prepare(spec: RunSpec, options: RuntimeOptions, directory: Path) -> RunConte
     # Default: torch's own choice (physical cores), capped by this process's CPU affinity (e.g. a
     # Slurm allocation).
     torch.set_num_threads(options.threads or min(torch.get_num_threads(), cpu_threads()))
+    reuse_freed_memory()
     device = torch.device(options.device)
     hparams = resolve_hparams(spec)
     ds_cls = DATASETS.get(spec.dataset)

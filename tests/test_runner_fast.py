@@ -1,6 +1,7 @@
 """The runner's fast path: bf16 precision, split skipping, full-batch caching, channels_last."""
 
 import dataclasses
+import resource
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from bench.algorithms import ALGORITHMS
 from bench.datasets.files import data_roots
 from bench.errors import UserError
 from bench.evaluation import skipped_splits
+from bench.execution import reuse_freed_memory
 from bench.spec import RuntimeOptions, make_spec, resolve_hparams
 
 
@@ -159,3 +161,20 @@ def test_records_keep_confusion_counts_and_mcc(tmp_path):
     assert mcc([[0, 0, 40], [0, 1, 10], [1, 0, 5], [1, 1, 45]]) == pytest.approx(
         1750 / (55 * 50 * 50 * 45) ** 0.5
     )
+
+
+def test_freed_tensor_memory_is_reused_without_page_faults():
+    """A full-batch step's activations (tens of MB each) come back from the heap, not from fresh
+    kernel pages: before bench.execution.reuse_freed_memory every such tensor re-faulted."""
+    if not reuse_freed_memory():
+        pytest.skip("not glibc: the allocator setting does not apply")
+
+    def page_faults() -> int:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+    n = 16 * 2**20  # 64 MB of float32, above glibc's largest mmap threshold (32 MB)
+    torch.ones(n).sum()  # grows the heap once
+    before = page_faults()
+    for _ in range(3):
+        torch.ones(n).sum()
+    assert page_faults() - before < 2000  # 3 x 16,384 pages when every tensor is a fresh mmap
