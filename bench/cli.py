@@ -122,7 +122,7 @@ def check_mode(args: argparse.Namespace) -> None:
 def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     """Exactly one run; ``bench run`` with no arguments at all is the default benchmark."""
     # Imported here for start-up speed: torch (see main).
-    from bench import runner
+    from bench import plan, runner
     from bench.transfer.tasks import task_dataset
 
     if args.algorithm is None and args.dataset is None:  # nothing else given (check_mode)
@@ -161,6 +161,9 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         imports=tuple(args.imports),
     )
     records.check_output_dir(args.output_dir)
+    advice = plan.bf16_advice([spec], options, measure=spec.steps >= plan.ADVICE_MIN_STEPS)
+    if advice:
+        print(advice)
     outcome = runner.run(spec, options)
     if outcome.status == "busy":
         print(f"run {spec.run_id} is being trained by another worker ({outcome.run_dir})")

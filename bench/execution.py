@@ -64,6 +64,23 @@ def reuse_freed_memory() -> bool:
     return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
 
 
+def native_bf16(device: torch.device) -> str | None:
+    """The hardware that makes bf16 fast on ``device`` ("AMX", "AVX512_BF16", "CUDA"), or None
+    where bf16 is emulated or the CPU's flags cannot be read (then bf16 is never advertised)."""
+    if device.type == "cuda":
+        return "CUDA" if torch.cuda.is_bf16_supported() else None
+    if device.type != "cpu":
+        return None
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    flags = next((line.split() for line in text.splitlines() if line.startswith("flags")), [])
+    if "amx_bf16" in flags:
+        return "AMX"
+    return "AVX512_BF16" if "avx512_bf16" in flags else None
+
+
 def precision_context(
     device: torch.device, precision: str | None
 ) -> contextlib.AbstractContextManager:

@@ -20,14 +20,18 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
+
 from bench import runner
 from bench.evaluation import evaluate
+from bench.execution import native_bf16, precision_context
 from bench.records import write_json
 from bench.seeding import canonical_json
 from bench.selection import validation_env
 from bench.spec import RunSpec, RuntimeOptions
 
 CALIBRATION_STEPS = 5
+ADVICE_MIN_STEPS = 100  # shorter runs: timing both precisions would cost a large share of the run
 SHAPE_KEYS = ("batch_size", "featurizer", "mlp_width", "mlp_depth", "cnn_width", "d_mlp_width")
 
 
@@ -54,43 +58,58 @@ def protocol_key(spec: RunSpec, threads: int | None) -> str:
     return canonical_json(fields)
 
 
-def _calibrate(spec: RunSpec, options: RuntimeOptions) -> dict[str, float]:
+def _time_steps(ctx: runner.RunContext, precision: str | None) -> float:
+    """Seconds per update step of a prepared run (one warm-up step, then CALIBRATION_STEPS)."""
+    with precision_context(ctx.device, precision):
+        ctx.algorithm.update(ctx.minibatches(0))  # warm-up, not timed
+        start = time.perf_counter()
+        for step in range(1, CALIBRATION_STEPS + 1):
+            ctx.algorithm.update(ctx.minibatches(step))
+    return (time.perf_counter() - start) / CALIBRATION_STEPS
+
+
+def _calibrate(
+    spec: RunSpec, options: RuntimeOptions, steps_only: bool = False
+) -> dict[str, float]:
     """Seconds per update step and per evaluation, timed on a throw-away copy of ``spec``."""
     short = dataclasses.replace(spec, steps=CALIBRATION_STEPS + 1, eval_every=CALIBRATION_STEPS + 1)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         ctx = runner.prepare(short, dataclasses.replace(options, output_dir=Path(tmp)), Path(tmp))
         setup = time.perf_counter() - start
-        ctx.algorithm.update(ctx.minibatches(0))  # warm-up, not timed
+        per_step = _time_steps(ctx, spec.precision)
+        if steps_only:
+            return {"step_s": per_step}
         start = time.perf_counter()
-        for step in range(1, CALIBRATION_STEPS + 1):
-            ctx.algorithm.update(ctx.minibatches(step))
-        per_step = (time.perf_counter() - start) / CALIBRATION_STEPS
-        start = time.perf_counter()
-        evaluate(ctx.algorithm, ctx.envs, ctx.splits, options.eval_batch_size, ctx.skip)
+        with precision_context(ctx.device, spec.precision):
+            evaluate(ctx.algorithm, ctx.envs, ctx.splits, options.eval_batch_size, ctx.skip)
         per_eval = time.perf_counter() - start
     return {"step_s": per_step, "eval_s": per_eval, "setup_s": setup}
 
 
 def calibrations(
-    specs: Sequence[RunSpec], options: RuntimeOptions, measure: bool
+    specs: Sequence[RunSpec], options: RuntimeOptions, measure: bool, steps_only: bool = False
 ) -> dict[str, Any]:
-    """Cached calibration per protocol of ``specs``; missing ones are measured when ``measure``."""
+    """Cached calibration per protocol of ``specs``; missing ones are measured when ``measure``.
+
+    ``steps_only`` entries (step time alone, for the bf16 advice) are kept under their own keys.
+    """
     try:
         cache = json.loads(_cache_file().read_text())
     except (OSError, ValueError):
         cache = {}
-    protocols = {protocol_key(s, options.threads): s for s in specs}
+    prefix = "steps " if steps_only else ""
+    protocols = {prefix + protocol_key(s, options.threads): s for s in specs}
     missing = [(key, spec) for key, spec in protocols.items() if key not in cache]
     if measure and missing:
         for key, spec in missing:
-            cache[key] = _calibrate(spec, options)
+            cache[key] = _calibrate(spec, options, steps_only)
         try:
             _cache_file().parent.mkdir(parents=True, exist_ok=True)
             write_json(_cache_file(), cache)
         except OSError:
             pass  # best effort: the next plan measures again
-    return cache
+    return {key[len(prefix) :]: value for key, value in cache.items() if key.startswith(prefix)}
 
 
 def estimate_s(
@@ -107,6 +126,43 @@ def estimate_s(
             cal["setup_s"] + spec.steps * cal["step_s"] + len(spec.record_steps) * cal["eval_s"]
         )
     return total / max(1, min(jobs, len(specs)))
+
+
+def bf16_advice(specs: Sequence[RunSpec], options: RuntimeOptions, measure: bool) -> str | None:
+    """One line on ``--precision bf16`` here, or None.
+
+    fp32 runs on hardware with native bf16 are told how much faster bf16 training steps
+    would be (a steps-only calibration of both precisions, cached like the plan's); bf16 runs
+    on a CPU that only emulates bf16 are told it will be slower. fp32 stays the default: its
+    numbers are the reproducible ones.
+    """
+    device = torch.device(options.device)
+    native = native_bf16(device)
+    if any(s.precision == "bf16" for s in specs):
+        if native is None and device.type == "cpu":
+            return (
+                "note: bf16 is emulated on this CPU (no AVX512_BF16 or AMX): "
+                "--precision bf16 trains slower than fp32 here"
+            )
+        return None
+    if native is None or not specs:
+        return None
+    as_bf16 = [dataclasses.replace(s, precision="bf16") for s in specs]
+    fp32 = calibrations(specs, options, measure, steps_only=True)
+    bf16 = calibrations(as_bf16, options, measure, steps_only=True)
+    keys = [
+        (protocol_key(a, options.threads), protocol_key(b, options.threads))
+        for a, b in zip(specs, as_bf16)
+    ]
+    if any(a not in fp32 or b not in bf16 for a, b in keys):
+        return None
+    slow = sum(s.steps * fp32[a]["step_s"] for s, (a, _) in zip(specs, keys))
+    fast = sum(s.steps * bf16[b]["step_s"] for s, (_, b) in zip(specs, keys))
+    return (
+        f"native bf16 here ({native}): --precision bf16 would train {slow / fast:.1f}x faster "
+        f"({format_duration(fast)} of training steps instead of {format_duration(slow)}); "
+        "fp32 stays the default for reproducible numbers"
+    )
 
 
 def rule_needs(rule: str, specs: Sequence[RunSpec]) -> str:

@@ -44,6 +44,9 @@ def _plan(
             f"estimate: {plan.format_duration(seconds)} for {len(todo)} run(s), {where}, "
             f"calibrated on {plan.cpu_model()}"
         )
+    advice = plan.bf16_advice(todo, timed, measure=args.dry_run)
+    if advice:
+        print(advice)
     return bool(args.dry_run)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from bench import cli, plan
 from bench.spec import RuntimeOptions, make_spec
@@ -83,3 +84,73 @@ def test_rule_lines_say_what_each_rule_needs():
     assert "sweep with --test-envs pairs" in plan.rule_needs("loo", specs)
     cds = [make_spec("erm", "cdsprites_n2", size="tiny")]
     assert plan.rule_needs("val_env", cds).endswith("(1 here)")
+
+
+def _fake_step_times(step_s: dict[str, float]):
+    """_calibrate stand-in: seconds per step by precision, counting the calls."""
+    calls = []
+
+    def calibrate(spec, options, steps_only=False):
+        calls.append((spec.precision, steps_only))
+        return {"step_s": step_s[spec.precision or "fp32"]}
+
+    return calibrate, calls
+
+
+def test_bf16_advice_on_native_hardware_states_the_measured_step_speed_up(tmp_path, monkeypatch):
+    calibrate, calls = _fake_step_times({"fp32": 1.0, "bf16": 0.25})
+    monkeypatch.setattr(plan, "_calibrate", calibrate)
+    monkeypatch.setattr(plan, "native_bf16", lambda device: "AMX")
+    specs = [make_spec("erm", "debug", size="tiny", steps=120, trial_seed=t) for t in (0, 1)]
+    options = RuntimeOptions(output_dir=tmp_path, threads=1)
+    assert plan.bf16_advice(specs, options, measure=False) is None  # nothing cached, nothing timed
+    line = plan.bf16_advice(specs, options, measure=True)
+    assert line.startswith("native bf16 here (AMX): --precision bf16 would train 4.0x faster")
+    assert "(1 min 00 s of training steps instead of 4 min 00 s)" in line
+    assert sorted(calls) == [("bf16", True), ("fp32", True)]  # one protocol, both precisions, once
+    assert plan.bf16_advice(specs, options, measure=True) == line  # cached: not timed again
+    assert len(calls) == 2
+
+
+def test_bf16_advice_warns_where_bf16_is_emulated_and_is_silent_otherwise(tmp_path, monkeypatch):
+    calibrate, calls = _fake_step_times({"fp32": 1.0, "bf16": 3.0})
+    monkeypatch.setattr(plan, "_calibrate", calibrate)
+    monkeypatch.setattr(plan, "native_bf16", lambda device: None)
+    options = RuntimeOptions(output_dir=tmp_path, threads=1)
+    fp32 = make_spec("erm", "debug", size="tiny", steps=120)
+    bf16 = make_spec("erm", "debug", size="tiny", steps=120, precision="bf16")
+    assert plan.bf16_advice([fp32], options, measure=True) is None  # never offered when emulated
+    assert "bf16 is emulated on this CPU" in plan.bf16_advice([bf16], options, measure=True)
+    monkeypatch.setattr(plan, "native_bf16", lambda device: "AVX512_BF16")
+    assert plan.bf16_advice([bf16], options, measure=True) is None  # already bf16 on fast hardware
+    assert calls == []
+
+
+def test_a_short_run_prints_no_bf16_advice_and_times_nothing(tmp_path, capsys, monkeypatch):
+    def no_calibration(*_args, **_kwargs):
+        raise AssertionError("a run shorter than ADVICE_MIN_STEPS is not worth timing both ways")
+
+    monkeypatch.setattr(plan, "_calibrate", no_calibration)
+    monkeypatch.setattr(plan, "native_bf16", lambda device: "AMX")
+    argv = ["run", "--algorithm", "erm", "--dataset", "debug", "--size", "tiny", "--steps", "3"]
+    assert cli.main([*argv, "--output-dir", str(tmp_path), "--no-progress"]) == 0
+    assert "bf16" not in capsys.readouterr().out
+
+
+def test_calibration_times_steps_in_the_spec_precision(tmp_path, monkeypatch):
+    from bench.algorithms.erm import ERM
+
+    seen = []
+    update = ERM.update
+
+    def recording_update(self, *args, **kwargs):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return update(self, *args, **kwargs)
+
+    monkeypatch.setattr(ERM, "update", recording_update)
+    options = RuntimeOptions(output_dir=tmp_path, threads=1)
+    for precision in ("fp32", "bf16"):
+        spec = make_spec("erm", "debug", size="tiny", steps=20, precision=precision)
+        plan._calibrate(spec, options, steps_only=True)
+    n = plan.CALIBRATION_STEPS + 1
+    assert seen == [False] * n + [True] * n
