@@ -1,6 +1,6 @@
 """Print the cmnist_irm reproduction table (markdown) from the records the harness wrote.
 
-Usage: python benchmarks/cmnist_irm_table.py /work/runs/cmnist_irm
+Usage: python benchmarks/cmnist_irm_table.py sweeps/cmnist_irm
 Train accuracy is the mean over the two training environments (as the IRM code's
 ``train_acc``), test accuracy the test environment's, both at the last step. A last
 table gives the ``grad_cos`` diagnostic (mean pairwise cosine of the per-environment
@@ -14,21 +14,22 @@ import sys
 from pathlib import Path
 
 from bench import records
+from bench.references import REFERENCES
 
-ROWS = [
-    ("erm", "cmnist_irm", "ERM"),
-    ("irm", "cmnist_irm", "IRM"),
-    ("vrex", "cmnist_irm", "V-REx"),
-    ("fishr", "cmnist_irm", "Fishr"),
-    ("erm", "cmnist_irm_gray", "ERM, grayscale (oracle)"),
+ROWS = [  # (algorithm, dataset, label, the published row's name in bench.references)
+    ("erm", "cmnist_irm", "ERM", "ERM"),
+    ("irm", "cmnist_irm", "IRM", "IRM"),
+    ("vrex", "cmnist_irm", "V-REx", "V-REx"),
+    ("fishr", "cmnist_irm", "Fishr", "Fishr"),
+    ("erm", "cmnist_irm_gray", "ERM, grayscale (oracle)", "ERM grayscale (oracle)"),
 ]
-PUBLISHED = {
-    "ERM": "87.4 ± 0.2 / 17.1 ± 0.6 (IRM paper)",
-    "IRM": "70.8 ± 0.9 / 66.9 ± 2.5 (IRM paper)",
-    "V-REx": "test 67.2 ± 1.5 (Fishr paper)",
-    "Fishr": "test 69.5 ± 1.0 (Fishr paper)",
-    "ERM, grayscale (oracle)": "73.5 ± 0.2 / 73.0 ± 0.4 (IRM paper)",
-}
+
+
+def published(dataset: str, name: str) -> str:
+    """The published train / test cells of ``name`` on ``dataset``, with their paper and table."""
+    ref = next(r for r in REFERENCES if r.dataset == dataset and r.algorithm == name)
+    where = ", ".join(ref.source.split(", ")[:2])  # e.g. "Arjovsky et al. 2019 (IRM), Table 1"
+    return f"{ref.cells['train envs']} / {ref.cells['test']} ({where})"
 
 
 def cell(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
@@ -78,14 +79,14 @@ def main(output_dir: str) -> None:
         "run, min | published train / test % |"
     )
     print("|---|---|---|---|---|---|")
-    for algorithm, dataset, label in ROWS:
+    for algorithm, dataset, label, name in ROWS:
         runs = sorted(found.get((algorithm, dataset), []), key=lambda r: r["seed"])
         ok = [r for r in runs if r["status"] == "ok"]
         seeds = ",".join(str(r["seed"]) for r in ok) or "-"
         print(
             f"| {label} | n={len(ok)} ({seeds}) | {cell([r['train'] for r in ok])} | "
             f"{cell([r['test'] for r in ok])} | {cell([r['wall'] for r in ok], 1 / 60)} | "
-            f"{PUBLISHED[label]} |"
+            f"{published(dataset, name)} |"
         )
     print()
     print(
@@ -106,7 +107,7 @@ def main(output_dir: str) -> None:
     print()
     print("| method | " + " | ".join(map(str, steps)) + " |")
     print("|---|" + "---|" * len(steps))
-    for algorithm, dataset, label in ROWS:
+    for algorithm, dataset, label, _ in ROWS:
         ok = [r for r in found.get((algorithm, dataset), []) if r["status"] == "ok"]
         if ok:
             print(
@@ -119,4 +120,4 @@ def main(output_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "/work/runs/cmnist_irm")
+    main(sys.argv[1] if len(sys.argv) > 1 else "sweeps/cmnist_irm")
