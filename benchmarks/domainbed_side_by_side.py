@@ -131,6 +131,8 @@ def main() -> None:
     train_py = args.domainbed_repo / "domainbed" / "scripts" / "train.py"
     if not train_py.is_file():
         parser.error(f"{train_py} not found; clone DomainBed (see the usage in --help)")
+    if not set(args.variants.split(",")) <= set(BOUND_KERNELS):
+        parser.error(f"--variants takes a comma-separated subset of {','.join(BOUND_KERNELS)}")
     if args.steps < 3 or args.checkpoint_freq < 2:
         parser.error(
             "--steps must be at least 3 and --checkpoint-freq at least 2 (s/step is "
