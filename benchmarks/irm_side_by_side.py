@@ -20,21 +20,17 @@ run. The fp32 bound (sgemm) and bench's FLOP per step are measured in this proce
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from _timing import flops, machine, peak_flops
-from bench import runner
+from _side_by_side import bench_step_flops, timed_child, write_torchvision_mnist
+from _timing import machine, peak_flops
 from bench.datasets.files import MNIST_CANDIDATES, find_data
-from bench.spec import RuntimeOptions, make_spec
 
 FULL_STEPS = 501
 
@@ -61,59 +57,6 @@ REFERENCE_FLAGS = {
         ("erm", "cmnist_irm"),
     ),
 }
-
-# Runs in the child: time every Adam.step, then run the target as __main__.
-TIMED = """
-import json, runpy, sys, time, torch
-torch.set_num_threads({threads})
-stamps = []
-step = torch.optim.Adam.step
-def timed_step(self, *args, **kwargs):
-    stamps.append((time.perf_counter(), time.process_time()))
-    return step(self, *args, **kwargs)
-torch.optim.Adam.step = timed_step
-if {reference}:
-    torch.Tensor.cuda = lambda self, *a, **k: self
-    torch.nn.Module.cuda = lambda self, *a, **k: self
-sys.argv = {argv!r}
-try:
-    runpy.run_{kind}({target!r}, run_name="__main__")
-except SystemExit:
-    pass
-gaps = [[b[0] - a[0], b[1] - a[1]] for a, b in zip(stamps, stamps[1:])]
-print("TIMES " + json.dumps(gaps), flush=True)
-"""
-
-
-def write_torchvision_mnist(npz: Path, root: Path) -> None:
-    """``root/MNIST/raw/*-ubyte``: what ``torchvision.datasets.MNIST(root)`` reads, from mnist.npz."""
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    arrays = np.load(npz)
-    for prefix, split in (("train", "train"), ("t10k", "test")):
-        images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        header = np.array([2051, len(images), 28, 28], dtype=">i4").tobytes()
-        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(header + images.tobytes())
-        header = np.array([2049, len(labels)], dtype=">i4").tobytes()
-        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(header + labels.tobytes())
-
-
-def timed_child(code: str, env: dict[str, str], cwd: Path) -> list[list[float]]:
-    """(wall, CPU) seconds between consecutive optimiser steps of the child process."""
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, cwd=cwd, capture_output=True, text=True
-    )
-    for line in out.stdout.splitlines():
-        if line.startswith("TIMES "):
-            return json.loads(line[len("TIMES ") :])
-    raise RuntimeError(f"child failed ({out.returncode}):\n{out.stderr[-2000:]}")
-
-
-def bench_step_flops(algorithm: str, dataset: str, tmp: Path) -> int:
-    spec = make_spec(algorithm, dataset, trial_seed=0)
-    options = RuntimeOptions(output_dir=tmp / "flops", progress=False)
-    ctx = runner.prepare(spec, options, tmp / "flops")
-    return flops(lambda: ctx.algorithm.update(ctx.minibatches(0)))
 
 
 def main() -> None:
@@ -143,28 +86,26 @@ def main() -> None:
         for _ in range(args.rounds):
             for method in args.methods.split(","):
                 flags, (algorithm, dataset) = REFERENCE_FLAGS[method]
-                reference = TIMED.format(
-                    threads=args.threads,
-                    reference=True,
-                    argv=["main.py", *flags, "--n_restarts=1", f"--steps={args.steps}"],
-                    kind="path",
-                    target=str(main_py),
-                )
+                reference = {
+                    "threads": args.threads,
+                    "cuda_noop": True,
+                    "argv": ["main.py", *flags, "--n_restarts=1", f"--steps={args.steps}"],
+                    "path": str(main_py),
+                }
                 out = tmp / f"runs-{method}-{len(times)}"
-                ours = TIMED.format(
-                    threads=args.threads,
-                    reference=False,
-                    argv=["bench", "run", "--algorithm", algorithm, "--dataset", dataset]
+                ours = {
+                    "threads": args.threads,
+                    "argv": ["bench", "run", "--algorithm", algorithm, "--dataset", dataset]
                     + ["--steps", str(args.steps), "--output-dir", str(out), "--no-progress"]
                     + ["--data-dir", str(npz.parent)],
-                    kind="module",
-                    target="bench",
-                )
-                for side, code in (("IRM code", reference), ("bench", ours)):
-                    times.setdefault((method, side), []).extend(timed_child(code, env, repo_root))
+                    "module": "bench",
+                }
+                for side, config in (("IRM code", reference), ("bench", ours)):
+                    timing = timed_child(config, env, repo_root)
+                    times.setdefault((method, side), []).extend(timing.gaps())
         for method in args.methods.split(","):
             _, (algorithm, dataset) = REFERENCE_FLAGS[method]
-            step_flops = bench_step_flops(algorithm, dataset, tmp)
+            step_flops = bench_step_flops(algorithm, dataset, tmp, args.data_dir)
             ref = [statistics.median(gap[i] for gap in times[(method, "IRM code")]) for i in (0, 1)]
             ours = [statistics.median(gap[i] for gap in times[(method, "bench")]) for i in (0, 1)]
             rows.append((method, ref, ours, step_flops))
