@@ -161,7 +161,10 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         imports=tuple(args.imports),
     )
     records.check_output_dir(args.output_dir)
-    advice = plan.bf16_advice([spec], options, measure=spec.steps >= plan.ADVICE_MIN_STEPS)
+    done = (records.run_dir(options.output_dir, spec.run_id) / records.DONE).exists()
+    advice = (
+        None if done else plan.bf16_advice([spec], options, spec.steps >= plan.ADVICE_MIN_STEPS)
+    )
     if advice:
         print(advice)
     outcome = runner.run(spec, options)
