@@ -78,13 +78,14 @@ def _calibrate(
         ctx = runner.prepare(short, dataclasses.replace(options, output_dir=Path(tmp)), Path(tmp))
         setup = time.perf_counter() - start
         per_step = _time_steps(ctx, spec.precision)
+        load = os.getloadavg()[0]  # a busy machine inflates every figure; the plan says so
         if steps_only:
-            return {"step_s": per_step}
+            return {"step_s": per_step, "load": load}
         start = time.perf_counter()
         with precision_context(ctx.device, spec.precision):
             evaluate(ctx.algorithm, ctx.envs, ctx.splits, options.eval_batch_size, ctx.skip)
         per_eval = time.perf_counter() - start
-    return {"step_s": per_step, "eval_s": per_eval, "setup_s": setup}
+    return {"step_s": per_step, "eval_s": per_eval, "setup_s": setup, "load": load}
 
 
 def calibrations(
@@ -163,6 +164,14 @@ def bf16_advice(specs: Sequence[RunSpec], options: RuntimeOptions, measure: bool
         f"({format_duration(fast)} of training steps instead of {format_duration(slow)}); "
         "fp32 stays the default for reproducible numbers"
     )
+
+
+def calibration_load(specs: Sequence[RunSpec], options: RuntimeOptions) -> float | None:
+    """The highest 1-minute load average under which the cached calibrations of ``specs`` were
+    timed (None when unknown: entries cached before it was recorded)."""
+    cache = calibrations(specs, options, measure=False)
+    loads = [cache.get(protocol_key(s, options.threads), {}).get("load") for s in specs]
+    return None if not loads or None in loads else max(loads)
 
 
 def rule_needs(rule: str, specs: Sequence[RunSpec]) -> str:

@@ -40,9 +40,11 @@ def _plan(
     timed = dataclasses.replace(options, threads=threads)
     seconds = plan.estimate_s(todo, timed, jobs, measure=args.dry_run) if todo else 0.0
     if seconds is not None:
+        load = plan.calibration_load(todo, timed) if todo else None
+        busy = f" at load average up to {load:.1f}" if load is not None else ""
         print(
             f"estimate: {plan.format_duration(seconds)} for {len(todo)} run(s), {where}, "
-            f"calibrated on {plan.cpu_model()}"
+            f"calibrated on {plan.cpu_model()}{busy}"
         )
     advice = plan.bf16_advice(todo, timed, measure=args.dry_run)
     if advice:

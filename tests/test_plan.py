@@ -154,3 +154,16 @@ def test_calibration_times_steps_in_the_spec_precision(tmp_path, monkeypatch):
         plan._calibrate(spec, options, steps_only=True)
     n = plan.CALIBRATION_STEPS + 1
     assert seen == [False] * n + [True] * n
+
+
+def test_the_plan_states_the_load_its_calibrations_were_timed_under(tmp_path):
+    specs = [make_spec(a, "debug", size="tiny", steps=20) for a in ("erm", "irm")]
+    options = RuntimeOptions(output_dir=tmp_path, threads=1)
+    keys = [plan.protocol_key(s, 1) for s in specs]
+    entry = {"step_s": 0.01, "eval_s": 0.5, "setup_s": 2.0}
+    plan._cache_file().parent.mkdir(parents=True)
+    cache = {keys[0]: {**entry, "load": 3.5}, keys[1]: {**entry, "load": 1.0}}
+    plan._cache_file().write_text(json.dumps(cache))
+    assert plan.calibration_load(specs, options) == 3.5  # the busiest one
+    plan._cache_file().write_text(json.dumps({keys[0]: {**entry, "load": 3.5}, keys[1]: entry}))
+    assert plan.calibration_load(specs, options) is None  # unknown for one: no claim
