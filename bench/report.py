@@ -29,6 +29,7 @@ from bench.selection import (
     rule_names,
     select,
     split_pair_runs,
+    validation_env,
 )
 from bench.statistics import BASELINE
 
@@ -184,6 +185,9 @@ def cells(report: Report, dataset: str, rule: str) -> dict[str, dict[str, Cell]]
     test environments, over the trials complete in every one) when there are several."""
     expected = len(report.trials(dataset))
     columns = report.columns(dataset)
+    if rule == "val_env":  # the validation environment picks the checkpoint; it reports nothing
+        names = {r.spec["dataset"] for r in report.dataset_runs(dataset)}
+        columns = [c for c in columns if c not in {validation_env(n) for n in names}]
     chosen = [s for s in report.selected[rule] if s.dataset == dataset]
     table: dict[str, dict[str, Cell]] = {}
     for column in columns:

@@ -239,3 +239,37 @@ def test_selection_reads_the_metric_recorded_with_the_records():
     runs = [run("erm", ("test",), 0, 0, [rec(0, 0.9, 0.1, 0.11), rec(5, 0.6, 0.4, 0.33)])]
     [chosen] = select(runs, "train_val")
     assert (chosen.step, chosen.acc, chosen.val) == (5, 0.33, 0.4)
+
+
+def test_a_val_env_board_reports_test_alone_not_the_validation_environment():
+    """Under ``val_env`` the validation environment picks the checkpoint and gets no value, so it
+    is no column of the board (nor part of an Avg that would then always be missing)."""
+    from bench.report import build_report, cells
+
+    def rec(step, val, test):
+        env = {"in": {"acc": 0.9, "n": 80}, "out": {"acc": 0.9, "n": 20}}
+        return {
+            "step": step,
+            "eval": {
+                "d0": env,
+                "val": {"in": {"acc": val, "n": 80}, "out": {"acc": val, "n": 20}},
+                "test": {"in": {"acc": test, "n": 80}, "out": {"acc": 0.5, "n": 20}},
+            },
+        }
+
+    runs = [
+        run(
+            "erm",
+            ("val", "test"),
+            t,
+            0,
+            [rec(0, 0.6, 0.5), rec(5, 0.8, 0.7)],
+            dataset="cdsprites_n2",
+        )
+        for t in (0, 1)
+    ]
+    table = cells(build_report(runs, ["val_env", "oracle"]), "cdsprites_n2", "val_env")
+    assert list(table) == ["test"]
+    assert table["test"]["erm"].values == {0: 0.7, 1: 0.7}
+    both = cells(build_report(runs, ["val_env", "oracle"]), "cdsprites_n2", "oracle")
+    assert {"val", "test", "Avg"} <= set(both)  # other rules keep every test environment
