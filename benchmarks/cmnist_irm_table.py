@@ -113,7 +113,10 @@ def main(output_dir: str) -> None:
             print(
                 f"| {label} | "
                 + " | ".join(
-                    f"{statistics.mean(r['cos'][step] for r in ok):+.2f}" for step in steps
+                    f"{statistics.mean(r['cos'][step] for r in ok):+.2f}"
+                    if all(r["cos"].get(step) is not None for r in ok)
+                    else "-"  # e.g. the oracle's 101-step runs have no later records
+                    for step in steps
                 )
                 + " |"
             )
