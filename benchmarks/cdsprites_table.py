@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/cdsprites_table.py sweeps/cdsprites [--steps 200,300,1000,2000]
 
-One row per run (N, method, trial): the ``test`` accuracy the ``val_env`` rule reports
+One row per finished run (N, method, trial): the ``test`` accuracy the ``val_env`` rule reports
 (the checkpoint with the best whole-``val`` accuracy, as the Fish code picks it), the step
 it picked, the ``test`` accuracy at the last step, and ``grad_cos`` (mean pairwise cosine of
 the domains' classifier-head gradients, averaged over the steps since the previous record)
@@ -24,7 +24,8 @@ def main() -> None:
     parser.add_argument("--steps", default="200,300,1000,2000", help="record steps for grad_cos")
     args = parser.parse_args()
     steps = [int(s) for s in args.steps.split(",")]
-    runs = [r for r in load_runs(args.runs) if r.spec["dataset"].startswith("cdsprites_")]
+    found = [r for r in load_runs(args.runs) if r.spec["dataset"].startswith("cdsprites_")]
+    runs = [r for r in found if r.status == "ok"]  # as the leaderboard: finished runs only
     by_id = {r.run_id: r for r in runs}
     picks = {(s.run_id, s.test_env): s for s in select(runs, "val_env") if s.run_id}
     header = ["N", "method", "trial", "test % (val_env)", "step picked", "test % (last)"]
@@ -53,6 +54,8 @@ def main() -> None:
             run.run_id,
         ]
         print("| " + " | ".join(cells) + " |")
+    if len(runs) < len(found):
+        print(f"\n{len(found) - len(runs)} run(s) not finished (or diverged/damaged) left out")
 
 
 if __name__ == "__main__":
