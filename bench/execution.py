@@ -40,28 +40,51 @@ def cpu_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-# glibc mallopt parameters (malloc.h)
+# glibc mallopt parameters and their defaults (malloc.h, mallopt(3))
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128 * 1024, 65536
+_kept = 0  # depth of nested freed_memory_kept blocks
 
 
 @functools.cache
-def reuse_freed_memory() -> bool:
-    """Keep freed tensor memory in the process for the next step (glibc only; True if set).
+def _glibc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+    except OSError:  # not glibc (musl, macOS, Windows): the allocator is left alone
+        return None
+
+
+@contextlib.contextmanager
+def freed_memory_kept() -> Iterator[bool]:
+    """Inside the block, freed tensor memory stays in the process for the next step (glibc only;
+    yields whether the setting applies); after it, free memory goes back to the kernel.
 
     glibc serves every allocation above 32 MB (its mmap threshold's ceiling) with a fresh
     mmap and unmaps it on free, so a full-batch step re-faults all its activations from the
-    kernel: 119,000 page faults and a third of the CPU time of a ``cmnist_irm`` ERM step
-    (benchmarks/README.md). Serving them from the heap and never trimming it reuses the same
-    pages; results are unchanged, the resident size stays at the run's peak.
+    kernel: 119,000 page faults and a quarter to a third of the CPU time of a ``cmnist_irm``
+    step (benchmarks/README.md). Serving them from the heap reuses the same pages; results
+    are unchanged. Trimming the heap at the end keeps a sweep worker's resident size at what
+    its next run needs (joblib restarts a worker whose memory stays high, taking it for a leak).
     """
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
+    global _kept
+    libc = _glibc()
+    if libc is None:
+        yield False
+        return
+    if _kept == 0:
+        libc.mallopt(_M_MMAP_MAX, 0)
+        libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+    _kept += 1
     try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows)
-        return False
-    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+        yield True
+    finally:
+        _kept -= 1
+        if _kept == 0:
+            libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+            libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+            libc.malloc_trim(0)
 
 
 def native_bf16(device: torch.device) -> str | None:

@@ -24,7 +24,7 @@ import torch
 
 from bench import runner
 from bench.evaluation import evaluate
-from bench.execution import native_bf16, precision_context
+from bench.execution import freed_memory_kept, native_bf16, precision_context
 from bench.records import write_json
 from bench.seeding import canonical_json
 from bench.selection import validation_env
@@ -73,7 +73,7 @@ def _calibrate(
 ) -> dict[str, float]:
     """Seconds per update step and per evaluation, timed on a throw-away copy of ``spec``."""
     short = dataclasses.replace(spec, steps=CALIBRATION_STEPS + 1, eval_every=CALIBRATION_STEPS + 1)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, freed_memory_kept():  # as runner.run trains
         start = time.perf_counter()
         ctx = runner.prepare(short, dataclasses.replace(options, output_dir=Path(tmp)), Path(tmp))
         setup = time.perf_counter() - start

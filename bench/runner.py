@@ -27,8 +27,8 @@ from bench.evaluation import evaluate, skipped_splits
 from bench.execution import (
     claim,
     cpu_threads,
+    freed_memory_kept,
     precision_context,
-    reuse_freed_memory,
     wants_channels_last,
 )
 from bench.posthoc.averaging import NoAveraging, averaging_hook
@@ -60,7 +60,8 @@ def run(spec: RunSpec, options: RuntimeOptions) -> RunOutcome:
             return RunOutcome(spec.run_id, directory, "busy", None)
         if inspect_run(spec, directory) == "finished":  # finished while we waited for the lock
             return finished_outcome(spec, directory)
-        return _train(spec, options, directory)
+        with freed_memory_kept():
+            return _train(spec, options, directory)
 
 
 def is_finished(spec: RunSpec, directory: Path) -> bool:
@@ -222,7 +223,6 @@ def prepare(spec: RunSpec, options: RuntimeOptions, directory: Path) -> RunConte
     # Default: torch's own choice (physical cores), capped by this process's CPU affinity (e.g. a
     # Slurm allocation).
     torch.set_num_threads(options.threads or min(torch.get_num_threads(), cpu_threads()))
-    reuse_freed_memory()
     device = torch.device(options.device)
     hparams = resolve_hparams(spec)
     ds_cls = DATASETS.get(spec.dataset)

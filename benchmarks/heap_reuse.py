@@ -1,12 +1,12 @@
-"""Freed tensor memory kept for the next step (``bench.execution.reuse_freed_memory``) vs glibc's
+"""Freed tensor memory kept for the next step (``bench.execution.freed_memory_kept``) vs glibc's
 default, on full-batch ``cmnist_irm`` steps.
 
 Usage: nice -n 10 python benchmarks/heap_reuse.py [--algorithms erm,irm] [--steps 5] [--rounds 2]
     [--threads 2] [--data-dir DIR]
 
 The setting is process-wide, so each variant runs in its own process, alternating per round:
-``reuse`` is the harness as it runs (``runner.prepare`` applies the setting); ``glibc default``
-skips it. A child prepares the run, takes one untimed step, then times ``--steps`` update
+``reuse`` is the harness as it trains (``runner.run`` trains inside ``freed_memory_kept``);
+``glibc default`` leaves the allocator alone. A child prepares the run, takes one untimed step, then times ``--steps`` update
 steps. Prints s/step (wall, CPU), page faults per step and the kernel's CPU per step
 (``getrusage``): the cost of mapping and zero-filling fresh pages for every activation above
 glibc's 32 MB mmap threshold.
@@ -15,6 +15,7 @@ glibc's 32 MB mmap threshold.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import statistics
@@ -33,12 +34,12 @@ def child(algorithm: str, variant: str, steps: int, threads: int, data_dir: str 
     import torch
 
     from bench import runner
+    from bench.execution import freed_memory_kept
     from bench.spec import RuntimeOptions, make_spec
 
     torch.set_num_threads(threads)
-    if variant == "glibc default":
-        runner.reuse_freed_memory = lambda: False
-    with tempfile.TemporaryDirectory() as tmp:
+    kept = freed_memory_kept() if variant == "reuse" else contextlib.nullcontext()
+    with tempfile.TemporaryDirectory() as tmp, kept:
         spec = make_spec(algorithm, "cmnist_irm", trial_seed=0)
         options = RuntimeOptions(
             output_dir=Path(tmp), data_dir=data_dir, threads=threads, progress=False

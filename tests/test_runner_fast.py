@@ -11,7 +11,7 @@ from bench.algorithms import ALGORITHMS
 from bench.datasets.files import data_roots
 from bench.errors import UserError
 from bench.evaluation import skipped_splits
-from bench.execution import reuse_freed_memory
+from bench.execution import freed_memory_kept
 from bench.spec import RuntimeOptions, make_spec, resolve_hparams
 
 
@@ -163,18 +163,30 @@ def test_records_keep_confusion_counts_and_mcc(tmp_path):
     )
 
 
-def test_freed_tensor_memory_is_reused_without_page_faults():
-    """A full-batch step's activations (tens of MB each) come back from the heap, not from fresh
-    kernel pages: before bench.execution.reuse_freed_memory every such tensor re-faulted."""
-    if not reuse_freed_memory():
-        pytest.skip("not glibc: the allocator setting does not apply")
+def _page_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
-    def page_faults() -> int:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def test_freed_tensor_memory_is_reused_without_page_faults_then_returned():
+    """Inside a run, a full-batch step's activations (tens of MB each) come back from the heap, not
+    from fresh kernel pages (before bench.execution.freed_memory_kept every such tensor
+    re-faulted); after the run the memory goes back to the kernel."""
     n = 16 * 2**20  # 64 MB of float32, above glibc's largest mmap threshold (32 MB)
-    torch.ones(n).sum()  # grows the heap once
-    before = page_faults()
-    for _ in range(3):
-        torch.ones(n).sum()
-    assert page_faults() - before < 2000  # 3 x 16,384 pages when every tensor is a fresh mmap
+    with freed_memory_kept() as applies:
+        if not applies:
+            pytest.skip("not glibc: the allocator setting does not apply")
+        torch.ones(n).sum()  # grows the heap once
+        before = _page_faults()
+        for _ in range(3):
+            torch.ones(n).sum()
+        assert _page_faults() - before < 2000  # 3 x 16,384 pages when each is a fresh mmap
+        kept = _resident_bytes()
+    assert kept - _resident_bytes() > 48 * 2**20  # the freed 64 MB left with the block
+    before = _page_faults()
+    torch.ones(n).sum()
+    assert _page_faults() - before > 8000  # glibc's own behaviour again outside a run
