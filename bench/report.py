@@ -348,7 +348,7 @@ def dataset_table(
         )
     reasons: dict[str, list[str]] = {}
     for s in chosen:
-        if s.acc is None:
+        if s.acc is None and s.test_env in columns:  # val_env's validation env is no column
             reasons.setdefault(s.reason, []).append(
                 f"{s.algorithm}/{s.test_env}/trial {s.trial_seed}"
             )

@@ -244,7 +244,7 @@ def test_selection_reads_the_metric_recorded_with_the_records():
 def test_a_val_env_board_reports_test_alone_not_the_validation_environment():
     """Under ``val_env`` the validation environment picks the checkpoint and gets no value, so it
     is no column of the board (nor part of an Avg that would then always be missing)."""
-    from bench.report import build_report, cells
+    from bench.report import build_report, cells, dataset_table
 
     def rec(step, val, test):
         env = {"in": {"acc": 0.9, "n": 80}, "out": {"acc": 0.9, "n": 20}}
@@ -273,3 +273,5 @@ def test_a_val_env_board_reports_test_alone_not_the_validation_environment():
     assert table["test"]["erm"].values == {0: 0.7, 1: 0.7}
     both = cells(build_report(runs, ["val_env", "oracle"]), "cdsprites_n2", "oracle")
     assert {"val", "test", "Avg"} <= set(both)  # other rules keep every test environment
+    rendered = dataset_table(build_report(runs, ["val_env"]), "cdsprites_n2", "val_env")
+    assert not any("Missing" in note for note in rendered.notes)  # val is not missing, it selects
