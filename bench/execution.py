@@ -10,6 +10,7 @@ import ctypes.util
 import fcntl
 import functools
 import os
+import platform
 from pathlib import Path
 from typing import Iterator
 
@@ -30,6 +31,17 @@ def claim(run_dir: Path) -> Iterator[bool]:
             yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (timings and estimates hold only on the CPU they were measured on)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def cpu_threads() -> int:

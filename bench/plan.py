@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import platform
 import tempfile
 import time
 from collections import Counter
@@ -24,7 +23,7 @@ import torch
 
 from bench import runner
 from bench.evaluation import evaluate
-from bench.execution import freed_memory_kept, native_bf16, precision_context
+from bench.execution import cpu_model, freed_memory_kept, native_bf16, precision_context
 from bench.records import write_json
 from bench.seeding import canonical_json
 from bench.selection import validation_env
@@ -38,17 +37,6 @@ SHAPE_KEYS = ("batch_size", "featurizer", "mlp_width", "mlp_depth", "cnn_width",
 def _cache_file() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "bench" / "calibration.json"
-
-
-def cpu_model() -> str:
-    """The CPU's model name (estimates are only valid on the CPU they were measured on)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def protocol_key(spec: RunSpec, threads: int | None) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from bench import cli_checks as checks
 from bench import launchers, leaderboard, plan, records, report, report_files, sweep
 from bench.errors import UserError
+from bench.execution import cpu_model
 from bench.interpret import render
 from bench.selection import rule_names
 from bench.spec import RunSpec, RuntimeOptions
@@ -44,7 +45,7 @@ def _plan(
         busy = f" at load average up to {load:.1f}" if load is not None else ""
         print(
             f"estimate: {plan.format_duration(seconds)} for {len(todo)} run(s), {where}, "
-            f"calibrated on {plan.cpu_model()}{busy}"
+            f"calibrated on {cpu_model()}{busy}"
         )
     advice = plan.bf16_advice(todo, timed, measure=args.dry_run)
     if advice:

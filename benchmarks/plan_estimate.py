@@ -19,7 +19,8 @@ import time
 from contextlib import redirect_stdout
 from io import StringIO
 
-from bench import cli, plan
+from bench import cli
+from bench.execution import cpu_model
 
 
 def main() -> None:
@@ -54,7 +55,7 @@ def main() -> None:
         measured = time.perf_counter() - start
     print(
         f"{line}\nmeasured: {measured:.1f} s; estimate / measured = {estimate / measured:.2f}; "
-        f"CPU {plan.cpu_model()}"
+        f"CPU {cpu_model()}"
     )
 
 

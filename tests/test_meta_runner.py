@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from bench import records
+from bench.execution import cpu_model
 from bench.meta import board, runner
 from bench.meta.cli import main
 from bench.meta.spec import make_meta_spec
@@ -43,6 +44,8 @@ def test_a_resumed_run_writes_the_records_of_an_uninterrupted_one(
     spec = make_meta_spec(method, "subspace", 3, 1, 3, **QUICK)
     whole = runner.run(spec, tmp_path / "whole")
     assert whole.status == "ok"
+    written = records.read_records(whole.run_dir / records.RESULTS)
+    assert all(r["meta"]["cpu"] == cpu_model() for r in written)  # the board names the CPU
 
     save, calls = runner._save_checkpoint, []
 

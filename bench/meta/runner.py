@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from bench import records
-from bench.execution import claim
+from bench.execution import claim, cpu_model
 from bench.meta.base import METHODS, Draw, MetaMethod
 from bench.meta.episodes import ClassPool, sample_batch, sample_episode
 from bench.meta.few_shot import FEW_SHOT_DATASETS
@@ -201,7 +201,7 @@ def _append(
         "spec": spec.to_dict(),
         "train": train,
         "eval": result,
-        "meta": records.provenance("cpu"),
+        "meta": {**records.provenance("cpu"), "cpu": cpu_model()},
         **extra,
     }
     records.append_record(directory / records.RESULTS, record)

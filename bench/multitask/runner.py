@@ -27,11 +27,10 @@ import torch
 
 from bench import records
 from bench.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
-from bench.execution import claim
+from bench.execution import claim, cpu_model
 from bench.multitask.method import METHODS, Batches, MultiTaskMethod
 from bench.multitask.spec import MTLSpec
 from bench.multitask.tasks import SPLITS, TASK_SETS, Split, TaskSet
-from bench.plan import cpu_model
 from bench.seeding import stable_hash, torch_generator
 
 log = logging.getLogger(__name__)

@@ -21,12 +21,12 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import platform
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from bench import records
 from bench.errors import UserError
+from bench.execution import cpu_model
 from bench.seeding import canonical_json
 from bench.selection import Run
 
@@ -36,17 +36,6 @@ POSTHOC, COMBINED, AVERAGED = "posthoc", "combined", "averaged.jsonl"
 def result_id(kind: str, config: Mapping[str, Any], bases: Sequence[tuple[str, int]]) -> str:
     text = canonical_json({"kind": kind, "config": dict(config), "bases": sorted(bases)})
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def provenance(seeds: Mapping[str, Any]) -> dict[str, Any]:
