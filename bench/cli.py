@@ -152,7 +152,7 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     options = RuntimeOptions(
         output_dir=args.output_dir,
         data_dir=args.data_dir,
-        device=checks.device(args.device),
+        device=checks.device(args.device, args.precision),
         download=args.download,
         progress=not args.no_progress,
         threads=checks.at_least_one(args.threads, "--threads"),
@@ -163,7 +163,9 @@ def _cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     records.check_output_dir(args.output_dir)
     done = (records.run_dir(options.output_dir, spec.run_id) / records.DONE).exists()
     advice = (
-        None if done else plan.bf16_advice([spec], options, spec.steps >= plan.ADVICE_MIN_STEPS)
+        None
+        if done
+        else plan.precision_advice([spec], options, spec.steps >= plan.ADVICE_MIN_STEPS)
     )
     if advice:
         print(advice)

@@ -138,9 +138,11 @@ def transfer_pairs(args: argparse.Namespace) -> None:
             )
 
 
-def device(text: str) -> str:
-    """A device torch knows and this machine has; one line otherwise."""
+def device(text: str, precision: str | None = None) -> str:
+    """A device torch knows and this machine has, able to run ``precision``; one line otherwise."""
     import torch  # on use: this module is imported by `bench list` and `--help` (start-up speed)
+
+    from bench.execution import check_precision
 
     try:
         parsed = torch.device(text)
@@ -158,6 +160,8 @@ def device(text: str) -> str:
             )
     elif parsed.type != "cpu":
         raise UserError(f"--device {text}: only cpu and cuda are supported")
+    if precision:
+        check_precision(parsed, precision)
     return text
 
 

@@ -11,10 +11,14 @@ import fcntl
 import functools
 import os
 import platform
+import re
 from pathlib import Path
 from typing import Iterator
 
 import torch
+
+from bench.errors import UserError
+from bench.onednn_linear import OneDnnLinear
 
 
 @contextlib.contextmanager
@@ -99,6 +103,32 @@ def freed_memory_kept() -> Iterator[bool]:
             libc.malloc_trim(0)
 
 
+_ALLOCATION = re.compile(r"tried to allocate (\d+) bytes")
+
+
+@contextlib.contextmanager
+def out_of_memory_explained(what: str) -> Iterator[None]:
+    """A failed allocation inside the block ends in one UserError line saying what to change.
+
+    A run whose batch does not fit (e.g. MMD's 21 kernel matrices at a full batch of 25,000
+    rows) is the user's choice of protocol, not a bug: it gets a line, not a traceback.
+    """
+    try:
+        yield
+    except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+        text = str(exc)
+        if not isinstance(exc, (MemoryError, torch.OutOfMemoryError)) and (
+            "can't allocate memory" not in text
+        ):
+            raise
+        size = _ALLOCATION.search(text)
+        asked = f"one allocation of {int(size.group(1)) / 2**30:.1f} GiB" if size else "memory"
+        raise UserError(
+            f"out of memory in {what}: {asked} failed; use a smaller batch (the batch_size "
+            "hparam), fewer parallel --jobs, or a machine with more memory"
+        ) from None
+
+
 def native_bf16(device: torch.device) -> str | None:
     """The hardware that makes bf16 fast on ``device`` ("AMX", "AVX512_BF16", "CUDA"), or None
     where bf16 is emulated or the CPU's flags cannot be read (then bf16 is never advertised)."""
@@ -119,10 +149,26 @@ def native_bf16(device: torch.device) -> str | None:
 def precision_context(
     device: torch.device, precision: str | None
 ) -> contextlib.AbstractContextManager:
-    """Autocast to bfloat16 for ``precision == "bf16"``; fp32 (None) runs unchanged."""
+    """Autocast to bfloat16 for ``precision == "bf16"``; linear layers in oneDNN for
+    ``"fp32-onednn"`` (bench/onednn_linear.py); fp32 (None) runs unchanged."""
     if precision in (None, "fp32"):
         return contextlib.nullcontext()
+    if precision == "fp32-onednn":
+        check_precision(device, precision)
+        return OneDnnLinear()
     return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def check_precision(device: torch.device, precision: str) -> None:
+    """Refuse a precision this device cannot run (one line, before any work)."""
+    if precision != "fp32-onednn":
+        return
+    if device.type != "cpu":
+        raise UserError(
+            f"--precision fp32-onednn is a CPU kernel choice; on {device.type} use fp32 or bf16"
+        )
+    if not torch.backends.mkldnn.is_available():
+        raise UserError("--precision fp32-onednn needs a PyTorch build with oneDNN (mkldnn)")
 
 
 def wants_channels_last(model: torch.nn.Module, device: torch.device, choice: bool | None) -> bool:

@@ -23,7 +23,13 @@ import torch
 
 from bench import runner
 from bench.evaluation import evaluate
-from bench.execution import cpu_model, freed_memory_kept, native_bf16, precision_context
+from bench.execution import (
+    cpu_model,
+    freed_memory_kept,
+    native_bf16,
+    out_of_memory_explained,
+    precision_context,
+)
 from bench.records import write_json
 from bench.seeding import canonical_json
 from bench.selection import validation_env
@@ -31,6 +37,7 @@ from bench.spec import RunSpec, RuntimeOptions
 
 CALIBRATION_STEPS = 5
 ADVICE_MIN_STEPS = 100  # shorter runs: timing both precisions would cost a large share of the run
+ADVICE_MIN_SPEED_UP = 1.1  # below it, a precision is not worth a line (and within timing noise)
 SHAPE_KEYS = ("batch_size", "featurizer", "mlp_width", "mlp_depth", "cnn_width", "d_mlp_width")
 
 
@@ -61,7 +68,12 @@ def _calibrate(
 ) -> dict[str, float]:
     """Seconds per update step and per evaluation, timed on a throw-away copy of ``spec``."""
     short = dataclasses.replace(spec, steps=CALIBRATION_STEPS + 1, eval_every=CALIBRATION_STEPS + 1)
-    with tempfile.TemporaryDirectory() as tmp, freed_memory_kept():  # as runner.run trains
+    what = f"the timed steps (calibration) of {spec.algorithm} on {spec.dataset}"
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        freed_memory_kept(),  # as runner.run trains
+        out_of_memory_explained(what),
+    ):
         start = time.perf_counter()
         ctx = runner.prepare(short, dataclasses.replace(options, output_dir=Path(tmp)), Path(tmp))
         setup = time.perf_counter() - start
@@ -81,7 +93,7 @@ def calibrations(
 ) -> dict[str, Any]:
     """Cached calibration per protocol of ``specs``; missing ones are measured when ``measure``.
 
-    ``steps_only`` entries (step time alone, for the bf16 advice) are kept under their own keys.
+    ``steps_only`` entries (step time alone, for the precision advice) have keys of their own.
     """
     try:
         cache = json.loads(_cache_file().read_text())
@@ -117,41 +129,60 @@ def estimate_s(
     return total / max(1, min(jobs, len(specs)))
 
 
-def bf16_advice(specs: Sequence[RunSpec], options: RuntimeOptions, measure: bool) -> str | None:
-    """One line on ``--precision bf16`` here, or None.
+def _offers(device: torch.device) -> dict[str, str]:
+    """The faster precisions this device may have, each with what makes it fast here."""
+    offers = {}
+    native = native_bf16(device)
+    if native is not None:
+        offers["bf16"] = f"native bf16, {native}"
+    if device.type == "cpu" and torch.backends.mkldnn.is_available():
+        offers["fp32-onednn"] = "fp32 in oneDNN's kernels, equal to fp32 up to rounding"
+    return offers
 
-    fp32 runs on hardware with native bf16 are told how much faster bf16 training steps
-    would be (a steps-only calibration of both precisions, cached like the plan's); bf16 runs
-    on a CPU that only emulates bf16 are told it will be slower. fp32 stays the default: its
-    numbers are the reproducible ones.
+
+def precision_advice(
+    specs: Sequence[RunSpec], options: RuntimeOptions, measure: bool
+) -> str | None:
+    """One line on a faster ``--precision`` here, or None.
+
+    fp32 runs are told how much faster each precision this device offers would train
+    (``bf16`` with native bf16; ``fp32-onednn`` on CPU) when it is at least
+    ADVICE_MIN_SPEED_UP faster: a steps-only calibration per precision, cached like the
+    plan's. bf16 runs on a CPU that only emulates bf16 are told it is slower. fp32 stays the
+    default: its numbers are the ones every published board was trained with.
     """
     device = torch.device(options.device)
-    native = native_bf16(device)
     if any(s.precision == "bf16" for s in specs):
-        if native is None and device.type == "cpu":
+        if native_bf16(device) is None and device.type == "cpu":
             return (
                 "note: bf16 is emulated on this CPU (no AVX512_BF16 or AMX): "
                 "--precision bf16 trains slower than fp32 here"
             )
         return None
-    if native is None or not specs:
+    if not specs or any(s.precision != "fp32" for s in specs):
         return None
-    as_bf16 = [dataclasses.replace(s, precision="bf16") for s in specs]
-    fp32 = calibrations(specs, options, measure, steps_only=True)
-    bf16 = calibrations(as_bf16, options, measure, steps_only=True)
-    keys = [
-        (protocol_key(a, options.threads), protocol_key(b, options.threads))
-        for a, b in zip(specs, as_bf16)
-    ]
-    if any(a not in fp32 or b not in bf16 for a, b in keys):
+    steps = calibrations(specs, options, measure, steps_only=True)
+    keys = [protocol_key(s, options.threads) for s in specs]
+    if any(k not in steps for k in keys):
         return None
-    slow = sum(s.steps * fp32[a]["step_s"] for s, (a, _) in zip(specs, keys))
-    fast = sum(s.steps * bf16[b]["step_s"] for s, (_, b) in zip(specs, keys))
-    return (
-        f"native bf16 here ({native}): --precision bf16 would train {slow / fast:.1f}x faster "
-        f"({format_duration(fast)} of training steps instead of {format_duration(slow)}); "
-        "fp32 stays the default for reproducible numbers"
-    )
+    slow = sum(s.steps * steps[k]["step_s"] for s, k in zip(specs, keys))
+    parts = []
+    for precision, why in _offers(device).items():
+        other = [dataclasses.replace(s, precision=precision) for s in specs]
+        timed = calibrations(other, options, measure, steps_only=True)
+        other_keys = [protocol_key(s, options.threads) for s in other]
+        if any(k not in timed for k in other_keys):
+            return None
+        fast = sum(s.steps * timed[k]["step_s"] for s, k in zip(other, other_keys))
+        if slow >= ADVICE_MIN_SPEED_UP * fast:
+            parts.append(
+                f"--precision {precision} would train {slow / fast:.1f}x faster "
+                f"({format_duration(fast)} of training steps instead of {format_duration(slow)}; "
+                f"{why})"
+            )
+    if not parts:
+        return None
+    return "faster here: " + "; ".join(parts) + "; fp32 stays the default for reproducible numbers"
 
 
 def calibration_load(specs: Sequence[RunSpec], options: RuntimeOptions) -> float | None:

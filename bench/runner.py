@@ -28,6 +28,7 @@ from bench.execution import (
     claim,
     cpu_threads,
     freed_memory_kept,
+    out_of_memory_explained,
     precision_context,
     wants_channels_last,
 )
@@ -60,7 +61,7 @@ def run(spec: RunSpec, options: RuntimeOptions) -> RunOutcome:
             return RunOutcome(spec.run_id, directory, "busy", None)
         if inspect_run(spec, directory) == "finished":  # finished while we waited for the lock
             return finished_outcome(spec, directory)
-        with freed_memory_kept():
+        with freed_memory_kept(), out_of_memory_explained(f"{spec.algorithm} on {spec.dataset}"):
             return _train(spec, options, directory)
 
 

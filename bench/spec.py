@@ -16,7 +16,7 @@ from bench.posthoc.averaging_config import resolve_averaging
 from bench.records import IDENTITY, record_steps
 from bench.seeding import canonical_json
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "fp32-onednn", "bf16")
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ def _plan(
             f"estimate: {plan.format_duration(seconds)} for {len(todo)} run(s), {where}, "
             f"calibrated on {cpu_model()}{busy}"
         )
-    advice = plan.bf16_advice(todo, timed, measure=args.dry_run)
+    advice = plan.precision_advice(todo, timed, measure=args.dry_run)
     if advice:
         print(advice)
     return bool(args.dry_run)
@@ -107,7 +107,7 @@ def cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
     options = RuntimeOptions(
         output_dir=args.output_dir,
         data_dir=args.data_dir,
-        device=checks.device(args.device),
+        device=checks.device(args.device, args.precision),
         download=args.download,
         progress=False,
         threads=args.threads,

@@ -64,32 +64,46 @@ def flops(fn: Callable[[], object]) -> int:
     return counter.get_total_flops()
 
 
-def peak_flops(repeat: int = 5, bf16: bool = False) -> dict[str, float]:
-    """Measured FLOP/s of this process on a square sgemm and on the CNN's largest convolution.
+def _onednn_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b.T`` in oneDNN's fp32 kernel (bench/onednn_linear.py)."""
+    from bench.onednn_linear import _matmul
 
-    The better of the two is the machine's compute bound for fp32 here: what a perfect
+    return _matmul(a, b)
+
+
+def peak_flops(repeat: int = 5, bf16: bool = False) -> dict[str, float]:
+    """Measured FLOP/s of this process on a square fp32 matmul (MKL's sgemm, torch's default,
+    and oneDNN's, ``--precision fp32-onednn``) and on the CNN's largest convolution.
+
+    The best of them is the machine's compute bound for fp32 here: what a perfect
     implementation of the model could reach on these cores with these threads (on AMD CPUs
-    MKL's sgemm takes a slower path than oneDNN's convolutions). ``bf16`` adds the same two
-    kernels in bf16, the bound of ``--precision bf16`` (far above fp32 with native bf16, AMX
+    MKL's sgemm takes its AVX2 path, below oneDNN's matmul and convolutions). ``bf16`` adds
+    a matmul and the convolution in bf16, the bound of ``--precision bf16`` (far above fp32 with native bf16, AMX
     or AVX512_BF16; below it where bf16 is emulated); opt-in, because callers take the fp32
     bound as the best of every entry.
     """
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
     conv = torch.nn.Conv2d(128, 128, 3, padding=1)
     x = torch.randn(128, 128, 14, 14)
+
+    def sgemm() -> torch.Tensor:
+        return a @ b
+
+    # (name, kernel, a call with the same FLOP that torch's counter sees: it skips oneDNN's op)
     kernels = [
-        ("sgemm 1024^3", lambda: a @ b),
-        ("conv 128->128 3x3 @14x14, batch 128", lambda: conv(x)),
+        ("sgemm 1024^3", sgemm, sgemm),
+        ("oneDNN fp32 matmul 1024^3", lambda: _onednn_matmul(a, b), sgemm),
+        ("conv 128->128 3x3 @14x14, batch 128", lambda: conv(x), None),
     ]
     if bf16:
         a16, b16, x16 = a.bfloat16(), b.bfloat16(), x.bfloat16()
         conv16 = torch.nn.Conv2d(128, 128, 3, padding=1).bfloat16()
-        kernels.append(("bf16 matmul 1024^3", lambda: a16 @ b16))
-        kernels.append(("bf16 conv 128->128 3x3 @14x14, batch 128", lambda: conv16(x16)))
+        kernels.append(("bf16 matmul 1024^3", lambda: a16 @ b16, None))
+        kernels.append(("bf16 conv 128->128 3x3 @14x14, batch 128", lambda: conv16(x16), None))
     out = {}
     with torch.inference_mode():
-        for name, fn in kernels:
-            n = flops(fn)
+        for name, fn, counted in kernels:
+            n = flops(counted or fn)
             wall, cpu = clock(fn, repeat)
             out[name] = n / wall
             out[name + " per CPU-second"] = n / cpu

@@ -3,7 +3,7 @@
 Usage:
   git clone https://github.com/facebookresearch/InvariantRiskMinimization /path/to/irm
   nice -n 10 python benchmarks/irm_side_by_side.py --irm-repo /path/to/irm [--steps 21]
-      [--rounds 2] [--threads 2] [--methods irm,erm] [--precisions fp32,bf16]
+      [--rounds 2] [--threads 2] [--methods irm,erm] [--precisions fp32,fp32-onednn,bf16]
 
 The reference is never vendored: the script runs the checkout's
 ``code/colored_mnist/main.py`` unchanged in a subprocess (its ``.cuda()`` calls made no-ops,
@@ -32,6 +32,7 @@ import torch
 from _side_by_side import bench_step_flops, medians, timed_child, write_torchvision_mnist
 from _timing import machine, peak_flops
 from bench.datasets.files import MNIST_CANDIDATES, find_data
+from bench.spec import PRECISIONS
 
 FULL_STEPS = 501
 
@@ -67,22 +68,30 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--methods", default="irm,erm")
-    parser.add_argument("--precisions", default="fp32,bf16", help="bench's sides")
+    parser.add_argument("--precisions", default="fp32,fp32-onednn,bf16", help="bench's sides")
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args()
     main_py = args.irm_repo / "code" / "colored_mnist" / "main.py"
     if not main_py.is_file():
         sys.exit(f"error: {main_py} not found; clone the IRM repository (see --help)")
     precisions = args.precisions.split(",")
-    if not set(precisions) <= {"fp32", "bf16"}:
-        sys.exit(f"error: --precisions takes fp32 and/or bf16, not {args.precisions!r}")
+    if not set(precisions) <= set(PRECISIONS):
+        sys.exit(
+            f"error: --precisions takes some of {', '.join(PRECISIONS)}, not {args.precisions!r}"
+        )
     torch.set_num_threads(args.threads)
     print(machine())
     peaks = peak_flops(bf16="bf16" in precisions)
-    bounds = {"fp32": peaks["sgemm 1024^3"], "bf16": peaks.get("bf16 matmul 1024^3", 0.0)}
+    # fp32's bound is the faster fp32 matmul (MKL's or oneDNN's): one bound for both fp32 sides
+    fp32 = max(peaks["sgemm 1024^3"], peaks["oneDNN fp32 matmul 1024^3"])
+    bounds = {"fp32": fp32, "fp32-onednn": fp32, "bf16": peaks.get("bf16 matmul 1024^3", 0.0)}
     print(
-        f"bounds ({args.threads} threads): "
-        + ", ".join(f"{p} matmul 1024^3 {bounds[p] / 1e9:.0f} GFLOP/s" for p in precisions)
+        f"bounds ({args.threads} threads), 1024^3 matmul GFLOP/s: "
+        + ", ".join(
+            f"{k} {peaks[k] / 1e9:.0f}"
+            for k in ("sgemm 1024^3", "oneDNN fp32 matmul 1024^3", "bf16 matmul 1024^3")
+            if k in peaks
+        )
     )
     npz = find_data(args.data_dir, MNIST_CANDIDATES[:1], "mnist.npz", "")
     repo_root = Path(__file__).resolve().parents[1]

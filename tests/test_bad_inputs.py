@@ -702,3 +702,37 @@ def test_a_misspelt_recipe_gets_a_suggestion(tmp_path, capfd):
         ["transfer", "--task", "mnist_ab", "--recipe", "finetun"], "Did you mean finetune", capfd
     )
     assert "Recipes: finetune" in line
+
+
+@pytest.mark.parametrize("command", ["run", "sweep-dry-run"])
+def test_a_batch_that_does_not_fit_in_memory_is_one_line(command, tmp_path, monkeypatch, capfd):
+    """A failed allocation (e.g. MMD at a full batch of 25,000) names the run and what to
+    change; a run's own dry-run calibration says so too."""
+    from bench.algorithms.erm import ERM
+
+    def no_memory(self, minibatches, *args, **kwargs):
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+            "memory: you tried to allocate 2500000000 bytes. Error code 12"
+        )
+
+    monkeypatch.setattr(ERM, "update", no_memory)
+    argv = (
+        _expand(DEBUG, tmp_path)
+        if command == "run"
+        else f"sweep --algorithms erm --datasets debug --size tiny --n-trials 1 --dry-run "
+        f"--output-dir {tmp_path}/sweep"
+    )
+    line = assert_one_error_line(shlex.split(argv), "out of memory in ", capfd)
+    assert "erm on debug: one allocation of 2.3 GiB failed; use a smaller batch" in line
+
+
+def test_a_bug_is_not_passed_off_as_a_memory_problem(tmp_path, monkeypatch):
+    from bench.algorithms.erm import ERM
+
+    def bug(self, minibatches, *args, **kwargs):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(ERM, "update", bug)
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        main(shlex.split(_expand(DEBUG, tmp_path)))
