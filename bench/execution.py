@@ -19,6 +19,7 @@ import torch
 
 from bench.errors import UserError
 from bench.onednn_linear import OneDnnLinear
+from bench.onednn_linear import available as onednn_available
 
 
 @contextlib.contextmanager
@@ -167,7 +168,7 @@ def check_precision(device: torch.device, precision: str) -> None:
         raise UserError(
             f"--precision fp32-onednn is a CPU kernel choice; on {device.type} use fp32 or bf16"
         )
-    if not torch.backends.mkldnn.is_available():
+    if not onednn_available():
         raise UserError("--precision fp32-onednn needs a PyTorch build with oneDNN (mkldnn)")
 
 

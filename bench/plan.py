@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import torch
 
-from bench import runner
+from bench import onednn_linear, runner
 from bench.evaluation import evaluate
 from bench.execution import (
     cpu_model,
@@ -135,7 +135,7 @@ def _offers(device: torch.device) -> dict[str, str]:
     native = native_bf16(device)
     if native is not None:
         offers["bf16"] = f"native bf16, {native}"
-    if device.type == "cpu" and torch.backends.mkldnn.is_available():
+    if device.type == "cpu" and onednn_linear.available():
         offers["fp32-onednn"] = "fp32 in oneDNN's kernels, equal to fp32 up to rounding"
     return offers
 
@@ -159,7 +159,8 @@ def precision_advice(
                 "--precision bf16 trains slower than fp32 here"
             )
         return None
-    if not specs or any(s.precision != "fp32" for s in specs):
+    offers = _offers(device)
+    if not offers or not specs or any(s.precision != "fp32" for s in specs):
         return None
     steps = calibrations(specs, options, measure, steps_only=True)
     keys = [protocol_key(s, options.threads) for s in specs]
@@ -167,7 +168,7 @@ def precision_advice(
         return None
     slow = sum(s.steps * steps[k]["step_s"] for s, k in zip(specs, keys))
     parts = []
-    for precision, why in _offers(device).items():
+    for precision, why in offers.items():
         other = [dataclasses.replace(s, precision=precision) for s in specs]
         timed = calibrations(other, options, measure, steps_only=True)
         other_keys = [protocol_key(s, options.threads) for s in other]
