@@ -169,7 +169,10 @@ def check_precision(device: torch.device, precision: str) -> None:
             f"--precision fp32-onednn is a CPU kernel choice; on {device.type} use fp32 or bf16"
         )
     if not onednn_available():
-        raise UserError("--precision fp32-onednn needs a PyTorch build with oneDNN (mkldnn)")
+        raise UserError(
+            f"--precision fp32-onednn needs oneDNN's fp32 linear kernel, which torch "
+            f"{torch.__version__} does not have here; use fp32"
+        )
 
 
 def wants_channels_last(model: torch.nn.Module, device: torch.device, choice: bool | None) -> bool:

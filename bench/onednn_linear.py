@@ -108,5 +108,6 @@ class OneDnnLinear(TorchFunctionMode):
 
 
 def available() -> bool:
-    """Whether this PyTorch build has oneDNN (mkldnn) on this machine."""
-    return torch.backends.mkldnn.is_available()
+    """Whether this PyTorch build has oneDNN (mkldnn) and the linear kernel used here (a
+    private op: a later torch may rename it, and then this precision is refused, not broken)."""
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")

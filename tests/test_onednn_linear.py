@@ -118,3 +118,10 @@ def test_a_device_that_cannot_run_it_is_refused_in_one_line():
     assert isinstance(
         precision_context(torch.device("cpu"), "fp32-onednn"), onednn_linear.OneDnnLinear
     )
+
+
+def test_a_torch_without_the_kernel_refuses_the_precision_in_one_line(monkeypatch):
+    monkeypatch.setattr(onednn_linear, "available", lambda: False)
+    monkeypatch.setattr("bench.execution.onednn_available", lambda: False)
+    with pytest.raises(UserError, match="needs oneDNN's fp32 linear kernel"):
+        check_precision(torch.device("cpu"), "fp32-onednn")
