@@ -5,6 +5,10 @@ class UserError(ValueError):
     """Bad input from the user (unknown name, malformed value, missing data)."""
 
 
+class OutOfMemory(UserError):
+    """A run's computation does not fit in memory (its batch, on this machine)."""
+
+
 class DataNotFoundError(UserError, FileNotFoundError):
     """A dataset's files are missing; the message says what to get and where to put it."""
 

@@ -17,7 +17,7 @@ from typing import Iterator
 
 import torch
 
-from bench.errors import UserError
+from bench.errors import OutOfMemory, UserError
 from bench.onednn_linear import OneDnnLinear
 from bench.onednn_linear import available as onednn_available
 
@@ -124,7 +124,7 @@ def out_of_memory_explained(what: str) -> Iterator[None]:
             raise
         size = _ALLOCATION.search(text)
         asked = f"one allocation of {int(size.group(1)) / 2**30:.1f} GiB" if size else "memory"
-        raise UserError(
+        raise OutOfMemory(
             f"out of memory in {what}: {asked} failed; use a smaller batch (the batch_size "
             "hparam), fewer parallel --jobs, or a machine with more memory"
         ) from None

@@ -17,11 +17,12 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from bench import onednn_linear, runner
+from bench.errors import OutOfMemory
 from bench.evaluation import evaluate
 from bench.execution import (
     cpu_model,
@@ -36,6 +37,7 @@ from bench.selection import validation_env
 from bench.spec import RunSpec, RuntimeOptions
 
 CALIBRATION_STEPS = 5
+_FAILED: dict[str, dict[str, str]] = {}  # protocols that ran out of memory in this process
 ADVICE_MIN_STEPS = 100  # shorter runs: timing both precisions would cost a large share of the run
 ADVICE_MIN_SPEED_UP = 1.1  # below it, a precision is not worth a line (and within timing noise)
 SHAPE_KEYS = ("batch_size", "featurizer", "mlp_width", "mlp_depth", "cnn_width", "d_mlp_width")
@@ -94,6 +96,8 @@ def calibrations(
     """Cached calibration per protocol of ``specs``; missing ones are measured when ``measure``.
 
     ``steps_only`` entries (step time alone, for the precision advice) have keys of their own.
+    A protocol that runs out of memory while measured gets ``{"error": line}``, kept for this
+    process only: memory depends on what else the machine runs at the time.
     """
     try:
         cache = json.loads(_cache_file().read_text())
@@ -101,32 +105,61 @@ def calibrations(
         cache = {}
     prefix = "steps " if steps_only else ""
     protocols = {prefix + protocol_key(s, options.threads): s for s in specs}
-    missing = [(key, spec) for key, spec in protocols.items() if key not in cache]
+    missing = [(k, spec) for k, spec in protocols.items() if k not in cache and k not in _FAILED]
     if measure and missing:
         for key, spec in missing:
-            cache[key] = _calibrate(spec, options, steps_only)
+            try:
+                cache[key] = _calibrate(spec, options, steps_only)
+            except OutOfMemory as exc:
+                _FAILED[key] = {"error": str(exc)}
         try:
             _cache_file().parent.mkdir(parents=True, exist_ok=True)
             write_json(_cache_file(), cache)
         except OSError:
             pass  # best effort: the next plan measures again
-    return {key[len(prefix) :]: value for key, value in cache.items() if key.startswith(prefix)}
+    found = {**cache, **{k: v for k, v in _FAILED.items() if k in protocols}}
+    return {key[len(prefix) :]: value for key, value in found.items() if key.startswith(prefix)}
+
+
+def missing_calibrations(specs: Sequence[RunSpec], options: RuntimeOptions) -> int:
+    """How many protocols of ``specs`` a plan would have to time first."""
+    cache = calibrations(specs, options, measure=False)
+    return len({protocol_key(s, options.threads) for s in specs} - cache.keys())
+
+
+def run_seconds(cal: Mapping[str, float], spec: RunSpec) -> float:
+    """One run's wall seconds from its protocol's calibration."""
+    return cal["setup_s"] + spec.steps * cal["step_s"] + len(spec.record_steps) * cal["eval_s"]
 
 
 def estimate_s(
     specs: Sequence[RunSpec], options: RuntimeOptions, jobs: int, measure: bool
 ) -> float | None:
-    """Wall seconds to train ``specs`` with ``jobs`` in parallel; None if one is not calibrated."""
+    """Wall seconds to train ``specs`` with ``jobs`` in parallel; None if one is not calibrated.
+
+    Runs whose protocol does not fit in memory are left out (``costs`` names them).
+    """
     cache = calibrations(specs, options, measure)
-    total = 0.0
+    cals = [cache.get(protocol_key(spec, options.threads)) for spec in specs]
+    if any(cal is None for cal in cals):
+        return None
+    fit = [(spec, cal) for spec, cal in zip(specs, cals) if "error" not in cal]
+    total = sum(run_seconds(cal, spec) for spec, cal in fit)
+    return total / max(1, min(jobs, len(fit)))
+
+
+def costs(specs: Sequence[RunSpec], options: RuntimeOptions) -> dict[tuple[str, str], Any]:
+    """Per algorithm and dataset, from calibrations made: the wall seconds of its runs one
+    after another, or the line saying it does not fit in memory (absent when uncalibrated)."""
+    cache = calibrations(specs, options, measure=False)
+    out: dict[tuple[str, str], Any] = {}
     for spec in specs:
         cal = cache.get(protocol_key(spec, options.threads))
-        if cal is None:
-            return None
-        total += (
-            cal["setup_s"] + spec.steps * cal["step_s"] + len(spec.record_steps) * cal["eval_s"]
-        )
-    return total / max(1, min(jobs, len(specs)))
+        key = (spec.algorithm, spec.dataset)
+        if cal is None or isinstance(out.get(key), str):
+            continue
+        out[key] = cal["error"] if "error" in cal else out.get(key, 0.0) + run_seconds(cal, spec)
+    return out
 
 
 def _offers(device: torch.device) -> dict[str, str]:
@@ -166,13 +199,17 @@ def precision_advice(
     keys = [protocol_key(s, options.threads) for s in specs]
     if any(k not in steps for k in keys):
         return None
+    fit = [(s, k) for s, k in zip(specs, keys) if "error" not in steps[k]]
+    if not fit:
+        return None
+    specs, keys = [s for s, _ in fit], [k for _, k in fit]
     slow = sum(s.steps * steps[k]["step_s"] for s, k in zip(specs, keys))
     parts = []
     for precision, why in offers.items():
         other = [dataclasses.replace(s, precision=precision) for s in specs]
         timed = calibrations(other, options, measure, steps_only=True)
         other_keys = [protocol_key(s, options.threads) for s in other]
-        if any(k not in timed for k in other_keys):
+        if any(k not in timed or "error" in timed[k] for k in other_keys):
             return None
         fast = sum(s.steps * timed[k]["step_s"] for s, k in zip(other, other_keys))
         if slow >= ADVICE_MIN_SPEED_UP * fast:
@@ -190,7 +227,8 @@ def calibration_load(specs: Sequence[RunSpec], options: RuntimeOptions) -> float
     """The highest 1-minute load average under which the cached calibrations of ``specs`` were
     timed (None when unknown: entries cached before it was recorded)."""
     cache = calibrations(specs, options, measure=False)
-    loads = [cache.get(protocol_key(s, options.threads), {}).get("load") for s in specs]
+    entries = [cache.get(protocol_key(s, options.threads), {}) for s in specs]
+    loads = [e.get("load") for e in entries if "error" not in e]
     return None if not loads or None in loads else max(loads)
 
 
@@ -211,11 +249,27 @@ def rule_needs(rule: str, specs: Sequence[RunSpec]) -> str:
     return f"{rule}: every run's {what} ({split} of {len(specs)} runs have one)"
 
 
-def describe(todo: Sequence[RunSpec], specs: Sequence[RunSpec], rules: Sequence[str]) -> list[str]:
-    """The plan as lines: runs to train per algorithm and dataset, and what each rule reads."""
+def describe(
+    todo: Sequence[RunSpec],
+    specs: Sequence[RunSpec],
+    rules: Sequence[str],
+    cost: Mapping[tuple[str, str], Any] | None = None,
+) -> list[str]:
+    """The plan as lines: runs to train per algorithm and dataset (with ``cost``: their time one
+    after another, or why they do not fit), and what each rule reads."""
     counts = Counter((s.algorithm, s.dataset) for s in todo)
+    cost = cost or {}
+
+    def line(alg: str, ds: str, n: int) -> str:
+        found = cost.get((alg, ds))
+        if found is None:
+            return f"  {alg} on {ds}: {n}"
+        if isinstance(found, str):
+            return f"  {alg} on {ds}: {n}, do not fit: {found}"
+        return f"  {alg} on {ds}: {n}, {format_duration(found)} one after another"
+
     lines = [f"would train {len(todo)} of {len(specs)} runs:"]
-    lines += [f"  {alg} on {ds}: {n}" for (alg, ds), n in sorted(counts.items())]
+    lines += [line(alg, ds, n) for (alg, ds), n in sorted(counts.items())]
     lines += ["selection rules read:", *(f"  {rule_needs(rule, specs)}" for rule in rules)]
     return lines
 

@@ -36,16 +36,23 @@ def _plan(
         launchers.plan_local(len(todo), args.jobs, args.threads) if launcher == "local" else (1, 1)
     )
     where = f"{jobs} job(s) x {threads} thread(s)" if launcher == "local" else "one run at a time"
-    if args.dry_run:
-        print("\n".join(plan.describe(todo, specs, rules)))
     timed = dataclasses.replace(options, threads=threads)
+    if args.dry_run:
+        missing = plan.missing_calibrations(todo, timed)
+        if missing:
+            print(f"timing {missing} protocol(s) first: a few steps and one evaluation each")
     seconds = plan.estimate_s(todo, timed, jobs, measure=args.dry_run) if todo else 0.0
+    cost = plan.costs(todo, timed)
+    if args.dry_run:
+        print("\n".join(plan.describe(todo, specs, rules, cost)))
     if seconds is not None:
         load = plan.calibration_load(todo, timed) if todo else None
         busy = f" at load average up to {load:.1f}" if load is not None else ""
+        left = [s for s in todo if isinstance(cost.get((s.algorithm, s.dataset)), str)]
+        unfit = f"; {len(left)} run(s) that do not fit in memory left out" if left else ""
         print(
-            f"estimate: {plan.format_duration(seconds)} for {len(todo)} run(s), {where}, "
-            f"calibrated on {cpu_model()}{busy}"
+            f"estimate: {plan.format_duration(seconds)} for {len(todo) - len(left)} run(s), "
+            f"{where}, calibrated on {cpu_model()}{busy}{unfit}"
         )
     advice = plan.precision_advice(todo, timed, measure=args.dry_run)
     if advice:

@@ -704,10 +704,10 @@ def test_a_misspelt_recipe_gets_a_suggestion(tmp_path, capfd):
     assert "Recipes: finetune" in line
 
 
-@pytest.mark.parametrize("command", ["run", "sweep-dry-run"])
+@pytest.mark.parametrize("command", ["run", "sweep"])
 def test_a_batch_that_does_not_fit_in_memory_is_one_line(command, tmp_path, monkeypatch, capfd):
     """A failed allocation (e.g. MMD at a full batch of 25,000) names the run and what to
-    change; a run's own dry-run calibration says so too."""
+    change (``--dry-run`` lists such runs instead: tests/test_plan.py)."""
     from bench.algorithms.erm import ERM
 
     def no_memory(self, minibatches, *args, **kwargs):
@@ -720,8 +720,8 @@ def test_a_batch_that_does_not_fit_in_memory_is_one_line(command, tmp_path, monk
     argv = (
         _expand(DEBUG, tmp_path)
         if command == "run"
-        else f"sweep --algorithms erm --datasets debug --size tiny --n-trials 1 --dry-run "
-        f"--output-dir {tmp_path}/sweep"
+        else f"sweep --algorithms erm --datasets debug --size tiny --n-trials 1 --jobs 1 "
+        f"--steps 2 --no-progress --output-dir {tmp_path}/sweep"
     )
     line = assert_one_error_line(shlex.split(argv), "out of memory in ", capfd)
     assert "erm on debug: one allocation of 2.3 GiB failed; use a smaller batch" in line

@@ -33,6 +33,32 @@ SWEEP = [
 @pytest.fixture(autouse=True)
 def cache_home(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(plan, "_FAILED", {})
+
+
+def test_the_plan_lists_runs_that_do_not_fit_and_estimates_the_rest(tmp_path, capsys, monkeypatch):
+    from bench.errors import OutOfMemory
+
+    def calibrate(spec, options, steps_only=False):
+        if spec.algorithm == "irm":
+            raise OutOfMemory("out of memory in irm on debug: one allocation of 9.3 GiB failed")
+        return {"step_s": 0.01, "eval_s": 0.5, "setup_s": 2.0, "load": 0.5}
+
+    monkeypatch.setattr(plan, "_calibrate", calibrate)
+    out = tmp_path / "out"
+    assert cli.main([*SWEEP, "--dry-run", "--output-dir", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "timing 2 protocol(s) first" in text
+    erm = make_spec("erm", "debug", test_envs=["e0"], size="tiny", steps=30)
+    per_run = 2.0 + 30 * 0.01 + len(erm.record_steps) * 0.5
+    assert f"  erm on debug: 2, {plan.format_duration(2 * per_run)} one after another" in text
+    assert "  irm on debug: 2, do not fit: out of memory in irm on debug: one allocation" in text
+    assert f"estimate: {plan.format_duration(per_run)} for 2 run(s), 2 job(s)" in text
+    assert "; 2 run(s) that do not fit in memory left out" in text
+    assert "load average up to 0.5" in text
+    cached = json.loads(plan._cache_file().read_text())
+    assert plan.protocol_key(erm, 1) in cached
+    assert not [k for k in cached if '"irm"' in k]  # not the failure: memory varies
 
 
 @pytest.mark.slow  # trains for several seconds; the fast subset leaves it out
