@@ -195,6 +195,7 @@ def precision_advice(
     offers = _offers(device)
     if not offers or not specs or any(s.precision != "fp32" for s in specs):
         return None
+    specs = [s for s in specs if protocol_key(s, options.threads) not in _FAILED]  # no fit
     steps = calibrations(specs, options, measure, steps_only=True)
     keys = [protocol_key(s, options.threads) for s in specs]
     if any(k not in steps for k in keys):
@@ -209,8 +210,10 @@ def precision_advice(
         other = [dataclasses.replace(s, precision=precision) for s in specs]
         timed = calibrations(other, options, measure, steps_only=True)
         other_keys = [protocol_key(s, options.threads) for s in other]
-        if any(k not in timed or "error" in timed[k] for k in other_keys):
+        if any(k not in timed for k in other_keys):
             return None
+        if any("error" in timed[k] for k in other_keys):
+            continue  # does not fit in this precision: not offered
         fast = sum(s.steps * timed[k]["step_s"] for s, k in zip(other, other_keys))
         if slow >= ADVICE_MIN_SPEED_UP * fast:
             parts.append(

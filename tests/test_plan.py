@@ -203,3 +203,21 @@ def test_the_plan_states_the_load_its_calibrations_were_timed_under(tmp_path):
     assert plan.calibration_load(specs, options) == 3.5  # the busiest one
     plan._cache_file().write_text(json.dumps({keys[0]: {**entry, "load": 3.5}, keys[1]: entry}))
     assert plan.calibration_load(specs, options) is None  # unknown for one: no claim
+
+
+def test_a_precision_that_does_not_fit_is_not_offered_and_the_others_still_are(
+    tmp_path, monkeypatch
+):
+    from bench.errors import OutOfMemory
+
+    def calibrate(spec, options, steps_only=False):
+        if spec.precision == "bf16":
+            raise OutOfMemory("out of memory in erm on debug: one allocation of 1.0 GiB failed")
+        return {"step_s": {"fp32": 1.0, "fp32-onednn": 0.5}[spec.precision]}
+
+    monkeypatch.setattr(plan, "_calibrate", calibrate)
+    monkeypatch.setattr(plan, "native_bf16", lambda device: "AMX")
+    spec = make_spec("erm", "debug", size="tiny", steps=120)
+    line = plan.precision_advice([spec], RuntimeOptions(output_dir=tmp_path, threads=1), True)
+    assert line.startswith("faster here: --precision fp32-onednn would train 2.0x faster")
+    assert "bf16" not in line
