@@ -14,7 +14,8 @@ correlation (``mcc``), the primary metric of the GUE tasks.
 
 from __future__ import annotations
 
-import warnings
+import math
+from collections import Counter
 from typing import Any, Collection, Mapping
 
 import torch
@@ -64,13 +65,28 @@ def accuracy(algorithm: Algorithm, env: EnvData, idx: Tensor, batch_size: int) -
 
 def mcc(confusion: list[list[int]]) -> float:
     """Matthews correlation (multi-class form) from sparse confusion counts
-    ``[true, predicted, count]``."""
-    from sklearn.metrics import matthews_corrcoef
+    ``[true, predicted, count]``.
 
-    true, pred, count = zip(*confusion)
-    with warnings.catch_warnings():  # one class present: MCC is 0 by definition, no warning needed
-        warnings.simplefilter("ignore", UserWarning)
-        return float(matthews_corrcoef(true, pred, sample_weight=count))
+    sklearn's ``matthews_corrcoef`` formula, computed on the counts: sklearn's input checks
+    took 27 ms a split, 40% of a tiny run's wall time. For splits under 94 million examples
+    every sum is an exact integer (below 2**53 in float64, where sklearn computes them), and
+    the last three operations are the same IEEE ones, so the value is sklearn's to the bit
+    (tests/test_runner_fast.py).
+    """
+    n = sum(count for _, _, count in confusion)
+    correct = sum(count for t, p, count in confusion if t == p)
+    true_sums: Counter[int] = Counter()
+    pred_sums: Counter[int] = Counter()
+    for t, p, count in confusion:
+        true_sums[t] += count
+        pred_sums[p] += count
+    cov_ytyp = correct * n - sum(true_sums[k] * pred_sums[k] for k in true_sums)
+    cov_ypyp = n * n - sum(v * v for v in pred_sums.values())
+    cov_ytyt = n * n - sum(v * v for v in true_sums.values())
+    product = float(cov_ypyp) * float(cov_ytyt)
+    if product == 0:  # one class predicted or present: 0 by definition
+        return 0.0
+    return float(cov_ytyp) / math.sqrt(product)
 
 
 def evaluate(
