@@ -6,6 +6,7 @@ Written against surviving mutants of bench/report.py (docs/testing.md).
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 
@@ -84,3 +85,28 @@ def test_paired_p_uses_the_trials_both_have():
     assert paired_p({t: v + 0.1 for t, v in base.items()}, base) == 0.0
     expected = stats.ttest_rel([0.55, 0.62, 0.9], [0.5, 0.6, 0.7]).pvalue
     assert paired_p({0: 0.55, 1: 0.62, 2: 0.9, 3: 0.4}, base) == pytest.approx(expected)
+
+
+def test_mcc_equals_sklearns_to_the_bit():
+    """Records keep sklearn's values: the counts-based formula must not move a bit."""
+    import numpy as np
+    from sklearn.metrics import matthews_corrcoef
+
+    from bench.evaluation import mcc
+
+    rng = np.random.default_rng(0)
+    cases = [[[0, 0, 7]], [[0, 1, 3], [1, 1, 4]], [[3, 3, 5], [3, 7, 2], [7, 3, 1]]]
+    for _ in range(300):
+        k = int(rng.integers(2, 12))
+        cells = rng.integers(0, k, size=(int(rng.integers(1, 40)), 2))
+        counts = rng.integers(1, 10 ** int(rng.integers(1, 7)), size=len(cells))
+        merged: dict[tuple[int, int], int] = {}
+        for (t, p), c in zip(cells.tolist(), counts.tolist()):
+            merged[(t, p)] = merged.get((t, p), 0) + c
+        cases.append([[t, p, c] for (t, p), c in merged.items()])
+    for confusion in cases:
+        true, pred, count = zip(*confusion)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            want = float(matthews_corrcoef(true, pred, sample_weight=count))
+        assert mcc(confusion) == want, confusion
