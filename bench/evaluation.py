@@ -68,10 +68,10 @@ def mcc(confusion: list[list[int]]) -> float:
     ``[true, predicted, count]``.
 
     sklearn's ``matthews_corrcoef`` formula, computed on the counts: sklearn's input checks
-    cost ~2.5 ms a split, 14% of a tiny run's wall time (benchmarks/tiny_run_mcc.py). For splits under 94 million examples
-    every sum is an exact integer (below 2**53 in float64, where sklearn computes them), and
-    the last three operations are the same IEEE ones, so the value is sklearn's to the bit
-    (tests/test_report_units.py).
+    cost ~2.5 ms a split, 14% of a tiny run's wall time (benchmarks/tiny_run_mcc.py). For
+    splits under 94 million examples every sum is an exact integer (below 2**53 in float64,
+    where sklearn computes them), and the last three operations are the same IEEE ones, so
+    the value is sklearn's to the bit (tests/test_report_units.py).
     """
     n = sum(count for _, _, count in confusion)
     correct = sum(count for t, p, count in confusion if t == p)
