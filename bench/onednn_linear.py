@@ -108,6 +108,11 @@ class OneDnnLinear(TorchFunctionMode):
 
 
 def available() -> bool:
-    """Whether this PyTorch build has oneDNN (mkldnn) and the linear kernel used here (a
-    private op: a later torch may rename it, and then this precision is refused, not broken)."""
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    """Whether this PyTorch build has oneDNN (mkldnn), the linear kernel used here and the
+    functorch probe ``_routed`` reads (private APIs: a later torch may rename them, and then
+    this precision is refused, not broken)."""
+    return (
+        torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+        and hasattr(torch._C._functorch, "peek_interpreter_stack")
+    )
