@@ -148,6 +148,12 @@ def estimate_s(
     return total / max(1, min(jobs, len(fit)))
 
 
+def unfit(specs: Sequence[RunSpec], options: RuntimeOptions) -> list[RunSpec]:
+    """The specs whose protocol ran out of memory when timed in this process."""
+    cache = calibrations(specs, options, measure=False)
+    return [s for s in specs if "error" in cache.get(protocol_key(s, options.threads), {})]
+
+
 def costs(specs: Sequence[RunSpec], options: RuntimeOptions) -> dict[tuple[str, str], Any]:
     """Per algorithm and dataset, from calibrations made: the wall seconds of its runs one
     after another, or the line saying it does not fit in memory (absent when uncalibrated)."""

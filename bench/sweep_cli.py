@@ -48,7 +48,7 @@ def _plan(
     if seconds is not None:
         load = plan.calibration_load(todo, timed) if todo else None
         busy = f" at load average up to {load:.1f}" if load is not None else ""
-        left = [s for s in todo if isinstance(cost.get((s.algorithm, s.dataset)), str)]
+        left = plan.unfit(todo, timed)
         unfit = f"; {len(left)} run(s) that do not fit in memory left out" if left else ""
         print(
             f"estimate: {plan.format_duration(seconds)} for {len(todo) - len(left)} run(s), "
