@@ -231,6 +231,13 @@ def _add_sweep(p: argparse.ArgumentParser, grid: bool = True) -> None:
         help="print the runs the sweep would train, what each selection rule reads and an "
         "estimated wall time (calibrated once per protocol and CPU, then cached); train nothing",
     )
+    g.add_argument(
+        "--vectorise",
+        action="store_true",
+        default=None,
+        help="local: train runs of one shape (trials, lr/weight-decay samples of an MLP on a toy) "
+        "as one vectorised unit per worker; records identical to one by one (bench/vectorised.py)",
+    )
     g.add_argument("--slurm-partition", default=None)
     g.add_argument(
         "--slurm-timeout",

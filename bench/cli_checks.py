@@ -26,6 +26,7 @@ SWEEP_FLAGS = (
     "--jobs",
     "--scheduler",
     "--dry-run",
+    "--vectorise",
     "--slurm-partition",
     "--slurm-timeout",
     "--slurm-cluster",
@@ -81,7 +82,7 @@ def foreign_flag(flag: str, command: str) -> str:
     if flag in REMOVED_FLAGS:
         return (
             f"{flag} is gone: stacked training was removed, so training is always one run at a "
-            "time (one training loop); drop the flag"
+            "time unless a sweep is given --vectorise (records identical either way); drop the flag"
         )
     if command == "mtl":
         return (
@@ -190,7 +191,7 @@ def check_launcher_flags(args: argparse.Namespace) -> None:
     if launcher != "local":
         refuse(
             args,
-            {"jobs": "--jobs"},
+            {"jobs": "--jobs", "vectorise": "--vectorise"},
             f"--launcher {launcher} (it is for --launcher local)",
         )
     if launcher != "dask":

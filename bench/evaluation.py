@@ -48,19 +48,34 @@ def accuracy(algorithm: Algorithm, env: EnvData, idx: Tensor, batch_size: int) -
     split."""
     n = len(idx)
     if n == 0:
-        return {"acc": None, "mcc": None, "n": 0, "confusion": []}
+        return empty_record()
     pairs = []
     for start in range(0, n, batch_size):
         x, y = env.batch(idx[start : start + batch_size])
         pairs.append(torch.stack([y, predictions(algorithm.predict(x))], dim=1))
     cells, counts = torch.cat(pairs).unique(dim=0, return_counts=True)
     confusion = [[int(t), int(p), int(c)] for (t, p), c in zip(cells.tolist(), counts.tolist())]
+    return split_scores(confusion, n)
+
+
+def split_scores(confusion: list[list[int]], n: int) -> dict[str, Any]:
+    """A split's record from its confusion counts (``[true, predicted, count]``, non-zero cells
+    in (true, predicted) order) over ``n > 0`` examples."""
     return {
         "acc": sum(c for t, p, c in confusion if t == p) / n,
         "mcc": mcc(confusion),
         "n": n,
         "confusion": confusion,
     }
+
+
+def skipped_record(n: int) -> dict[str, Any]:
+    """The record of a split left unevaluated (``skipped_splits``)."""
+    return {"acc": None, "n": n, "skipped": True}
+
+
+def empty_record() -> dict[str, Any]:
+    return {"acc": None, "mcc": None, "n": 0, "confusion": []}
 
 
 def mcc(confusion: list[list[int]]) -> float:
@@ -107,7 +122,7 @@ def evaluate(
         with torch.inference_mode():
             return {
                 name: {
-                    part: {"acc": None, "n": len(idx), "skipped": True}
+                    part: skipped_record(len(idx))
                     if (name, part) in skip
                     else accuracy(algorithm, envs[name], idx, batch_size)
                     for part, idx in parts.items()

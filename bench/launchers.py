@@ -6,7 +6,8 @@ never train a run twice. The worker that trains a run appends a line to its
 ``trained.jsonl`` (host, pid, launcher, status): the audit trail of who trained what.
 
 - ``local``: joblib's loky processes on this machine (``jobs``; torch threads per job
-  = cores // jobs, so jobs x threads fill the machine without oversubscription).
+  = cores // jobs, so jobs x threads fill the machine without oversubscription). With
+  ``vectorise``, runs of one shape are trained as one unit (``bench.vectorised``).
 - ``dask``: a running Dask cluster by address (``dask.distributed.Client``).
 - ``slurm``: submitit job arrays (``cluster="local"`` / ``"debug"`` run without Slurm).
 """
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from bench import records, runner
+from bench import records, runner, vectorised
 from bench.datasets import DATASETS
 from bench.errors import UserError, reason
 from bench.registry import import_plugins
@@ -44,6 +45,16 @@ def execute(spec: RunSpec, options: RuntimeOptions, launcher: str = "local") -> 
     """Run one spec on this worker; record the training in the run's ``trained.jsonl``."""
     _worker_setup(options)
     return _report(runner.run(spec, options), launcher)
+
+
+def execute_unit(
+    unit: Sequence[RunSpec], options: RuntimeOptions, launcher: str = "local"
+) -> list[Finished]:
+    """One run, or a group of runs trained as one vectorised unit (``bench.vectorised``)."""
+    if len(unit) == 1:
+        return [execute(unit[0], options, launcher)]
+    _worker_setup(options)
+    return [_report(outcome, launcher) for outcome in vectorised.run_group(unit, options)]
 
 
 def _worker_setup(options: RuntimeOptions) -> None:
@@ -102,14 +113,18 @@ def local(
     specs: Sequence[RunSpec],
     options: RuntimeOptions,
     jobs: int | None = None,
+    vectorise: bool = False,
     **_: Any,
 ) -> Iterator[Finished]:
-    """joblib processes, one run at a time each."""
+    """joblib processes, one unit at a time each: a run, or with ``vectorise`` a group of runs
+    of one shape trained together (``bench.vectorised``; records identical to one by one)."""
     n_jobs, threads = plan_local(len(specs), jobs, options.threads)
+    work = vectorised.units(specs, n_jobs) if vectorise else [[spec] for spec in specs]
+    n_jobs = min(n_jobs, len(work))
     opts = _for_workers(options, threads)
-    if n_jobs == 1:  # in this process: no worker start-up, and the dataset cache is shared
-        for spec in specs:
-            yield execute(spec, opts, "local")
+    if n_jobs <= 1:  # in this process: no worker start-up, and the dataset cache is shared
+        for unit in work:
+            yield from execute_unit(unit, opts, "local")
         return
     from joblib import Parallel, delayed
 
@@ -120,7 +135,8 @@ def local(
         batch_size=1,
         pre_dispatch="n_jobs",
     )
-    yield from parallel(delayed(execute)(spec, opts, "local") for spec in specs)
+    for finished in parallel(delayed(execute_unit)(unit, opts, "local") for unit in work):
+        yield from finished
 
 
 def dask(

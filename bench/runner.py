@@ -142,15 +142,18 @@ class RunContext:
                 )
         return out
 
-    def record(self, step: int, wall: float, train: dict[str, float]) -> dict[str, Any]:
-        """Evaluate, append the record and write the checkpoint (in that order, as resume
-        expects)."""
+    def record(
+        self, step: int, wall: float, train: dict[str, float], scores: dict | None = None
+    ) -> dict[str, Any]:
+        """Evaluate (unless ``scores`` holds the evaluation, e.g. a vectorised group's), append
+        the record and write the checkpoint (in that order, as resume expects)."""
         spec, hparams = self.spec, self.hparams
         batch = hparams["batch_size"]
-        with precision_context(self.device, spec.precision):
-            scores = evaluate(
-                self.algorithm, self.envs, self.splits, self.options.eval_batch_size, self.skip
-            )
+        if scores is None:
+            with precision_context(self.device, spec.precision):
+                scores = evaluate(
+                    self.algorithm, self.envs, self.splits, self.options.eval_batch_size, self.skip
+                )
         record = {
             "schema": records.SCHEMA,
             "run_id": spec.run_id,

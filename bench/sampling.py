@@ -124,21 +124,28 @@ class MinibatchSampler:
         self.n, self.batch_size, self.key = n, batch_size, (stream, trial_seed, env)
         self._cache: dict[int, Tensor] = {}
 
-    def _perm(self, epoch: int) -> Tensor:
+    def permutation(self, epoch: int) -> Tensor:
+        """Epoch ``epoch``'s order of the split's positions (the last three are kept)."""
         if epoch not in self._cache:
             if len(self._cache) > 2:
                 self._cache.pop(min(self._cache))
             self._cache[epoch] = torch.randperm(self.n, generator=torch_generator(*self.key, epoch))
         return self._cache[epoch]
 
-    def indices(self, step: int) -> Tensor | None:
-        if self.batch_size == 0:
-            return None
+    def spans(self, step: int) -> list[tuple[int, int, int]]:
+        """``(epoch, offset, count)`` pieces of step ``step``'s batch in the epoch permutations:
+        one, or more where the batch runs past an epoch's end."""
         start, stop = step * self.batch_size, (step + 1) * self.batch_size
-        parts = []
+        out = []
         while start < stop:
             epoch, offset = divmod(start, self.n)
             take = min(stop - start, self.n - offset)
-            parts.append(self._perm(epoch)[offset : offset + take])
+            out.append((epoch, offset, take))
             start += take
+        return out
+
+    def indices(self, step: int) -> Tensor | None:
+        if self.batch_size == 0:
+            return None
+        parts = [self.permutation(e)[o : o + take] for e, o, take in self.spans(step)]
         return parts[0] if len(parts) == 1 else torch.cat(parts)

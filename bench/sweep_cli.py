@@ -12,7 +12,16 @@ import sys
 from pathlib import Path
 
 from bench import cli_checks as checks
-from bench import launchers, leaderboard, plan, records, report, report_files, sweep
+from bench import (
+    launchers,
+    leaderboard,
+    plan,
+    records,
+    report,
+    report_files,
+    sweep,
+    vectorised,
+)
 from bench.errors import UserError
 from bench.execution import cpu_model
 from bench.interpret import render
@@ -45,11 +54,15 @@ def _plan(
     cost = plan.costs(todo, timed)
     if args.dry_run:
         print("\n".join(plan.describe(todo, specs, rules, cost)))
+        if args.vectorise:
+            print("\n".join(vectorised.describe_units(vectorised.units(todo, jobs))))
     if seconds is not None:
         load = plan.calibration_load(todo, timed) if todo else None
         busy = f" at load average up to {load:.1f}" if load is not None else ""
         left = plan.unfit(todo, timed)
         unfit = f"; {len(left)} run(s) that do not fit in memory left out" if left else ""
+        if args.vectorise:  # calibrated one run at a time: groups train faster than this
+            where += ", trained one by one (--vectorise groups are faster)"
         print(
             f"estimate: {plan.format_duration(seconds)} for {len(todo) - len(left)} run(s), "
             f"{where}, calibrated on {cpu_model()}{busy}{unfit}"
@@ -155,6 +168,7 @@ def _launch(args: argparse.Namespace, specs: list[RunSpec], options: RuntimeOpti
         args.launcher or "local",
         progress=not args.no_progress,
         jobs=args.jobs,
+        vectorise=bool(args.vectorise),
         scheduler=args.scheduler,
         cluster=args.slurm_cluster,
         partition=args.slurm_partition,

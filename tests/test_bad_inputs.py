@@ -465,6 +465,11 @@ RUN_CASES = [
     ),
     case(SWEEP + " --launcher slurm --jobs 2", "--jobs does not apply", id="jobs-with-slurm"),
     case(
+        SWEEP + " --launcher slurm --vectorise",
+        "--vectorise does not apply",
+        id="vectorise-with-slurm",
+    ),
+    case(
         SWEEP + " --slurm-partition gpu",
         "--slurm-partition does not apply",
         id="slurm-flag-with-local",
@@ -524,6 +529,7 @@ MODE_CASES = [
     ),
     case(DEBUG + " --test-envs pairs", "python -m bench sweep --test-envs pairs", id="run-pairs"),
     case(DEBUG + " --jobs 2", "--jobs is a sweep flag", id="run-with-jobs"),
+    case(DEBUG + " --vectorise", "--vectorise is a sweep flag", id="run-with-vectorise"),
     case(DEBUG + " --dry-run", "--dry-run is a sweep flag", id="run-with-dry-run"),
     case(DEBUG + " --selection oracle", "--selection is a sweep flag", id="run-with-selection"),
     case(

@@ -1,0 +1,268 @@
+"""Vectorised group training (bench/vectorised.py): every file a run leaves equals one-by-one
+training's, bit for bit, except wall-clock times."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench import cli, launchers, plan, records, runner, vectorised
+from bench.checkpoint import load_checkpoint
+from bench.spec import RunSpec, RuntimeOptions, make_spec
+
+
+def _options(out: Path) -> RuntimeOptions:
+    return RuntimeOptions(output_dir=out, progress=False, threads=1)
+
+
+def _group(dataset: str, algorithm: str = "erm", **overrides) -> list[RunSpec]:
+    """Three runs of one shape: two trials at one lr, one at another (and a weight decay)."""
+    settings = [(0, 1e-3, 0.0), (1, 1e-3, 0.0), (0, 3e-3, 1e-4)]
+    return [
+        make_spec(
+            algorithm,
+            dataset,
+            size="tiny",
+            steps=9,
+            eval_every=4,
+            trial_seed=trial,
+            overrides={"lr": lr, "weight_decay": wd, **overrides},
+        )
+        for trial, lr, wd in settings
+    ]
+
+
+def _records(out: Path, spec: RunSpec) -> list[dict]:
+    found = records.read_records(records.run_dir(out, spec.run_id) / records.RESULTS)
+    return [{k: v for k, v in r.items() if k != "wall_s"} for r in found]
+
+
+def _assert_identical(one: Path, grouped: Path, specs: list[RunSpec]) -> None:
+    """Records (all but wall_s), checkpoint (weights, Adam state, RNG) and status equal."""
+    for spec in specs:
+        assert _records(grouped, spec) == _records(one, spec) != []
+        a, b = (records.run_dir(o, spec.run_id) for o in (one, grouped))
+        ca, cb = (_checkpoint(d) for d in (a, b))
+        assert vectorised._same_state(ca, cb)
+        assert records.read_json(a / records.DONE)["status"] == "ok"
+        assert records.read_json(b / records.DONE)["step"] == spec.steps - 1
+        assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
+
+
+def _checkpoint(directory: Path) -> dict:
+    """The checkpoint but its wall time and Python ``random`` state: the first run in a process
+    finds the latter advanced by something imported lazily (one-by-one training does too);
+    nothing in training draws from it."""
+    state = load_checkpoint(directory / records.CHECKPOINT)
+    state["rng"].pop("python")
+    return {**state, "wall_s": 0}
+
+
+@pytest.fixture
+def steps_taken(monkeypatch) -> list[int]:
+    """Members of every batched step (so a silent fall-back cannot pass the identity tests)."""
+    calls: list[int] = []
+    real = vectorised.BatchedERM.step
+
+    def counting(self, x, y, sizes):
+        calls.append(len(y))
+        return real(self, x, y, sizes)
+
+    monkeypatch.setattr(vectorised.BatchedERM, "step", counting)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"batch_size": 0}, {"init": "xavier"}],
+    ids=["minibatches", "full-batch", "xavier-init"],
+)
+def test_a_group_trains_exactly_as_one_by_one(tmp_path, overrides, steps_taken, caplog):
+    specs = _group("fish_toy", **overrides)
+    for spec in specs:
+        runner.run(spec, _options(tmp_path / "one"))
+    outcomes = vectorised.run_group(specs, _options(tmp_path / "group"))
+    assert [o.status for o in outcomes] == ["ok"] * 3
+    assert steps_taken.count(3) >= specs[0].steps  # the probe's step and every training step
+    assert "one by one" not in caplog.text
+    _assert_identical(tmp_path / "one", tmp_path / "group", specs)
+
+
+def test_a_group_of_sixteen_trains_exactly_as_one_by_one(tmp_path, steps_taken):
+    """A full unit (MAX_GROUP members): 4 trials x 4 lr/weight-decay settings."""
+    specs = [
+        make_spec(
+            "erm",
+            "bottleneck_toy",
+            size="tiny",
+            steps=5,
+            eval_every=2,
+            trial_seed=trial,
+            overrides={"lr": lr, "weight_decay": wd},
+        )
+        for trial in range(4)
+        for lr, wd in [(1e-3, 0.0), (3e-3, 1e-4), (1e-2, 1e-3), (3e-4, 3e-2)]
+    ]
+    assert len(specs) == vectorised.MAX_GROUP
+    for spec in specs:
+        runner.run(spec, _options(tmp_path / "one"))
+    vectorised.run_group(specs, _options(tmp_path / "group"))
+    assert steps_taken.count(16) == specs[0].steps + 1
+    _assert_identical(tmp_path / "one", tmp_path / "group", specs)
+
+
+def test_specs_of_another_shape_or_algorithm_train_alone():
+    specs = _group("fish_toy")
+    other = [
+        make_spec("erm", "fish_toy", size="tiny", overrides={"mlp_dropout": 0.1}),
+        make_spec("erm", "fish_toy", size="tiny", overrides={"batch_size": 16}),
+        make_spec("erm", "fish_toy", size="tiny", overrides={"l2": 1e-3}),
+        make_spec("erm", "fish_toy", size="tiny", precision="bf16"),
+        make_spec("erm", "spurious_toy", size="tiny"),  # one logit: BCE, not batched
+        make_spec("group_dro", "fish_toy", size="tiny"),
+    ]
+    for spec in (other[0], other[2], other[3], other[4], other[5]):
+        assert vectorised.group_key(spec) is None
+    work = vectorised.units(specs + other)
+    assert sorted(map(len, work)) == [1, 1, 1, 1, 1, 1, 3]
+
+
+def test_groups_are_cut_to_give_every_worker_a_unit():
+    specs = [make_spec("erm", "fish_toy", size="tiny", trial_seed=t) for t in range(20)]
+    assert sorted(map(len, vectorised.units(specs))) == [10, 10]  # at most MAX_GROUP
+    assert sorted(map(len, vectorised.units(specs, workers=4))) == [5, 5, 5, 5]
+
+
+def test_the_dry_run_names_each_group_and_the_runs_trained_alone():
+    specs = _group("fish_toy") + [make_spec("group_dro", "fish_toy", size="tiny")]
+    lines = vectorised.describe_units(vectorised.units(specs))
+    assert lines[0] == "vectorised: 3 run(s) in 1 group(s); 1 run(s) one by one"
+    assert lines[1:] == [
+        "  3 runs of erm on fish_toy (test test): trials [0, 1], hparams seeds [0]"
+    ]
+
+
+def test_a_group_resumes_after_a_kill_with_identical_records(tmp_path, monkeypatch):
+    specs = _group("fish_toy")
+    for spec in specs:
+        runner.run(spec, _options(tmp_path / "one"))
+    real = runner.RunContext.record
+
+    def killed_at_step_4(self, step, wall, train, scores=None):
+        found = real(self, step, wall, train, scores)
+        if step == 4:
+            raise KeyboardInterrupt  # after the checkpoint of step 4: the worker dies
+        return found
+
+    monkeypatch.setattr(runner.RunContext, "record", killed_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        vectorised.run_group(specs, _options(tmp_path / "group"))
+    monkeypatch.setattr(runner.RunContext, "record", real)
+    vectorised.run_group(specs, _options(tmp_path / "group"))  # partial runs: one by one
+    _assert_identical(tmp_path / "one", tmp_path / "group", specs)
+
+
+def test_the_local_launcher_trains_groups_and_single_runs(tmp_path, steps_taken):
+    alone = make_spec("group_dro", "fish_toy", size="tiny", steps=9, eval_every=4)
+    specs = _group("fish_toy") + [alone]
+    list(launchers.local(specs, _options(tmp_path / "one"), jobs=1))
+    finished = list(launchers.local(specs, _options(tmp_path / "group"), jobs=1, vectorise=True))
+    assert sorted(f.run_id for f in finished) == sorted(s.run_id for s in specs)
+    assert steps_taken and all(n == 3 for n in steps_taken)
+    _assert_identical(tmp_path / "one", tmp_path / "group", specs)
+    for spec in specs:
+        assert len(launchers.trained_log(records.run_dir(tmp_path / "group", spec.run_id))) == 1
+
+
+def test_a_group_whose_batched_step_differs_falls_back(tmp_path, monkeypatch, caplog):
+    """The first-step probe guards machines whose batched kernels round differently."""
+    specs = _group("fish_toy")
+    for spec in specs:
+        runner.run(spec, _options(tmp_path / "one"))
+    real = vectorised.BatchedERM._forward
+
+    def rounded_differently(self, x, trace=None):
+        return real(self, x, trace) * (1 + torch.finfo(torch.float32).eps)
+
+    monkeypatch.setattr(vectorised.BatchedERM, "_forward", rounded_differently)
+    vectorised.run_group(specs, _options(tmp_path / "group"))
+    assert "training them one by one" in caplog.text
+    _assert_identical(tmp_path / "one", tmp_path / "group", specs)
+
+
+def test_a_group_whose_batched_evaluation_differs_evaluates_one_by_one(
+    tmp_path, monkeypatch, caplog, steps_taken
+):
+    """The first evaluation is checked against each member's own: on a difference the group
+    keeps training together but evaluates one member at a time."""
+    specs = _group("fish_toy")
+    for spec in specs:
+        runner.run(spec, _options(tmp_path / "one"))
+    real = vectorised.GroupEval._split
+
+    def miscounted(self, idx):
+        found = real(self, idx)
+        return [{**found[0], "acc": -1.0}] + found[1:]
+
+    monkeypatch.setattr(vectorised.GroupEval, "_split", miscounted)
+    vectorised.run_group(specs, _options(tmp_path / "group"))
+    assert "evaluating them one by one" in caplog.text
+    assert steps_taken.count(3) >= specs[0].steps
+    _assert_identical(tmp_path / "one", tmp_path / "group", specs)
+
+
+CLI_SWEEP = [
+    "sweep",
+    "--algorithms",
+    "erm,group_dro",
+    "--datasets",
+    "fish_toy",
+    "--size",
+    "tiny",
+    "--steps",
+    "9",
+    "--n-trials",
+    "3",
+    "--jobs",
+    "1",
+    "--no-progress",
+]
+
+
+def test_the_dry_run_lists_the_groups_and_says_its_estimate_is_one_by_one(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(plan, "_FAILED", {})
+    monkeypatch.setattr(
+        plan,
+        "_calibrate",
+        lambda spec, options, steps_only=False: {
+            "step_s": 0.001,
+            "eval_s": 0.01,
+            "setup_s": 0.1,
+            "load": 0.5,
+        },
+    )
+    out = tmp_path / "out"
+    assert cli.main([*CLI_SWEEP, "--vectorise", "--dry-run", "--output-dir", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "vectorised: 3 run(s) in 1 group(s); 3 run(s) one by one" in text
+    assert "  3 runs of erm on fish_toy (test test): trials [0, 1, 2], hparams seeds [0]" in text
+    assert "trained one by one (--vectorise groups are faster)" in text
+    assert not (out / "runs").exists()
+
+
+def test_a_vectorised_sweep_writes_the_records_of_a_sweep_one_by_one(tmp_path, steps_taken):
+    assert cli.main([*CLI_SWEEP, "--output-dir", str(tmp_path / "one")]) == 0
+    assert not steps_taken
+    assert cli.main([*CLI_SWEEP, "--vectorise", "--output-dir", str(tmp_path / "group")]) == 0
+    assert steps_taken and set(steps_taken) == {3}
+    specs = [
+        make_spec(algorithm, "fish_toy", size="tiny", steps=9, trial_seed=trial)
+        for algorithm in ("erm", "group_dro")
+        for trial in range(3)
+    ]
+    _assert_identical(tmp_path / "one", tmp_path / "group", specs)
