@@ -266,3 +266,29 @@ def test_a_vectorised_sweep_writes_the_records_of_a_sweep_one_by_one(tmp_path, s
         for trial in range(3)
     ]
     _assert_identical(tmp_path / "one", tmp_path / "group", specs)
+
+
+def test_a_member_that_diverges_stops_and_the_others_train_on(tmp_path, monkeypatch):
+    """As ``runner.train_loop``: non-finite statistics end that run as ``diverged`` at that step
+    (no record of it); the rest of the group is unaffected."""
+    specs = _group("fish_toy")
+    for spec in specs:
+        runner.run(spec, _options(tmp_path / "one"))
+    real = vectorised.BatchedERM.step
+    calls = []
+
+    def second_member_diverges_at_step_5(self, x, y, sizes):
+        stats = real(self, x, y, sizes)
+        calls.append(None)
+        if len(calls) == 7:  # the probe's step, then training steps 0..5
+            stats[1, 0] = float("nan")
+        return stats
+
+    monkeypatch.setattr(vectorised.BatchedERM, "step", second_member_diverges_at_step_5)
+    outcomes = vectorised.run_group(specs, _options(tmp_path / "group"))
+    assert [o.status for o in outcomes] == ["ok", "diverged", "ok"]
+    diverged = records.run_dir(tmp_path / "group", specs[1].run_id)
+    assert records.read_json(diverged / records.DONE)["step"] == 5
+    assert [r["step"] for r in _records(tmp_path / "group", specs[1])] == [0, 4]
+    assert _records(tmp_path / "group", specs[1]) == _records(tmp_path / "one", specs[1])[:2]
+    _assert_identical(tmp_path / "one", tmp_path / "group", [specs[0], specs[2]])
