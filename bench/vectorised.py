@@ -5,8 +5,9 @@ hyperparameter but ``lr`` and ``weight_decay``; they may differ in trial seed an
 sample) are each prepared by ``runner.prepare`` as usual: own data, splits, minibatch
 streams, seeded initialisation, optimiser and record files. Training then stacks the members'
 weights along a leading dimension and takes every member's step in one sequence of batched
-operations (``BatchedERM``): the forward pass, the loss and its diagnostics, the backward
-pass and Adam. One-by-one training is overhead-bound on a tiny model (hundreds of operator
+operations: the forward pass, the loss and its diagnostics, the backward pass and Adam.
+``BatchedERM`` is ERM's update; ``BatchedVREx`` and ``BatchedGroupDRO`` change only the
+objective on the environments' risks (``BATCHED`` lists them). One-by-one training is overhead-bound on a tiny model (hundreds of operator
 calls of microseconds each per step); batched, those calls are shared by the group.
 
 Identity is bitwise, not approximate: each batched operation computes every member's slice
@@ -48,20 +49,19 @@ log = logging.getLogger(__name__)
 # Hyperparameters members of a group may differ in: they change no shape and act only through
 # Adam's per-member scalars.
 PER_RUN_HPARAMS = frozenset({"lr", "weight_decay"})
-BATCHED_ALGORITHMS = frozenset({"erm"})
 MAX_GROUP = 16  # members per unit: enough to share a step's operator calls, few enough to spread
 
 
 def group_key(spec: RunSpec) -> str | None:
     """Specs with equal keys can train as one group; None when the spec trains one by one.
 
-    Needs a batched algorithm (``BATCHED_ALGORITHMS``) on a dropout-free MLP with a linear
+    Needs a batched algorithm (``BATCHED``) on a dropout-free MLP with a linear
     head of two or more logits (cross-entropy) and no l2 term, in fp32, without weight
     averaging or unlabeled data.
     """
     hp = spec.hparams
     if (
-        spec.algorithm not in BATCHED_ALGORITHMS
+        spec.algorithm not in BATCHED
         or DATASETS.get(spec.dataset).num_outputs() == 1  # one logit: BCE, not batched here
         or hp.get("featurizer") != "mlp"
         or hp.get("mlp_dropout", 0.0) != 0.0
@@ -327,7 +327,8 @@ class BatchedERM:
         self.lr = [g["lr"] for g in groups]
         decay = [g["weight_decay"] for g in groups]
         self.decay = torch.tensor(decay).index_select(0, self.member) if any(decay) else None
-        self.steps = 0
+        self.steps = 0  # Adam's (restarts where an algorithm re-creates its optimiser)
+        self.updates = int(algorithms[0].step)  # the algorithm's step counter
         self.has_grad_cos = algorithms[0].num_train_envs >= 2
         # each row's weight in the loss: 1/rows (the mean), and 1/(its environment's rows)
         self._mean_weights: Tensor | None = None
@@ -362,28 +363,52 @@ class BatchedERM:
 
     @torch.no_grad()
     def step(self, x: Tensor, y: Tensor, sizes: list[int]) -> Tensor:
-        """One update of every member; its statistics as [N, len(keys())] (ERM.update's).
+        """One update of every member; its statistics as [N, len(keys())] (``update``'s).
 
         The backward pass is written out with the kernels autograd runs for the unbatched
-        loss (``nll_loss`` mean over the rows after ``log_softmax``, ``F.linear``, ReLU), and
-        in the layout its formulas use: ``addmm``'s weight gradient is ``grad^T @ input``.
+        loss (``nll_loss`` after ``log_softmax``, ``F.linear``, ReLU), and in the layout its
+        formulas use: ``addmm``'s weight gradient is ``grad^T @ input``.
         """
         n, rows = y.shape
         trace: list[tuple[str, Tensor]] = []
         logits = self._forward(x, trace)
         logp = F.log_softmax(logits.reshape(n * rows, logits.shape[2]), dim=1)
+        grad, stats = self._loss(logp, y, sizes)
+        if self.has_grad_cos:
+            stats.append(self._grad_cos(trace[-1][1], logp, y, sizes))
+        self._backward(grad.view(n, rows, -1), trace)
+        self._adam()
+        self.updates += 1
+        return torch.stack(stats, dim=1)
+
+    def _loss(self, logp: Tensor, y: Tensor, sizes: list[int]) -> tuple[Tensor, list[Tensor]]:
+        """The logits' gradient and the statistics before ``grad_cos``; ERM: the mean loss
+        over all rows."""
+        n, rows = y.shape
         member_logp = logp.view(n, rows, -1)
         # each member's mean loss, reduced as the unbatched loss reduces it
         nll = torch.stack([F.nll_loss(member_logp[i], y[i]) for i in range(n)])
-        stats = [nll, nll]
-        if self.has_grad_cos:
-            stats.append(self._grad_cos(trace[-1][1], logp, y, sizes))
         if self._mean_weights is None or len(self._mean_weights) != n * rows:
             self._mean_weights = torch.full((n * rows,), 1.0 / rows)
-        grad = self._logits_grad(self._mean_weights, logp, y).view(n, rows, -1)
-        self._backward(grad, trace)
-        self._adam()
-        return torch.stack(stats, dim=1)
+        return self._logits_grad(self._mean_weights, logp, y), [nll, nll]
+
+    def _env_losses(self, logp: Tensor, y: Tensor, sizes: list[int]) -> Tensor:
+        """[N, E]: each member's mean loss on each environment (``env_losses``), one
+        ``nll_loss`` each: its reduction order is the unbatched one."""
+        n, rows = y.shape
+        member_logp, out, start = logp.view(n, rows, -1), [], 0
+        for size in sizes:
+            part, labels = member_logp[:, start : start + size], y[:, start : start + size]
+            out.append(torch.stack([F.nll_loss(part[i], labels[i]) for i in range(n)]))
+            start += size
+        return torch.stack(out, dim=1)
+
+    def _env_grad(self, d_losses: Tensor, logp: Tensor, y: Tensor, sizes: list[int]) -> Tensor:
+        """The logits' gradient from d(objective)/d(environment losses) [N, E]: a mean loss's
+        backward gives each of its rows (its gradient) / (its rows)."""
+        counts = torch.tensor(sizes)
+        share = (d_losses / counts.to(d_losses.dtype)).repeat_interleave(counts, dim=1)
+        return self._logits_grad(share.reshape(-1), logp, y)
 
     def _logits_grad(self, share: Tensor, logp: Tensor, y: Tensor) -> Tensor:
         """d(sum over rows of share * nll)/d logits, row by row: ``nll_loss``'s backward (-share
@@ -452,6 +477,12 @@ class BatchedERM:
         size = torch.tensor([-lr / correction1 for lr in self.lr]).index_select(0, self.member)
         self.flat.add_(torch.mul(size, self.exp_avg).div_(denom))  # (-size * m) / denom: addcdiv's
 
+    def _restart_adam(self) -> None:
+        """``make_optimizer`` again: fresh moments, bias correction from step 1."""
+        self.exp_avg.zero_()
+        self.exp_avg_sq.zero_()
+        self.steps = 0
+
     @torch.no_grad()
     def write_back(self) -> None:
         """Each member's weights, Adam state and step counter from the stacks."""
@@ -465,7 +496,75 @@ class BatchedERM:
                     "exp_avg": m[i].clone(),
                     "exp_avg_sq": v[i].clone(),
                 }
-            algorithm.step.fill_(self.steps)
+            algorithm.step.fill_(self.updates)
+
+
+class BatchedVREx(BatchedERM):
+    """V-REx's ``update``: mean environment risk + weight * their variance (or the squared
+    difference of two), annealed as ``Algorithm.penalised_loss`` anneals it."""
+
+    def __init__(self, algorithms: list[Algorithm]) -> None:
+        super().__init__(algorithms)
+        hp = algorithms[0].hparams
+        self.weight, self.anneal = hp["vrex_lambda"], hp["vrex_penalty_anneal_iters"]
+        self.squared_difference = hp["vrex_penalty"] == "squared_difference"
+        self.irm_code = hp["irm_code"]
+
+    def keys(self) -> list[str]:
+        return ["loss", "nll", "penalty"] + (["grad_cos"] if self.has_grad_cos else [])
+
+    def _loss(self, logp: Tensor, y: Tensor, sizes: list[int]) -> tuple[Tensor, list[Tensor]]:
+        with torch.enable_grad():  # the unbatched objective's own graph, on [N, E] risks
+            losses = self._env_losses(logp, y, sizes).requires_grad_()
+            nll = losses.mean(1)
+            if self.squared_difference:
+                penalty = (losses[:, 0] - losses[:, 1]).pow(2)
+            else:
+                penalty = (losses - nll.unsqueeze(1)).pow(2).mean(1)
+            w = self.weight if self.updates >= self.anneal else 1.0
+            loss = nll + w * penalty
+            if self.irm_code and w > 1.0:
+                loss = loss / w
+            (d_losses,) = torch.autograd.grad(loss.sum(), losses)
+        if not self.irm_code and self.updates == self.anneal:
+            self._restart_adam()
+        stats = [loss.detach(), nll.detach(), penalty.detach()]
+        return self._env_grad(d_losses, logp, y, sizes), stats
+
+
+class BatchedGroupDRO(BatchedERM):
+    """GroupDRO's ``update``: the q-weighted risk, q ascending on the environment risks."""
+
+    def __init__(self, algorithms: list[Algorithm]) -> None:
+        super().__init__(algorithms)
+        self.eta = algorithms[0].hparams["groupdro_eta"]
+        self.q = torch.stack([a.q for a in algorithms])
+
+    def keys(self) -> list[str]:
+        return ["loss", "nll", "q_max"] + (["grad_cos"] if self.has_grad_cos else [])
+
+    def _loss(self, logp: Tensor, y: Tensor, sizes: list[int]) -> tuple[Tensor, list[Tensor]]:
+        losses = self._env_losses(logp, y, sizes)
+        self.q.mul_(torch.exp(self.eta * losses))
+        self.q.div_(self.q.sum(1, keepdim=True))
+        # the value as torch.dot sums it; its gradient with respect to the risks is q
+        loss = torch.stack([torch.dot(losses[i], self.q[i]) for i in range(len(losses))])
+        stats = [loss, losses.mean(1), self.q.max(1).values]
+        return self._env_grad(self.q, logp, y, sizes), stats
+
+    @torch.no_grad()
+    def write_back(self) -> None:
+        super().write_back()
+        for algorithm, q in zip(self.algorithms, self.q):
+            algorithm.q.copy_(q)
+
+
+# The algorithms whose update trains batched, and the class that does it.
+BATCHED: dict[str, type[BatchedERM]] = {
+    "erm": BatchedERM,
+    "vrex": BatchedVREx,
+    "group_dro": BatchedGroupDRO,
+}
 
 
 class GroupEval:
@@ -544,7 +643,7 @@ def _same_first_step(contexts: list[runner.RunContext]) -> bool:
     alone = [copy.deepcopy(ctx.algorithm) for ctx in contexts]
     together = [copy.deepcopy(ctx.algorithm) for ctx in contexts]
     expected = [a.update(b) for a, b in zip(alone, (c.minibatches(0) for c in contexts))]
-    batched = BatchedERM(together)
+    batched = BATCHED[contexts[0].spec.algorithm](together)
     stats = batched.step(*GroupBatches(contexts)(0)).tolist()
     batched.write_back()
     found = [dict(zip(batched.keys(), row)) for row in stats]
@@ -580,7 +679,7 @@ class GroupTrainer:
     def train(self) -> list[runner.RunOutcome]:
         contexts = self.contexts
         spec = contexts[0].spec
-        batched = BatchedERM([ctx.algorithm for ctx in contexts])
+        batched = BATCHED[spec.algorithm]([ctx.algorithm for ctx in contexts])
         batches = GroupBatches(contexts)
         group_eval: GroupEval | None = GroupEval(contexts, batched)
         if not group_eval.comparable():

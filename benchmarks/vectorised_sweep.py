@@ -1,15 +1,17 @@
 """Sweeps of a tiny model, one by one vs vectorised (``bench sweep --vectorise``), side by side.
 
-Usage: nice -n 10 python benchmarks/vectorised_sweep.py [--dataset fish_toy] [--jobs 1]
+Usage: python benchmarks/vectorised_sweep.py [--algorithm erm] [--dataset fish_toy] [--jobs 1]
     [--steps N] [--rounds 3]
 
 Two workloads, each through the local launcher end to end (run directories, records,
 checkpoints, evaluations at the dataset's cadence), in fresh output directories:
 
-- (a) a 3-trial x 4-hparam ERM sweep. Every run must share its shapes, so the batch size
-  is fixed by an override (``{"batch_size": 64}``); the hparam samples then differ only in
-  lr and weight decay (the toy's MLP width, depth and dropout are fixed by the dataset).
-- (b) 10 trials of ERM at the dataset's defaults.
+- (a) a 3-trial x 4-hparam sweep of the algorithm (ERM by default). Every run must share
+  its shapes, so the batch size is fixed by an override (``{"batch_size": 64}``); ERM's
+  hparam samples then differ only in lr and weight decay (the toy fixes the MLP's width,
+  depth and dropout) and all 12 runs form one group. An algorithm's own hparams (V-REx's
+  weight, GroupDRO's eta) are shared within a group: there each sample is a group of 3.
+- (b) 10 trials at the dataset's defaults.
 
 The datasets are built and both paths warmed up first; then each round trains each workload
 both ways, alternating which goes first. Prints the CPU, the load average, each side's median
@@ -31,10 +33,10 @@ from bench import launchers, records, runner
 from bench.spec import RunSpec, RuntimeOptions, make_spec
 
 
-def _specs(dataset: str, steps: int | None) -> dict[str, list[RunSpec]]:
+def _specs(algorithm: str, dataset: str, steps: int | None) -> dict[str, list[RunSpec]]:
     sweep = [
         make_spec(
-            "erm",
+            algorithm,
             dataset,
             trial_seed=trial,
             hparams_seed=h,
@@ -44,7 +46,7 @@ def _specs(dataset: str, steps: int | None) -> dict[str, list[RunSpec]]:
         for trial in range(3)
         for h in range(4)
     ]
-    trials = [make_spec("erm", dataset, trial_seed=trial, steps=steps) for trial in range(10)]
+    trials = [make_spec(algorithm, dataset, trial_seed=trial, steps=steps) for trial in range(10)]
     return {"(a) 3 trials x 4 hparams": sweep, "(b) 10 trials": trials}
 
 
@@ -62,6 +64,7 @@ def _train(specs: list[RunSpec], out: Path, jobs: int, vectorise: bool) -> tuple
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--algorithm", default="erm", help="one that trains batched")
     parser.add_argument("--dataset", default="fish_toy")
     parser.add_argument("--jobs", type=int, default=1, help="local launcher processes")
     parser.add_argument("--steps", type=int, default=None, help="default: the dataset's")
@@ -69,16 +72,19 @@ def main() -> None:
     args = parser.parse_args()
     print(machine())
     print(f"load average before: {os.getloadavg()}")
-    workloads = _specs(args.dataset, args.steps)
+    workloads = _specs(args.algorithm, args.dataset, args.steps)
     options = RuntimeOptions(output_dir=".", progress=False)
     for spec in workloads["(b) 10 trials"]:
         runner.run_data(spec, options)  # build (and cache) each trial's data once
     with tempfile.TemporaryDirectory() as tmp:  # warm-up: imports and first-call costs, both paths
-        warm = [make_spec("erm", args.dataset, trial_seed=t, steps=3) for t in range(2)]
+        warm = [make_spec(args.algorithm, args.dataset, trial_seed=t, steps=3) for t in range(2)]
         for vectorise in (False, True):
             _train(warm, Path(tmp) / str(vectorise), args.jobs, vectorise)
     steps = workloads["(b) 10 trials"][0].steps
-    print(f"\nERM on {args.dataset}, {steps} steps, --jobs {args.jobs}, {args.rounds} rounds")
+    print(
+        f"\n{args.algorithm} on {args.dataset}, {steps} steps, --jobs {args.jobs}, "
+        f"{args.rounds} rounds"
+    )
     print(
         "| workload | one by one wall s | vectorised wall s | speed-up (wall) | CPU s (one / vec) "
         "| records identical |"
