@@ -1,8 +1,8 @@
 """Train a group of small runs as one unit, with records identical to training them one by one.
 
 Runs that share every shape (algorithm, dataset, test environments, steps, cadence and every
-hyperparameter but ``lr`` and ``weight_decay``; they may differ in trial seed and hparams
-sample) are each prepared by ``runner.prepare`` as usual: own data, splits, minibatch
+hyperparameter but ``lr``, ``weight_decay`` and the algorithm's own ``PER_RUN`` ones; they
+may differ in trial seed and hparams sample) are each prepared by ``runner.prepare`` as usual: own data, splits, minibatch
 streams, seeded initialisation, optimiser and record files. Training then stacks the members'
 weights along a leading dimension and takes every member's step in one sequence of batched
 operations: the forward pass, the loss and its diagnostics, the backward pass and Adam.
@@ -30,7 +30,7 @@ import copy
 import logging
 import math
 import time
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 # Hyperparameters members of a group may differ in: they change no shape and act only through
 # Adam's per-member scalars.
-PER_RUN_HPARAMS = frozenset({"lr", "weight_decay"})
+PER_RUN_HPARAMS = frozenset({"lr", "weight_decay"})  # and each batched algorithm's PER_RUN
 MAX_GROUP = 16  # members per unit: enough to share a step's operator calls, few enough to spread
 
 
@@ -75,7 +75,8 @@ def group_key(spec: RunSpec) -> str | None:
     shared = spec.to_dict()
     for key in ("trial_seed", "hparams_seed", "overrides"):
         shared.pop(key, None)
-    shared["hparams"] = {k: v for k, v in hp.items() if k not in PER_RUN_HPARAMS}
+    per_run = PER_RUN_HPARAMS | BATCHED[spec.algorithm].PER_RUN
+    shared["hparams"] = {k: v for k, v in hp.items() if k not in per_run}
     return canonical_json(shared)
 
 
@@ -297,6 +298,7 @@ class BatchedERM:
     """
 
     BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
+    PER_RUN: ClassVar[frozenset[str]] = frozenset()  # the algorithm's hparams members may vary
     ALIGN = 16  # floats: each stack starts on a 64-byte boundary, as a fresh tensor does
 
     def __init__(self, algorithms: list[Algorithm]) -> None:
@@ -326,8 +328,8 @@ class BatchedERM:
         groups = [a.optimizer.param_groups[0] for a in algorithms]
         self.lr = [g["lr"] for g in groups]
         decay = [g["weight_decay"] for g in groups]
-        self.decay = torch.tensor(decay).index_select(0, self.member) if any(decay) else None
-        self.steps = 0  # Adam's (restarts where an algorithm re-creates its optimiser)
+        self.decay = self._spread(torch.tensor(decay)) if any(decay) else None
+        self.steps = [0] * n  # Adam's, per member (restarts where an algorithm re-creates it)
         self.updates = int(algorithms[0].step)  # the algorithm's step counter
         self.has_grad_cos = algorithms[0].num_train_envs >= 2
         # each row's weight in the loss: 1/rows (the mean), and 1/(its environment's rows)
@@ -463,25 +465,36 @@ class BatchedERM:
     @torch.no_grad()
     def _adam(self) -> None:
         """torch.optim.Adam's single-tensor step (CPU's default) on the whole buffer, each
-        element with its member's lr and weight decay (padding stays zero)."""
-        self.steps += 1
-        step = float(self.steps)
-        correction1 = 1 - self.BETA1**step
-        correction2_sqrt = (1 - self.BETA2**step) ** 0.5
+        element with its member's lr, weight decay and step count (padding stays zero)."""
+        self.steps = [t + 1 for t in self.steps]
+        correction1 = [1 - self.BETA1 ** float(t) for t in self.steps]
         grad = self.flat_grad
         if self.decay is not None:  # grad + wd * p, fused as Tensor.add(alpha=wd) fuses it
             grad = torch.addcmul(grad, self.flat, self.decay)
         self.exp_avg.lerp_(grad, 1 - self.BETA1)
         self.exp_avg_sq.mul_(self.BETA2).addcmul_(grad, grad, value=1 - self.BETA2)
-        denom = (self.exp_avg_sq.sqrt() / correction2_sqrt).add_(self.EPS)
-        size = torch.tensor([-lr / correction1 for lr in self.lr]).index_select(0, self.member)
+        corrections2 = {(1 - self.BETA2 ** float(t)) ** 0.5 for t in self.steps}
+        if len(corrections2) == 1:  # every member at the same step (Adam's Python float)
+            denom = (self.exp_avg_sq.sqrt() / corrections2.pop()).add_(self.EPS)
+        else:
+            per_member = torch.tensor([(1 - self.BETA2 ** float(t)) ** 0.5 for t in self.steps])
+            denom = (self.exp_avg_sq.sqrt() / self._spread(per_member)).add_(self.EPS)
+        size = self._spread(torch.tensor([-lr / c for lr, c in zip(self.lr, correction1)]))
         self.flat.add_(torch.mul(size, self.exp_avg).div_(denom))  # (-size * m) / denom: addcdiv's
 
-    def _restart_adam(self) -> None:
-        """``make_optimizer`` again: fresh moments, bias correction from step 1."""
-        self.exp_avg.zero_()
-        self.exp_avg_sq.zero_()
-        self.steps = 0
+    def _spread(self, per_member: Tensor) -> Tensor:
+        """A per-member value at each element of the buffers."""
+        return per_member.index_select(0, self.member)
+
+    def _restart_adam(self, members: list[bool]) -> None:
+        """``make_optimizer`` again for those members: fresh moments, bias correction from
+        step 1."""
+        if not any(members):
+            return
+        fresh = self._spread(torch.tensor(members))
+        self.exp_avg.masked_fill_(fresh, 0.0)
+        self.exp_avg_sq.masked_fill_(fresh, 0.0)
+        self.steps = [0 if m else t for m, t in zip(members, self.steps)]
 
     @torch.no_grad()
     def write_back(self) -> None:
@@ -492,7 +505,7 @@ class BatchedERM:
             for p, stacked, (m, v) in zip(self.member_params[i], self.params, moments):
                 p.copy_(stacked[i])
                 opt.state[p] = {
-                    "step": torch.tensor(float(self.steps), dtype=torch.float32),
+                    "step": torch.tensor(float(self.steps[i]), dtype=torch.float32),
                     "exp_avg": m[i].clone(),
                     "exp_avg_sq": v[i].clone(),
                 }
@@ -503,17 +516,22 @@ class BatchedVREx(BatchedERM):
     """V-REx's ``update``: mean environment risk + weight * their variance (or the squared
     difference of two), annealed as ``Algorithm.penalised_loss`` anneals it."""
 
+    PER_RUN = frozenset({"vrex_lambda", "vrex_penalty_anneal_iters"})
+
     def __init__(self, algorithms: list[Algorithm]) -> None:
         super().__init__(algorithms)
-        hp = algorithms[0].hparams
-        self.weight, self.anneal = hp["vrex_lambda"], hp["vrex_penalty_anneal_iters"]
-        self.squared_difference = hp["vrex_penalty"] == "squared_difference"
-        self.irm_code = hp["irm_code"]
+        hps = [a.hparams for a in algorithms]
+        self.weight = [hp["vrex_lambda"] for hp in hps]
+        self.anneal = [hp["vrex_penalty_anneal_iters"] for hp in hps]
+        self.squared_difference = hps[0]["vrex_penalty"] == "squared_difference"
+        self.irm_code = hps[0]["irm_code"]
 
     def keys(self) -> list[str]:
         return ["loss", "nll", "penalty"] + (["grad_cos"] if self.has_grad_cos else [])
 
     def _loss(self, logp: Tensor, y: Tensor, sizes: list[int]) -> tuple[Tensor, list[Tensor]]:
+        step = self.updates
+        w = torch.tensor([lam if step >= t else 1.0 for lam, t in zip(self.weight, self.anneal)])
         with torch.enable_grad():  # the unbatched objective's own graph, on [N, E] risks
             losses = self._env_losses(logp, y, sizes).requires_grad_()
             nll = losses.mean(1)
@@ -521,13 +539,12 @@ class BatchedVREx(BatchedERM):
                 penalty = (losses[:, 0] - losses[:, 1]).pow(2)
             else:
                 penalty = (losses - nll.unsqueeze(1)).pow(2).mean(1)
-            w = self.weight if self.updates >= self.anneal else 1.0
             loss = nll + w * penalty
-            if self.irm_code and w > 1.0:
-                loss = loss / w
+            if self.irm_code:  # divided by the weight where it exceeds 1
+                loss = torch.where(w > 1.0, loss / w, loss)
             (d_losses,) = torch.autograd.grad(loss.sum(), losses)
-        if not self.irm_code and self.updates == self.anneal:
-            self._restart_adam()
+        if not self.irm_code:  # DomainBed: Adam re-created at each member's anneal step
+            self._restart_adam([step == t for t in self.anneal])
         stats = [loss.detach(), nll.detach(), penalty.detach()]
         return self._env_grad(d_losses, logp, y, sizes), stats
 
@@ -535,9 +552,11 @@ class BatchedVREx(BatchedERM):
 class BatchedGroupDRO(BatchedERM):
     """GroupDRO's ``update``: the q-weighted risk, q ascending on the environment risks."""
 
+    PER_RUN = frozenset({"groupdro_eta"})
+
     def __init__(self, algorithms: list[Algorithm]) -> None:
         super().__init__(algorithms)
-        self.eta = algorithms[0].hparams["groupdro_eta"]
+        self.eta = torch.tensor([a.hparams["groupdro_eta"] for a in algorithms]).unsqueeze(1)
         self.q = torch.stack([a.q for a in algorithms])
 
     def keys(self) -> list[str]:

@@ -9,8 +9,8 @@ checkpoints, evaluations at the dataset's cadence), in fresh output directories:
 - (a) a 3-trial x 4-hparam sweep of the algorithm (ERM by default). Every run must share
   its shapes, so the batch size is fixed by an override (``{"batch_size": 64}``); ERM's
   hparam samples then differ only in lr and weight decay (the toy fixes the MLP's width,
-  depth and dropout) and all 12 runs form one group. An algorithm's own hparams (V-REx's
-  weight, GroupDRO's eta) are shared within a group: there each sample is a group of 3.
+  depth and dropout), and V-REx's and GroupDRO's also in their own hparams, which members of
+  a group may vary: all 12 runs form one group.
 - (b) 10 trials at the dataset's defaults.
 
 The datasets are built and both paths warmed up first; then each round trains each workload

@@ -125,6 +125,59 @@ def test_each_batched_family_trains_exactly_as_one_by_one(
     _assert_identical(tmp_path / "one", tmp_path / "group", specs)
 
 
+@pytest.mark.parametrize("irm_code", [False, True])
+def test_vrex_members_with_their_own_weight_and_anneal_step_train_as_one_by_one(
+    tmp_path, irm_code, steps_taken
+):
+    """Each member switches its own penalty weight on at its own step (and, with DomainBed's
+    schedule, restarts its own Adam there) inside one group."""
+    settings = [(0, 10.0, 2), (1, 100.0, 3), (0, 0.5, 5)]
+    specs = [
+        make_spec(
+            "vrex",
+            "fish_toy",
+            size="tiny",
+            steps=9,
+            eval_every=4,
+            trial_seed=trial,
+            overrides={
+                "vrex_lambda": weight,
+                "vrex_penalty_anneal_iters": anneal,
+                "irm_code": irm_code,
+                "lr": 1e-3 * (1 + trial),
+            },
+        )
+        for trial, weight, anneal in settings
+    ]
+    assert len(vectorised.units(specs)) == 1
+    for spec in specs:
+        runner.run(spec, _options(tmp_path / "one"))
+    vectorised.run_group(specs, _options(tmp_path / "group"))
+    assert steps_taken.count(3) >= specs[0].steps
+    _assert_identical(tmp_path / "one", tmp_path / "group", specs)
+
+
+def test_group_dro_members_with_their_own_eta_train_as_one_by_one(tmp_path, steps_taken):
+    specs = [
+        make_spec(
+            "group_dro",
+            "fish_toy",
+            size="tiny",
+            steps=9,
+            eval_every=4,
+            trial_seed=trial,
+            overrides={"groupdro_eta": eta},
+        )
+        for trial, eta in [(0, 1e-3), (1, 1e-2), (2, 1e-1)]
+    ]
+    assert len(vectorised.units(specs)) == 1
+    for spec in specs:
+        runner.run(spec, _options(tmp_path / "one"))
+    vectorised.run_group(specs, _options(tmp_path / "group"))
+    assert steps_taken.count(3) >= specs[0].steps
+    _assert_identical(tmp_path / "one", tmp_path / "group", specs)
+
+
 def test_a_group_of_sixteen_trains_exactly_as_one_by_one(tmp_path, steps_taken):
     """A full unit (MAX_GROUP members): 4 trials x 4 lr/weight-decay settings."""
     specs = [
