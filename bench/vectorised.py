@@ -2,13 +2,14 @@
 
 Runs that share every shape (algorithm, dataset, test environments, steps, cadence and every
 hyperparameter but ``lr``, ``weight_decay`` and the algorithm's own ``PER_RUN`` ones; they
-may differ in trial seed and hparams sample) are each prepared by ``runner.prepare`` as usual: own data, splits, minibatch
-streams, seeded initialisation, optimiser and record files. Training then stacks the members'
-weights along a leading dimension and takes every member's step in one sequence of batched
-operations: the forward pass, the loss and its diagnostics, the backward pass and Adam.
-``BatchedERM`` is ERM's update; ``BatchedVREx`` and ``BatchedGroupDRO`` change only the
-objective on the environments' risks (``BATCHED`` lists them). One-by-one training is overhead-bound on a tiny model (hundreds of operator
-calls of microseconds each per step); batched, those calls are shared by the group.
+may differ in trial seed and hparams sample) are each prepared by ``runner.prepare`` as
+usual: own data, splits, minibatch streams, seeded initialisation, optimiser and record
+files. Training then stacks the members' weights along a leading dimension and takes every
+member's step in one sequence of batched operations: the forward pass, the loss and its
+diagnostics, the backward pass and Adam. ``BatchedERM`` is ERM's update; ``BatchedVREx`` and
+``BatchedGroupDRO`` change only the objective on the environments' risks (``BATCHED`` lists
+them). One-by-one training is overhead-bound on a tiny model (hundreds of operator calls of
+microseconds each per step); batched, those calls are shared by the group.
 
 Identity is bitwise, not approximate: each batched operation computes every member's slice
 with the arithmetic of the unbatched one. The backward pass is written out with the kernels
