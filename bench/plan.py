@@ -5,7 +5,9 @@ the hparams that shape the computation, threads and the CPU model): a few timed 
 steps and one timed evaluation, in a throw-away directory. Calibrations are cached in
 ``$XDG_CACHE_HOME/bench/calibration.json``, so a second plan (and the first line of a
 real sweep) costs nothing. A run's estimate is ``steps x step time + records x eval
-time``; a sweep's is the sum over the runs still to train divided by the parallel jobs.
+time``; a sweep's is the sum over the runs still to train divided by the parallel jobs. With
+``--vectorise`` each group is timed as a group: its batched step and evaluation, calibrated
+per protocol and group size.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from bench import onednn_linear, runner
+from bench import onednn_linear, runner, vectorised
 from bench.errors import OutOfMemory
 from bench.evaluation import evaluate
 from bench.execution import (
@@ -133,19 +135,69 @@ def run_seconds(cal: Mapping[str, float], spec: RunSpec) -> float:
 
 
 def estimate_s(
-    specs: Sequence[RunSpec], options: RuntimeOptions, jobs: int, measure: bool
+    specs: Sequence[RunSpec],
+    options: RuntimeOptions,
+    jobs: int,
+    measure: bool,
+    vectorise: bool = False,
 ) -> float | None:
     """Wall seconds to train ``specs`` with ``jobs`` in parallel; None if one is not calibrated.
 
-    Runs whose protocol does not fit in memory are left out (``costs`` names them).
+    Runs whose protocol does not fit in memory are left out (``costs`` names them). With
+    ``vectorise``, the groups ``vectorised.units`` forms are timed as groups (their batched
+    step and evaluation, calibrated per protocol and group size).
     """
     cache = calibrations(specs, options, measure)
     cals = [cache.get(protocol_key(spec, options.threads)) for spec in specs]
     if any(cal is None for cal in cals):
         return None
     fit = [(spec, cal) for spec, cal in zip(specs, cals) if "error" not in cal]
-    total = sum(run_seconds(cal, spec) for spec, cal in fit)
-    return total / max(1, min(jobs, len(fit)))
+    if not vectorise:
+        total = sum(run_seconds(cal, spec) for spec, cal in fit)
+        return total / max(1, min(jobs, len(fit)))
+    setup = {spec.run_id: cal["setup_s"] for spec, cal in fit}
+    work = vectorised.units([spec for spec, _ in fit], jobs)
+    groups = _group_calibrations([unit for unit in work if len(unit) > 1], options, measure)
+    # a few large units: the workers' finishing times, each unit to the first free worker
+    busy = [0.0] * max(1, jobs)
+    for unit in work:
+        first, seconds = unit[0], 0.0
+        group = groups.get(_group_key(unit, options.threads), {}) if len(unit) > 1 else {}
+        if len(unit) > 1 and not group:
+            return None
+        if len(unit) == 1 or group.get("alone"):  # trains one by one
+            seconds = sum(run_seconds(cache[protocol_key(s, options.threads)], s) for s in unit)
+        else:
+            seconds = sum(setup[s.run_id] for s in unit) + first.steps * group["step_s"]
+            seconds += len(first.record_steps) * group["eval_s"]
+        busy[busy.index(min(busy))] += seconds
+    return max(busy)
+
+
+def _group_key(unit: Sequence[RunSpec], threads: int | None) -> str:
+    return f"group of {len(unit)} " + protocol_key(unit[0], threads)
+
+
+def _group_calibrations(
+    units: Sequence[Sequence[RunSpec]], options: RuntimeOptions, measure: bool
+) -> dict[str, Any]:
+    """Cached batched step and evaluation times per (protocol, group size); missing ones
+    measured when ``measure`` (``vectorised.time_group``)."""
+    try:
+        cache = json.loads(_cache_file().read_text())
+    except (OSError, ValueError):
+        cache = {}
+    wanted = {_group_key(unit, options.threads): unit for unit in units}
+    missing = {k: unit for k, unit in wanted.items() if k not in cache}
+    if measure and missing:
+        for key, unit in missing.items():
+            cache[key] = vectorised.time_group(unit, options, CALIBRATION_STEPS)
+        try:
+            _cache_file().parent.mkdir(parents=True, exist_ok=True)
+            write_json(_cache_file(), cache)
+        except OSError:
+            pass  # best effort: the next plan measures again
+    return {k: cache[k] for k in wanted if k in cache}
 
 
 def unfit(specs: Sequence[RunSpec], options: RuntimeOptions) -> list[RunSpec]:

@@ -50,7 +50,8 @@ def _plan(
         missing = plan.missing_calibrations(todo, timed)
         if missing:
             print(f"timing {missing} protocol(s) first: a few steps and one evaluation each")
-    seconds = plan.estimate_s(todo, timed, jobs, measure=args.dry_run) if todo else 0.0
+    vectorise = bool(args.vectorise) and launcher == "local"
+    seconds = plan.estimate_s(todo, timed, jobs, args.dry_run, vectorise) if todo else 0.0
     cost = plan.costs(todo, timed)
     if args.dry_run:
         print("\n".join(plan.describe(todo, specs, rules, cost)))
@@ -61,8 +62,8 @@ def _plan(
         busy = f" at load average up to {load:.1f}" if load is not None else ""
         left = plan.unfit(todo, timed)
         unfit = f"; {len(left)} run(s) that do not fit in memory left out" if left else ""
-        if args.vectorise:  # calibrated one run at a time: groups train faster than this
-            where += ", trained one by one (--vectorise groups are faster)"
+        if vectorise:
+            where += ", groups vectorised"
         print(
             f"estimate: {plan.format_duration(seconds)} for {len(todo) - len(left)} run(s), "
             f"{where}, calibrated on {cpu_model()}{busy}{unfit}"

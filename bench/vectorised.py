@@ -28,9 +28,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import math
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 import torch
@@ -196,13 +199,14 @@ def _plain_adam(algorithm: Algorithm, layers: list[nn.Module]) -> bool:
 
 
 def _vectorisable(contexts: list[runner.RunContext]) -> bool:
-    """CPU, no augmentation, equal split sizes, and Linear/ReLU networks of one shape with a
-    plain Adam."""
+    """A batched algorithm on CPU, no augmentation, equal split sizes, and Linear/ReLU networks
+    of one shape with a plain Adam."""
     shapes = None
     for ctx in contexts:
         layers = _layers(ctx.algorithm)
         if (
             layers is None
+            or ctx.spec.algorithm not in BATCHED
             or ctx.device.type != "cpu"
             or not _plain_adam(ctx.algorithm, layers)
             or any(ctx.envs[name].augment is not None for name in ctx.train_envs)
@@ -688,6 +692,28 @@ def _same_state(a: Any, b: Any) -> bool:
     if isinstance(a, (list, tuple)):
         return len(a) == len(b) and all(_same_state(x, y) for x, y in zip(a, b))
     return a == b
+
+
+def time_group(specs: Sequence[RunSpec], options: RuntimeOptions, steps: int) -> dict[str, Any]:
+    """Seconds per batched step and per batched evaluation of ``specs`` as one group, timed on
+    throw-away copies (a step untimed first), for ``plan``'s estimate; ``{"alone": True}``
+    when they would train one by one."""
+    short = [dataclasses.replace(s, steps=steps + 1, eval_every=steps + 1) for s in specs]
+    with tempfile.TemporaryDirectory() as tmp:
+        run_options = dataclasses.replace(options, output_dir=Path(tmp))
+        contexts = [runner.prepare(s, run_options, Path(tmp) / str(i)) for i, s in enumerate(short)]
+        if not _vectorisable(contexts):
+            return {"alone": True}
+        batched = BATCHED[specs[0].algorithm]([ctx.algorithm for ctx in contexts])
+        batches = GroupBatches(contexts)
+        batched.step(*batches(0))
+        start = time.perf_counter()
+        for step in range(1, steps + 1):
+            batched.step(*batches(step))
+        step_s = (time.perf_counter() - start) / steps
+        start = time.perf_counter()
+        GroupEval(contexts, batched)()
+        return {"step_s": step_s, "eval_s": time.perf_counter() - start}
 
 
 class GroupTrainer:

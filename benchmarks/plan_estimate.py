@@ -4,6 +4,7 @@ Side by side in one process: plan (calibrating with a cold cache), then train th
 sweep and compare. Usage, from the repository root:
 
     python benchmarks/plan_estimate.py [--datasets spurious_toy] [--algorithms erm,irm,vrex]
+        [--n-trials 3] [--n-hparams 1] [--hparams JSON] [--vectorise]
 
 Prints the estimate, the measured time, their ratio and the CPU; the README of this folder
 keeps the latest figure.
@@ -28,6 +29,9 @@ def main() -> None:
     parser.add_argument("--algorithms", default="erm,irm,vrex")
     parser.add_argument("--datasets", default="spurious_toy")
     parser.add_argument("--n-trials", default="3")
+    parser.add_argument("--n-hparams", default="1")
+    parser.add_argument("--hparams", default=None, help="JSON overrides, as on the sweep")
+    parser.add_argument("--vectorise", action="store_true", help="groups trained vectorised")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["XDG_CACHE_HOME"] = f"{tmp}/cache"
@@ -39,6 +43,10 @@ def main() -> None:
             args.datasets,
             "--n-trials",
             args.n_trials,
+            "--n-hparams",
+            args.n_hparams,
+            *(["--hparams", args.hparams] if args.hparams else []),
+            *(["--vectorise"] if args.vectorise else []),
             "--no-progress",
             "--output-dir",
             f"{tmp}/out",

@@ -319,28 +319,41 @@ CLI_SWEEP = [
 ]
 
 
-def test_the_dry_run_lists_the_groups_and_says_its_estimate_is_one_by_one(
-    tmp_path, capsys, monkeypatch
-):
+def test_the_dry_run_lists_the_groups_and_times_them_as_groups(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(plan, "_FAILED", {})
-    monkeypatch.setattr(
-        plan,
-        "_calibrate",
-        lambda spec, options, steps_only=False: {
-            "step_s": 0.001,
-            "eval_s": 0.01,
-            "setup_s": 0.1,
-            "load": 0.5,
-        },
-    )
+    alone = {"step_s": 0.001, "eval_s": 0.01, "setup_s": 0.1, "load": 0.5}
+    monkeypatch.setattr(plan, "_calibrate", lambda spec, options, steps_only=False: alone)
+    timed = []
+
+    def time_group(specs, options, steps):
+        timed.append(len(specs))
+        return {"step_s": 0.0005, "eval_s": 0.002}
+
+    monkeypatch.setattr(vectorised, "time_group", time_group)
     out = tmp_path / "out"
     assert cli.main([*CLI_SWEEP, "--vectorise", "--dry-run", "--output-dir", str(out)]) == 0
     text = capsys.readouterr().out
     assert "vectorised: 3 run(s) in 1 group(s); 3 run(s) one by one" in text
     assert "  3 runs of erm on fish_toy (test test): trials [0, 1, 2], hparams seeds [0]" in text
-    assert "trained one by one (--vectorise groups are faster)" in text
-    assert not (out / "runs").exists()
+    spec = make_spec("irm", "fish_toy", size="tiny", steps=9)
+    records_ = len(spec.record_steps)
+    one = 0.1 + 9 * 0.001 + records_ * 0.01  # an irm run, one by one
+    group = 3 * 0.1 + 9 * 0.0005 + records_ * 0.002  # the erm group
+    assert f"estimate: {plan.format_duration(3 * one + group)} for 6 run(s), 1 job(s)" in text
+    assert "groups vectorised" in text
+    assert timed == [3] and not (out / "runs").exists()
+    assert cli.main([*CLI_SWEEP, "--vectorise", "--dry-run", "--output-dir", str(out)]) == 0
+    assert timed == [3]  # cached per protocol and group size
+
+
+def test_a_group_is_timed_on_throw_away_copies(tmp_path):
+    specs = _group("fish_toy")
+    found = vectorised.time_group(specs, _options(tmp_path / "out"), steps=2)
+    assert found["step_s"] > 0 and found["eval_s"] > 0
+    assert not (tmp_path / "out").exists()
+    alone = vectorised.time_group(_group("fish_toy", "irm"), _options(tmp_path), steps=2)
+    assert alone == {"alone": True}
 
 
 def test_a_vectorised_sweep_writes_the_records_of_a_sweep_one_by_one(tmp_path, steps_taken):
