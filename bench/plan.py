@@ -144,8 +144,8 @@ def estimate_s(
     """Wall seconds to train ``specs`` with ``jobs`` in parallel; None if one is not calibrated.
 
     Runs whose protocol does not fit in memory are left out (``costs`` names them). With
-    ``vectorise``, the groups ``vectorised.units`` forms are timed as groups (their batched
-    step and evaluation, calibrated per protocol and group size).
+    ``vectorise``, the groups ``vectorised.units`` forms are timed as groups (their setup,
+    batched step and evaluation, calibrated per protocol and group size).
     """
     cache = calibrations(specs, options, measure)
     cals = [cache.get(protocol_key(spec, options.threads)) for spec in specs]
@@ -155,7 +155,6 @@ def estimate_s(
     if not vectorise:
         total = sum(run_seconds(cal, spec) for spec, cal in fit)
         return total / max(1, min(jobs, len(fit)))
-    setup = {spec.run_id: cal["setup_s"] for spec, cal in fit}
     work = vectorised.units([spec for spec, _ in fit], jobs)
     groups = _group_calibrations([unit for unit in work if len(unit) > 1], options, measure)
     # a few large units: the workers' finishing times, each unit to the first free worker
@@ -168,7 +167,7 @@ def estimate_s(
         if len(unit) == 1 or group.get("alone"):  # trains one by one
             seconds = sum(run_seconds(cache[protocol_key(s, options.threads)], s) for s in unit)
         else:
-            seconds = sum(setup[s.run_id] for s in unit) + first.steps * group["step_s"]
+            seconds = group["setup_s"] + first.steps * group["step_s"]
             seconds += len(first.record_steps) * group["eval_s"]
         busy[busy.index(min(busy))] += seconds
     return max(busy)

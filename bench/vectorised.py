@@ -695,13 +695,15 @@ def _same_state(a: Any, b: Any) -> bool:
 
 
 def time_group(specs: Sequence[RunSpec], options: RuntimeOptions, steps: int) -> dict[str, Any]:
-    """Seconds per batched step and per batched evaluation of ``specs`` as one group, timed on
-    throw-away copies (a step untimed first), for ``plan``'s estimate; ``{"alone": True}``
-    when they would train one by one."""
+    """Seconds to prepare ``specs`` as one group, per batched step and per batched evaluation,
+    timed on throw-away copies (a step untimed first), for ``plan``'s estimate;
+    ``{"alone": True}`` when they would train one by one."""
     short = [dataclasses.replace(s, steps=steps + 1, eval_every=steps + 1) for s in specs]
     with tempfile.TemporaryDirectory() as tmp:
         run_options = dataclasses.replace(options, output_dir=Path(tmp))
+        start = time.perf_counter()
         contexts = [runner.prepare(s, run_options, Path(tmp) / str(i)) for i, s in enumerate(short)]
+        setup_s = time.perf_counter() - start
         if not _vectorisable(contexts):
             return {"alone": True}
         batched = BATCHED[specs[0].algorithm]([ctx.algorithm for ctx in contexts])
@@ -713,7 +715,7 @@ def time_group(specs: Sequence[RunSpec], options: RuntimeOptions, steps: int) ->
         step_s = (time.perf_counter() - start) / steps
         start = time.perf_counter()
         GroupEval(contexts, batched)()
-        return {"step_s": step_s, "eval_s": time.perf_counter() - start}
+        return {"setup_s": setup_s, "step_s": step_s, "eval_s": time.perf_counter() - start}
 
 
 class GroupTrainer:

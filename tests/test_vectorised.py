@@ -328,7 +328,7 @@ def test_the_dry_run_lists_the_groups_and_times_them_as_groups(tmp_path, capsys,
 
     def time_group(specs, options, steps):
         timed.append(len(specs))
-        return {"step_s": 0.0005, "eval_s": 0.002}
+        return {"setup_s": 0.05, "step_s": 0.0005, "eval_s": 0.002}
 
     monkeypatch.setattr(vectorised, "time_group", time_group)
     out = tmp_path / "out"
@@ -339,7 +339,7 @@ def test_the_dry_run_lists_the_groups_and_times_them_as_groups(tmp_path, capsys,
     spec = make_spec("irm", "fish_toy", size="tiny", steps=9)
     records_ = len(spec.record_steps)
     one = 0.1 + 9 * 0.001 + records_ * 0.01  # an irm run, one by one
-    group = 3 * 0.1 + 9 * 0.0005 + records_ * 0.002  # the erm group
+    group = 0.05 + 9 * 0.0005 + records_ * 0.002  # the erm group
     assert f"estimate: {plan.format_duration(3 * one + group)} for 6 run(s), 1 job(s)" in text
     assert "groups vectorised" in text
     assert timed == [3] and not (out / "runs").exists()
@@ -350,7 +350,7 @@ def test_the_dry_run_lists_the_groups_and_times_them_as_groups(tmp_path, capsys,
 def test_a_group_is_timed_on_throw_away_copies(tmp_path):
     specs = _group("fish_toy")
     found = vectorised.time_group(specs, _options(tmp_path / "out"), steps=2)
-    assert found["step_s"] > 0 and found["eval_s"] > 0
+    assert found["setup_s"] > 0 and found["step_s"] > 0 and found["eval_s"] > 0
     assert not (tmp_path / "out").exists()
     alone = vectorised.time_group(_group("fish_toy", "irm"), _options(tmp_path), steps=2)
     assert alone == {"alone": True}
