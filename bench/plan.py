@@ -15,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -157,8 +159,9 @@ def estimate_s(
         return total / max(1, min(jobs, len(fit)))
     work = vectorised.units([spec for spec, _ in fit], jobs)
     groups = _group_calibrations([unit for unit in work if len(unit) > 1], options, measure)
-    # a few large units: the workers' finishing times, each unit to the first free worker
-    busy = [0.0] * max(1, jobs)
+    # a few large units: the workers' finishing times, each unit to the first free worker,
+    # after each worker process has started (the local launcher runs in-process with one job)
+    busy = [worker_start_s(measure) if jobs > 1 else 0.0] * max(1, jobs)
     for unit in work:
         first, seconds = unit[0], 0.0
         group = groups.get(_group_key(unit, options.threads), {}) if len(unit) > 1 else {}
@@ -168,9 +171,29 @@ def estimate_s(
             seconds = sum(run_seconds(cache[protocol_key(s, options.threads)], s) for s in unit)
         else:
             seconds = group["setup_s"] + first.steps * group["step_s"]
-            seconds += len(first.record_steps) * group["eval_s"]
+            seconds += len(first.record_steps) * (group["eval_s"] + len(unit) * group["record_s"])
         busy[busy.index(min(busy))] += seconds
     return max(busy)
+
+
+def worker_start_s(measure: bool) -> float:
+    """Seconds a fresh worker process takes to import the harness, timed once per CPU model
+    (0 until measured)."""
+    key = f"worker start on {cpu_model()}"
+    try:
+        cache = json.loads(_cache_file().read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if key not in cache and measure:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import bench.launchers"], check=True)
+        cache[key] = time.perf_counter() - start
+        try:
+            _cache_file().parent.mkdir(parents=True, exist_ok=True)
+            write_json(_cache_file(), cache)
+        except OSError:
+            pass  # best effort: the next plan measures again
+    return cache.get(key, 0.0)
 
 
 def _group_key(unit: Sequence[RunSpec], threads: int | None) -> str:

@@ -695,9 +695,9 @@ def _same_state(a: Any, b: Any) -> bool:
 
 
 def time_group(specs: Sequence[RunSpec], options: RuntimeOptions, steps: int) -> dict[str, Any]:
-    """Seconds to prepare ``specs`` as one group, per batched step and per batched evaluation,
-    timed on throw-away copies (a step untimed first), for ``plan``'s estimate;
-    ``{"alone": True}`` when they would train one by one."""
+    """Seconds to prepare ``specs`` as one group, per batched step, per batched evaluation and
+    per member's record (with its checkpoint), timed on throw-away copies (a step untimed
+    first), for ``plan``'s estimate; ``{"alone": True}`` when they would train one by one."""
     short = [dataclasses.replace(s, steps=steps + 1, eval_every=steps + 1) for s in specs]
     with tempfile.TemporaryDirectory() as tmp:
         run_options = dataclasses.replace(options, output_dir=Path(tmp))
@@ -714,8 +714,13 @@ def time_group(specs: Sequence[RunSpec], options: RuntimeOptions, steps: int) ->
             batched.step(*batches(step))
         step_s = (time.perf_counter() - start) / steps
         start = time.perf_counter()
-        GroupEval(contexts, batched)()
-        return {"setup_s": setup_s, "step_s": step_s, "eval_s": time.perf_counter() - start}
+        scores = GroupEval(contexts, batched)()
+        eval_s = time.perf_counter() - start
+        batched.write_back()
+        start = time.perf_counter()  # one member's record and checkpoint, written as training does
+        contexts[0].record(steps, 0.0, {}, scores[0])
+        record_s = time.perf_counter() - start
+    return {"setup_s": setup_s, "step_s": step_s, "eval_s": eval_s, "record_s": record_s}
 
 
 class GroupTrainer:

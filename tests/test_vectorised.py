@@ -328,7 +328,7 @@ def test_the_dry_run_lists_the_groups_and_times_them_as_groups(tmp_path, capsys,
 
     def time_group(specs, options, steps):
         timed.append(len(specs))
-        return {"setup_s": 0.05, "step_s": 0.0005, "eval_s": 0.002}
+        return {"setup_s": 0.05, "step_s": 0.0005, "eval_s": 0.002, "record_s": 0.001}
 
     monkeypatch.setattr(vectorised, "time_group", time_group)
     out = tmp_path / "out"
@@ -339,18 +339,26 @@ def test_the_dry_run_lists_the_groups_and_times_them_as_groups(tmp_path, capsys,
     spec = make_spec("irm", "fish_toy", size="tiny", steps=9)
     records_ = len(spec.record_steps)
     one = 0.1 + 9 * 0.001 + records_ * 0.01  # an irm run, one by one
-    group = 0.05 + 9 * 0.0005 + records_ * 0.002  # the erm group
+    group = 0.05 + 9 * 0.0005 + records_ * (0.002 + 3 * 0.001)  # the erm group
     assert f"estimate: {plan.format_duration(3 * one + group)} for 6 run(s), 1 job(s)" in text
     assert "groups vectorised" in text
     assert timed == [3] and not (out / "runs").exists()
     assert cli.main([*CLI_SWEEP, "--vectorise", "--dry-run", "--output-dir", str(out)]) == 0
     assert timed == [3]  # cached per protocol and group size
+    capsys.readouterr()
+    # two workers: each starts (10 s here), then takes the next unit when free (the three
+    # irm runs, then the group, go to the first free worker)
+    monkeypatch.setattr(plan, "worker_start_s", lambda measure: 10.0)
+    two = [*CLI_SWEEP[:-3], "--jobs", "2", "--no-progress"]
+    assert cli.main([*two, "--vectorise", "--dry-run", "--output-dir", str(out)]) == 0
+    finish = 10.0 + max(2 * one, one + group)
+    assert f"estimate: {plan.format_duration(finish)} for 6 run(s), 2 job(s)" in capsys.readouterr().out
 
 
 def test_a_group_is_timed_on_throw_away_copies(tmp_path):
     specs = _group("fish_toy")
     found = vectorised.time_group(specs, _options(tmp_path / "out"), steps=2)
-    assert found["setup_s"] > 0 and found["step_s"] > 0 and found["eval_s"] > 0
+    assert min(found[k] for k in ("setup_s", "step_s", "eval_s", "record_s")) > 0
     assert not (tmp_path / "out").exists()
     alone = vectorised.time_group(_group("fish_toy", "irm"), _options(tmp_path), steps=2)
     assert alone == {"alone": True}
