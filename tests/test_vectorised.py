@@ -352,7 +352,8 @@ def test_the_dry_run_lists_the_groups_and_times_them_as_groups(tmp_path, capsys,
     two = [*CLI_SWEEP[:-3], "--jobs", "2", "--no-progress"]
     assert cli.main([*two, "--vectorise", "--dry-run", "--output-dir", str(out)]) == 0
     finish = 10.0 + max(2 * one, one + group)
-    assert f"estimate: {plan.format_duration(finish)} for 6 run(s), 2 job(s)" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert f"estimate: {plan.format_duration(finish)} for 6 run(s), 2 job(s)" in text
 
 
 def test_a_group_is_timed_on_throw_away_copies(tmp_path):
