@@ -11,6 +11,8 @@ import torch
 from bench import cli, launchers, plan, records, runner, vectorised
 from bench.checkpoint import load_checkpoint
 from bench.spec import RunSpec, RuntimeOptions, make_spec
+from bench.vectorised.data import GroupEval
+from bench.vectorised.train import _same_state
 
 
 def _options(out: Path) -> RuntimeOptions:
@@ -45,7 +47,7 @@ def _assert_identical(one: Path, grouped: Path, specs: list[RunSpec]) -> None:
         assert _records(grouped, spec) == _records(one, spec) != []
         a, b = (records.run_dir(o, spec.run_id) for o in (one, grouped))
         ca, cb = (_checkpoint(d) for d in (a, b))
-        assert vectorised._same_state(ca, cb)
+        assert _same_state(ca, cb)
         assert records.read_json(a / records.DONE)["status"] == "ok"
         assert records.read_json(b / records.DONE)["step"] == spec.steps - 1
         assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
@@ -288,13 +290,13 @@ def test_a_group_whose_batched_evaluation_differs_evaluates_one_by_one(
     specs = _group("fish_toy")
     for spec in specs:
         runner.run(spec, _options(tmp_path / "one"))
-    real = vectorised.GroupEval._split
+    real = GroupEval._split
 
     def miscounted(self, idx):
         found = real(self, idx)
         return [{**found[0], "acc": -1.0}] + found[1:]
 
-    monkeypatch.setattr(vectorised.GroupEval, "_split", miscounted)
+    monkeypatch.setattr(GroupEval, "_split", miscounted)
     vectorised.run_group(specs, _options(tmp_path / "group"))
     assert "evaluating them one by one" in caplog.text
     assert steps_taken.count(3) >= specs[0].steps

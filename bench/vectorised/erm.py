@@ -1,0 +1,288 @@
+"""ERM's update for a group of runs as one sequence of batched operations (``BatchedERM``),
+the engine every batched algorithm extends: stacked weights, forward, the backward pass
+written out kernel by kernel, Adam on one buffer, and write-back into the members."""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bench.algorithms import Algorithm
+
+
+def network_layers(algorithm: Algorithm) -> list[nn.Module] | None:
+    """The network as a flat list of Linear and ReLU modules (Flatten of vectors dropped); None
+    for anything else."""
+    if len(algorithm.input_shape) != 1:
+        return None
+    out = []
+    for module in algorithm.network.modules():
+        if list(module.children()):
+            continue
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            out.append(module)
+        elif isinstance(module, nn.ReLU):
+            out.append(module)
+        elif not isinstance(module, nn.Flatten):
+            return None
+    return out if out and isinstance(out[-1], nn.Linear) else None
+
+
+def plain_adam(algorithm: Algorithm, layers: list[nn.Module]) -> bool:
+    """One Adam over exactly the layers' weights and biases, in their order, with the defaults
+    ``BatchedERM`` reproduces."""
+    opt = algorithm.optimizer
+    if type(opt) is not torch.optim.Adam or len(opt.param_groups) != 1 or opt.state:
+        return False
+    group = opt.param_groups[0]
+    params = [p for m in layers if isinstance(m, nn.Linear) for p in (m.weight, m.bias)]
+    return (
+        len(group["params"]) == len(params)
+        and all(a is b for a, b in zip(group["params"], params))
+        and group["betas"] == (0.9, 0.999)
+        and group["eps"] == 1e-8
+        and not any(group[k] for k in ("amsgrad", "maximize", "foreach", "fused", "capturable"))
+        and not group["differentiable"]
+        and not group.get("decoupled_weight_decay", False)
+    )
+
+
+def _aligned_pair(stack: Tensor) -> tuple[Tensor, Tensor]:
+    """``stack`` [N, k, d] copied so that each member's [k, d] block starts on a 64-byte
+    boundary, as a fresh tensor does, and its transpose: ``bmm`` of the pair then equals
+    ``u @ u.T`` on each member's own tensor (MKL rounds blocks at other offsets differently)."""
+    n, k, d = stack.shape
+    stride = -(-k * d // BatchedERM.ALIGN) * BatchedERM.ALIGN
+    buffer = torch.zeros(n, stride)
+    buffer[:, : k * d] = stack.reshape(n, -1)
+    blocks = buffer.as_strided((n, k, d), (stride, d, 1))
+    return blocks, blocks.transpose(1, 2)
+
+
+class BatchedERM:
+    """ERM's ``update`` (loss, ``grad_cos`` diagnostic, Adam step) for N members at once.
+
+    The members' Linear weights live in one buffer (``flat``): weight j of every member is a
+    contiguous [N, *shape] view of it starting on a 64-byte boundary, and so are the weights'
+    gradients and Adam's moments in their own buffers. Adam is then a dozen operations on the
+    whole buffer, not a dozen per weight. ``write_back`` copies weights and moments into the
+    members' modules and optimisers.
+    """
+
+    BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
+    PER_RUN: ClassVar[frozenset[str]] = frozenset()  # the algorithm's hparams members may vary
+    ALIGN = 16  # floats: each stack starts on a 64-byte boundary, as a fresh tensor does
+
+    def __init__(self, algorithms: list[Algorithm]) -> None:
+        self.algorithms = algorithms
+        self.layers = [network_layers(a) for a in algorithms]
+        self.kinds = ["linear" if isinstance(m, nn.Linear) else "relu" for m in self.layers[0]]
+        self.member_params = [
+            [p for m in layers if isinstance(m, nn.Linear) for p in (m.weight, m.bias)]
+            for layers in self.layers
+        ]
+        n = len(algorithms)
+        self.blocks: list[tuple[int, tuple[int, ...]]] = []
+        member, start = [], 0
+        for p in self.member_params[0]:
+            self.blocks.append((start, tuple(p.shape)))
+            member.append(torch.arange(n).repeat_interleave(p.numel()))
+            padding = -(-n * p.numel() // self.ALIGN) * self.ALIGN - n * p.numel()
+            member.append(torch.zeros(padding, dtype=torch.long))
+            start += n * p.numel() + padding
+        self.member = torch.cat(member)  # which member each element belongs to (padding: 0)
+        self.flat, self.flat_grad = torch.zeros(start), torch.zeros(start)
+        self.exp_avg, self.exp_avg_sq = torch.zeros(start), torch.zeros(start)
+        self.params = self._views(self.flat)
+        with torch.no_grad():
+            for j, view in enumerate(self.params):
+                view.copy_(torch.stack([ps[j] for ps in self.member_params]))
+        groups = [a.optimizer.param_groups[0] for a in algorithms]
+        self.lr = [g["lr"] for g in groups]
+        decay = [g["weight_decay"] for g in groups]
+        self.decay = self._spread(torch.tensor(decay)) if any(decay) else None
+        self.steps = [0] * n  # Adam's, per member (restarts where an algorithm re-creates it)
+        self.updates = int(algorithms[0].step)  # the algorithm's step counter
+        self.has_grad_cos = algorithms[0].num_train_envs >= 2
+        # each row's weight in the loss: 1/rows (the mean), and 1/(its environment's rows)
+        self._mean_weights: Tensor | None = None
+        self._env_weights: tuple[list[int], Tensor] | None = None
+        self._unused = torch.zeros(())  # nll_loss_backward's total_weight: unread unreduced
+
+    def _views(self, buffer: Tensor) -> list[Tensor]:
+        n = len(self.algorithms)
+        return [
+            buffer[start : start + n * math.prod(shape)].view(n, *shape)
+            for start, shape in self.blocks
+        ]
+
+    def keys(self) -> list[str]:
+        return ["loss", "nll"] + (["grad_cos"] if self.has_grad_cos else [])
+
+    def _forward(self, x: Tensor, trace: list[tuple[str, Tensor]] | None = None) -> Tensor:
+        """The logits; ``trace`` collects what the backward pass reads: each Linear's input,
+        each ReLU's output."""
+        h, params = x, iter(self.params)
+        for kind in self.kinds:
+            if kind == "relu":
+                h = torch.relu(h)
+                if trace is not None:
+                    trace.append((kind, h))
+            else:
+                if trace is not None:
+                    trace.append((kind, h))
+                weight, bias = next(params), next(params)
+                h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+        return h
+
+    @torch.no_grad()
+    def step(self, x: Tensor, y: Tensor, sizes: list[int]) -> Tensor:
+        """One update of every member; its statistics as [N, len(keys())] (``update``'s).
+
+        The backward pass is written out with the kernels autograd runs for the unbatched
+        loss (``nll_loss`` after ``log_softmax``, ``F.linear``, ReLU), and in the layout its
+        formulas use: ``addmm``'s weight gradient is ``grad^T @ input``.
+        """
+        n, rows = y.shape
+        trace: list[tuple[str, Tensor]] = []
+        logits = self._forward(x, trace)
+        logp = F.log_softmax(logits.reshape(n * rows, logits.shape[2]), dim=1)
+        grad, stats = self._loss(logp, y, sizes)
+        if self.has_grad_cos:
+            stats.append(self._grad_cos(trace[-1][1], logp, y, sizes))
+        self._backward(grad.view(n, rows, -1), trace)
+        self._adam()
+        self.updates += 1
+        return torch.stack(stats, dim=1)
+
+    def _loss(self, logp: Tensor, y: Tensor, sizes: list[int]) -> tuple[Tensor, list[Tensor]]:
+        """The logits' gradient and the statistics before ``grad_cos``; ERM: the mean loss
+        over all rows."""
+        n, rows = y.shape
+        member_logp = logp.view(n, rows, -1)
+        # each member's mean loss, reduced as the unbatched loss reduces it
+        nll = torch.stack([F.nll_loss(member_logp[i], y[i]) for i in range(n)])
+        if self._mean_weights is None or len(self._mean_weights) != n * rows:
+            self._mean_weights = torch.full((n * rows,), 1.0 / rows)
+        return self._logits_grad(self._mean_weights, logp, y), [nll, nll]
+
+    def _env_losses(self, logp: Tensor, y: Tensor, sizes: list[int]) -> Tensor:
+        """[N, E]: each member's mean loss on each environment (``env_losses``), one
+        ``nll_loss`` each: its reduction order is the unbatched one."""
+        n, rows = y.shape
+        member_logp, out, start = logp.view(n, rows, -1), [], 0
+        for size in sizes:
+            part, labels = member_logp[:, start : start + size], y[:, start : start + size]
+            out.append(torch.stack([F.nll_loss(part[i], labels[i]) for i in range(n)]))
+            start += size
+        return torch.stack(out, dim=1)
+
+    def _env_grad(self, d_losses: Tensor, logp: Tensor, y: Tensor, sizes: list[int]) -> Tensor:
+        """The logits' gradient from d(objective)/d(environment losses) [N, E]: a mean loss's
+        backward gives each of its rows (its gradient) / (its rows)."""
+        counts = torch.tensor(sizes)
+        share = (d_losses / counts.to(d_losses.dtype)).repeat_interleave(counts, dim=1)
+        return self._logits_grad(share.reshape(-1), logp, y)
+
+    def _logits_grad(self, share: Tensor, logp: Tensor, y: Tensor) -> Tensor:
+        """d(sum over rows of share * nll)/d logits, row by row: ``nll_loss``'s backward (-share
+        at the label), then ``log_softmax``'s."""
+        nll = torch.ops.aten.nll_loss_backward(
+            share, logp, y.reshape(-1), None, 0, -100, self._unused
+        )
+        return torch._log_softmax_backward_data(nll, logp, 1, logp.dtype)
+
+    def _backward(self, grad: Tensor, trace: list[tuple[str, Tensor]]) -> None:
+        """Every weight's gradient into ``flat_grad`` from the logits' gradient."""
+        grads = self._views(self.flat_grad)
+        j = len(self.params) - 2
+        for i in range(len(trace) - 1, -1, -1):
+            kind, tensor = trace[i]
+            if kind == "relu":
+                grad = torch.ops.aten.threshold_backward(grad, tensor, 0)
+                continue
+            grads[j].copy_(torch.bmm(grad.transpose(1, 2), tensor))
+            grads[j + 1].copy_(grad.sum(1))
+            if i > 0:  # the network's input needs no gradient
+                grad = torch.bmm(grad, self.params[j])
+            j -= 2
+
+    def _grad_cos(self, features: Tensor, logp: Tensor, y: Tensor, sizes: list[int]) -> Tensor:
+        """``Algorithm.head_grad_cos`` per member: mean pairwise cosine of the per-environment
+        gradients of the head (the last Linear, whose input is ``features``).
+
+        Each environment's loss is its rows' mean cross-entropy, so its gradient on a row of
+        log-probabilities ``logp`` is -1/rows at the label (``nll_loss_backward``), then
+        ``_log_softmax_backward_data``: the kernels autograd runs, called once for all rows
+        (the environments share none). Each environment's head gradient is then formed as the
+        unbatched backward forms it, from all rows with the others' set to zero.
+        """
+        n, rows, classes = features.shape[0], features.shape[1], logp.shape[1]
+        k = len(sizes)
+        if self._env_weights is None or self._env_weights[0] != sizes:
+            share = torch.cat([torch.full((size,), 1.0 / size) for size in sizes])
+            self._env_weights = (sizes, share.repeat(n))
+        grad = self._logits_grad(self._env_weights[1], logp, y).view(n, rows, classes)
+        per_env = torch.zeros(k, n, rows, classes)
+        vectors, start = [], 0
+        for e, size in enumerate(sizes):
+            per_env[e, :, start : start + size] = grad[:, start : start + size]
+            start += size
+            weight = torch.bmm(per_env[e].transpose(1, 2), features)
+            vectors.append(torch.cat([weight.view(n, -1), per_env[e].sum(1)], dim=1))
+        unit = F.normalize(torch.stack(vectors, dim=1), dim=2)
+        gram = torch.bmm(*_aligned_pair(unit))
+        return (gram.sum((1, 2)) - gram.diagonal(dim1=1, dim2=2).sum(1)) / (k * (k - 1))
+
+    @torch.no_grad()
+    def _adam(self) -> None:
+        """torch.optim.Adam's single-tensor step (CPU's default) on the whole buffer, each
+        element with its member's lr, weight decay and step count (padding stays zero)."""
+        self.steps = [t + 1 for t in self.steps]
+        correction1 = [1 - self.BETA1 ** float(t) for t in self.steps]
+        grad = self.flat_grad
+        if self.decay is not None:  # grad + wd * p, fused as Tensor.add(alpha=wd) fuses it
+            grad = torch.addcmul(grad, self.flat, self.decay)
+        self.exp_avg.lerp_(grad, 1 - self.BETA1)
+        self.exp_avg_sq.mul_(self.BETA2).addcmul_(grad, grad, value=1 - self.BETA2)
+        corrections2 = {(1 - self.BETA2 ** float(t)) ** 0.5 for t in self.steps}
+        if len(corrections2) == 1:  # every member at the same step (Adam's Python float)
+            denom = (self.exp_avg_sq.sqrt() / corrections2.pop()).add_(self.EPS)
+        else:
+            per_member = torch.tensor([(1 - self.BETA2 ** float(t)) ** 0.5 for t in self.steps])
+            denom = (self.exp_avg_sq.sqrt() / self._spread(per_member)).add_(self.EPS)
+        size = self._spread(torch.tensor([-lr / c for lr, c in zip(self.lr, correction1)]))
+        self.flat.add_(torch.mul(size, self.exp_avg).div_(denom))  # (-size * m) / denom: addcdiv's
+
+    def _spread(self, per_member: Tensor) -> Tensor:
+        """A per-member value at each element of the buffers."""
+        return per_member.index_select(0, self.member)
+
+    def _restart_adam(self, members: list[bool]) -> None:
+        """``make_optimizer`` again for those members: fresh moments, bias correction from
+        step 1."""
+        if not any(members):
+            return
+        fresh = self._spread(torch.tensor(members))
+        self.exp_avg.masked_fill_(fresh, 0.0)
+        self.exp_avg_sq.masked_fill_(fresh, 0.0)
+        self.steps = [0 if m else t for m, t in zip(members, self.steps)]
+
+    @torch.no_grad()
+    def write_back(self) -> None:
+        """Each member's weights, Adam state and step counter from the stacks."""
+        for i, algorithm in enumerate(self.algorithms):
+            opt = algorithm.optimizer
+            moments = zip(self._views(self.exp_avg), self._views(self.exp_avg_sq))
+            for p, stacked, (m, v) in zip(self.member_params[i], self.params, moments):
+                p.copy_(stacked[i])
+                opt.state[p] = {
+                    "step": torch.tensor(float(self.steps[i]), dtype=torch.float32),
+                    "exp_avg": m[i].clone(),
+                    "exp_avg_sq": v[i].clone(),
+                }
+            algorithm.step.fill_(self.updates)

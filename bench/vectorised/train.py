@@ -1,0 +1,226 @@
+"""Training a group: claim and prepare its runs, check the batched step against one by one,
+then step them together with the runner's own records and checkpoints (``run_group``); and
+time a group for the plan (``time_group``)."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import logging
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from bench import records, runner
+from bench.checkpoint import capture_rng_state, restore_rng_state
+from bench.evaluation import evaluate
+from bench.spec import RunSpec, RuntimeOptions
+from bench.vectorised.algorithms import BATCHED
+from bench.vectorised.data import GroupBatches, GroupEval
+from bench.vectorised.erm import network_layers, plain_adam
+
+log = logging.getLogger(__name__)
+
+
+def run_group(specs: Sequence[RunSpec], options: RuntimeOptions) -> list[runner.RunOutcome]:
+    """``[runner.run(s, options) for s in specs]``, training the new runs together.
+
+    As ``runner.run``: done runs are skipped, runs claimed by another worker reported busy;
+    partially trained runs resume one by one. Outcomes come back in the order of ``specs``.
+    """
+    outcomes: dict[int, runner.RunOutcome] = {}
+    members: list[tuple[int, runner.RunContext, dict[str, Any]]] = []
+    with contextlib.ExitStack() as locks:
+        for i, spec in enumerate(specs):
+            directory = records.run_dir(options.output_dir, spec.run_id)
+            if (directory / records.DONE).exists() and runner.is_finished(spec, directory):
+                outcomes[i] = runner.finished_outcome(spec, directory)
+            elif not locks.enter_context(runner.claim(directory)):
+                outcomes[i] = runner.RunOutcome(spec.run_id, directory, "busy", None)
+            elif runner.inspect_run(spec, directory) == "finished":
+                outcomes[i] = runner.finished_outcome(spec, directory)
+            else:
+                ctx = runner.prepare(spec, options, directory)
+                if ctx.start > 0:
+                    outcomes[i] = runner.train_loop(ctx)
+                else:  # the global RNG state its checkpoints save (one run at a time: after init)
+                    members.append((i, ctx, capture_rng_state(ctx.device)))
+        contexts = [ctx for _, ctx, _ in members]
+        rng = [state for _, _, state in members]
+        if len(contexts) > 1 and _vectorisable(contexts) and _same_first_step(contexts):
+            done = GroupTrainer(contexts, rng).train()
+        else:
+            done = []
+            for ctx, state in zip(contexts, rng):
+                restore_rng_state(state, ctx.device)
+                done.append(runner.train_loop(ctx))
+        outcomes.update(zip([i for i, _, _ in members], done))
+    return [outcomes[i] for i in range(len(specs))]
+
+
+def _vectorisable(contexts: list[runner.RunContext]) -> bool:
+    """A batched algorithm on CPU, no augmentation, equal split sizes, and Linear/ReLU networks
+    of one shape with a plain Adam."""
+    shapes = None
+    for ctx in contexts:
+        layers = network_layers(ctx.algorithm)
+        if (
+            layers is None
+            or ctx.spec.algorithm not in BATCHED
+            or ctx.device.type != "cpu"
+            or not plain_adam(ctx.algorithm, layers)
+            or any(ctx.envs[name].augment is not None for name in ctx.train_envs)
+        ):
+            return False
+        found = (
+            [tuple(p.shape) for p in ctx.algorithm.network.parameters()],
+            [len(ctx.splits[name]["in"]) for name in ctx.train_envs],
+            [tuple(ctx.envs[name].x.shape) for name in ctx.train_envs],
+        )
+        if shapes is not None and found != shapes:
+            return False
+        shapes = found
+    return True
+
+
+def _same_first_step(contexts: list[runner.RunContext]) -> bool:
+    """Whether copies of the members take their first step identically batched and one by one
+    (statistics, weights, optimiser state); if not, one warning and the group trains one by
+    one."""
+    alone = [copy.deepcopy(ctx.algorithm) for ctx in contexts]
+    together = [copy.deepcopy(ctx.algorithm) for ctx in contexts]
+    expected = [a.update(b) for a, b in zip(alone, (c.minibatches(0) for c in contexts))]
+    batched = BATCHED[contexts[0].spec.algorithm](together)
+    stats = batched.step(*GroupBatches(contexts)(0)).tolist()
+    batched.write_back()
+    found = [dict(zip(batched.keys(), row)) for row in stats]
+    same = found == expected and all(
+        _same_state(a.state_dict(), b.state_dict()) for a, b in zip(alone, together)
+    )
+    if not same:
+        log.warning(
+            "%d runs of %s: batched kernels differ from one-by-one on this machine; training "
+            "them one by one",
+            len(contexts),
+            contexts[0].spec.algorithm,
+        )
+    return same
+
+
+def _same_state(a: Any, b: Any) -> bool:
+    if isinstance(a, Tensor):
+        return isinstance(b, Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same_state(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same_state(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def time_group(specs: Sequence[RunSpec], options: RuntimeOptions, steps: int) -> dict[str, Any]:
+    """Seconds to prepare ``specs`` as one group, per batched step, per batched evaluation and
+    per member's record (with its checkpoint), timed on throw-away copies (a step untimed
+    first), for ``plan``'s estimate; ``{"alone": True}`` when they would train one by one."""
+    short = [dataclasses.replace(s, steps=steps + 1, eval_every=steps + 1) for s in specs]
+    with tempfile.TemporaryDirectory() as tmp:
+        run_options = dataclasses.replace(options, output_dir=Path(tmp))
+        start = time.perf_counter()
+        contexts = [runner.prepare(s, run_options, Path(tmp) / str(i)) for i, s in enumerate(short)]
+        setup_s = time.perf_counter() - start
+        if not _vectorisable(contexts):
+            return {"alone": True}
+        batched = BATCHED[specs[0].algorithm]([ctx.algorithm for ctx in contexts])
+        batches = GroupBatches(contexts)
+        batched.step(*batches(0))
+        start = time.perf_counter()
+        for step in range(1, steps + 1):
+            batched.step(*batches(step))
+        step_s = (time.perf_counter() - start) / steps
+        start = time.perf_counter()
+        scores = GroupEval(contexts, batched)()
+        eval_s = time.perf_counter() - start
+        batched.write_back()
+        start = time.perf_counter()  # one member's record and checkpoint, written as training does
+        contexts[0].record(steps, 0.0, {}, scores[0])
+        record_s = time.perf_counter() - start
+    return {"setup_s": setup_s, "step_s": step_s, "eval_s": eval_s, "record_s": record_s}
+
+
+class GroupTrainer:
+    """``runner.train_loop`` for several prepared runs at once, stepping them together."""
+
+    def __init__(self, contexts: list[runner.RunContext], rng: list[Any]) -> None:
+        self.contexts, self.rng = contexts, rng
+
+    def train(self) -> list[runner.RunOutcome]:
+        contexts = self.contexts
+        spec = contexts[0].spec
+        batched = BATCHED[spec.algorithm]([ctx.algorithm for ctx in contexts])
+        batches = GroupBatches(contexts)
+        group_eval: GroupEval | None = GroupEval(contexts, batched)
+        if not group_eval.comparable():
+            group_eval = None
+        checked = False
+        keys = batched.keys()
+        t0 = time.perf_counter()
+        sums: list[dict[str, float]] = [{} for _ in contexts]
+        counts = [0] * len(contexts)
+        last: list[dict[str, Any] | None] = [None] * len(contexts)
+        outcomes: list[runner.RunOutcome | None] = [None] * len(contexts)
+        for step in range(spec.steps):
+            if all(o is not None for o in outcomes):
+                break
+            rows = batched.step(*batches(step)).tolist()
+            record = runner.is_record_step(spec, step)
+            scores: list[Any] = [None] * len(contexts)
+            if record:
+                batched.write_back()
+                if group_eval is not None:
+                    scores = group_eval()
+                    if not checked:  # the first evaluation both ways; on a difference, one by one
+                        checked = True
+                        if not self._same_scores(scores):
+                            group_eval, scores = None, [None] * len(contexts)
+            for i, (ctx, row) in enumerate(zip(contexts, rows)):
+                if outcomes[i] is not None:
+                    continue
+                stats = dict(zip(keys, row))
+                if not all(math.isfinite(v) for v in row):
+                    log.warning("run %s diverged at step %d: %s", ctx.spec.run_id, step, stats)
+                    outcomes[i] = ctx.finish("diverged", step, time.perf_counter() - t0, last[i])
+                    continue
+                for key, value in stats.items():
+                    sums[i][key] = sums[i].get(key, 0.0) + value
+                counts[i] += 1
+                if record:
+                    restore_rng_state(self.rng[i], ctx.device)
+                    train = {key: value / counts[i] for key, value in sums[i].items()}
+                    last[i] = ctx.record(step, time.perf_counter() - t0, train, scores[i])
+                    sums[i], counts[i] = {}, 0
+        wall = time.perf_counter() - t0
+        return [
+            o if o is not None else ctx.finish("ok", spec.steps - 1, wall, last[i])
+            for i, (o, ctx) in enumerate(zip(outcomes, contexts))
+        ]
+
+    def _same_scores(self, scores: list[Any]) -> bool:
+        """Whether the batched evaluation equals each member's own (one warning if not)."""
+        same = all(
+            found
+            == evaluate(ctx.algorithm, ctx.envs, ctx.splits, ctx.options.eval_batch_size, ctx.skip)
+            for found, ctx in zip(scores, self.contexts)
+        )
+        if not same:
+            log.warning(
+                "%d runs of %s: batched evaluation differs from one-by-one on this machine; "
+                "evaluating them one by one",
+                len(self.contexts),
+                self.contexts[0].spec.algorithm,
+            )
+        return same
