@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.algorithms import Algorithm
+from bench.vectorised.products import ALIGN, Products
 
 
 def network_layers(algorithm: Algorithm) -> list[nn.Module] | None:
@@ -52,11 +53,10 @@ def plain_adam(algorithm: Algorithm, layers: list[nn.Module]) -> bool:
 
 
 def _aligned_pair(stack: Tensor) -> tuple[Tensor, Tensor]:
-    """``stack`` [N, k, d] copied so that each member's [k, d] block starts on a 64-byte
-    boundary, as a fresh tensor does, and its transpose: ``bmm`` of the pair then equals
-    ``u @ u.T`` on each member's own tensor (MKL rounds blocks at other offsets differently)."""
+    """``stack`` [N, k, d] copied so that each member's [k, d] block starts 64-byte aligned, as
+    a run's own tensor does, and its transpose: the operands of each member's ``u @ u.T``."""
     n, k, d = stack.shape
-    stride = -(-k * d // BatchedERM.ALIGN) * BatchedERM.ALIGN
+    stride = -(-k * d // ALIGN) * ALIGN
     buffer = torch.zeros(n, stride)
     buffer[:, : k * d] = stack.reshape(n, -1)
     blocks = buffer.as_strided((n, k, d), (stride, d, 1))
@@ -75,7 +75,6 @@ class BatchedERM:
 
     BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
     PER_RUN: ClassVar[frozenset[str]] = frozenset()  # the algorithm's hparams members may vary
-    ALIGN = 16  # floats: each stack starts on a 64-byte boundary, as a fresh tensor does
 
     def __init__(self, algorithms: list[Algorithm]) -> None:
         self.algorithms = algorithms
@@ -91,7 +90,7 @@ class BatchedERM:
         for p in self.member_params[0]:
             self.blocks.append((start, tuple(p.shape)))
             member.append(torch.arange(n).repeat_interleave(p.numel()))
-            padding = -(-n * p.numel() // self.ALIGN) * self.ALIGN - n * p.numel()
+            padding = -(-n * p.numel() // ALIGN) * ALIGN - n * p.numel()
             member.append(torch.zeros(padding, dtype=torch.long))
             start += n * p.numel() + padding
         self.member = torch.cat(member)  # which member each element belongs to (padding: 0)
@@ -108,9 +107,8 @@ class BatchedERM:
         self.steps = [0] * n  # Adam's, per member (restarts where an algorithm re-creates it)
         self.updates = int(algorithms[0].step)  # the algorithm's step counter
         self.has_grad_cos = algorithms[0].num_train_envs >= 2
-        # each row's weight in the loss: 1/rows (the mean), and 1/(its environment's rows)
-        self._mean_weights: Tensor | None = None
-        self._env_weights: tuple[list[int], Tensor] | None = None
+        self.binary = self.params[-1].shape[1] == 1  # one logit: binary cross-entropy
+        self.products = Products()  # batched where that equals one run's products
         self._unused = torch.zeros(())  # nll_loss_backward's total_weight: unread unreduced
 
     def _views(self, buffer: Tensor) -> list[Tensor]:
@@ -136,7 +134,7 @@ class BatchedERM:
                 if trace is not None:
                     trace.append((kind, h))
                 weight, bias = next(params), next(params)
-                h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+                h = self.products.addmm(bias, h, weight.transpose(1, 2))
         return h
 
     @torch.no_grad()
@@ -144,57 +142,71 @@ class BatchedERM:
         """One update of every member; its statistics as [N, len(keys())] (``update``'s).
 
         The backward pass is written out with the kernels autograd runs for the unbatched
-        loss (``nll_loss`` after ``log_softmax``, ``F.linear``, ReLU), and in the layout its
+        loss (``classification_loss``: cross-entropy as ``nll_loss`` after ``log_softmax``, or
+        binary cross-entropy on a single logit; ``F.linear``; ReLU), and in the layout its
         formulas use: ``addmm``'s weight gradient is ``grad^T @ input``.
         """
         n, rows = y.shape
         trace: list[tuple[str, Tensor]] = []
         logits = self._forward(x, trace)
-        logp = F.log_softmax(logits.reshape(n * rows, logits.shape[2]), dim=1)
-        grad, stats = self._loss(logp, y, sizes)
+        scores = self._scores(logits)
+        grad, stats = self._loss(scores, y, sizes)
         if self.has_grad_cos:
-            stats.append(self._grad_cos(trace[-1][1], logp, y, sizes))
+            stats.append(self._grad_cos(trace[-1][1], scores, y, sizes))
         self._backward(grad.view(n, rows, -1), trace)
         self._adam()
         self.updates += 1
         return torch.stack(stats, dim=1)
 
-    def _loss(self, logp: Tensor, y: Tensor, sizes: list[int]) -> tuple[Tensor, list[Tensor]]:
+    def _scores(self, logits: Tensor) -> Tensor:
+        """What the loss reads, rows of all members in one: log-probabilities [N * R, C], or
+        the single logit [N * R] (binary cross-entropy)."""
+        flat = logits.reshape(-1, logits.shape[2])
+        return flat[:, 0] if self.binary else F.log_softmax(flat, dim=1)
+
+    def _mean_loss(self, scores: Tensor, y: Tensor) -> Tensor:
+        """One member's mean loss on some rows, as ``classification_loss`` computes it."""
+        if self.binary:
+            return F.binary_cross_entropy_with_logits(scores, y.to(scores.dtype))
+        return F.nll_loss(scores, y)
+
+    def _loss(self, scores: Tensor, y: Tensor, sizes: list[int]) -> tuple[Tensor, list[Tensor]]:
         """The logits' gradient and the statistics before ``grad_cos``; ERM: the mean loss
         over all rows."""
         n, rows = y.shape
-        member_logp = logp.view(n, rows, -1)
-        # each member's mean loss, reduced as the unbatched loss reduces it
-        nll = torch.stack([F.nll_loss(member_logp[i], y[i]) for i in range(n)])
-        if self._mean_weights is None or len(self._mean_weights) != n * rows:
-            self._mean_weights = torch.full((n * rows,), 1.0 / rows)
-        return self._logits_grad(self._mean_weights, logp, y), [nll, nll]
+        member = scores.view(n, rows, *scores.shape[1:])
+        nll = torch.stack([self._mean_loss(member[i], y[i]) for i in range(n)])
+        ones = torch.ones(n, 1)
+        return self._logits_grad(ones, [rows], scores, y), [nll, nll]
 
-    def _env_losses(self, logp: Tensor, y: Tensor, sizes: list[int]) -> Tensor:
-        """[N, E]: each member's mean loss on each environment (``env_losses``), one
-        ``nll_loss`` each: its reduction order is the unbatched one."""
+    def _env_losses(self, scores: Tensor, y: Tensor, sizes: list[int]) -> Tensor:
+        """[N, E]: each member's mean loss on each environment (``env_losses``), one call each:
+        its reduction order is the unbatched one."""
         n, rows = y.shape
-        member_logp, out, start = logp.view(n, rows, -1), [], 0
+        member, out, start = scores.view(n, rows, *scores.shape[1:]), [], 0
         for size in sizes:
-            part, labels = member_logp[:, start : start + size], y[:, start : start + size]
-            out.append(torch.stack([F.nll_loss(part[i], labels[i]) for i in range(n)]))
+            part, labels = member[:, start : start + size], y[:, start : start + size]
+            out.append(torch.stack([self._mean_loss(part[i], labels[i]) for i in range(n)]))
             start += size
         return torch.stack(out, dim=1)
 
-    def _env_grad(self, d_losses: Tensor, logp: Tensor, y: Tensor, sizes: list[int]) -> Tensor:
-        """The logits' gradient from d(objective)/d(environment losses) [N, E]: a mean loss's
-        backward gives each of its rows (its gradient) / (its rows)."""
+    def _logits_grad(self, grads: Tensor, sizes: list[int], scores: Tensor, y: Tensor) -> Tensor:
+        """The logits' gradient, [N * R, C], when each member's rows are split into mean losses
+        over ``sizes`` consecutive rows and ``grads`` [N, len(sizes)] is d(objective)/d(each
+        loss). Row by row, the kernels autograd runs: for cross-entropy ``nll_loss``'s backward
+        (-grad/rows at the label) then ``log_softmax``'s; for one logit, binary cross-entropy's
+        (sigmoid - label) * grad / rows."""
         counts = torch.tensor(sizes)
-        share = (d_losses / counts.to(d_losses.dtype)).repeat_interleave(counts, dim=1)
-        return self._logits_grad(share.reshape(-1), logp, y)
-
-    def _logits_grad(self, share: Tensor, logp: Tensor, y: Tensor) -> Tensor:
-        """d(sum over rows of share * nll)/d logits, row by row: ``nll_loss``'s backward (-share
-        at the label), then ``log_softmax``'s."""
+        per_row = grads.repeat_interleave(counts, dim=1).reshape(-1)
+        rows = counts.to(grads.dtype).expand(len(grads), -1)
+        rows = rows.repeat_interleave(counts, dim=1).reshape(-1)
+        if self.binary:
+            labels = y.reshape(-1).to(scores.dtype)
+            return ((torch.sigmoid(scores) - labels) * per_row / rows).unsqueeze(1)
         nll = torch.ops.aten.nll_loss_backward(
-            share, logp, y.reshape(-1), None, 0, -100, self._unused
+            per_row / rows, scores, y.reshape(-1), None, 0, -100, self._unused
         )
-        return torch._log_softmax_backward_data(nll, logp, 1, logp.dtype)
+        return torch._log_softmax_backward_data(nll, scores, 1, scores.dtype)
 
     def _backward(self, grad: Tensor, trace: list[tuple[str, Tensor]]) -> None:
         """Every weight's gradient into ``flat_grad`` from the logits' gradient."""
@@ -205,37 +217,34 @@ class BatchedERM:
             if kind == "relu":
                 grad = torch.ops.aten.threshold_backward(grad, tensor, 0)
                 continue
-            grads[j].copy_(torch.bmm(grad.transpose(1, 2), tensor))
+            grads[j].copy_(self.products.mm(grad.transpose(1, 2), tensor))
             grads[j + 1].copy_(grad.sum(1))
             if i > 0:  # the network's input needs no gradient
-                grad = torch.bmm(grad, self.params[j])
+                grad = self.products.mm(grad, self.params[j])
             j -= 2
 
-    def _grad_cos(self, features: Tensor, logp: Tensor, y: Tensor, sizes: list[int]) -> Tensor:
+    def _grad_cos(self, features: Tensor, scores: Tensor, y: Tensor, sizes: list[int]) -> Tensor:
         """``Algorithm.head_grad_cos`` per member: mean pairwise cosine of the per-environment
         gradients of the head (the last Linear, whose input is ``features``).
 
-        Each environment's loss is its rows' mean cross-entropy, so its gradient on a row of
-        log-probabilities ``logp`` is -1/rows at the label (``nll_loss_backward``), then
-        ``_log_softmax_backward_data``: the kernels autograd runs, called once for all rows
-        (the environments share none). Each environment's head gradient is then formed as the
-        unbatched backward forms it, from all rows with the others' set to zero.
+        Each environment's loss is its rows' mean loss, so ``_logits_grad`` gives every row its
+        own environment's gradient at once (the environments share no row). Each environment's
+        head gradient is then formed as the unbatched backward forms it, from all rows with
+        the others' set to zero.
         """
-        n, rows, classes = features.shape[0], features.shape[1], logp.shape[1]
+        n, rows = y.shape
         k = len(sizes)
-        if self._env_weights is None or self._env_weights[0] != sizes:
-            share = torch.cat([torch.full((size,), 1.0 / size) for size in sizes])
-            self._env_weights = (sizes, share.repeat(n))
-        grad = self._logits_grad(self._env_weights[1], logp, y).view(n, rows, classes)
+        grad = self._logits_grad(torch.ones(n, k), sizes, scores, y).view(n, rows, -1)
+        classes = grad.shape[2]
         per_env = torch.zeros(k, n, rows, classes)
         vectors, start = [], 0
         for e, size in enumerate(sizes):
             per_env[e, :, start : start + size] = grad[:, start : start + size]
             start += size
-            weight = torch.bmm(per_env[e].transpose(1, 2), features)
+            weight = self.products.mm(per_env[e].transpose(1, 2), features)
             vectors.append(torch.cat([weight.view(n, -1), per_env[e].sum(1)], dim=1))
         unit = F.normalize(torch.stack(vectors, dim=1), dim=2)
-        gram = torch.bmm(*_aligned_pair(unit))
+        gram = self.products.mm(*_aligned_pair(unit))
         return (gram.sum((1, 2)) - gram.diagonal(dim1=1, dim2=2).sum(1)) / (k * (k - 1))
 
     @torch.no_grad()

@@ -22,14 +22,14 @@ class BatchedGroupDRO(BatchedERM):
     def keys(self) -> list[str]:
         return ["loss", "nll", "q_max"] + (["grad_cos"] if self.has_grad_cos else [])
 
-    def _loss(self, logp: Tensor, y: Tensor, sizes: list[int]) -> tuple[Tensor, list[Tensor]]:
-        losses = self._env_losses(logp, y, sizes)
+    def _loss(self, scores: Tensor, y: Tensor, sizes: list[int]) -> tuple[Tensor, list[Tensor]]:
+        losses = self._env_losses(scores, y, sizes)
         self.q.mul_(torch.exp(self.eta * losses))
         self.q.div_(self.q.sum(1, keepdim=True))
         # the value as torch.dot sums it; its gradient with respect to the risks is q
         loss = torch.stack([torch.dot(losses[i], self.q[i]) for i in range(len(losses))])
         stats = [loss, losses.mean(1), self.q.max(1).values]
-        return self._env_grad(self.q, logp, y, sizes), stats
+        return self._logits_grad(self.q, sizes, scores, y), stats
 
     @torch.no_grad()
     def write_back(self) -> None:

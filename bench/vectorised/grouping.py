@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from bench.datasets import DATASETS
 from bench.seeding import canonical_json
 from bench.spec import RunSpec
 from bench.vectorised.algorithms import BATCHED
@@ -17,14 +16,13 @@ MAX_GROUP = 16  # members per unit: enough to share a step's operator calls, few
 def group_key(spec: RunSpec) -> str | None:
     """Specs with equal keys can train as one group; None when the spec trains one by one.
 
-    Needs a batched algorithm (``BATCHED``) on a dropout-free MLP with a linear
-    head of two or more logits (cross-entropy) and no l2 term, in fp32, without weight
-    averaging or unlabeled data.
+    Needs a batched algorithm (``BATCHED``) on a dropout-free MLP with a linear head
+    (cross-entropy, or binary cross-entropy on one logit) and no l2 term, in fp32, without
+    weight averaging or unlabeled data.
     """
     hp = spec.hparams
     if (
         spec.algorithm not in BATCHED
-        or DATASETS.get(spec.dataset).num_outputs() == 1  # one logit: BCE, not batched here
         or hp.get("featurizer") != "mlp"
         or hp.get("mlp_dropout", 0.0) != 0.0
         or hp.get("nonlinear_classifier", False)

@@ -26,11 +26,11 @@ class BatchedVREx(BatchedERM):
     def keys(self) -> list[str]:
         return ["loss", "nll", "penalty"] + (["grad_cos"] if self.has_grad_cos else [])
 
-    def _loss(self, logp: Tensor, y: Tensor, sizes: list[int]) -> tuple[Tensor, list[Tensor]]:
+    def _loss(self, scores: Tensor, y: Tensor, sizes: list[int]) -> tuple[Tensor, list[Tensor]]:
         step = self.updates
         w = torch.tensor([lam if step >= t else 1.0 for lam, t in zip(self.weight, self.anneal)])
         with torch.enable_grad():  # the unbatched objective's own graph, on [N, E] risks
-            losses = self._env_losses(logp, y, sizes).requires_grad_()
+            losses = self._env_losses(scores, y, sizes).requires_grad_()
             nll = losses.mean(1)
             if self.squared_difference:
                 penalty = (losses[:, 0] - losses[:, 1]).pow(2)
@@ -43,4 +43,4 @@ class BatchedVREx(BatchedERM):
         if not self.irm_code:  # DomainBed: Adam re-created at each member's anneal step
             self._restart_adam([step == t for t in self.anneal])
         stats = [loss.detach(), nll.detach(), penalty.detach()]
-        return self._env_grad(d_losses, logp, y, sizes), stats
+        return self._logits_grad(d_losses, sizes, scores, y), stats
