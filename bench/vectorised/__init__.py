@@ -14,20 +14,22 @@ shared by the group.
 - ``erm``: ``BatchedERM``, ERM's update and the engine the others extend; ``vrex`` and
   ``group_dro`` change only the objective on the environments' risks (``algorithms`` lists
   them in ``BATCHED``);
+- ``products``: matrix products equal to each run's own;
 - ``data``: a step's stacked minibatches and a batched evaluation;
 - ``train``: ``run_group`` (the local launcher's unit of work) and ``time_group`` (the plan's).
 
 Identity is bitwise, not approximate: each batched operation computes every member's slice
 with the arithmetic of the unbatched one. The backward pass is written out with the kernels
-autograd runs for one run, in the layout its formulas use; ``bmm`` slices equal ``mm`` when
-each starts on a 64-byte boundary, as a fresh tensor does, so stacks are laid out aligned;
-Adam's formulas take per-member scalars. Before a group starts, ``_same_first_step`` trains
-copies of its members one step both ways and compares every number (statistics, weights,
-optimiser state); on any difference the group trains one by one with one warning. The first
-batched evaluation is checked against each member's own the same way. At every record step
-the members' modules and Adam states are written back from the stacks, so records and
-checkpoints are the runner's own (a checkpoint resumes one by one). Specs without a shared
-shape, resumed runs and non-CPU devices train one by one.
+autograd runs for one run, in the layout its formulas use. Matrix products go through
+``products.Products``: ``bmm`` where, for that layout, it equals each run's own ``mm`` on
+every random probe, else member by member on aligned operands. Adam's formulas take
+per-member scalars. Before a group starts, ``train._same_first_step`` trains copies of its
+members one step both ways and compares every number (statistics, weights, optimiser state);
+on any difference the group trains one by one with one warning. The first batched evaluation
+is checked against each member's own the same way. At every record step the members' modules
+and Adam states are written back from the stacks, so records and checkpoints are the
+runner's own (a checkpoint resumes one by one). Specs without a shared shape, resumed runs
+and non-CPU devices train one by one.
 """
 
 from bench.vectorised.algorithms import BATCHED
