@@ -109,6 +109,7 @@ class BatchedERM:
         self.has_grad_cos = algorithms[0].num_train_envs >= 2
         self.binary = self.params[-1].shape[1] == 1  # one logit: binary cross-entropy
         self.products = Products()  # batched where that equals one run's products
+        self._row_counts: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
         self._unused = torch.zeros(())  # nll_loss_backward's total_weight: unread unreduced
 
     def _views(self, buffer: Tensor) -> list[Tensor]:
@@ -176,8 +177,7 @@ class BatchedERM:
         n, rows = y.shape
         member = scores.view(n, rows, *scores.shape[1:])
         nll = torch.stack([self._mean_loss(member[i], y[i]) for i in range(n)])
-        ones = torch.ones(n, 1)
-        return self._logits_grad(ones, [rows], scores, y), [nll, nll]
+        return self._logits_grad(None, [rows], scores, y), [nll, nll]
 
     def _env_losses(self, scores: Tensor, y: Tensor, sizes: list[int]) -> Tensor:
         """[N, E]: each member's mean loss on each environment (``env_losses``), one call each:
@@ -190,16 +190,21 @@ class BatchedERM:
             start += size
         return torch.stack(out, dim=1)
 
-    def _logits_grad(self, grads: Tensor, sizes: list[int], scores: Tensor, y: Tensor) -> Tensor:
+    def _logits_grad(
+        self, grads: Tensor | None, sizes: list[int], scores: Tensor, y: Tensor
+    ) -> Tensor:
         """The logits' gradient, [N * R, C], when each member's rows are split into mean losses
         over ``sizes`` consecutive rows and ``grads`` [N, len(sizes)] is d(objective)/d(each
-        loss). Row by row, the kernels autograd runs: for cross-entropy ``nll_loss``'s backward
-        (-grad/rows at the label) then ``log_softmax``'s; for one logit, binary cross-entropy's
-        (sigmoid - label) * grad / rows."""
-        counts = torch.tensor(sizes)
-        per_row = grads.repeat_interleave(counts, dim=1).reshape(-1)
-        rows = counts.to(grads.dtype).expand(len(grads), -1)
-        rows = rows.repeat_interleave(counts, dim=1).reshape(-1)
+        loss) (None: all ones). Row by row, the kernels autograd runs: for cross-entropy
+        ``nll_loss``'s backward (-grad/rows at the label) then ``log_softmax``'s; for one logit,
+        binary cross-entropy's (sigmoid - label) * grad / rows."""
+        key = (len(y), tuple(sizes))
+        if key not in self._row_counts:  # each row's loss size, and a gradient of one per row
+            counts = torch.tensor(sizes)
+            rows = counts.to(scores.dtype).expand(len(y), -1).repeat_interleave(counts, dim=1)
+            self._row_counts[key] = (counts, rows.reshape(-1), torch.ones(rows.numel()))
+        counts, rows, ones = self._row_counts[key]
+        per_row = ones if grads is None else grads.repeat_interleave(counts, dim=1).reshape(-1)
         if self.binary:
             labels = y.reshape(-1).to(scores.dtype)
             return ((torch.sigmoid(scores) - labels) * per_row / rows).unsqueeze(1)
@@ -234,7 +239,7 @@ class BatchedERM:
         """
         n, rows = y.shape
         k = len(sizes)
-        grad = self._logits_grad(torch.ones(n, k), sizes, scores, y).view(n, rows, -1)
+        grad = self._logits_grad(None, sizes, scores, y).view(n, rows, -1)
         classes = grad.shape[2]
         per_env = torch.zeros(k, n, rows, classes)
         vectors, start = [], 0
