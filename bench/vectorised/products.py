@@ -15,11 +15,11 @@ import torch
 from torch import Tensor
 
 ALIGN = 16  # floats: 64 bytes, where CPU tensors start
-PROBES = 6
+PROBES = 3  # a kernel that rounds differently did so on every random input tried
 
 
 def _layout(t: Tensor) -> tuple:
-    return tuple(t.shape), tuple(t.stride()), t.storage_offset() % ALIGN
+    return t.shape, t.stride(), t.storage_offset() % ALIGN
 
 
 def _random_like(t: Tensor) -> Tensor:
