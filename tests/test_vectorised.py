@@ -132,6 +132,17 @@ def test_each_batched_family_trains_exactly_as_one_by_one(
     _assert_identical(tmp_path / "one", tmp_path / "group", specs)
 
 
+def _one_group_trains_as_one_by_one(tmp_path: Path, specs: list[RunSpec], steps_taken) -> None:
+    """The specs form one group, which takes every step batched and leaves one-by-one
+    training's files."""
+    assert len(vectorised.units(specs)) == 1
+    for spec in specs:
+        runner.run(spec, _options(tmp_path / "one"))
+    vectorised.run_group(specs, _options(tmp_path / "group"))
+    assert steps_taken.count(len(specs)) >= specs[0].steps
+    _assert_identical(tmp_path / "one", tmp_path / "group", specs)
+
+
 @pytest.mark.parametrize("irm_code", [False, True])
 def test_vrex_members_with_their_own_weight_and_anneal_step_train_as_one_by_one(
     tmp_path, irm_code, steps_taken
@@ -156,12 +167,7 @@ def test_vrex_members_with_their_own_weight_and_anneal_step_train_as_one_by_one(
         )
         for trial, weight, anneal in settings
     ]
-    assert len(vectorised.units(specs)) == 1
-    for spec in specs:
-        runner.run(spec, _options(tmp_path / "one"))
-    vectorised.run_group(specs, _options(tmp_path / "group"))
-    assert steps_taken.count(3) >= specs[0].steps
-    _assert_identical(tmp_path / "one", tmp_path / "group", specs)
+    _one_group_trains_as_one_by_one(tmp_path, specs, steps_taken)
 
 
 def test_group_dro_members_with_their_own_eta_train_as_one_by_one(tmp_path, steps_taken):
@@ -177,12 +183,7 @@ def test_group_dro_members_with_their_own_eta_train_as_one_by_one(tmp_path, step
         )
         for trial, eta in [(0, 1e-3), (1, 1e-2), (2, 1e-1)]
     ]
-    assert len(vectorised.units(specs)) == 1
-    for spec in specs:
-        runner.run(spec, _options(tmp_path / "one"))
-    vectorised.run_group(specs, _options(tmp_path / "group"))
-    assert steps_taken.count(3) >= specs[0].steps
-    _assert_identical(tmp_path / "one", tmp_path / "group", specs)
+    _one_group_trains_as_one_by_one(tmp_path, specs, steps_taken)
 
 
 def test_a_group_of_sixteen_trains_exactly_as_one_by_one(tmp_path, steps_taken):
