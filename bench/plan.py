@@ -52,6 +52,21 @@ def _cache_file() -> Path:
     return Path(base) / "bench" / "calibration.json"
 
 
+def _read_cache() -> dict[str, Any]:
+    try:
+        return json.loads(_cache_file().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_cache(cache: dict[str, Any]) -> None:
+    try:
+        _cache_file().parent.mkdir(parents=True, exist_ok=True)
+        write_json(_cache_file(), cache)
+    except OSError:
+        pass  # best effort: the next plan measures again
+
+
 def protocol_key(spec: RunSpec, threads: int | None) -> str:
     """What the cost of one step and one evaluation depends on."""
     shape = {k: spec.hparams.get(k) for k in SHAPE_KEYS if k in spec.hparams}
@@ -103,10 +118,7 @@ def calibrations(
     A protocol that runs out of memory while measured gets ``{"error": line}``, kept for this
     process only: memory depends on what else the machine runs at the time.
     """
-    try:
-        cache = json.loads(_cache_file().read_text())
-    except (OSError, ValueError):
-        cache = {}
+    cache = _read_cache()
     prefix = "steps " if steps_only else ""
     protocols = {prefix + protocol_key(s, options.threads): s for s in specs}
     missing = [(k, spec) for k, spec in protocols.items() if k not in cache and k not in _FAILED]
@@ -116,11 +128,7 @@ def calibrations(
                 cache[key] = _calibrate(spec, options, steps_only)
             except OutOfMemory as exc:
                 _FAILED[key] = {"error": str(exc)}
-        try:
-            _cache_file().parent.mkdir(parents=True, exist_ok=True)
-            write_json(_cache_file(), cache)
-        except OSError:
-            pass  # best effort: the next plan measures again
+        _write_cache(cache)
     found = {**cache, **{k: v for k, v in _FAILED.items() if k in protocols}}
     return {key[len(prefix) :]: value for key, value in found.items() if key.startswith(prefix)}
 
@@ -163,7 +171,7 @@ def estimate_s(
     # after each worker process has started (the local launcher runs in-process with one job)
     busy = [worker_start_s(measure) if jobs > 1 else 0.0] * max(1, jobs)
     for unit in work:
-        first, seconds = unit[0], 0.0
+        first = unit[0]
         group = groups.get(_group_key(unit, options.threads), {}) if len(unit) > 1 else {}
         if len(unit) > 1 and not group:
             return None
@@ -180,19 +188,12 @@ def worker_start_s(measure: bool) -> float:
     """Seconds a fresh worker process takes to import the harness, timed once per CPU model
     (0 until measured)."""
     key = f"worker start on {cpu_model()}"
-    try:
-        cache = json.loads(_cache_file().read_text())
-    except (OSError, ValueError):
-        cache = {}
+    cache = _read_cache()
     if key not in cache and measure:
         start = time.perf_counter()
         subprocess.run([sys.executable, "-c", "import bench.launchers"], check=True)
         cache[key] = time.perf_counter() - start
-        try:
-            _cache_file().parent.mkdir(parents=True, exist_ok=True)
-            write_json(_cache_file(), cache)
-        except OSError:
-            pass  # best effort: the next plan measures again
+        _write_cache(cache)
     return cache.get(key, 0.0)
 
 
@@ -205,20 +206,13 @@ def _group_calibrations(
 ) -> dict[str, Any]:
     """Cached batched step and evaluation times per (protocol, group size); missing ones
     measured when ``measure`` (``vectorised.time_group``)."""
-    try:
-        cache = json.loads(_cache_file().read_text())
-    except (OSError, ValueError):
-        cache = {}
+    cache = _read_cache()
     wanted = {_group_key(unit, options.threads): unit for unit in units}
     missing = {k: unit for k, unit in wanted.items() if k not in cache}
     if measure and missing:
         for key, unit in missing.items():
             cache[key] = vectorised.time_group(unit, options, CALIBRATION_STEPS)
-        try:
-            _cache_file().parent.mkdir(parents=True, exist_ok=True)
-            write_json(_cache_file(), cache)
-        except OSError:
-            pass  # best effort: the next plan measures again
+        _write_cache(cache)
     return {k: cache[k] for k in wanted if k in cache}
 
 

@@ -221,3 +221,12 @@ def test_a_precision_that_does_not_fit_is_not_offered_and_the_others_still_are(
     line = plan.precision_advice([spec], RuntimeOptions(output_dir=tmp_path, threads=1), True)
     assert line.startswith("faster here: --precision fp32-onednn would train 2.0x faster")
     assert "bf16" not in line
+
+
+def test_a_worker_start_up_is_timed_once_per_cpu_then_read_from_the_cache(monkeypatch):
+    started = []
+    monkeypatch.setattr(plan.subprocess, "run", lambda *a, **k: started.append(a[0]))
+    assert plan.worker_start_s(measure=False) == 0.0 and not started  # not measured yet
+    first = plan.worker_start_s(measure=True)
+    assert first > 0.0 and len(started) == 1 and "import bench.launchers" in started[0]
+    assert plan.worker_start_s(measure=True) == first and len(started) == 1

@@ -50,24 +50,19 @@ class GroupBatches:
         return self.orders[key]
 
     def __call__(self, step: int) -> tuple[Tensor, Tensor, list[int]]:
-        parts = []
+        """Inputs [N, rows, ...], labels [N, rows] and each environment's rows."""
+        parts, sizes = [], []
         for name in self.names:
             sampler = self.samplers[name][0]
             if sampler.batch_size == 0:  # full batch: the whole split every step
                 parts.append(self.split_in[name])
             else:
                 parts += [self._order(name, e)[:, o : o + k] for e, o, k in sampler.spans(step)]
-        idx = torch.cat(parts, dim=1)
-        n, rows = idx.shape
-        flat = idx.reshape(-1)
-        x = self.x.index_select(0, flat).view(n, rows, *self.x.shape[1:])
-        sizes = [
-            len(self.split_in[name][0])
-            if self.samplers[name][0].batch_size == 0
-            else self.samplers[name][0].batch_size
-            for name in self.names
-        ]
-        return x, self.y.index_select(0, flat).view(n, rows), sizes
+            sizes.append(sampler.batch_size or self.split_in[name].shape[1])
+        flat = torch.cat(parts, dim=1)
+        n, rows = flat.shape
+        x = self.x.index_select(0, flat.reshape(-1)).view(n, rows, *self.x.shape[1:])
+        return x, self.y.index_select(0, flat.reshape(-1)).view(n, rows), sizes
 
 
 class GroupEval:
