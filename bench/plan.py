@@ -4,7 +4,7 @@ The estimate comes from a short calibration per *protocol* (algorithm, dataset, 
 the hparams that shape the computation, threads and the CPU model): a few timed update
 steps and one timed evaluation, in a throw-away directory. Calibrations are cached in
 ``$XDG_CACHE_HOME/bench/calibration.json``, so a second plan (and the first line of a
-real sweep) costs nothing. A run's estimate is ``steps x step time + records x eval
+real sweep) costs nothing; a plan times again what was timed on a busier machine than now. A run's estimate is ``steps x step time + records x eval
 time``; a sweep's is the sum over the runs still to train divided by the parallel jobs. With
 ``--vectorise`` each group is timed as a group: its batched step and evaluation, calibrated
 per protocol and group size.
@@ -44,6 +44,7 @@ CALIBRATION_STEPS = 5
 _FAILED: dict[str, dict[str, str]] = {}  # protocols that ran out of memory in this process
 ADVICE_MIN_STEPS = 100  # shorter runs: timing both precisions would cost a large share of the run
 ADVICE_MIN_SPEED_UP = 1.1  # below it, a precision is not worth a line (and within timing noise)
+STALE_LOAD = 1.0  # a calibration timed at a load this much above the current one is timed again
 SHAPE_KEYS = ("batch_size", "featurizer", "mlp_width", "mlp_depth", "cnn_width", "d_mlp_width")
 
 
@@ -65,6 +66,17 @@ def _write_cache(cache: dict[str, Any]) -> None:
         write_json(_cache_file(), cache)
     except OSError:
         pass  # best effort: the next plan measures again
+
+
+def _stale(entry: Mapping[str, Any] | None) -> bool:
+    """Missing, or timed on a busier machine than this one is now (or before loads were
+    recorded): a calibration timed beside a sweep inflated a later plan's estimate 4.5x."""
+    if entry is None:
+        return True
+    if "error" in entry or entry.get("alone"):
+        return False  # not a timing
+    load = entry.get("load")
+    return load is None or load > os.getloadavg()[0] + STALE_LOAD
 
 
 def protocol_key(spec: RunSpec, threads: int | None) -> str:
@@ -116,12 +128,13 @@ def calibrations(
 
     ``steps_only`` entries (step time alone, for the precision advice) have keys of their own.
     A protocol that runs out of memory while measured gets ``{"error": line}``, kept for this
-    process only: memory depends on what else the machine runs at the time.
+    process only: memory depends on what else the machine runs at the time. A cached timing
+    that is ``_stale`` is timed again when ``measure`` (and returned as it is otherwise).
     """
     cache = _read_cache()
     prefix = "steps " if steps_only else ""
     protocols = {prefix + protocol_key(s, options.threads): s for s in specs}
-    missing = [(k, spec) for k, spec in protocols.items() if k not in cache and k not in _FAILED]
+    missing = [(k, s) for k, s in protocols.items() if _stale(cache.get(k)) and k not in _FAILED]
     if measure and missing:
         for key, spec in missing:
             try:
@@ -136,7 +149,7 @@ def calibrations(
 def missing_calibrations(specs: Sequence[RunSpec], options: RuntimeOptions) -> int:
     """How many protocols of ``specs`` a plan would have to time first."""
     cache = calibrations(specs, options, measure=False)
-    return len({protocol_key(s, options.threads) for s in specs} - cache.keys())
+    return sum(_stale(cache.get(key)) for key in {protocol_key(s, options.threads) for s in specs})
 
 
 def run_seconds(cal: Mapping[str, float], spec: RunSpec) -> float:
@@ -208,10 +221,11 @@ def _group_calibrations(
     measured when ``measure`` (``vectorised.time_group``)."""
     cache = _read_cache()
     wanted = {_group_key(unit, options.threads): unit for unit in units}
-    missing = {k: unit for k, unit in wanted.items() if k not in cache}
+    missing = {k: unit for k, unit in wanted.items() if _stale(cache.get(k))}
     if measure and missing:
         for key, unit in missing.items():
-            cache[key] = vectorised.time_group(unit, options, CALIBRATION_STEPS)
+            timed = vectorised.time_group(unit, options, CALIBRATION_STEPS)
+            cache[key] = {**timed, "load": os.getloadavg()[0]}
         _write_cache(cache)
     return {k: cache[k] for k in wanted if k in cache}
 

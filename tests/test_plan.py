@@ -118,7 +118,7 @@ def _fake_step_times(step_s: dict[str, float]):
 
     def calibrate(spec, options, steps_only=False):
         calls.append((spec.precision, steps_only))
-        return {"step_s": step_s[spec.precision or "fp32"]}
+        return {"step_s": step_s[spec.precision or "fp32"], "load": 0.0}
 
     return calibrate, calls
 
@@ -205,6 +205,30 @@ def test_the_plan_states_the_load_its_calibrations_were_timed_under(tmp_path):
     assert plan.calibration_load(specs, options) is None  # unknown for one: no claim
 
 
+def test_a_calibration_timed_on_a_busier_machine_is_timed_again(tmp_path, capsys, monkeypatch):
+    timed = []
+
+    def calibrate(spec, options, steps_only=False):
+        timed.append(spec.algorithm)
+        return {"step_s": 0.01, "eval_s": 0.5, "setup_s": 2.0, "load": 0.3}
+
+    monkeypatch.setattr(plan, "_calibrate", calibrate)
+    monkeypatch.setattr(plan.os, "getloadavg", lambda: (0.3, 0.3, 0.3))
+    specs = [make_spec(a, "debug", size="tiny", steps=20) for a in ("erm", "irm")]
+    options = RuntimeOptions(output_dir=tmp_path, threads=1)
+    keys = [plan.protocol_key(s, 1) for s in specs]
+    busy = {"step_s": 0.04, "eval_s": 2.0, "setup_s": 8.0}  # inflated by a sweep beside it
+    plan._cache_file().parent.mkdir(parents=True)
+    plan._cache_file().write_text(json.dumps({keys[0]: {**busy, "load": 3.5}, keys[1]: busy}))
+    assert plan.missing_calibrations(specs, options) == 2  # one busier, one load unknown
+    stale = plan.estimate_s(specs, options, jobs=1, measure=False)  # a real sweep's first line
+    fresh = plan.estimate_s(specs, options, jobs=1, measure=True)  # a dry run times again
+    assert sorted(timed) == ["erm", "irm"] and fresh == pytest.approx(stale / 4)
+    assert plan.missing_calibrations(specs, options) == 0
+    monkeypatch.setattr(plan.os, "getloadavg", lambda: (2.0, 2.0, 2.0))  # busier now: kept
+    assert plan.estimate_s(specs, options, jobs=1, measure=True) == fresh and len(timed) == 2
+
+
 def test_a_precision_that_does_not_fit_is_not_offered_and_the_others_still_are(
     tmp_path, monkeypatch
 ):
@@ -213,7 +237,7 @@ def test_a_precision_that_does_not_fit_is_not_offered_and_the_others_still_are(
     def calibrate(spec, options, steps_only=False):
         if spec.precision == "bf16":
             raise OutOfMemory("out of memory in erm on debug: one allocation of 1.0 GiB failed")
-        return {"step_s": {"fp32": 1.0, "fp32-onednn": 0.5}[spec.precision]}
+        return {"step_s": {"fp32": 1.0, "fp32-onednn": 0.5}[spec.precision], "load": 0.0}
 
     monkeypatch.setattr(plan, "_calibrate", calibrate)
     monkeypatch.setattr(plan, "native_bf16", lambda device: "AMX")
