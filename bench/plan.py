@@ -4,8 +4,9 @@ The estimate comes from a short calibration per *protocol* (algorithm, dataset, 
 the hparams that shape the computation, threads and the CPU model): a few timed update
 steps and one timed evaluation, in a throw-away directory. Calibrations are cached in
 ``$XDG_CACHE_HOME/bench/calibration.json``, so a second plan (and the first line of a
-real sweep) costs nothing; a plan times again what was timed on a busier machine than now. A run's estimate is ``steps x step time + records x eval
-time``; a sweep's is the sum over the runs still to train divided by the parallel jobs. With
+real sweep) costs nothing; a plan times again what was timed on a busier machine than now.
+A run's estimate is ``steps x step time + records x eval time``; a sweep's is the sum over
+the runs still to train divided by the parallel jobs. With
 ``--vectorise`` each group is timed as a group: its batched step and evaluation, calibrated
 per protocol and group size.
 """

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from bench.vectorised.erm import BatchedERM
 from bench.vectorised.group_dro import BatchedGroupDRO
+from bench.vectorised.irm import BatchedIRM
 from bench.vectorised.vrex import BatchedVREx
 
 # The algorithms whose update trains batched, and the class that does it.
 BATCHED: dict[str, type[BatchedERM]] = {
     "erm": BatchedERM,
+    "irm": BatchedIRM,
     "vrex": BatchedVREx,
     "group_dro": BatchedGroupDRO,
 }
