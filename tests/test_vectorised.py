@@ -120,6 +120,13 @@ FAMILIES = [
     pytest.param(
         "irm", "fish_toy", {"irm_penalty_anneal_iters": 3, "batch_size": 0}, id="irm-full-batch"
     ),
+    pytest.param("fishr", "fish_toy", {"penalty_anneal_iters": 3}, id="fishr"),
+    pytest.param(
+        "fishr",
+        "fish_toy",
+        {"penalty_anneal_iters": 3, "irm_code": True, "ema": 0.0, "batch_size": 0},
+        id="fishr-irm-code-full-batch",
+    ),
     pytest.param("group_dro", "fish_toy", {}, id="group_dro"),
     pytest.param("group_dro", "fish_toy", {"batch_size": 0}, id="group_dro-full-batch"),
     # one logit (binary cross-entropy), full batch, a one-layer MLP of width 16
@@ -127,6 +134,7 @@ FAMILIES = [
     pytest.param("vrex", "spurious_toy", {"vrex_penalty_anneal_iters": 3}, id="vrex-one-logit"),
     pytest.param("group_dro", "spurious_toy", {}, id="group_dro-one-logit"),
     pytest.param("irm", "spurious_toy", {"irm_penalty_anneal_iters": 3}, id="irm-one-logit"),
+    pytest.param("fishr", "spurious_toy", {"penalty_anneal_iters": 3}, id="fishr-one-logit"),
 ]
 
 
@@ -154,10 +162,17 @@ def _one_group_trains_as_one_by_one(tmp_path: Path, specs: list[RunSpec], steps_
     _assert_identical(tmp_path / "one", tmp_path / "group", specs)
 
 
-@pytest.mark.parametrize("algorithm", ["vrex", "irm"])
+@pytest.mark.parametrize(
+    "algorithm, weight_key, anneal_key",
+    [
+        ("vrex", "vrex_lambda", "vrex_penalty_anneal_iters"),
+        ("irm", "irm_lambda", "irm_penalty_anneal_iters"),
+        ("fishr", "lambda", "penalty_anneal_iters"),
+    ],
+)
 @pytest.mark.parametrize("irm_code", [False, True])
 def test_penalty_members_with_their_own_weight_and_anneal_step_train_as_one_by_one(
-    tmp_path, algorithm, irm_code, steps_taken
+    tmp_path, algorithm, weight_key, anneal_key, irm_code, steps_taken
 ):
     """Each member switches its own penalty weight on at its own step (and, with DomainBed's
     schedule, restarts its own Adam there) inside one group."""
@@ -171,13 +186,30 @@ def test_penalty_members_with_their_own_weight_and_anneal_step_train_as_one_by_o
             eval_every=4,
             trial_seed=trial,
             overrides={
-                f"{algorithm}_lambda": weight,
-                f"{algorithm}_penalty_anneal_iters": anneal,
+                weight_key: weight,
+                anneal_key: anneal,
                 "irm_code": irm_code,
                 "lr": 1e-3 * (1 + trial),
             },
         )
         for trial, weight, anneal in settings
+    ]
+    _one_group_trains_as_one_by_one(tmp_path, specs, steps_taken)
+
+
+def test_fishr_members_with_their_own_moving_average_train_as_one_by_one(tmp_path, steps_taken):
+    """Fishr's ``ema`` is per member too, 0 (no moving average, the state untouched) included."""
+    specs = [
+        make_spec(
+            "fishr",
+            "fish_toy",
+            size="tiny",
+            steps=9,
+            eval_every=4,
+            trial_seed=trial,
+            overrides={"ema": ema, "lambda": weight, "penalty_anneal_iters": 2},
+        )
+        for trial, ema, weight in [(0, 0.0, 10.0), (1, 0.9103413810761215, 100.0), (2, 0.95, 1e3)]
     ]
     _one_group_trains_as_one_by_one(tmp_path, specs, steps_taken)
 
@@ -229,7 +261,7 @@ def test_specs_of_another_shape_or_algorithm_train_alone():
         make_spec("erm", "fish_toy", size="tiny", overrides={"l2": 1e-3}),
         make_spec("erm", "fish_toy", size="tiny", precision="bf16"),
         make_spec("erm", "spurious_toy", size="tiny"),  # another dataset: a group of its own
-        make_spec("fishr", "fish_toy", size="tiny"),
+        make_spec("coral", "fish_toy", size="tiny"),
     ]
     for spec in (other[0], other[2], other[3], other[5]):
         assert vectorised.group_key(spec) is None
@@ -285,27 +317,31 @@ def test_the_local_launcher_trains_groups_and_single_runs(tmp_path, steps_taken)
 
 
 @pytest.mark.parametrize("rounds_differently", [False, True])
-def test_irm_s_penalty_takes_the_group_s_graph_only_where_it_equals_each_member_s(
-    tmp_path, monkeypatch, steps_taken, rounds_differently
+@pytest.mark.parametrize(
+    "algorithm, overrides",
+    [("irm", {"irm_penalty_anneal_iters": 3}), ("fishr", {"penalty_anneal_iters": 3})],
+)
+def test_a_penalty_s_gradient_takes_the_group_s_way_only_where_it_equals_each_member_s(
+    tmp_path, monkeypatch, steps_taken, algorithm, overrides, rounds_differently
 ):
-    """IRM's penalty gradient: one autograd graph for the group, used after probes showed it
-    equal to one graph per member; where a probe differs (here by one ulp), the members'."""
-    from bench.vectorised.irm import BatchedIRM
-
-    specs = _group("fish_toy", "irm", irm_penalty_anneal_iters=3)
+    """IRM's and Fishr's penalties differentiate a gradient: the group's way (one autograd graph,
+    or ``vmap``) is used after probes showed it equal to one graph per member; where a probe
+    differs (here by one ulp), the members' way."""
+    batched = vectorised.BATCHED[algorithm]
+    specs = _group("fish_toy", algorithm, **overrides)
     for spec in specs:
         runner.run(spec, _options(tmp_path / "one"))
-    taken, real = [], BatchedIRM._group_grads
+    taken, real = [], batched._group_grads
 
-    def group_grads(self, logits, y, sizes, w):
-        taken.append(logits is self._logits)  # a training step, not a probe
-        grad, *stats = real(self, logits, y, sizes, w)
+    def group_grads(self, first, *args):
+        taken.append(first is self._features or first is getattr(self, "_logits", None))
+        grad, *stats = real(self, first, *args)
         return (grad * (1 + torch.finfo(torch.float32).eps) if rounds_differently else grad), *stats
 
-    monkeypatch.setattr(BatchedIRM, "_group_grads", group_grads)
+    monkeypatch.setattr(batched, "_group_grads", group_grads)
     vectorised.run_group(specs, _options(tmp_path / "group"))
     assert steps_taken.count(3) >= specs[0].steps
-    assert any(taken) != rounds_differently  # trained on the group's graph only where equal
+    assert any(taken) != rounds_differently  # a training step took the group's way only if equal
     _assert_identical(tmp_path / "one", tmp_path / "group", specs)
 
 
@@ -349,7 +385,7 @@ def test_a_group_whose_batched_evaluation_differs_evaluates_one_by_one(
 CLI_SWEEP = [
     "sweep",
     "--algorithms",
-    "erm,fishr",
+    "erm,coral",
     "--datasets",
     "fish_toy",
     "--size",
@@ -383,7 +419,7 @@ def test_the_dry_run_lists_the_groups_and_times_them_as_groups(tmp_path, capsys,
     assert "  3 runs of erm on fish_toy (test test): trials [0, 1, 2], hparams seeds [0]" in text
     spec = make_spec("irm", "fish_toy", size="tiny", steps=9)
     records_ = len(spec.record_steps)
-    one = 0.1 + 9 * 0.001 + records_ * 0.01  # a fishr run, one by one
+    one = 0.1 + 9 * 0.001 + records_ * 0.01  # a coral run, one by one
     group = 0.05 + 9 * 0.0005 + records_ * (0.002 + 3 * 0.001)  # the erm group
     assert f"estimate: {plan.format_duration(3 * one + group)} for 6 run(s), 1 job(s)" in text
     assert "groups vectorised" in text
@@ -392,7 +428,7 @@ def test_the_dry_run_lists_the_groups_and_times_them_as_groups(tmp_path, capsys,
     assert timed == [3]  # cached per protocol and group size
     capsys.readouterr()
     # two workers: each starts (10 s here), then takes the next unit when free (the three
-    # fishr runs, then the group, go to the first free worker)
+    # coral runs, then the group, go to the first free worker)
     monkeypatch.setattr(plan, "worker_start_s", lambda measure: 10.0)
     two = [*CLI_SWEEP[:-3], "--jobs", "2", "--no-progress"]
     assert cli.main([*two, "--vectorise", "--dry-run", "--output-dir", str(out)]) == 0
@@ -406,7 +442,7 @@ def test_a_group_is_timed_on_throw_away_copies(tmp_path):
     found = vectorised.time_group(specs, _options(tmp_path / "out"), steps=2)
     assert min(found[k] for k in ("setup_s", "step_s", "eval_s", "record_s")) > 0
     assert not (tmp_path / "out").exists()
-    alone = vectorised.time_group(_group("fish_toy", "fishr"), _options(tmp_path), steps=2)
+    alone = vectorised.time_group(_group("fish_toy", "coral"), _options(tmp_path), steps=2)
     assert alone == {"alone": True}
 
 
@@ -417,7 +453,7 @@ def test_a_vectorised_sweep_writes_the_records_of_a_sweep_one_by_one(tmp_path, s
     assert steps_taken and set(steps_taken) == {3}
     specs = [
         make_spec(algorithm, "fish_toy", size="tiny", steps=9, trial_seed=trial)
-        for algorithm in ("erm", "fishr")
+        for algorithm in ("erm", "coral")
         for trial in range(3)
     ]
     _assert_identical(tmp_path / "one", tmp_path / "group", specs)

@@ -34,16 +34,48 @@ from bench.algorithms.base import (
 from bench.hparams import NON_NEGATIVE, Domain, IntUniform, LogUniform, Uniform
 
 
-def per_sample_grads(head: torch.nn.Module, features: Tensor, y: Tensor) -> Tensor:
-    """``[n, P]`` gradients of each example's own loss w.r.t. the head's parameters,
-    differentiable."""
-    params = dict(head.named_parameters())
+def per_sample_grads(
+    head: torch.nn.Module, features: Tensor, y: Tensor, params: dict[str, Tensor] | None = None
+) -> Tensor:
+    """``[n, P]`` gradients of each example's own loss w.r.t. the head's parameters (its own,
+    or ``params`` in their place), differentiable."""
+    params = dict(head.named_parameters()) if params is None else params
 
     def loss(p: dict[str, Tensor], f: Tensor, t: Tensor) -> Tensor:
         return classification_loss(functional_call(head, p, (f.unsqueeze(0),)), t.unsqueeze(0))
 
     grads = vmap(grad(loss), in_dims=(None, 0, 0))(params, features, y)
     return torch.cat([g.reshape(len(y), -1) for g in grads.values()], dim=1)
+
+
+def gradient_variances(
+    head: torch.nn.Module,
+    params: dict[str, Tensor] | None,
+    features: list[Tensor],
+    labels: list[Tensor],
+) -> Tensor:
+    """``[E, P]``: per environment, the centred variance of the per-sample head gradients."""
+    variances = []
+    for f, y in zip(features, labels):
+        g = per_sample_grads(head, f, y, params)
+        variances.append((g - g.mean(dim=0, keepdim=True)).pow(2).mean(dim=0))
+    return torch.stack(variances)
+
+
+def moving_average(
+    variances: Tensor, state: Tensor, ema: float | Tensor, keep: float | Tensor
+) -> tuple[Tensor, Tensor]:
+    """The variances to penalise, ``(ema * state + keep * variances) / keep`` with keep =
+    1 - ema (the authors' correction), and the state for the next step."""
+    smoothed = ema * state + keep * variances
+    return smoothed / keep, smoothed.detach()
+
+
+def variance_distance(variances: Tensor, summed: bool) -> Tensor:
+    """Squared distance of each environment's variances to their mean: summed (the Colored
+    MNIST code) or averaged over coordinates and environments (DomainBed)."""
+    distances = (variances - variances.mean(dim=0, keepdim=True)).pow(2)
+    return distances.sum() if summed else distances.mean()
 
 
 @register_algorithm("fishr")
@@ -75,18 +107,13 @@ class Fishr(Algorithm):
         self.register_buffer("variance_ema", torch.zeros(self.num_train_envs, n_params))
 
     def penalty(self, features: list[Tensor], minibatches: Minibatches) -> Tensor:
-        variances = []
-        for f, (_, y) in zip(features, minibatches):
-            g = per_sample_grads(self.classifier, f, y)
-            variances.append((g - g.mean(dim=0, keepdim=True)).pow(2).mean(dim=0))
-        variances = torch.stack(variances)
+        labels = [y for _, y in minibatches]
+        variances = gradient_variances(self.classifier, None, features, labels)
         ema = self.hparams["ema"]
         if ema > 0:
-            smoothed = ema * self.variance_ema + (1 - ema) * variances
-            self.variance_ema.copy_(smoothed.detach())
-            variances = smoothed / (1 - ema)
-        distances = (variances - variances.mean(dim=0, keepdim=True)).pow(2)
-        return distances.sum() if self.hparams["irm_code"] else distances.mean()
+            variances, state = moving_average(variances, self.variance_ema, ema, 1 - ema)
+            self.variance_ema.copy_(state)
+        return variance_distance(variances, self.hparams["irm_code"])
 
     def update(self, minibatches: Minibatches, unlabeled=None) -> dict[str, float]:
         features = split_by_env(self.featurizer(concat_inputs(minibatches)), minibatches)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bench.vectorised.erm import BatchedERM
+from bench.vectorised.fishr import BatchedFishr
 from bench.vectorised.group_dro import BatchedGroupDRO
 from bench.vectorised.irm import BatchedIRM
 from bench.vectorised.vrex import BatchedVREx
@@ -12,5 +13,6 @@ BATCHED: dict[str, type[BatchedERM]] = {
     "erm": BatchedERM,
     "irm": BatchedIRM,
     "vrex": BatchedVREx,
+    "fishr": BatchedFishr,
     "group_dro": BatchedGroupDRO,
 }

@@ -52,6 +52,18 @@ def plain_adam(algorithm: Algorithm, layers: list[nn.Module]) -> bool:
     )
 
 
+def penalised_loss(nll: Tensor, penalty: Tensor, w: Tensor | float, irm_code: bool) -> Tensor:
+    """``Algorithm.penalised_loss`` with l2 = 0 (its zero term kept) at weight ``w``, a member's
+    float or a tensor of one per member: divided by the weight where it exceeds 1 with the
+    IRM code's schedule."""
+    loss = nll + torch.zeros(()) + w * penalty
+    if not irm_code:
+        return loss
+    if isinstance(w, float):
+        return loss / w if w > 1.0 else loss
+    return torch.where(w > 1.0, loss / w, loss)
+
+
 def _aligned_pair(stack: Tensor) -> tuple[Tensor, Tensor]:
     """``stack`` [N, k, d] copied so that each member's [k, d] block starts 64-byte aligned, as
     a run's own tensor does, and its transpose: the operands of each member's ``u @ u.T``."""
@@ -75,6 +87,11 @@ class BatchedERM:
 
     BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
     PER_RUN: ClassVar[frozenset[str]] = frozenset()  # the algorithm's hparams members may vary
+    # True: ``_loss`` sets the head's gradients itself and returns its input's (the features')
+    HEAD_IN_LOSS: ClassVar[bool] = False
+    # True: the update applies the head to each environment's features apart (Fishr), so an
+    # environment's head gradient reduces over its own rows only
+    HEAD_PER_ENV: ClassVar[bool] = False
 
     def __init__(self, algorithms: list[Algorithm]) -> None:
         self.algorithms = algorithms
@@ -111,6 +128,7 @@ class BatchedERM:
         self.products = Products()  # batched where that equals one run's products
         self._row_counts: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
         self._unused = torch.zeros(())  # nll_loss_backward's total_weight: unread unreduced
+        self._features = torch.empty(0)
 
     def _views(self, buffer: Tensor) -> list[Tensor]:
         n = len(self.algorithms)
@@ -150,11 +168,12 @@ class BatchedERM:
         n, rows = y.shape
         trace: list[tuple[str, Tensor]] = []
         logits = self._forward(x, trace)
+        self._features = trace[-1][1]  # the head's input
         scores = self._scores(logits)
         grad, stats = self._loss(scores, y, sizes)
         if self.has_grad_cos:
-            stats.append(self._grad_cos(trace[-1][1], scores, y, sizes))
-        self._backward(grad.view(n, rows, -1), trace)
+            stats.append(self._grad_cos(self._features, scores, y, sizes))
+        self._backward(grad.view(n, rows, -1), trace[:-1] if self.HEAD_IN_LOSS else trace)
         self._adam()
         self.updates += 1
         return torch.stack(stats, dim=1)
@@ -214,9 +233,10 @@ class BatchedERM:
         return torch._log_softmax_backward_data(nll, scores, 1, scores.dtype)
 
     def _backward(self, grad: Tensor, trace: list[tuple[str, Tensor]]) -> None:
-        """Every weight's gradient into ``flat_grad`` from the logits' gradient."""
+        """Every weight's gradient into ``flat_grad`` from the gradient of ``trace``'s output
+        (the logits', or the features' when the trace stops below the head)."""
         grads = self._views(self.flat_grad)
-        j = len(self.params) - 2
+        j = 2 * sum(kind == "linear" for kind, _ in trace) - 2
         for i in range(len(trace) - 1, -1, -1):
             kind, tensor = trace[i]
             if kind == "relu":
@@ -234,20 +254,27 @@ class BatchedERM:
 
         Each environment's loss is its rows' mean loss, so ``_logits_grad`` gives every row its
         own environment's gradient at once (the environments share no row). Each environment's
-        head gradient is then formed as the unbatched backward forms it, from all rows with
-        the others' set to zero.
+        head gradient is then formed as the unbatched backward forms it: from all rows with the
+        others' set to zero, or (``HEAD_PER_ENV``) from its own rows.
         """
         n, rows = y.shape
         k = len(sizes)
         grad = self._logits_grad(None, sizes, scores, y).view(n, rows, -1)
         classes = grad.shape[2]
-        per_env = torch.zeros(k, n, rows, classes)
+        per_env = torch.zeros(0 if self.HEAD_PER_ENV else k, n, rows, classes)
         vectors, start = [], 0
         for e, size in enumerate(sizes):
-            per_env[e, :, start : start + size] = grad[:, start : start + size]
+            if self.HEAD_PER_ENV:
+                rows_grad, rows_in = (
+                    grad[:, start : start + size],
+                    features[:, start : start + size],
+                )
+            else:
+                per_env[e, :, start : start + size] = grad[:, start : start + size]
+                rows_grad, rows_in = per_env[e], features
             start += size
-            weight = self.products.mm(per_env[e].transpose(1, 2), features)
-            vectors.append(torch.cat([weight.view(n, -1), per_env[e].sum(1)], dim=1))
+            weight = self.products.mm(rows_grad.transpose(1, 2), rows_in)
+            vectors.append(torch.cat([weight.view(n, -1), rows_grad.sum(1)], dim=1))
         unit = F.normalize(torch.stack(vectors, dim=1), dim=2)
         gram = self.products.mm(*_aligned_pair(unit))
         return (gram.sum((1, 2)) - gram.diagonal(dim1=1, dim2=2).sum(1)) / (k * (k - 1))

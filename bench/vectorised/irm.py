@@ -10,7 +10,7 @@ from torch import Tensor
 from bench.algorithms import Algorithm
 from bench.algorithms.base import classification_loss
 from bench.algorithms.irm import irm_penalty
-from bench.vectorised.erm import BatchedERM
+from bench.vectorised.erm import BatchedERM, penalised_loss
 from bench.vectorised.products import PROBES
 
 
@@ -69,16 +69,6 @@ class BatchedIRM(BatchedERM):
         expected = self._member_grads(logits, y, sizes, w)
         return all(torch.equal(a, b) for a, b in zip(found, expected))
 
-    def _objective(self, nll: Tensor, penalty: Tensor, w: Tensor | float) -> Tensor:
-        """``penalised_loss`` with l2 = 0: its zero term kept, divided by the weight where that
-        exceeds 1 with the IRM code's schedule."""
-        loss = nll + torch.zeros(()) + w * penalty
-        if not self.irm_code:
-            return loss
-        if isinstance(w, float):
-            return loss / w if w > 1.0 else loss
-        return torch.where(w > 1.0, loss / w, loss)
-
     def _member_grads(
         self, logits: Tensor, y: Tensor, sizes: list[int], w: list[float]
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -91,7 +81,7 @@ class BatchedIRM(BatchedERM):
                 nll = torch.stack([classification_loss(p, t) for p, t in zip(parts, labels)]).mean()
                 penalties = [irm_penalty(p, t, self.full_batch) for p, t in zip(parts, labels)]
                 penalty = torch.stack(penalties).mean()
-                loss = self._objective(nll, penalty, weight)
+                loss = penalised_loss(nll, penalty, weight, self.irm_code)
                 (grad,) = torch.autograd.grad(loss, own)
             grads.append(grad)
             stats.append(torch.stack([loss.detach(), nll.detach(), penalty.detach()]))
@@ -115,7 +105,7 @@ class BatchedIRM(BatchedERM):
                     penalties.append(even * self._scale_grads(part[:, 1::2], labels[:, 1::2]))
             nll = torch.stack(nlls, dim=1).mean(1)
             penalty = torch.stack(penalties, dim=1).mean(1)
-            loss = self._objective(nll, penalty, torch.tensor(w))
+            loss = penalised_loss(nll, penalty, torch.tensor(w), self.irm_code)
             (grad,) = torch.autograd.grad(loss.sum(), stacked)
         return grad.reshape(-1, grad.shape[2]), loss.detach(), nll.detach(), penalty.detach()
 
