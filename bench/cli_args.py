@@ -235,9 +235,9 @@ def _add_sweep(p: argparse.ArgumentParser, grid: bool = True) -> None:
         "--vectorise",
         action="store_true",
         default=None,
-        help="local: train runs of one shape (trials and hparam samples of ERM, V-REx or "
-        "GroupDRO on an MLP) as one batched unit per worker; records identical to one by one "
-        "(bench/vectorised/)",
+        help="local: train runs of one shape (trials and hparam samples of ERM, V-REx, "
+        "GroupDRO, IRM or Fishr on an MLP) as one batched unit per worker; records identical "
+        "to one by one (bench/vectorised/)",
     )
     g.add_argument("--slurm-partition", default=None)
     g.add_argument(
