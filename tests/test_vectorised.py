@@ -127,6 +127,9 @@ FAMILIES = [
         {"penalty_anneal_iters": 3, "irm_code": True, "ema": 0.0, "batch_size": 0},
         id="fishr-irm-code-full-batch",
     ),
+    pytest.param("coral", "fish_toy", {}, id="coral"),
+    pytest.param("mmd", "fish_toy", {}, id="mmd"),
+    pytest.param("coral", "irm_sem", {"batch_size": 0}, id="coral-full-batch-two-envs"),
     pytest.param("group_dro", "fish_toy", {}, id="group_dro"),
     pytest.param("group_dro", "fish_toy", {"batch_size": 0}, id="group_dro-full-batch"),
     # one logit (binary cross-entropy), full batch, a one-layer MLP of width 16
@@ -135,6 +138,7 @@ FAMILIES = [
     pytest.param("group_dro", "spurious_toy", {}, id="group_dro-one-logit"),
     pytest.param("irm", "spurious_toy", {"irm_penalty_anneal_iters": 3}, id="irm-one-logit"),
     pytest.param("fishr", "spurious_toy", {"penalty_anneal_iters": 3}, id="fishr-one-logit"),
+    pytest.param("coral", "spurious_toy", {}, id="coral-one-logit"),
 ]
 
 
@@ -214,6 +218,24 @@ def test_fishr_members_with_their_own_moving_average_train_as_one_by_one(tmp_pat
     _one_group_trains_as_one_by_one(tmp_path, specs, steps_taken)
 
 
+def test_feature_matching_members_with_their_own_weight_train_as_one_by_one(
+    tmp_path, steps_taken
+):
+    specs = [
+        make_spec(
+            "coral",
+            "fish_toy",
+            size="tiny",
+            steps=9,
+            eval_every=4,
+            trial_seed=trial,
+            overrides={"mmd_gamma": gamma},
+        )
+        for trial, gamma in [(0, 0.1), (1, 1.0), (2, 7.3)]
+    ]
+    _one_group_trains_as_one_by_one(tmp_path, specs, steps_taken)
+
+
 def test_group_dro_members_with_their_own_eta_train_as_one_by_one(tmp_path, steps_taken):
     specs = [
         make_spec(
@@ -261,7 +283,7 @@ def test_specs_of_another_shape_or_algorithm_train_alone():
         make_spec("erm", "fish_toy", size="tiny", overrides={"l2": 1e-3}),
         make_spec("erm", "fish_toy", size="tiny", precision="bf16"),
         make_spec("erm", "spurious_toy", size="tiny"),  # another dataset: a group of its own
-        make_spec("coral", "fish_toy", size="tiny"),
+        make_spec("sd", "fish_toy", size="tiny"),
     ]
     for spec in (other[0], other[2], other[3], other[5]):
         assert vectorised.group_key(spec) is None
@@ -319,7 +341,11 @@ def test_the_local_launcher_trains_groups_and_single_runs(tmp_path, steps_taken)
 @pytest.mark.parametrize("rounds_differently", [False, True])
 @pytest.mark.parametrize(
     "algorithm, overrides",
-    [("irm", {"irm_penalty_anneal_iters": 3}), ("fishr", {"penalty_anneal_iters": 3})],
+    [
+        ("irm", {"irm_penalty_anneal_iters": 3}),
+        ("fishr", {"penalty_anneal_iters": 3}),
+        ("coral", {}),
+    ],
 )
 def test_a_penalty_s_gradient_takes_the_group_s_way_only_where_it_equals_each_member_s(
     tmp_path, monkeypatch, steps_taken, algorithm, overrides, rounds_differently
@@ -385,7 +411,7 @@ def test_a_group_whose_batched_evaluation_differs_evaluates_one_by_one(
 CLI_SWEEP = [
     "sweep",
     "--algorithms",
-    "erm,coral",
+    "erm,sd",
     "--datasets",
     "fish_toy",
     "--size",
@@ -419,7 +445,7 @@ def test_the_dry_run_lists_the_groups_and_times_them_as_groups(tmp_path, capsys,
     assert "  3 runs of erm on fish_toy (test test): trials [0, 1, 2], hparams seeds [0]" in text
     spec = make_spec("irm", "fish_toy", size="tiny", steps=9)
     records_ = len(spec.record_steps)
-    one = 0.1 + 9 * 0.001 + records_ * 0.01  # a coral run, one by one
+    one = 0.1 + 9 * 0.001 + records_ * 0.01  # an sd run, one by one
     group = 0.05 + 9 * 0.0005 + records_ * (0.002 + 3 * 0.001)  # the erm group
     assert f"estimate: {plan.format_duration(3 * one + group)} for 6 run(s), 1 job(s)" in text
     assert "groups vectorised" in text
@@ -428,7 +454,7 @@ def test_the_dry_run_lists_the_groups_and_times_them_as_groups(tmp_path, capsys,
     assert timed == [3]  # cached per protocol and group size
     capsys.readouterr()
     # two workers: each starts (10 s here), then takes the next unit when free (the three
-    # coral runs, then the group, go to the first free worker)
+    # sd runs, then the group, go to the first free worker)
     monkeypatch.setattr(plan, "worker_start_s", lambda measure: 10.0)
     two = [*CLI_SWEEP[:-3], "--jobs", "2", "--no-progress"]
     assert cli.main([*two, "--vectorise", "--dry-run", "--output-dir", str(out)]) == 0
@@ -442,7 +468,7 @@ def test_a_group_is_timed_on_throw_away_copies(tmp_path):
     found = vectorised.time_group(specs, _options(tmp_path / "out"), steps=2)
     assert min(found[k] for k in ("setup_s", "step_s", "eval_s", "record_s")) > 0
     assert not (tmp_path / "out").exists()
-    alone = vectorised.time_group(_group("fish_toy", "coral"), _options(tmp_path), steps=2)
+    alone = vectorised.time_group(_group("fish_toy", "sd"), _options(tmp_path), steps=2)
     assert alone == {"alone": True}
 
 
@@ -453,7 +479,7 @@ def test_a_vectorised_sweep_writes_the_records_of_a_sweep_one_by_one(tmp_path, s
     assert steps_taken and set(steps_taken) == {3}
     specs = [
         make_spec(algorithm, "fish_toy", size="tiny", steps=9, trial_seed=trial)
-        for algorithm in ("erm", "coral")
+        for algorithm in ("erm", "sd")
         for trial in range(3)
     ]
     _assert_identical(tmp_path / "one", tmp_path / "group", specs)

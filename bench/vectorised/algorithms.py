@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bench.vectorised.coral_mmd import BatchedFeatureMatching
 from bench.vectorised.erm import BatchedERM
 from bench.vectorised.fishr import BatchedFishr
 from bench.vectorised.group_dro import BatchedGroupDRO
@@ -14,5 +15,7 @@ BATCHED: dict[str, type[BatchedERM]] = {
     "irm": BatchedIRM,
     "vrex": BatchedVREx,
     "fishr": BatchedFishr,
+    "coral": BatchedFeatureMatching,
+    "mmd": BatchedFeatureMatching,
     "group_dro": BatchedGroupDRO,
 }
