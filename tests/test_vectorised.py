@@ -218,9 +218,7 @@ def test_fishr_members_with_their_own_moving_average_train_as_one_by_one(tmp_pat
     _one_group_trains_as_one_by_one(tmp_path, specs, steps_taken)
 
 
-def test_feature_matching_members_with_their_own_weight_train_as_one_by_one(
-    tmp_path, steps_taken
-):
+def test_feature_matching_members_with_their_own_weight_train_as_one_by_one(tmp_path, steps_taken):
     specs = [
         make_spec(
             "coral",
