@@ -5,14 +5,15 @@ written out kernel by kernel, Adam on one buffer, and write-back into the member
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+import time
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.algorithms import Algorithm
-from bench.vectorised.products import ALIGN, Products
+from bench.vectorised.products import ALIGN, PROBES, Products
 
 
 def network_layers(algorithm: Algorithm) -> list[nn.Module] | None:
@@ -126,6 +127,8 @@ class BatchedERM:
         self.has_grad_cos = algorithms[0].num_train_envs >= 2
         self.binary = self.params[-1].shape[1] == 1  # one logit: binary cross-entropy
         self.products = Products()  # batched where that equals one run's products
+        self._group_equal: dict[tuple, bool] = {}  # per layout: the loss's group way is exact
+        self.probe_s = 0.0  # seconds spent probing it (the plan times steps without)
         self._row_counts: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
         self._unused = torch.zeros(())  # nll_loss_backward's total_weight: unread unreduced
         self._features = torch.empty(0)
@@ -231,6 +234,15 @@ class BatchedERM:
             per_row / rows, scores, y.reshape(-1), None, 0, -100, self._unused
         )
         return torch._log_softmax_backward_data(nll, scores, 1, scores.dtype)
+
+    def _group_way(self, key: tuple, probe: Callable[[], bool]) -> bool:
+        """Whether the loss's group way equals its per-member way for this layout and these
+        hparams (``key``): ``probe`` on PROBES random inputs, once per key."""
+        if key not in self._group_equal:
+            start = time.perf_counter()
+            self._group_equal[key] = all(probe() for _ in range(PROBES))
+            self.probe_s += time.perf_counter() - start
+        return self._group_equal[key]
 
     def _backward(self, grad: Tensor, trace: list[tuple[str, Tensor]]) -> None:
         """Every weight's gradient into ``flat_grad`` from the gradient of ``trace``'s output

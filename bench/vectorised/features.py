@@ -12,7 +12,6 @@ from torch.func import functional_call, grad, vmap
 from bench.algorithms import Algorithm
 from bench.algorithms.base import classification_loss
 from bench.vectorised.erm import BatchedERM
-from bench.vectorised.products import PROBES
 
 Scalars = dict[str, Any]  # per-member floats for one member, float32 tensors under vmap
 Gradients = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
@@ -47,7 +46,6 @@ class BatchedFeatureObjective(BatchedERM):
         self.head = algorithms[0].classifier  # its structure, for functional_call
         self.names = [name for name, _ in self.head.named_parameters()]
         self.state = torch.zeros(len(algorithms), 1)  # what a member carries between steps
-        self._group_equal: dict[tuple, bool] = {}
 
     def keys(self) -> list[str]:
         return ["loss", "nll", "penalty"] + (["grad_cos"] if self.has_grad_cos else [])
@@ -74,10 +72,8 @@ class BatchedFeatureObjective(BatchedERM):
         scalars = self._scalars()
         inputs = (self._features, self.params[-2], self.params[-1], y, self.state)
         key = (tuple(self._features.shape), tuple(sizes), repr(scalars))
-        if key not in self._group_equal:
-            probes = (self._probe(inputs, sizes, scalars) for _ in range(PROBES))
-            self._group_equal[key] = all(probes)
-        grads = self._group_grads if self._group_equal[key] else self._member_grads
+        exact = self._group_way(key, lambda: self._probe(inputs, sizes, scalars))
+        grads = self._group_grads if exact else self._member_grads
         d_features, d_weight, d_bias, loss, nll, penalty, state = grads(*inputs, sizes, scalars)
         head = self._views(self.flat_grad)[-2:]
         head[0].copy_(d_weight)

@@ -11,7 +11,6 @@ from bench.algorithms import Algorithm
 from bench.algorithms.base import classification_loss
 from bench.algorithms.irm import irm_penalty
 from bench.vectorised.erm import BatchedERM, penalised_loss
-from bench.vectorised.products import PROBES
 
 
 class BatchedIRM(BatchedERM):
@@ -42,7 +41,6 @@ class BatchedIRM(BatchedERM):
         self.full_batch = hps[0]["batch_size"] == 0
         self.irm_code = hps[0]["irm_code"]
         self._logits = torch.empty(0)
-        self._group_equal: dict[tuple, bool] = {}
 
     def keys(self) -> list[str]:
         return ["loss", "nll", "penalty"] + (["grad_cos"] if self.has_grad_cos else [])
@@ -55,9 +53,8 @@ class BatchedIRM(BatchedERM):
         step = self.updates
         w = [lam if step >= t else 1.0 for lam, t in zip(self.weight, self.anneal)]
         key = (tuple(self._logits.shape), tuple(sizes), tuple(w))
-        if key not in self._group_equal:
-            self._group_equal[key] = all(self._probe(y, sizes, w) for _ in range(PROBES))
-        grads = self._group_grads if self._group_equal[key] else self._member_grads
+        exact = self._group_way(key, lambda: self._probe(y, sizes, w))
+        grads = self._group_grads if exact else self._member_grads
         grad, loss, nll, penalty = grads(self._logits, y, sizes, w)
         if not self.irm_code:  # DomainBed: Adam re-created at each member's anneal step
             self._restart_adam([step == t for t in self.anneal])
