@@ -27,6 +27,8 @@ import types
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from bench.user_cache import cache_dir
+
 PACKAGE = Path(__file__).resolve().parent
 REGISTRIES = ("bench.builtins",)  # every built-in provider, as the registries load them
 PREFIX = "bench_catalog_source."  # the source-read modules' names: never a real module's
@@ -182,10 +184,6 @@ def render(algorithms: Any, datasets: Any, modules: Mapping[str, types.ModuleTyp
         "csv:PATH?env=env&label=label, hf:NAME?env=domain&label=label"
     )
     return "\n".join(lines)
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bench"
 
 
 def fingerprint() -> str:

@@ -14,19 +14,13 @@ import functools
 import hashlib
 import inspect
 import json
-import os
 from pathlib import Path
-from typing import Any
 
-from bench.records import write_json
+from bench.user_cache import read_cache, write_cache
 
 GENERATED = "generated"
+CACHE = "fingerprints.json"
 _NOT_PLUGINS = {"bench", "builtins", "torch", "typing", "abc"}
-
-
-def _cache_file() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "bench" / "fingerprints.json"
 
 
 def _files(path: Path) -> list[Path]:
@@ -53,23 +47,6 @@ def _stat_signature(path: Path, files: list[Path]) -> str:
     return hashlib.sha256(json.dumps(stats).encode()).hexdigest()
 
 
-def _read_cache() -> dict[str, Any]:
-    try:
-        return json.loads(_cache_file().read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _write_cache(cache: dict[str, Any]) -> None:
-    """Best effort: a read-only home only costs a re-hash next time."""
-    target = _cache_file()
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write_json(target, cache)
-    except OSError:
-        pass
-
-
 def path_digest(path: Path) -> str:
     """SHA-256 of the manifest (relative path, size, content digest) of a file or folder.
 
@@ -83,7 +60,7 @@ def path_digest(path: Path) -> str:
 @functools.lru_cache(maxsize=64)
 def _digest(path: Path, signature: str) -> str:
     files = _files(path)
-    cache = _read_cache()
+    cache = read_cache(CACHE)
     entry = cache.get(str(path))
     if entry and entry.get("signature") == signature:
         return entry["digest"]
@@ -93,7 +70,7 @@ def _digest(path: Path, signature: str) -> str:
     digest = hashlib.sha256(json.dumps(manifest).encode()).hexdigest()
     if _stat_signature(path, files) == signature:  # unchanged while it was read
         cache[str(path)] = {"signature": signature, "digest": digest}
-    _write_cache(cache)
+    write_cache(CACHE, cache)
     return digest
 
 

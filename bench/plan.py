@@ -14,7 +14,6 @@ per protocol and group size.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import subprocess
 import sys
@@ -36,10 +35,10 @@ from bench.execution import (
     out_of_memory_explained,
     precision_context,
 )
-from bench.records import write_json
 from bench.seeding import canonical_json
 from bench.selection import validation_env
 from bench.spec import RunSpec, RuntimeOptions
+from bench.user_cache import cache_dir, read_cache, write_cache
 
 CALIBRATION_STEPS = 5
 _FAILED: dict[str, dict[str, str]] = {}  # protocols that ran out of memory in this process
@@ -49,24 +48,19 @@ STALE_LOAD = 1.0  # a calibration timed at a load this much above the current on
 SHAPE_KEYS = ("batch_size", "featurizer", "mlp_width", "mlp_depth", "cnn_width", "d_mlp_width")
 
 
+CACHE = "calibration.json"
+
+
 def _cache_file() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "bench" / "calibration.json"
+    return cache_dir() / CACHE
 
 
 def _read_cache() -> dict[str, Any]:
-    try:
-        return json.loads(_cache_file().read_text())
-    except (OSError, ValueError):
-        return {}
+    return read_cache(CACHE)
 
 
 def _write_cache(cache: dict[str, Any]) -> None:
-    try:
-        _cache_file().parent.mkdir(parents=True, exist_ok=True)
-        write_json(_cache_file(), cache)
-    except OSError:
-        pass  # best effort: the next plan measures again
+    write_cache(CACHE, cache)
 
 
 def _stale(entry: Mapping[str, Any] | None) -> bool:
