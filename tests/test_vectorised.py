@@ -156,9 +156,24 @@ def test_each_batched_family_trains_exactly_as_one_by_one(
     _assert_identical(tmp_path / "one", tmp_path / "group", specs)
 
 
-def _one_group_trains_as_one_by_one(tmp_path: Path, specs: list[RunSpec], steps_taken) -> None:
-    """The specs form one group, which takes every step batched and leaves one-by-one
-    training's files."""
+def _one_group_trains_as_one_by_one(
+    tmp_path: Path, algorithm: str, members: list[dict], steps_taken
+) -> None:
+    """Runs of ``algorithm`` on fish_toy, member i with trial seed i and its own ``members[i]``
+    hparams, form one group, which takes every step batched and leaves one-by-one training's
+    files."""
+    specs = [
+        make_spec(
+            algorithm,
+            "fish_toy",
+            size="tiny",
+            steps=9,
+            eval_every=4,
+            trial_seed=trial,
+            overrides=overrides,
+        )
+        for trial, overrides in enumerate(members)
+    ]
     assert len(vectorised.units(specs)) == 1
     for spec in specs:
         runner.run(spec, _options(tmp_path / "one"))
@@ -181,74 +196,34 @@ def test_penalty_members_with_their_own_weight_and_anneal_step_train_as_one_by_o
 ):
     """Each member switches its own penalty weight on at its own step (and, with DomainBed's
     schedule, restarts its own Adam there) inside one group."""
-    settings = [(0, 10.0, 2), (1, 100.0, 3), (0, 0.5, 5)]
-    specs = [
-        make_spec(
-            algorithm,
-            "fish_toy",
-            size="tiny",
-            steps=9,
-            eval_every=4,
-            trial_seed=trial,
-            overrides={
-                weight_key: weight,
-                anneal_key: anneal,
-                "irm_code": irm_code,
-                "lr": 1e-3 * (1 + trial),
-            },
-        )
-        for trial, weight, anneal in settings
+    members = [
+        {weight_key: weight, anneal_key: anneal, "irm_code": irm_code, "lr": lr}
+        for weight, anneal, lr in [(10.0, 2, 1e-3), (100.0, 3, 2e-3), (0.5, 5, 1e-3)]
     ]
-    _one_group_trains_as_one_by_one(tmp_path, specs, steps_taken)
+    _one_group_trains_as_one_by_one(tmp_path, algorithm, members, steps_taken)
 
 
-def test_fishr_members_with_their_own_moving_average_train_as_one_by_one(tmp_path, steps_taken):
-    """Fishr's ``ema`` is per member too, 0 (no moving average, the state untouched) included."""
-    specs = [
-        make_spec(
+@pytest.mark.parametrize(
+    "algorithm, members",
+    [
+        # Fishr's moving average, 0 (none: the state untouched) included
+        (
             "fishr",
-            "fish_toy",
-            size="tiny",
-            steps=9,
-            eval_every=4,
-            trial_seed=trial,
-            overrides={"ema": ema, "lambda": weight, "penalty_anneal_iters": 2},
-        )
-        for trial, ema, weight in [(0, 0.0, 10.0), (1, 0.9103413810761215, 100.0), (2, 0.95, 1e3)]
-    ]
-    _one_group_trains_as_one_by_one(tmp_path, specs, steps_taken)
-
-
-def test_feature_matching_members_with_their_own_weight_train_as_one_by_one(tmp_path, steps_taken):
-    specs = [
-        make_spec(
-            "coral",
-            "fish_toy",
-            size="tiny",
-            steps=9,
-            eval_every=4,
-            trial_seed=trial,
-            overrides={"mmd_gamma": gamma},
-        )
-        for trial, gamma in [(0, 0.1), (1, 1.0), (2, 7.3)]
-    ]
-    _one_group_trains_as_one_by_one(tmp_path, specs, steps_taken)
-
-
-def test_group_dro_members_with_their_own_eta_train_as_one_by_one(tmp_path, steps_taken):
-    specs = [
-        make_spec(
-            "group_dro",
-            "fish_toy",
-            size="tiny",
-            steps=9,
-            eval_every=4,
-            trial_seed=trial,
-            overrides={"groupdro_eta": eta},
-        )
-        for trial, eta in [(0, 1e-3), (1, 1e-2), (2, 1e-1)]
-    ]
-    _one_group_trains_as_one_by_one(tmp_path, specs, steps_taken)
+            [
+                {"ema": 0.0, "lambda": 10.0, "penalty_anneal_iters": 2},
+                {"ema": 0.9103413810761215, "lambda": 100.0, "penalty_anneal_iters": 2},
+                {"ema": 0.95, "lambda": 1e3, "penalty_anneal_iters": 2},
+            ],
+        ),
+        ("coral", [{"mmd_gamma": gamma} for gamma in (0.1, 1.0, 7.3)]),
+        ("group_dro", [{"groupdro_eta": eta} for eta in (1e-3, 1e-2, 1e-1)]),
+    ],
+    ids=["fishr-ema", "coral-gamma", "group_dro-eta"],
+)
+def test_members_with_their_own_hparams_train_as_one_by_one(
+    tmp_path, algorithm, members, steps_taken
+):
+    _one_group_trains_as_one_by_one(tmp_path, algorithm, members, steps_taken)
 
 
 def test_a_group_of_sixteen_trains_exactly_as_one_by_one(tmp_path, steps_taken):
