@@ -236,8 +236,8 @@ def _add_sweep(p: argparse.ArgumentParser, grid: bool = True) -> None:
         action="store_true",
         default=None,
         help="local: train runs of one shape (trials and hparam samples of ERM, V-REx, "
-        "GroupDRO, IRM, Fishr, CORAL or MMD on an MLP) as one batched unit per worker; records "
-        "identical to one by one (bench/vectorised/)",
+        "GroupDRO, IRM, Fishr, CORAL, MMD or IB-ERM on an MLP) as one batched unit per worker; "
+        "records identical to one by one (bench/vectorised/)",
     )
     g.add_argument("--slurm-partition", default=None)
     g.add_argument(

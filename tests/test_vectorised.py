@@ -128,6 +128,7 @@ FAMILIES = [
         {"penalty_anneal_iters": 3, "irm_code": True, "ema": 0.0, "batch_size": 0},
         id="fishr-irm-code-full-batch",
     ),
+    pytest.param("ib_erm", "fish_toy", {"ib_penalty_anneal_iters": 3}, id="ib_erm"),
     pytest.param("coral", "fish_toy", {}, id="coral"),
     pytest.param("mmd", "fish_toy", {}, id="mmd"),
     pytest.param("coral", "irm_sem", {"batch_size": 0}, id="coral-full-batch-two-envs"),
@@ -216,9 +217,16 @@ def test_penalty_members_with_their_own_weight_and_anneal_step_train_as_one_by_o
             ],
         ),
         ("coral", [{"mmd_gamma": gamma} for gamma in (0.1, 1.0, 7.3)]),
+        (  # its own weight from its own step, Adam re-created there
+            "ib_erm",
+            [
+                {"ib_lambda": weight, "ib_penalty_anneal_iters": anneal}
+                for weight, anneal in [(10.0, 2), (100.0, 3), (0.5, 5)]
+            ],
+        ),
         ("group_dro", [{"groupdro_eta": eta} for eta in (1e-3, 1e-2, 1e-1)]),
     ],
-    ids=["fishr-ema", "coral-gamma", "group_dro-eta"],
+    ids=["fishr-ema", "coral-gamma", "ib_erm-weight-and-anneal", "group_dro-eta"],
 )
 def test_members_with_their_own_hparams_train_as_one_by_one(
     tmp_path, algorithm, members, steps_taken

@@ -14,8 +14,8 @@ shared by the group.
 - ``erm``: ``BatchedERM``, ERM's update and the engine the others extend; ``vrex`` and
   ``group_dro`` change only the objective on the environments' risks; ``irm`` differentiates
   its penalty (a gradient itself) with autograd, and ``features`` the objectives on each
-  environment's features and the head (``fishr``, ``coral_mmd``), batched where probes show
-  that equal to one graph per member (``algorithms`` lists them in ``BATCHED``);
+  environment's features and the head (``fishr``, ``coral_mmd``, ``ib_erm``), batched where
+  probes show that equal to one graph per member (``algorithms`` lists them in ``BATCHED``);
 - ``products``: matrix products equal to each run's own;
 - ``data``: a step's stacked minibatches and a batched evaluation;
 - ``train``: ``run_group`` (the local launcher's unit of work) and ``time_group`` (the plan's).

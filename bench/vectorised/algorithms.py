@@ -6,6 +6,7 @@ from bench.vectorised.coral_mmd import BatchedFeatureMatching
 from bench.vectorised.erm import BatchedERM
 from bench.vectorised.fishr import BatchedFishr
 from bench.vectorised.group_dro import BatchedGroupDRO
+from bench.vectorised.ib_erm import BatchedIBERM
 from bench.vectorised.irm import BatchedIRM
 from bench.vectorised.vrex import BatchedVREx
 
@@ -17,5 +18,6 @@ BATCHED: dict[str, type[BatchedERM]] = {
     "fishr": BatchedFishr,
     "coral": BatchedFeatureMatching,
     "mmd": BatchedFeatureMatching,
+    "ib_erm": BatchedIBERM,
     "group_dro": BatchedGroupDRO,
 }
