@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from bench.algorithms import Algorithm
-from bench.vectorised.features import BatchedFeatureObjective, Scalars
+from bench.vectorised.features import BatchedFeatureObjective, Member, Scalars
 
 
 class BatchedFeatureMatching(BatchedFeatureObjective):
@@ -24,16 +24,9 @@ class BatchedFeatureMatching(BatchedFeatureObjective):
     def _scalars(self) -> dict[str, list[float]]:
         return {"gamma": self.gamma}
 
-    def _penalty(
-        self,
-        params: dict[str, Tensor],
-        parts: list[Tensor],
-        labels: list[Tensor],
-        state: Tensor,
-        scalars: Scalars,
-    ) -> tuple[Tensor, Tensor]:
-        pairs = [(i, j) for i in range(len(parts)) for j in range(i + 1, len(parts))]
-        distances = (self.distance(parts[i], parts[j]) for i, j in pairs)
+    def _penalty(self, m: Member, state: Tensor, scalars: Scalars) -> tuple[Tensor, Tensor]:
+        pairs = [(i, j) for i in range(len(m.parts)) for j in range(i + 1, len(m.parts))]
+        distances = (self.distance(m.parts[i], m.parts[j]) for i, j in pairs)
         return sum(distances, torch.zeros(())) / max(len(pairs), 1), state
 
     def _combine(self, nll: Tensor, penalty: Tensor, scalars: Scalars) -> Tensor:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -15,6 +15,15 @@ from bench.vectorised.erm import BatchedERM
 
 Scalars = dict[str, Any]  # per-member floats for one member, float32 tensors under vmap
 Gradients = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
+
+
+class Member(NamedTuple):
+    """What a penalty reads of one member: its head's parameters (by name), and each training
+    environment's features and labels."""
+
+    params: dict[str, Tensor]
+    parts: list[Tensor]
+    labels: list[Tensor]
 
 
 class BatchedFeatureObjective(BatchedERM):
@@ -55,14 +64,7 @@ class BatchedFeatureObjective(BatchedERM):
         """Each member's hparams for this step, by name."""
         raise NotImplementedError
 
-    def _penalty(
-        self,
-        params: dict[str, Tensor],
-        parts: list[Tensor],
-        labels: list[Tensor],
-        state: Tensor,
-        scalars: Scalars,
-    ) -> tuple[Tensor, Tensor]:
+    def _penalty(self, m: Member, state: Tensor, scalars: Scalars) -> tuple[Tensor, Tensor]:
         """One member's penalty and its state for the next step."""
         raise NotImplementedError
 
@@ -107,7 +109,7 @@ class BatchedFeatureObjective(BatchedERM):
             for f, t in zip(parts, labels)
         ]
         nll = torch.stack(risks).mean()
-        penalty, state = self._penalty(params, parts, labels, state, scalars)
+        penalty, state = self._penalty(Member(params, parts, labels), state, scalars)
         loss = self._combine(nll, penalty, scalars)
         return loss, (loss.detach(), nll.detach(), penalty.detach(), state)
 

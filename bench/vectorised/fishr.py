@@ -9,7 +9,7 @@ from torch import Tensor
 from bench.algorithms import Algorithm
 from bench.algorithms.fishr import gradient_variances, moving_average, variance_distance
 from bench.vectorised.erm import penalised_loss
-from bench.vectorised.features import BatchedFeatureObjective, Scalars
+from bench.vectorised.features import BatchedFeatureObjective, Member, Scalars
 
 
 class BatchedFishr(BatchedFeatureObjective):
@@ -35,15 +35,8 @@ class BatchedFishr(BatchedFeatureObjective):
         w = [lam if step >= t else before for lam, t in zip(self.weight, self.anneal)]
         return {"w": w, "ema": self.ema, "keep": [1 - e for e in self.ema]}
 
-    def _penalty(
-        self,
-        params: dict[str, Tensor],
-        parts: list[Tensor],
-        labels: list[Tensor],
-        state: Tensor,
-        scalars: Scalars,
-    ) -> tuple[Tensor, Tensor]:
-        variances = gradient_variances(self.head, params, parts, labels)
+    def _penalty(self, m: Member, state: Tensor, scalars: Scalars) -> tuple[Tensor, Tensor]:
+        variances = gradient_variances(self.head, *m)
         ema, keep = scalars["ema"], scalars["keep"]
         if isinstance(ema, float):  # one member, as its run
             if ema > 0:

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from bench.algorithms import Algorithm
 from bench.algorithms.ib import feature_variance
-from bench.vectorised.features import BatchedFeatureObjective, Scalars
+from bench.vectorised.features import BatchedFeatureObjective, Member, Scalars
 
 
 class BatchedIBERM(BatchedFeatureObjective):
@@ -26,15 +26,8 @@ class BatchedIBERM(BatchedFeatureObjective):
         step = self.updates
         return {"w": [lam if step >= t else 0.0 for lam, t in zip(self.weight, self.anneal)]}
 
-    def _penalty(
-        self,
-        params: dict[str, Tensor],
-        parts: list[Tensor],
-        labels: list[Tensor],
-        state: Tensor,
-        scalars: Scalars,
-    ) -> tuple[Tensor, Tensor]:
-        return feature_variance(parts), state
+    def _penalty(self, m: Member, state: Tensor, scalars: Scalars) -> tuple[Tensor, Tensor]:
+        return feature_variance(m.parts), state
 
     def _combine(self, nll: Tensor, penalty: Tensor, scalars: Scalars) -> Tensor:
         return nll + scalars["w"] * penalty
