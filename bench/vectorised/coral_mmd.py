@@ -18,7 +18,7 @@ class BatchedFeatureMatching(BatchedFeatureObjective):
 
     def __init__(self, algorithms: list[Algorithm]) -> None:
         super().__init__(algorithms)
-        self.gamma = [float(a.hparams["mmd_gamma"]) for a in algorithms]
+        self.gamma = [a.hparams["mmd_gamma"] for a in algorithms]
         self.distance = type(algorithms[0]).distance
 
     def _scalars(self) -> dict[str, list[float]]:

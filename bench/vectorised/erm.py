@@ -60,9 +60,9 @@ def penalised_loss(nll: Tensor, penalty: Tensor, w: Tensor | float, irm_code: bo
     loss = nll + torch.zeros(()) + w * penalty
     if not irm_code:
         return loss
-    if isinstance(w, float):
-        return loss / w if w > 1.0 else loss
-    return torch.where(w > 1.0, loss / w, loss)
+    if isinstance(w, Tensor):
+        return torch.where(w > 1.0, loss / w, loss)
+    return loss / w if w > 1.0 else loss
 
 
 def _aligned_pair(stack: Tensor) -> tuple[Tensor, Tensor]:
@@ -273,10 +273,10 @@ class BatchedERM:
         k = len(sizes)
         grad = self._logits_grad(None, sizes, scores, y).view(n, rows, -1)
         classes = grad.shape[2]
-        per_env = torch.zeros(0 if self.HEAD_PER_ENV else k, n, rows, classes)
+        per_env = None if self.HEAD_PER_ENV else torch.zeros(k, n, rows, classes)
         vectors, start = [], 0
         for e, size in enumerate(sizes):
-            if self.HEAD_PER_ENV:
+            if per_env is None:
                 rows_grad, rows_in = (
                     grad[:, start : start + size],
                     features[:, start : start + size],

@@ -1,5 +1,6 @@
 """The engine for updates whose loss is a function of each environment's features and the head
-(Fishr, CORAL, MMD): the network below the head batched as ERM's, the loss through autograd."""
+(Fishr, CORAL, MMD, IB-ERM): the network below the head batched as ERM's, the loss through
+autograd."""
 
 from __future__ import annotations
 

@@ -24,9 +24,9 @@ class BatchedFishr(BatchedFeatureObjective):
     def __init__(self, algorithms: list[Algorithm]) -> None:
         super().__init__(algorithms)
         hps = [a.hparams for a in algorithms]
-        self.weight = [float(hp["lambda"]) for hp in hps]
+        self.weight = [hp["lambda"] for hp in hps]
         self.anneal = [hp["penalty_anneal_iters"] for hp in hps]
-        self.ema = [float(hp["ema"]) for hp in hps]
+        self.ema = [hp["ema"] for hp in hps]
         self.irm_code = hps[0]["irm_code"]
         self.state = torch.stack([a.variance_ema for a in algorithms])
 

@@ -19,7 +19,7 @@ class BatchedIBERM(BatchedFeatureObjective):
 
     def __init__(self, algorithms: list[Algorithm]) -> None:
         super().__init__(algorithms)
-        self.weight = [float(a.hparams["ib_lambda"]) for a in algorithms]
+        self.weight = [a.hparams["ib_lambda"] for a in algorithms]
         self.anneal = [a.hparams["ib_penalty_anneal_iters"] for a in algorithms]
 
     def _scalars(self) -> dict[str, list[float]]:

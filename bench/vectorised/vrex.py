@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from bench.algorithms import Algorithm
-from bench.vectorised.erm import BatchedERM
+from bench.vectorised.erm import BatchedERM, penalised_loss
 
 
 class BatchedVREx(BatchedERM):
@@ -36,9 +36,7 @@ class BatchedVREx(BatchedERM):
                 penalty = (losses[:, 0] - losses[:, 1]).pow(2)
             else:
                 penalty = (losses - nll.unsqueeze(1)).pow(2).mean(1)
-            loss = nll + w * penalty
-            if self.irm_code:  # divided by the weight where it exceeds 1
-                loss = torch.where(w > 1.0, loss / w, loss)
+            loss = penalised_loss(nll, penalty, w, self.irm_code)
             (d_losses,) = torch.autograd.grad(loss.sum(), losses)
         if not self.irm_code:  # DomainBed: Adam re-created at each member's anneal step
             self._restart_adam([step == t for t in self.anneal])
