@@ -65,6 +65,13 @@ def penalised_loss(nll: Tensor, penalty: Tensor, w: Tensor | float, irm_code: bo
     return loss / w if w > 1.0 else loss
 
 
+# autograd's ReLU backward kernel, out of place or writing into its gradient
+_THRESHOLD_BACKWARD = {
+    False: torch.ops.aten.threshold_backward.default,
+    True: torch.ops.aten.threshold_backward.grad_input,
+}
+
+
 def _aligned_pair(stack: Tensor) -> tuple[Tensor, Tensor]:
     """``stack`` [N, k, d] copied so that each member's [k, d] block starts 64-byte aligned, as
     a run's own tensor does, and its transpose: the operands of each member's ``u @ u.T``."""
@@ -149,7 +156,7 @@ class BatchedERM:
         h, params = x, iter(self.params)
         for kind in self.kinds:
             if kind == "relu":
-                h = torch.relu(h)
+                h = torch.relu_(h)  # in place: the Linear's output is read by nothing else
                 if trace is not None:
                     trace.append((kind, h))
             else:
@@ -249,15 +256,17 @@ class BatchedERM:
         (the logits', or the features' when the trace stops below the head)."""
         grads = self._views(self.flat_grad)
         j = 2 * sum(kind == "linear" for kind, _ in trace) - 2
+        ours = False  # whether ``grad`` is this pass's own product (then ReLU's works in place)
         for i in range(len(trace) - 1, -1, -1):
             kind, tensor = trace[i]
             if kind == "relu":
-                grad = torch.ops.aten.threshold_backward(grad, tensor, 0)
+                out = {"grad_input": grad} if ours else {}
+                grad = _THRESHOLD_BACKWARD[ours](grad, tensor, 0, **out)
                 continue
             grads[j].copy_(self.products.mm(grad.transpose(1, 2), tensor))
             grads[j + 1].copy_(grad.sum(1))
             if i > 0:  # the network's input needs no gradient
-                grad = self.products.mm(grad, self.params[j])
+                grad, ours = self.products.mm(grad, self.params[j]), True
             j -= 2
 
     def _grad_cos(self, features: Tensor, scores: Tensor, y: Tensor, sizes: list[int]) -> Tensor:
@@ -308,7 +317,8 @@ class BatchedERM:
         else:
             per_member = torch.tensor([(1 - self.BETA2 ** float(t)) ** 0.5 for t in self.steps])
             denom = (self.exp_avg_sq.sqrt() / self._spread(per_member)).add_(self.EPS)
-        size = self._spread(torch.tensor([-lr / c for lr, c in zip(self.lr, correction1)]))
+        sizes = [-lr / c for lr, c in zip(self.lr, correction1)]  # Adam's -step_size, per member
+        size = torch.tensor(sizes[0]) if len(set(sizes)) == 1 else self._spread(torch.tensor(sizes))
         self.flat.add_(torch.mul(size, self.exp_avg).div_(denom))  # (-size * m) / denom: addcdiv's
 
     def _spread(self, per_member: Tensor) -> Tensor:
