@@ -22,9 +22,11 @@ def capture_rng_state(device: torch.device) -> dict[str, Any]:
     """Every RNG the run draws from, as tensors and plain types (checkpoints load with
     weights_only=True)."""
     name, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
     state = {
         "torch": torch.get_rng_state(),
-        "python": random.getstate(),
+        # one tensor, not 625 ints: pickling them was a third of a small run's checkpoint time
+        "python": (version, torch.tensor(internal, dtype=torch.int64), gauss_next),
         "numpy": (
             name,
             torch.from_numpy(keys.astype(np.int64)),
@@ -40,7 +42,10 @@ def capture_rng_state(device: torch.device) -> dict[str, Any]:
 
 def restore_rng_state(state: dict[str, Any], device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
+    version, internal, gauss_next = state["python"]
+    if isinstance(internal, torch.Tensor):  # checkpoints before 2026-11-30 hold the tuple
+        internal = tuple(internal.tolist())
+    random.setstate((version, internal, gauss_next))
     name, keys, pos, has_gauss, gauss = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     if "cuda" in state and device.type == "cuda":

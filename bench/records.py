@@ -9,6 +9,7 @@ so selection never builds a number from a short or corrupt run.
 from __future__ import annotations
 
 import functools
+import io
 import json
 import os
 import platform
@@ -64,6 +65,16 @@ def write_atomic(path: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_torch(path: Path, obj: Any) -> None:
+    """``torch.save`` atomically, serialised in memory first: one write instead of torch's many
+    small ones to a file (a tenth of a small run's record time; same bytes)."""
+    import torch  # lazy: reports read records without importing torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_atomic(path, lambda f: f.write(buffer.getbuffer()))
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -178,7 +178,7 @@ class RunContext:
             "wall_s": wall,
             **averaged,
         }
-        records.write_atomic(self.directory / records.CHECKPOINT, lambda f: torch.save(state, f))
+        records.write_torch(self.directory / records.CHECKPOINT, state)
         return record
 
     def finish(

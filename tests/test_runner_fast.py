@@ -1,13 +1,16 @@
 """The runner's fast path: bf16 precision, split skipping, full-batch caching, channels_last."""
 
 import dataclasses
+import random
 import resource
 
+import numpy as np
 import pytest
 import torch
 
 from bench import records, runner, sampling
 from bench.algorithms import ALGORITHMS
+from bench.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
 from bench.datasets.files import data_roots
 from bench.errors import UserError
 from bench.evaluation import skipped_splits
@@ -188,3 +191,22 @@ def test_freed_tensor_memory_is_reused_without_page_faults_then_returned():
         assert _page_faults() - before < 2000  # 3 x 16,384 pages when each is a fresh mmap
         kept = _resident_bytes()
     assert kept - _resident_bytes() > 48 * 2**20  # the freed 64 MB left with the block
+
+
+def _draws() -> tuple:
+    return random.random(), float(np.random.rand()), torch.rand(2).tolist()
+
+
+@pytest.mark.parametrize("form", ["tensor", "tuple before 2026-11-30"])
+def test_every_rng_resumes_from_a_checkpoint_file(tmp_path, form):
+    """The checkpoint holds Python's ``random`` state as one tensor (cheaper to pickle than 625
+    ints); checkpoints written with the tuple still resume."""
+    cpu = torch.device("cpu")
+    state = capture_rng_state(cpu)
+    if form != "tensor":
+        state["python"] = random.getstate()
+    expected = _draws()
+    path = tmp_path / records.CHECKPOINT
+    records.write_torch(path, {"algorithm": {}, "rng": state, "step": 0, "wall_s": 0.0})
+    restore_rng_state(load_checkpoint(path)["rng"], cpu)
+    assert _draws() == expected

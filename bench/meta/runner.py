@@ -178,7 +178,7 @@ def _save_checkpoint(
         "best": best,
         "wall_s": wall,
     }
-    records.write_atomic(directory / records.CHECKPOINT, lambda f: torch.save(state, f))
+    records.write_torch(directory / records.CHECKPOINT, state)
 
 
 def _append(

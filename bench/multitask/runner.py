@@ -110,7 +110,7 @@ def write_checkpoint(directory: Path, method: MultiTaskMethod, step: int, wall: 
         "step": step,
         "wall_s": wall,
     }
-    records.write_atomic(directory / records.CHECKPOINT, lambda f: torch.save(state, f))
+    records.write_torch(directory / records.CHECKPOINT, state)
 
 
 def build_method(spec: MTLSpec, taskset: TaskSet) -> MultiTaskMethod:

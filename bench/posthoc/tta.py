@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from bench.algorithms.base import Algorithm
 from bench.errors import UserError
-from bench.evaluation import mcc
+from bench.evaluation import confusion_counts, split_scores
 from bench.hparams import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Domain, Fixed, Param
 from bench.hparams import apply_overrides as _apply
 from bench.posthoc import results
@@ -172,11 +172,7 @@ def scores(true: Tensor, pred: Tensor) -> dict[str, Any]:
     """``{"acc", "mcc", "n", "confusion"}`` from labels and predictions, as ``evaluate`` records."""
     if len(true) == 0:
         return {"acc": None, "mcc": None, "n": 0, "confusion": []}
-    cells, counts = torch.stack([true, pred], 1).unique(dim=0, return_counts=True)
-    confusion = [[int(t), int(p), int(c)] for (t, p), c in zip(cells.tolist(), counts.tolist())]
-    n = len(true)
-    acc = sum(c for t, p, c in confusion if t == p) / n
-    return {"acc": acc, "mcc": mcc(confusion), "n": n, "confusion": confusion}
+    return split_scores(confusion_counts(true, pred), len(true))
 
 
 def stream(

@@ -169,7 +169,7 @@ def _train_and_store(
     wall = time.perf_counter() - t0
     tail = losses[-max(1, len(losses) // 10) :]
     status = "ok" if all(math.isfinite(v) for v in tail) else "diverged"
-    records.write_atomic(directory / WEIGHTS, lambda f: torch.save(featurizer.state_dict(), f))
+    records.write_torch(directory / WEIGHTS, featurizer.state_dict())
     summary = {
         "pretrain_id": spec.pretrain_id,
         "spec": spec.to_dict(),

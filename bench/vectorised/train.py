@@ -8,7 +8,6 @@ import contextlib
 import copy
 import dataclasses
 import logging
-import math
 import tempfile
 import time
 from pathlib import Path
@@ -172,14 +171,18 @@ class GroupTrainer:
         checked = False
         keys = batched.keys()
         t0 = time.perf_counter()
-        sums: list[dict[str, float]] = [{} for _ in contexts]
-        counts = [0] * len(contexts)
+        # train_loop's running sums of the statistics, in float64 as its Python floats add
+        sums = torch.zeros(len(contexts), len(keys), dtype=torch.float64)
+        count = 0  # steps since the last record, shared: members record at the same steps
         last: list[dict[str, Any] | None] = [None] * len(contexts)
         outcomes: list[runner.RunOutcome | None] = [None] * len(contexts)
         for step in range(spec.steps):
             if all(o is not None for o in outcomes):
                 break
-            rows = batched.step(*batches(step)).tolist()
+            stats = batched.step(*batches(step))
+            finite = torch.isfinite(stats).all(1).tolist()
+            sums += stats  # a member that diverges has finished; its sums are not read again
+            count += 1
             record = runner.is_record_step(spec, step)
             scores: list[Any] = [None] * len(contexts)
             if record:
@@ -190,22 +193,20 @@ class GroupTrainer:
                         checked = True
                         if not self._same_scores(scores):
                             group_eval, scores = None, [None] * len(contexts)
-            for i, (ctx, row) in enumerate(zip(contexts, rows)):
+            for i, ctx in enumerate(contexts):
                 if outcomes[i] is not None:
                     continue
-                stats = dict(zip(keys, row))
-                if not all(math.isfinite(v) for v in row):
-                    log.warning("run %s diverged at step %d: %s", ctx.spec.run_id, step, stats)
+                if not finite[i]:
+                    found = dict(zip(keys, stats[i].tolist()))
+                    log.warning("run %s diverged at step %d: %s", ctx.spec.run_id, step, found)
                     outcomes[i] = ctx.finish("diverged", step, time.perf_counter() - t0, last[i])
-                    continue
-                for key, value in stats.items():
-                    sums[i][key] = sums[i].get(key, 0.0) + value
-                counts[i] += 1
-                if record:
+                elif record:
                     restore_rng_state(self.rng[i], ctx.device)
-                    train = {key: value / counts[i] for key, value in sums[i].items()}
+                    train = dict(zip(keys, (sums[i] / count).tolist()))
                     last[i] = ctx.record(step, time.perf_counter() - t0, train, scores[i])
-                    sums[i], counts[i] = {}, 0
+            if record:
+                sums.zero_()
+                count = 0
         wall = time.perf_counter() - t0
         return [
             o if o is not None else ctx.finish("ok", spec.steps - 1, wall, last[i])
