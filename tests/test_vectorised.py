@@ -141,6 +141,8 @@ FAMILIES = [
     pytest.param("irm", "spurious_toy", {"irm_penalty_anneal_iters": 3}, id="irm-one-logit"),
     pytest.param("fishr", "spurious_toy", {"penalty_anneal_iters": 3}, id="fishr-one-logit"),
     pytest.param("coral", "spurious_toy", {}, id="coral-one-logit"),
+    pytest.param("sd", "fish_toy", {}, id="sd"),
+    pytest.param("sd", "spurious_toy", {}, id="sd-one-logit"),
 ]
 
 
@@ -225,8 +227,9 @@ def test_penalty_members_with_their_own_weight_and_anneal_step_train_as_one_by_o
             ],
         ),
         ("group_dro", [{"groupdro_eta": eta} for eta in (1e-3, 1e-2, 1e-1)]),
+        ("sd", [{"sd_reg": weight} for weight in (1e-5, 3.7e-3, 0.1)]),
     ],
-    ids=["fishr-ema", "coral-gamma", "ib_erm-weight-and-anneal", "group_dro-eta"],
+    ids=["fishr-ema", "coral-gamma", "ib_erm-weight-and-anneal", "group_dro-eta", "sd-weight"],
 )
 def test_members_with_their_own_hparams_train_as_one_by_one(
     tmp_path, algorithm, members, steps_taken
@@ -265,7 +268,7 @@ def test_specs_of_another_shape_or_algorithm_train_alone():
         make_spec("erm", "fish_toy", size="tiny", overrides={"l2": 1e-3}),
         make_spec("erm", "fish_toy", size="tiny", precision="bf16"),
         make_spec("erm", "spurious_toy", size="tiny"),  # another dataset: a group of its own
-        make_spec("sd", "fish_toy", size="tiny"),
+        make_spec("mixup", "fish_toy", size="tiny"),
     ]
     for spec in (other[0], other[2], other[3], other[5]):
         assert vectorised.group_key(spec) is None
@@ -327,14 +330,15 @@ def test_the_local_launcher_trains_groups_and_single_runs(tmp_path, steps_taken)
         ("irm", {"irm_penalty_anneal_iters": 3}),
         ("fishr", {"penalty_anneal_iters": 3}),
         ("coral", {}),
+        ("sd", {}),
     ],
 )
 def test_a_penalty_s_gradient_takes_the_group_s_way_only_where_it_equals_each_member_s(
     tmp_path, monkeypatch, steps_taken, algorithm, overrides, rounds_differently
 ):
     """IRM's and Fishr's penalties differentiate a gradient: the group's way (one autograd graph,
-    or ``vmap``) is used after probes showed it equal to one graph per member; where a probe
-    differs (here by one ulp), the members' way."""
+    ``vmap``, or SD's gradient written out) is used after probes showed it equal to one graph
+    per member; where a probe differs (here by one ulp), the members' way."""
     batched = vectorised.BATCHED[algorithm]
     specs = _group("fish_toy", algorithm, **overrides)
     for spec in specs:
@@ -411,7 +415,7 @@ def test_a_group_whose_batched_evaluation_differs_evaluates_one_by_one(
 CLI_SWEEP = [
     "sweep",
     "--algorithms",
-    "erm,sd",
+    "erm,mixup",
     "--datasets",
     "fish_toy",
     "--size",
@@ -445,7 +449,7 @@ def test_the_dry_run_lists_the_groups_and_times_them_as_groups(tmp_path, capsys,
     assert "  3 runs of erm on fish_toy (test test): trials [0, 1, 2], hparams seeds [0]" in text
     spec = make_spec("irm", "fish_toy", size="tiny", steps=9)
     records_ = len(spec.record_steps)
-    one = 0.1 + 9 * 0.001 + records_ * 0.01  # an sd run, one by one
+    one = 0.1 + 9 * 0.001 + records_ * 0.01  # a mixup run, one by one
     group = 0.05 + 9 * 0.0005 + records_ * (0.002 + 3 * 0.001)  # the erm group
     assert f"estimate: {plan.format_duration(3 * one + group)} for 6 run(s), 1 job(s)" in text
     assert "groups vectorised" in text
@@ -454,7 +458,7 @@ def test_the_dry_run_lists_the_groups_and_times_them_as_groups(tmp_path, capsys,
     assert timed == [3]  # cached per protocol and group size
     capsys.readouterr()
     # two workers: each starts (10 s here), then takes the next unit when free (the three
-    # sd runs, then the group, go to the first free worker)
+    # mixup runs, then the group, go to the first free worker)
     monkeypatch.setattr(plan, "worker_start_s", lambda measure: 10.0)
     two = [*CLI_SWEEP[:-3], "--jobs", "2", "--no-progress"]
     assert cli.main([*two, "--vectorise", "--dry-run", "--output-dir", str(out)]) == 0
@@ -468,7 +472,7 @@ def test_a_group_is_timed_on_throw_away_copies(tmp_path):
     found = vectorised.time_group(specs, _options(tmp_path / "out"), steps=2)
     assert min(found[k] for k in ("setup_s", "step_s", "eval_s", "record_s")) > 0
     assert not (tmp_path / "out").exists()
-    alone = vectorised.time_group(_group("fish_toy", "sd"), _options(tmp_path), steps=2)
+    alone = vectorised.time_group(_group("fish_toy", "mixup"), _options(tmp_path), steps=2)
     assert alone == {"alone": True}
 
 
@@ -501,7 +505,7 @@ def test_a_vectorised_sweep_writes_the_records_of_a_sweep_one_by_one(tmp_path, s
     assert steps_taken and set(steps_taken) == {3}
     specs = [
         make_spec(algorithm, "fish_toy", size="tiny", steps=9, trial_seed=trial)
-        for algorithm in ("erm", "sd")
+        for algorithm in ("erm", "mixup")
         for trial in range(3)
     ]
     _assert_identical(tmp_path / "one", tmp_path / "group", specs)

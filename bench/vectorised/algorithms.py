@@ -8,6 +8,7 @@ from bench.vectorised.fishr import BatchedFishr
 from bench.vectorised.group_dro import BatchedGroupDRO
 from bench.vectorised.ib_erm import BatchedIBERM
 from bench.vectorised.irm import BatchedIRM
+from bench.vectorised.sd import BatchedSD
 from bench.vectorised.vrex import BatchedVREx
 
 # The algorithms whose update trains batched, and the class that does it.
@@ -20,4 +21,5 @@ BATCHED: dict[str, type[BatchedERM]] = {
     "mmd": BatchedFeatureMatching,
     "ib_erm": BatchedIBERM,
     "group_dro": BatchedGroupDRO,
+    "sd": BatchedSD,
 }
