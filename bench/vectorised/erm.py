@@ -100,6 +100,7 @@ class BatchedERM:
     # True: the update applies the head to each environment's features apart (Fishr), so an
     # environment's head gradient reduces over its own rows only
     HEAD_PER_ENV: ClassVar[bool] = False
+    STATS: ClassVar[tuple[str, ...]] = ("loss", "nll")  # the update's statistics, in its order
 
     def __init__(self, algorithms: list[Algorithm]) -> None:
         self.algorithms = algorithms
@@ -139,6 +140,7 @@ class BatchedERM:
         self._row_counts: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
         self._unused = torch.zeros(())  # nll_loss_backward's total_weight: unread unreduced
         self._features = torch.empty(0)
+        self._logits = torch.empty(0)  # this step's, for a penalty on the logits (IRM, SD)
 
     def _views(self, buffer: Tensor) -> list[Tensor]:
         n = len(self.algorithms)
@@ -148,7 +150,7 @@ class BatchedERM:
         ]
 
     def keys(self) -> list[str]:
-        return ["loss", "nll"] + (["grad_cos"] if self.has_grad_cos else [])
+        return list(self.STATS) + (["grad_cos"] if self.has_grad_cos else [])
 
     def _forward(self, x: Tensor, trace: list[tuple[str, Tensor]] | None = None) -> Tensor:
         """The logits; ``trace`` collects what the backward pass reads: each Linear's input,
@@ -177,7 +179,7 @@ class BatchedERM:
         """
         n, rows = y.shape
         trace: list[tuple[str, Tensor]] = []
-        logits = self._forward(x, trace)
+        self._logits = logits = self._forward(x, trace)
         self._features = trace[-1][1]  # the head's input
         scores = self._scores(logits)
         grad, stats = self._loss(scores, y, sizes)

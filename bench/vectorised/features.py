@@ -50,16 +50,13 @@ class BatchedFeatureObjective(BatchedERM):
 
     HEAD_IN_LOSS = True
     HEAD_PER_ENV = True  # the update applies the head to each environment's features
-    STATS = ("loss", "nll", "penalty")  # the update's statistics, the penalty's name last
+    STATS = ("loss", "nll", "penalty")  # the penalty's name last
 
     def __init__(self, algorithms: list[Algorithm]) -> None:
         super().__init__(algorithms)
         self.head = algorithms[0].classifier  # its structure, for functional_call
         self.names = [name for name, _ in self.head.named_parameters()]
         self.state = torch.zeros(len(algorithms), 1)  # what a member carries between steps
-
-    def keys(self) -> list[str]:
-        return list(self.STATS) + (["grad_cos"] if self.has_grad_cos else [])
 
     def _scalars(self) -> dict[str, list[float]]:
         """Each member's hparams for this step, by name."""

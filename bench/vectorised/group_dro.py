@@ -13,14 +13,12 @@ class BatchedGroupDRO(BatchedERM):
     """GroupDRO's ``update``: the q-weighted risk, q ascending on the environment risks."""
 
     PER_RUN = frozenset({"groupdro_eta"})
+    STATS = ("loss", "nll", "q_max")
 
     def __init__(self, algorithms: list[Algorithm]) -> None:
         super().__init__(algorithms)
         self.eta = torch.tensor([a.hparams["groupdro_eta"] for a in algorithms]).unsqueeze(1)
         self.q = torch.stack([a.q for a in algorithms])
-
-    def keys(self) -> list[str]:
-        return ["loss", "nll", "q_max"] + (["grad_cos"] if self.has_grad_cos else [])
 
     def _loss(self, scores: Tensor, y: Tensor, sizes: list[int]) -> tuple[Tensor, list[Tensor]]:
         losses = self._env_losses(scores, y, sizes)

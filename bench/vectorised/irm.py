@@ -32,6 +32,7 @@ class BatchedIRM(BatchedERM):
     """
 
     PER_RUN = frozenset({"irm_lambda", "irm_penalty_anneal_iters"})
+    STATS = ("loss", "nll", "penalty")
 
     def __init__(self, algorithms: list[Algorithm]) -> None:
         super().__init__(algorithms)
@@ -40,14 +41,6 @@ class BatchedIRM(BatchedERM):
         self.anneal = [hp["irm_penalty_anneal_iters"] for hp in hps]
         self.full_batch = hps[0]["batch_size"] == 0
         self.irm_code = hps[0]["irm_code"]
-        self._logits = torch.empty(0)
-
-    def keys(self) -> list[str]:
-        return ["loss", "nll", "penalty"] + (["grad_cos"] if self.has_grad_cos else [])
-
-    def _scores(self, logits: Tensor) -> Tensor:
-        self._logits = logits  # the penalty reads the logits themselves
-        return super()._scores(logits)
 
     def _loss(self, scores: Tensor, y: Tensor, sizes: list[int]) -> tuple[Tensor, list[Tensor]]:
         step = self.updates

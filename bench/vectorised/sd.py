@@ -26,19 +26,12 @@ class BatchedSD(BatchedERM):
     """
 
     PER_RUN = frozenset({"sd_reg"})
+    STATS = ("loss", "nll", "penalty")
 
     def __init__(self, algorithms: list[Algorithm]) -> None:
         super().__init__(algorithms)
         self.weight = [a.hparams["sd_reg"] for a in algorithms]
         self._weight = torch.tensor(self.weight).view(-1, 1, 1)  # float32, as autograd's
-        self._logits = torch.empty(0)
-
-    def keys(self) -> list[str]:
-        return ["loss", "nll", "penalty"] + (["grad_cos"] if self.has_grad_cos else [])
-
-    def _scores(self, logits: Tensor) -> Tensor:
-        self._logits = logits  # the penalty reads the logits themselves
-        return super()._scores(logits)
 
     def _loss(self, scores: Tensor, y: Tensor, sizes: list[int]) -> tuple[Tensor, list[Tensor]]:
         key = (tuple(self._logits.shape), tuple(self.weight))
@@ -50,7 +43,7 @@ class BatchedSD(BatchedERM):
 
     def _probe(self, y: Tensor) -> bool:
         logits = torch.randn(self._logits.shape)
-        found = self._group_grads(logits, BatchedERM._scores(self, logits), y)
+        found = self._group_grads(logits, self._scores(logits), y)
         expected = self._member_grads(logits, y)
         return all(torch.equal(a, b) for a, b in zip(found, expected))
 

@@ -14,6 +14,7 @@ class BatchedVREx(BatchedERM):
     difference of two), annealed as ``Algorithm.penalised_loss`` anneals it."""
 
     PER_RUN = frozenset({"vrex_lambda", "vrex_penalty_anneal_iters"})
+    STATS = ("loss", "nll", "penalty")
 
     def __init__(self, algorithms: list[Algorithm]) -> None:
         super().__init__(algorithms)
@@ -22,9 +23,6 @@ class BatchedVREx(BatchedERM):
         self.anneal = [hp["vrex_penalty_anneal_iters"] for hp in hps]
         self.squared_difference = hps[0]["vrex_penalty"] == "squared_difference"
         self.irm_code = hps[0]["irm_code"]
-
-    def keys(self) -> list[str]:
-        return ["loss", "nll", "penalty"] + (["grad_cos"] if self.has_grad_cos else [])
 
     def _loss(self, scores: Tensor, y: Tensor, sizes: list[int]) -> tuple[Tensor, list[Tensor]]:
         step = self.updates
