@@ -80,30 +80,34 @@ class BatchedIRM(BatchedERM):
     def _group_grads(
         self, logits: Tensor, y: Tensor, sizes: list[int], w: list[float]
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """As ``_member_grads``, with one graph and one dummy scale per member."""
+        """As ``_member_grads``, with one graph and one dummy scale per member; the values of
+        the risks each member's own reductions (the gradients do not depend on them)."""
         with torch.enable_grad():
             stacked = logits.detach().requires_grad_()
             nlls, penalties, start = [], [], 0
             for size in sizes:
                 part, labels = stacked[:, start : start + size], y[:, start : start + size]
                 start += size
-                nlls.append(_risks(part, labels))
+                nlls.append(_risks_to_differentiate(part, labels))
                 if self.full_batch:
                     penalties.append(self._scale_grads(part, labels).pow(2))
                 else:
                     even = self._scale_grads(part[:, ::2], labels[:, ::2])
                     penalties.append(even * self._scale_grads(part[:, 1::2], labels[:, 1::2]))
-            nll = torch.stack(nlls, dim=1).mean(1)
             penalty = torch.stack(penalties, dim=1).mean(1)
-            loss = penalised_loss(nll, penalty, torch.tensor(w), self.irm_code)
+            weight = torch.tensor(w)
+            loss = penalised_loss(torch.stack(nlls, dim=1).mean(1), penalty, weight, self.irm_code)
             (grad,) = torch.autograd.grad(loss.sum(), stacked)
-        return grad.reshape(-1, grad.shape[2]), loss.detach(), nll.detach(), penalty.detach()
+        penalty = penalty.detach()
+        nll = self._env_losses(self._scores(logits), y, sizes).mean(1)
+        loss = penalised_loss(nll, penalty, weight, self.irm_code)
+        return grad.reshape(-1, grad.shape[2]), loss, nll, penalty
 
     @staticmethod
     def _scale_grads(logits: Tensor, y: Tensor) -> Tensor:
         """[N]: ``dummy_scale_grad`` of every member, d loss_i(w_i * logits_i) / dw_i at w = 1."""
         scale = torch.ones(len(logits), 1, 1, requires_grad=True)
-        total = _risks(logits * scale, y).sum()
+        total = _risks_to_differentiate(logits * scale, y).sum()
         return torch.autograd.grad(total, [scale], create_graph=True)[0].view(-1)
 
 
@@ -115,3 +119,13 @@ def _risks(logits: Tensor, y: Tensor) -> Tensor:
         return torch.stack([classification_loss(x, t) for x, t in zip(logits, y)])
     scores = F.log_softmax(logits, dim=2)
     return torch.stack([F.nll_loss(s, t) for s, t in zip(scores, y)])
+
+
+def _risks_to_differentiate(logits: Tensor, y: Tensor) -> Tensor:
+    """[N]: ``_risks`` for their gradients only: cross-entropy's mean as one batched gather
+    and mean (its backward, -grad / rows at each label, is ``nll_loss``'s, and so are the
+    second derivatives on the probes); its value rounds as the batched mean does."""
+    if logits.shape[2] == 1:
+        return _risks(logits, y)
+    scores = F.log_softmax(logits, dim=2)
+    return scores.gather(2, y.unsqueeze(2)).squeeze(2).mean(1).neg()
