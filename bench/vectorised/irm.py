@@ -24,8 +24,10 @@ class BatchedIRM(BatchedERM):
       ``irm_penalty``, one autograd graph per member: the unbatched arithmetic by construction;
     - ``_group_grads``: one graph for the group, each member with its own dummy scale (an
       [N, 1, 1] tensor), so each environment's penalty takes one ``autograd.grad`` for all
-      members instead of one per member, and ``log_softmax`` one call. Each member's mean
-      risk is still its own call (its reduction order).
+      members instead of one per member, and each risk one batched ``log_softmax``, gather
+      and mean (``_risks``). The risks' values come from each member's own reduction
+      (``_env_losses``): the batched mean rounds them differently, and the gradients do not
+      depend on them.
 
     The group's way is used once it equals the members' on ``PROBES`` random logits of the
     group's layout; otherwise every step takes the members' way.
@@ -80,15 +82,14 @@ class BatchedIRM(BatchedERM):
     def _group_grads(
         self, logits: Tensor, y: Tensor, sizes: list[int], w: list[float]
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """As ``_member_grads``, with one graph and one dummy scale per member; the values of
-        the risks each member's own reductions (the gradients do not depend on them)."""
+        """As ``_member_grads``, with one graph and one dummy scale per member."""
         with torch.enable_grad():
             stacked = logits.detach().requires_grad_()
             nlls, penalties, start = [], [], 0
             for size in sizes:
                 part, labels = stacked[:, start : start + size], y[:, start : start + size]
                 start += size
-                nlls.append(_risks_to_differentiate(part, labels))
+                nlls.append(_risks(part, labels))
                 if self.full_batch:
                     penalties.append(self._scale_grads(part, labels).pow(2))
                 else:
@@ -107,25 +108,17 @@ class BatchedIRM(BatchedERM):
     def _scale_grads(logits: Tensor, y: Tensor) -> Tensor:
         """[N]: ``dummy_scale_grad`` of every member, d loss_i(w_i * logits_i) / dw_i at w = 1."""
         scale = torch.ones(len(logits), 1, 1, requires_grad=True)
-        total = _risks_to_differentiate(logits * scale, y).sum()
+        total = _risks(logits * scale, y).sum()
         return torch.autograd.grad(total, [scale], create_graph=True)[0].view(-1)
 
 
 def _risks(logits: Tensor, y: Tensor) -> Tensor:
-    """[N]: each member's ``classification_loss`` on its rows of ``logits`` [N, rows, C]. Cross-
-    entropy is ``nll_loss`` after ``log_softmax``: the latter, row by row, for all members at
-    once; the mean, one call per member (its reduction order)."""
+    """[N]: each member's ``classification_loss`` on its rows of ``logits`` [N, rows, C], for
+    its gradients. Cross-entropy as one batched ``log_softmax``, gather and mean: the mean's
+    backward, -grad / rows at each label, is ``nll_loss``'s (and so are the second derivatives
+    the penalty takes, on the probes); its value rounds as the batched mean does. Binary
+    cross-entropy, one call per member."""
     if logits.shape[2] == 1:
         return torch.stack([classification_loss(x, t) for x, t in zip(logits, y)])
-    scores = F.log_softmax(logits, dim=2)
-    return torch.stack([F.nll_loss(s, t) for s, t in zip(scores, y)])
-
-
-def _risks_to_differentiate(logits: Tensor, y: Tensor) -> Tensor:
-    """[N]: ``_risks`` for their gradients only: cross-entropy's mean as one batched gather
-    and mean (its backward, -grad / rows at each label, is ``nll_loss``'s, and so are the
-    second derivatives on the probes); its value rounds as the batched mean does."""
-    if logits.shape[2] == 1:
-        return _risks(logits, y)
     scores = F.log_softmax(logits, dim=2)
     return scores.gather(2, y.unsqueeze(2)).squeeze(2).mean(1).neg()
