@@ -142,19 +142,31 @@ class RunContext:
                 )
         return out
 
+    def evaluate(self) -> dict[str, Any]:
+        """Every split's scores at the run's precision (what a record's ``eval`` holds)."""
+        with precision_context(self.device, self.spec.precision):
+            return evaluate(
+                self.algorithm, self.envs, self.splits, self.options.eval_batch_size, self.skip
+            )
+
     def record(
         self, step: int, wall: float, train: dict[str, float], scores: dict | None = None
     ) -> dict[str, Any]:
         """Evaluate (unless ``scores`` holds the evaluation, e.g. a vectorised group's), append
         the record and write the checkpoint (in that order, as resume expects)."""
-        spec, hparams = self.spec, self.hparams
-        batch = hparams["batch_size"]
-        if scores is None:
-            with precision_context(self.device, spec.precision):
-                scores = evaluate(
-                    self.algorithm, self.envs, self.splits, self.options.eval_batch_size, self.skip
-                )
-        record = {
+        record = self.new_record(step, wall, train, scores)
+        records.append_record(self.directory / records.RESULTS, record)
+        with precision_context(self.device, self.spec.precision):
+            averaged = self.averaging.at_record(self, step, record)
+        self.write_checkpoint(self.checkpoint(step, wall, averaged))
+        return record
+
+    def new_record(
+        self, step: int, wall: float, train: dict[str, float], scores: dict | None = None
+    ) -> dict[str, Any]:
+        """The record of step ``step``, evaluating unless ``scores`` holds the evaluation."""
+        spec, batch = self.spec, self.hparams["batch_size"]
+        return {
             "schema": records.SCHEMA,
             "run_id": spec.run_id,
             "step": step,
@@ -165,21 +177,26 @@ class RunContext:
             "spec": spec.to_dict(),
             "metric": DATASETS.get(spec.dataset).METRIC,
             "train": train,
-            "eval": scores,
+            "eval": self.evaluate() if scores is None else scores,
             "meta": self.meta,
         }
-        records.append_record(self.directory / records.RESULTS, record)
-        with precision_context(self.device, spec.precision):
-            averaged = self.averaging.at_record(self, step, record)
+
+    def checkpoint(
+        self, step: int, wall: float, averaged: dict[str, Any] | None = None, rng: Any = None
+    ) -> bytes:
+        """The checkpoint of step ``step``, serialised: the algorithm, ``rng`` as the global RNG
+        state (None: the current one) and the averaging hook's state."""
         state = {
             "algorithm": self.algorithm.state_dict(),
-            "rng": capture_rng_state(self.device),
+            "rng": capture_rng_state(self.device) if rng is None else rng,
             "step": step,
             "wall_s": wall,
-            **averaged,
+            **(averaged or {}),
         }
-        records.write_torch(self.directory / records.CHECKPOINT, state)
-        return record
+        return records.torch_bytes(state)
+
+    def write_checkpoint(self, data: bytes) -> None:
+        records.write_bytes(self.directory / records.CHECKPOINT, data)
 
     def finish(
         self, status: str, step: int, wall: float, last: dict[str, Any] | None

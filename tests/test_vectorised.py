@@ -12,6 +12,7 @@ import torch
 from bench import cli, execution, launchers, plan, records, runner, vectorised
 from bench.checkpoint import load_checkpoint
 from bench.spec import RunSpec, RuntimeOptions, make_spec
+from bench.vectorised import train as group_training
 from bench.vectorised.data import GroupEval
 from bench.vectorised.products import Products
 from bench.vectorised.train import _same_state
@@ -295,18 +296,18 @@ def test_a_group_resumes_after_a_kill_with_identical_records(tmp_path, monkeypat
     specs = _group("fish_toy")
     for spec in specs:
         runner.run(spec, _options(tmp_path / "one"))
-    real = runner.RunContext.record
+    real = group_training._write
 
-    def killed_at_step_4(self, step, wall, train, scores=None):
-        found = real(self, step, wall, train, scores)
-        if step == 4:
+    def killed_at_step_4(ctx, record, checkpoint):
+        found = real(ctx, record, checkpoint)
+        if record["step"] == 4:
             raise KeyboardInterrupt  # after the checkpoint of step 4: the worker dies
         return found
 
-    monkeypatch.setattr(runner.RunContext, "record", killed_at_step_4)
+    monkeypatch.setattr(group_training, "_write", killed_at_step_4)
     with pytest.raises(KeyboardInterrupt):
         vectorised.run_group(specs, _options(tmp_path / "group"))
-    monkeypatch.setattr(runner.RunContext, "record", real)
+    monkeypatch.setattr(group_training, "_write", real)
     vectorised.run_group(specs, _options(tmp_path / "group"))  # partial runs: one by one
     _assert_identical(tmp_path / "one", tmp_path / "group", specs)
 

@@ -265,8 +265,8 @@ class BatchedERM:
                 out = {"grad_input": grad} if ours else {}
                 grad = _THRESHOLD_BACKWARD[ours](grad, tensor, 0, **out)
                 continue
-            grads[j].copy_(self.products.mm(grad.transpose(1, 2), tensor))
-            grads[j + 1].copy_(grad.sum(1))
+            self.products.mm(grad.transpose(1, 2), tensor, out=grads[j])
+            torch.sum(grad, 1, out=grads[j + 1])
             if i > 0:  # the network's input needs no gradient
                 grad, ours = self.products.mm(grad, self.params[j]), True
             j -= 2

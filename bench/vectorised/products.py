@@ -38,15 +38,19 @@ def _aligned(t: Tensor) -> Tensor:
 
 
 class Products:
-    """``mm`` and ``addmm`` of stacked operands ([N, ...]), slice by slice as one run's."""
+    """``mm`` and ``addmm`` of stacked operands ([N, ...]), slice by slice as one run's.
 
-    def __init__(self) -> None:
-        self._batched: dict[tuple, bool] = {}
+    A layout's verdict is a fact of this process's kernels, so every instance shares it: a
+    group's first-step check probes each layout once for the whole run.
+    """
 
-    def mm(self, a: Tensor, b: Tensor) -> Tensor:
+    _batched: dict[tuple, bool] = {}  # per layout of the operands: bmm equals mm
+
+    def mm(self, a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
+        """``out``: where to write the product (a buffer the caller keeps)."""
         if self._batched_equal(a, b, None):
-            return torch.bmm(a, b)
-        return torch.stack([_aligned(x).mm(_aligned(y)) for x, y in zip(a, b)])
+            return torch.bmm(a, b, out=out)
+        return torch.stack([_aligned(x).mm(_aligned(y)) for x, y in zip(a, b)], out=out)
 
     def addmm(self, bias: Tensor, a: Tensor, b: Tensor) -> Tensor:
         """``bias`` [N, out] added to every row, as ``F.linear`` adds it."""
@@ -57,10 +61,15 @@ class Products:
         )
 
     def _batched_equal(self, a: Tensor, b: Tensor, bias: Tensor | None) -> bool:
-        key = (_layout(a), _layout(b), None if bias is None else _layout(bias))
-        if key not in self._batched:
-            self._batched[key] = all(self._probe(a, b, bias) for _ in range(PROBES))
-        return self._batched[key]
+        key = (
+            a.shape, a.stride(), a.storage_offset() % ALIGN,
+            b.shape, b.stride(), b.storage_offset() % ALIGN,
+            None if bias is None else _layout(bias),
+        )  # fmt: skip
+        found = self._batched.get(key)
+        if found is None:
+            found = self._batched[key] = all(self._probe(a, b, bias) for _ in range(PROBES))
+        return found
 
     @staticmethod
     def _probe(a: Tensor, b: Tensor, bias: Tensor | None) -> bool:

@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -18,7 +19,6 @@ from torch import Tensor
 
 from bench import records, runner
 from bench.checkpoint import capture_rng_state, restore_rng_state
-from bench.evaluation import evaluate
 from bench.execution import freed_memory_kept
 from bench.spec import RunSpec, RuntimeOptions
 from bench.vectorised.algorithms import BATCHED
@@ -125,8 +125,9 @@ def _same_state(a: Any, b: Any) -> bool:
 
 def time_group(specs: Sequence[RunSpec], options: RuntimeOptions, steps: int) -> dict[str, Any]:
     """Seconds to prepare ``specs`` as one group, per batched step, per batched evaluation and
-    per member's record (with its checkpoint), timed on throw-away copies (a step untimed
-    first), for ``plan``'s estimate; ``{"alone": True}`` when they would train one by one."""
+    a member's share of the group's records (with their checkpoints, written concurrently),
+    timed on throw-away copies (a step untimed first), for ``plan``'s estimate;
+    ``{"alone": True}`` when they would train one by one."""
     short = [dataclasses.replace(s, steps=steps + 1, eval_every=steps + 1) for s in specs]
     with tempfile.TemporaryDirectory() as tmp, freed_memory_kept():  # as run_group trains
         run_options = dataclasses.replace(options, output_dir=Path(tmp))
@@ -148,19 +149,45 @@ def time_group(specs: Sequence[RunSpec], options: RuntimeOptions, steps: int) ->
         scores = GroupEval(contexts, batched)()
         eval_s = time.perf_counter() - start
         batched.write_back()
-        start = time.perf_counter()  # one member's record and checkpoint, written as training does
-        contexts[0].record(steps, 0.0, {}, scores[0])
-        record_s = time.perf_counter() - start
+        rng = capture_rng_state(contexts[0].device)
+        with ThreadPoolExecutor(len(contexts)) as writers:  # the records, written as training does
+            start = time.perf_counter()
+            written = [
+                writers.submit(
+                    _write, c, c.new_record(steps, 0.0, {}, s), c.checkpoint(steps, 0.0, rng=rng)
+                )
+                for c, s in zip(contexts, scores)
+            ]
+            for future in written:
+                future.result()
+            record_s = (time.perf_counter() - start) / len(contexts)  # a member's share
     return {"setup_s": setup_s, "step_s": step_s, "eval_s": eval_s, "record_s": record_s}
 
 
+def _write(ctx: runner.RunContext, record: dict[str, Any], checkpoint: bytes) -> dict[str, Any]:
+    """A member's record, then its checkpoint, as ``RunContext.record`` writes them."""
+    records.append_record(ctx.directory / records.RESULTS, record)
+    ctx.write_checkpoint(checkpoint)
+    return record
+
+
 class GroupTrainer:
-    """``runner.train_loop`` for several prepared runs at once, stepping them together."""
+    """``runner.train_loop`` for several prepared runs at once, stepping them together.
+
+    Records and checkpoints are composed here and written to disk in threads, one per member,
+    while the group trains on: each is an fsync, milliseconds the steps need not wait for. A
+    member's files are written in ``RunContext.record``'s order (record, then checkpoint), and
+    its writes have finished before its next ones start and before it finishes.
+    """
 
     def __init__(self, contexts: list[runner.RunContext], rng: list[Any]) -> None:
         self.contexts, self.rng = contexts, rng
 
     def train(self) -> list[runner.RunOutcome]:
+        with ThreadPoolExecutor(len(self.contexts), thread_name_prefix="record") as writers:
+            return self._train(writers)
+
+    def _train(self, writers: ThreadPoolExecutor) -> list[runner.RunOutcome]:
         contexts = self.contexts
         spec = contexts[0].spec
         batched = BATCHED[spec.algorithm]([ctx.algorithm for ctx in contexts])
@@ -176,6 +203,7 @@ class GroupTrainer:
         count = 0  # steps since the last record, shared: members record at the same steps
         last: list[dict[str, Any] | None] = [None] * len(contexts)
         outcomes: list[runner.RunOutcome | None] = [None] * len(contexts)
+        written: dict[int, Future] = {}  # records being written
         for step in range(spec.steps):
             if all(o is not None for o in outcomes):
                 break
@@ -184,15 +212,16 @@ class GroupTrainer:
             sums += stats  # a member that diverges has finished; its sums are not read again
             count += 1
             record = runner.is_record_step(spec, step)
-            scores: list[Any] = [None] * len(contexts)
+            if record or not all(finite):
+                self._written(written, last)
             if record:
                 batched.write_back()
-                if group_eval is not None:
-                    scores = group_eval()
-                    if not checked:  # the first evaluation both ways; on a difference, one by one
-                        checked = True
-                        if not self._same_scores(scores):
-                            group_eval, scores = None, [None] * len(contexts)
+                scores = self._scores(group_eval, outcomes)
+                if group_eval is not None and not checked:
+                    checked = True  # the first evaluation both ways; on a difference, one by one
+                    if not self._same_scores(scores):
+                        group_eval, scores = None, self._scores(None, outcomes)
+            composed: dict[int, tuple] = {}  # each recording member's files
             for i, ctx in enumerate(contexts):
                 if outcomes[i] is not None:
                     continue
@@ -201,25 +230,43 @@ class GroupTrainer:
                     log.warning("run %s diverged at step %d: %s", ctx.spec.run_id, step, found)
                     outcomes[i] = ctx.finish("diverged", step, time.perf_counter() - t0, last[i])
                 elif record:
-                    restore_rng_state(self.rng[i], ctx.device)
                     train = dict(zip(keys, (sums[i] / count).tolist()))
-                    last[i] = ctx.record(step, time.perf_counter() - t0, train, scores[i])
+                    wall = time.perf_counter() - t0
+                    found = ctx.new_record(step, wall, train, scores[i])
+                    composed[i] = (ctx, found, ctx.checkpoint(step, wall, rng=self.rng[i]))
+            # written once all are serialised: the writers' Python would contend for the GIL
+            written.update({i: writers.submit(_write, *args) for i, args in composed.items()})
             if record:
                 sums.zero_()
                 count = 0
+        self._written(written, last)
         wall = time.perf_counter() - t0
+        finished = {
+            i: writers.submit(ctx.finish, "ok", spec.steps - 1, wall, last[i])
+            for i, ctx in enumerate(contexts)
+            if outcomes[i] is None
+        }
+        return [o if o is not None else finished[i].result() for i, o in enumerate(outcomes)]
+
+    @staticmethod
+    def _written(written: dict[int, Future], last: list[dict[str, Any] | None]) -> None:
+        """Wait for the records being written (raising a writer's error); each is its member's
+        last."""
+        for i, future in written.items():
+            last[i] = future.result()
+        written.clear()
+
+    def _scores(self, group_eval: GroupEval | None, outcomes: list[Any]) -> list[Any]:
+        """Every member's evaluation: the group's, or else each unfinished member's own."""
+        if group_eval is not None:
+            return group_eval()
         return [
-            o if o is not None else ctx.finish("ok", spec.steps - 1, wall, last[i])
-            for i, (o, ctx) in enumerate(zip(outcomes, contexts))
+            None if o is not None else ctx.evaluate() for o, ctx in zip(outcomes, self.contexts)
         ]
 
     def _same_scores(self, scores: list[Any]) -> bool:
         """Whether the batched evaluation equals each member's own (one warning if not)."""
-        same = all(
-            found
-            == evaluate(ctx.algorithm, ctx.envs, ctx.splits, ctx.options.eval_batch_size, ctx.skip)
-            for found, ctx in zip(scores, self.contexts)
-        )
+        same = all(found == ctx.evaluate() for found, ctx in zip(scores, self.contexts))
         if not same:
             log.warning(
                 "%d runs of %s: batched evaluation differs from one-by-one on this machine; "
