@@ -30,7 +30,8 @@ members one step both ways and compares every number (statistics, weights, optim
 on any difference the group trains one by one with one warning. The first batched evaluation
 is checked against each member's own the same way. At every record step the members' modules
 and Adam states are written back from the stacks, so records and checkpoints are the
-runner's own (a checkpoint resumes one by one). Specs without a shared shape, resumed runs
+runner's own (a checkpoint resumes one by one); they are composed by the group and written to
+disk by a thread per member while the group trains on. Specs without a shared shape, resumed runs
 and non-CPU devices train one by one.
 """
 
