@@ -312,6 +312,53 @@ def test_a_group_resumes_after_a_kill_with_identical_records(tmp_path, monkeypat
     _assert_identical(tmp_path / "one", tmp_path / "group", specs)
 
 
+def test_a_group_writes_while_it_trains_each_run_s_files_in_order(tmp_path, monkeypatch):
+    """Records and checkpoints go to disk in threads while the group steps on; each run's writes
+    still follow one another, step after step, and end before its done file is written."""
+    specs = _group("fish_toy")
+    events: list[tuple[str, str, int, float, float]] = []  # (what, run, step, start, end)
+    write, step, finish = (
+        group_training._write,
+        vectorised.BatchedERM.step,
+        runner.RunContext.finish,
+    )
+
+    def slow_write(ctx, record, checkpoint):
+        start = time.perf_counter()
+        time.sleep(0.05)  # a slow disk
+        found = write(ctx, record, checkpoint)
+        events.append(("write", ctx.spec.run_id, record["step"], start, time.perf_counter()))
+        return found
+
+    def timed_step(self, x, y, sizes):
+        start = time.perf_counter()
+        out = step(self, x, y, sizes)
+        events.append(("step", "", self.updates - 1, start, time.perf_counter()))
+        return out
+
+    def timed_finish(self, *args):
+        events.append(("finish", self.spec.run_id, -1, time.perf_counter(), 0.0))
+        return finish(self, *args)
+
+    monkeypatch.setattr(group_training, "_write", slow_write)
+    monkeypatch.setattr(vectorised.BatchedERM, "step", timed_step)
+    monkeypatch.setattr(runner.RunContext, "finish", timed_finish)
+    vectorised.run_group(specs, _options(tmp_path))
+    writes = [e for e in events if e[0] == "write"]
+    steps = [e for e in events if e[0] == "step"]
+    assert any(w[3] < s[3] < w[4] for w in writes for s in steps)  # steps ran during writes
+    for spec in specs:
+        own = sorted((w for w in writes if w[1] == spec.run_id), key=lambda w: w[2])
+        assert [w[2] for w in own] == spec.record_steps
+        assert all(earlier[4] <= later[3] for earlier, later in zip(own, own[1:]))
+        (done,) = [e[3] for e in events if e[0] == "finish" and e[1] == spec.run_id]
+        assert own[-1][4] <= done
+    one = tmp_path / "one"
+    for spec in specs:
+        runner.run(spec, _options(one))
+    _assert_identical(one, tmp_path, specs)
+
+
 def test_the_local_launcher_trains_groups_and_single_runs(tmp_path, steps_taken):
     alone = make_spec("irm", "fish_toy", size="tiny", steps=9, eval_every=4)
     specs = _group("fish_toy") + [alone]
