@@ -61,11 +61,7 @@ class Products:
         )
 
     def _batched_equal(self, a: Tensor, b: Tensor, bias: Tensor | None) -> bool:
-        key = (
-            a.shape, a.stride(), a.storage_offset() % ALIGN,
-            b.shape, b.stride(), b.storage_offset() % ALIGN,
-            None if bias is None else _layout(bias),
-        )  # fmt: skip
+        key = (_layout(a), _layout(b), None if bias is None else _layout(bias))
         found = self._batched.get(key)
         if found is None:
             found = self._batched[key] = all(self._probe(a, b, bias) for _ in range(PROBES))
