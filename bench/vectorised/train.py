@@ -214,13 +214,15 @@ class GroupTrainer:
             record = runner.is_record_step(spec, step)
             if record or not all(finite):
                 self._written(written, last)
+            scores: list[Any] = [None] * len(contexts)  # None: the member evaluates itself
             if record:
                 batched.write_back()
-                scores = self._scores(group_eval, outcomes)
-                if group_eval is not None and not checked:
-                    checked = True  # the first evaluation both ways; on a difference, one by one
-                    if not self._same_scores(scores):
-                        group_eval, scores = None, self._scores(None, outcomes)
+                if group_eval is not None:
+                    scores = group_eval()
+                    if not checked:  # the first evaluation both ways; on a difference, one by one
+                        checked = True
+                        if not self._same_scores(scores):
+                            group_eval, scores = None, [None] * len(contexts)
             composed: dict[int, tuple] = {}  # each recording member's files
             for i, ctx in enumerate(contexts):
                 if outcomes[i] is not None:
@@ -255,14 +257,6 @@ class GroupTrainer:
         for i, future in written.items():
             last[i] = future.result()
         written.clear()
-
-    def _scores(self, group_eval: GroupEval | None, outcomes: list[Any]) -> list[Any]:
-        """Every member's evaluation: the group's, or else each unfinished member's own."""
-        if group_eval is not None:
-            return group_eval()
-        return [
-            None if o is not None else ctx.evaluate() for o, ctx in zip(outcomes, self.contexts)
-        ]
 
     def _same_scores(self, scores: list[Any]) -> bool:
         """Whether the batched evaluation equals each member's own (one warning if not)."""
