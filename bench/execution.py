@@ -9,6 +9,7 @@ import ctypes
 import ctypes.util
 import fcntl
 import functools
+import gc
 import os
 import platform
 import re
@@ -102,6 +103,21 @@ def freed_memory_kept() -> Iterator[bool]:
             libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
             libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
             libc.malloc_trim(0)
+
+
+@functools.cache
+def freeze_long_lived_objects() -> None:
+    """Once per process, as its first training loop starts: collect garbage, then freeze what
+    survives (``gc.freeze``) so that Python's cyclic collector passes over it from then on.
+
+    torch and the modules it imports lazily by then (creating an optimiser imports
+    ``torch._dynamo``, sympy and more) leave ~320,000 objects that live as long as the process,
+    and each full collection walked all of them: 0.15 s, triggered at random during training,
+    a tenth of a vectorised group of ten toy runs. What runs allocate later is collected as
+    before; what is frozen is still freed by reference counting, only cycles among it are not.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 _ALLOCATION = re.compile(r"tried to allocate (\d+) bytes")

@@ -31,6 +31,7 @@ from bench.evaluation import evaluate
 from bench.execution import (
     cpu_model,
     freed_memory_kept,
+    freeze_long_lived_objects,
     native_bf16,
     out_of_memory_explained,
     precision_context,
@@ -83,6 +84,7 @@ def protocol_key(spec: RunSpec, threads: int | None) -> str:
 
 def _time_steps(ctx: runner.RunContext, precision: str | None) -> float:
     """Seconds per update step of a prepared run (one warm-up step, then CALIBRATION_STEPS)."""
+    freeze_long_lived_objects()  # as train_loop
     with precision_context(ctx.device, precision):
         ctx.algorithm.update(ctx.minibatches(0))  # warm-up, not timed
         start = time.perf_counter()

@@ -28,6 +28,7 @@ from bench.execution import (
     claim,
     cpu_threads,
     freed_memory_kept,
+    freeze_long_lived_objects,
     out_of_memory_explained,
     precision_context,
     wants_channels_last,
@@ -355,6 +356,7 @@ def train_loop(ctx: RunContext) -> RunOutcome:
     from tqdm.auto import tqdm
 
     spec, options, algorithm = ctx.spec, ctx.options, ctx.algorithm
+    freeze_long_lived_objects()
     t0 = time.perf_counter() - ctx.wall_offset
     sums: dict[str, float] = {}
     count, status, last = 0, "ok", None

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.algorithms import Algorithm
+from bench.vectorised.nll import mean_nll
 from bench.vectorised.products import ALIGN, PROBES, Products
 
 
@@ -122,7 +123,11 @@ class BatchedERM:
         self.member = torch.cat(member)  # which member each element belongs to (padding: 0)
         self.flat, self.flat_grad = torch.zeros(start), torch.zeros(start)
         self.exp_avg, self.exp_avg_sq = torch.zeros(start), torch.zeros(start)
+        self._denom = torch.empty(start)  # Adam's denominator, rewritten every step
         self.params = self._views(self.flat)
+        self.grads = self._views(self.flat_grad)
+        # each Linear's (bias, weight^T): what ``F.linear`` multiplies, views of ``flat``
+        self._linear = [(b, w.transpose(1, 2)) for w, b in zip(self.params[::2], self.params[1::2])]
         with torch.no_grad():
             for j, view in enumerate(self.params):
                 view.copy_(torch.stack([ps[j] for ps in self.member_params]))
@@ -137,6 +142,7 @@ class BatchedERM:
         self.products = Products()  # batched where that equals one run's products
         self._group_equal: dict[tuple, bool] = {}  # per layout: the loss's group way is exact
         self.probe_s = 0.0  # seconds spent probing it (the plan times steps without)
+        self._draw = torch.Generator().manual_seed(0)  # probes' inputs: not the global RNG
         self._row_counts: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
         self._unused = torch.zeros(())  # nll_loss_backward's total_weight: unread unreduced
         self._features = torch.empty(0)
@@ -155,7 +161,7 @@ class BatchedERM:
     def _forward(self, x: Tensor, trace: list[tuple[str, Tensor]] | None = None) -> Tensor:
         """The logits; ``trace`` collects what the backward pass reads: each Linear's input,
         each ReLU's output."""
-        h, params = x, iter(self.params)
+        h, linear = x, iter(self._linear)
         for kind in self.kinds:
             if kind == "relu":
                 h = torch.relu_(h)  # in place: the Linear's output is read by nothing else
@@ -164,8 +170,8 @@ class BatchedERM:
             else:
                 if trace is not None:
                     trace.append((kind, h))
-                weight, bias = next(params), next(params)
-                h = self.products.addmm(bias, h, weight.transpose(1, 2))
+                bias, weight_t = next(linear)
+                h = self.products.addmm(bias, h, weight_t)
         return h
 
     @torch.no_grad()
@@ -202,22 +208,44 @@ class BatchedERM:
             return F.binary_cross_entropy_with_logits(scores, y.to(scores.dtype))
         return F.nll_loss(scores, y)
 
+    def _mean_losses(self, scores: Tensor, y: Tensor) -> Tensor:
+        """[M]: ``_mean_loss(scores[i], y[i])`` for each i (scores [M, R, ...], y [M, R]).
+
+        Cross-entropy's in one go (``nll.mean_nll``, nll_loss's own order of additions) where
+        probing found it equal to the calls for this shape; else one call each.
+        """
+        key = ("mean_nll", tuple(scores.shape))
+        if not self.binary and scores.dtype == torch.float32:
+            if self._group_way(key, lambda: self._probe_mean_nll(scores.shape)):
+                return mean_nll(scores, y)
+        return torch.stack([self._mean_loss(s, t) for s, t in zip(scores.unbind(0), y.unbind(0))])
+
+    def _probe_mean_nll(self, shape: torch.Size) -> bool:
+        scores = F.log_softmax(torch.randn(shape, generator=self._draw) * 4, dim=2)
+        y = torch.randint(0, shape[2], shape[:2], generator=self._draw)
+        expected = torch.stack([self._mean_loss(s, t) for s, t in zip(scores, y)])
+        return torch.equal(mean_nll(scores, y), expected)
+
     def _loss(self, scores: Tensor, y: Tensor, sizes: list[int]) -> tuple[Tensor, list[Tensor]]:
         """The logits' gradient and the statistics before ``grad_cos``; ERM: the mean loss
         over all rows."""
         n, rows = y.shape
-        member = scores.view(n, rows, *scores.shape[1:])
-        nll = torch.stack([self._mean_loss(member[i], y[i]) for i in range(n)])
+        nll = self._mean_losses(scores.view(n, rows, *scores.shape[1:]), y)
         return self._logits_grad(None, [rows], scores, y), [nll, nll]
 
     def _env_losses(self, scores: Tensor, y: Tensor, sizes: list[int]) -> Tensor:
-        """[N, E]: each member's mean loss on each environment (``env_losses``), one call each:
-        its reduction order is the unbatched one."""
+        """[N, E]: each member's mean loss on each environment (``env_losses``), each rounded
+        as its own call rounds it (``_mean_losses``)."""
         n, rows = y.shape
-        member, out, start = scores.view(n, rows, *scores.shape[1:]), [], 0
+        member = scores.view(n, rows, *scores.shape[1:])
+        if len(set(sizes)) == 1:  # environments of one size: all at once
+            k = len(sizes)
+            parts = member.reshape(n * k, sizes[0], *member.shape[2:])
+            return self._mean_losses(parts, y.reshape(n * k, sizes[0])).view(n, k)
+        out, start = [], 0
         for size in sizes:
             part, labels = member[:, start : start + size], y[:, start : start + size]
-            out.append(torch.stack([self._mean_loss(part[i], labels[i]) for i in range(n)]))
+            out.append(self._mean_losses(part, labels))
             start += size
         return torch.stack(out, dim=1)
 
@@ -256,7 +284,7 @@ class BatchedERM:
     def _backward(self, grad: Tensor, trace: list[tuple[str, Tensor]]) -> None:
         """Every weight's gradient into ``flat_grad`` from the gradient of ``trace``'s output
         (the logits', or the features' when the trace stops below the head)."""
-        grads = self._views(self.flat_grad)
+        grads = self.grads
         j = 2 * sum(kind == "linear" for kind, _ in trace) - 2
         ours = False  # whether ``grad`` is this pass's own product (then ReLU's works in place)
         for i in range(len(trace) - 1, -1, -1):
@@ -307,21 +335,23 @@ class BatchedERM:
         """torch.optim.Adam's single-tensor step (CPU's default) on the whole buffer, each
         element with its member's lr, weight decay and step count (padding stays zero)."""
         self.steps = [t + 1 for t in self.steps]
-        correction1 = [1 - self.BETA1 ** float(t) for t in self.steps]
         grad = self.flat_grad
         if self.decay is not None:  # grad + wd * p, fused as Tensor.add(alpha=wd) fuses it
             grad = torch.addcmul(grad, self.flat, self.decay)
         self.exp_avg.lerp_(grad, 1 - self.BETA1)
         self.exp_avg_sq.mul_(self.BETA2).addcmul_(grad, grad, value=1 - self.BETA2)
+        denom = torch.sqrt(self.exp_avg_sq, out=self._denom)
         corrections2 = {(1 - self.BETA2 ** float(t)) ** 0.5 for t in self.steps}
         if len(corrections2) == 1:  # every member at the same step (Adam's Python float)
-            denom = (self.exp_avg_sq.sqrt() / corrections2.pop()).add_(self.EPS)
+            denom.div_(corrections2.pop()).add_(self.EPS)
         else:
             per_member = torch.tensor([(1 - self.BETA2 ** float(t)) ** 0.5 for t in self.steps])
-            denom = (self.exp_avg_sq.sqrt() / self._spread(per_member)).add_(self.EPS)
-        sizes = [-lr / c for lr, c in zip(self.lr, correction1)]  # Adam's -step_size, per member
-        size = torch.tensor(sizes[0]) if len(set(sizes)) == 1 else self._spread(torch.tensor(sizes))
-        self.flat.add_(torch.mul(size, self.exp_avg).div_(denom))  # (-size * m) / denom: addcdiv's
+            denom.div_(self._spread(per_member)).add_(self.EPS)
+        sizes = [-lr / (1 - self.BETA1 ** float(t)) for lr, t in zip(self.lr, self.steps)]
+        if len(set(sizes)) == 1:  # one -step_size for all: Adam's own addcdiv_
+            self.flat.addcdiv_(self.exp_avg, denom, value=sizes[0])
+        else:  # (-size * m) / denom, addcdiv's arithmetic with each member's -step_size
+            self.flat.add_(torch.mul(self._spread(torch.tensor(sizes)), self.exp_avg).div_(denom))
 
     def _spread(self, per_member: Tensor) -> Tensor:
         """A per-member value at each element of the buffers."""

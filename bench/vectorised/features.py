@@ -76,7 +76,7 @@ class BatchedFeatureObjective(BatchedERM):
         exact = self._group_way(key, lambda: self._probe(inputs, sizes, scalars))
         grads = self._group_grads if exact else self._member_grads
         d_features, d_weight, d_bias, loss, nll, penalty, state = grads(*inputs, sizes, scalars)
-        head = self._views(self.flat_grad)[-2:]
+        head = self.grads[-2:]
         head[0].copy_(d_weight)
         head[1].copy_(d_bias)
         self.state = state

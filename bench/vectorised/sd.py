@@ -67,8 +67,7 @@ class BatchedSD(BatchedERM):
         """As ``_member_grads`` from the group's ``scores`` (``_scores``), the penalty's gradient
         for every member at once."""
         n, rows, classes = logits.shape
-        member = scores.view(n, rows, *scores.shape[1:])
-        nll = torch.stack([self._mean_loss(member[i], y[i]) for i in range(n)])
+        nll = self._mean_losses(scores.view(n, rows, *scores.shape[1:]), y)
         penalty = torch.stack([own.pow(2).mean() for own in logits])
         loss = nll + torch.tensor(self.weight) * penalty + torch.zeros(())
         ours = (self._weight / (rows * classes)) * (2.0 * logits)  # mean's, then pow's backward

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from bench import records, runner
 from bench.checkpoint import capture_rng_state, restore_rng_state
-from bench.execution import freed_memory_kept
+from bench.execution import freed_memory_kept, freeze_long_lived_objects
 from bench.spec import RunSpec, RuntimeOptions
 from bench.vectorised.algorithms import BATCHED
 from bench.vectorised.data import GroupBatches, GroupEval
@@ -36,7 +36,7 @@ def run_group(specs: Sequence[RunSpec], options: RuntimeOptions) -> list[runner.
     """
     outcomes: dict[int, runner.RunOutcome] = {}
     members: list[tuple[int, runner.RunContext, dict[str, Any]]] = []
-    with contextlib.ExitStack() as locks, freed_memory_kept():  # as runner.run trains one
+    with contextlib.ExitStack() as locks, freed_memory_kept():
         for i, spec in enumerate(specs):
             directory = records.run_dir(options.output_dir, spec.run_id)
             if (directory / records.DONE).exists() and runner.is_finished(spec, directory):
@@ -129,13 +129,14 @@ def time_group(specs: Sequence[RunSpec], options: RuntimeOptions, steps: int) ->
     timed on throw-away copies (a step untimed first), for ``plan``'s estimate;
     ``{"alone": True}`` when they would train one by one."""
     short = [dataclasses.replace(s, steps=steps + 1, eval_every=steps + 1) for s in specs]
-    with tempfile.TemporaryDirectory() as tmp, freed_memory_kept():  # as run_group trains
+    with tempfile.TemporaryDirectory() as tmp, freed_memory_kept():
         run_options = dataclasses.replace(options, output_dir=Path(tmp))
         start = time.perf_counter()
         contexts = [runner.prepare(s, run_options, Path(tmp) / str(i)) for i, s in enumerate(short)]
         setup_s = time.perf_counter() - start
         if not _vectorisable(contexts):
             return {"alone": True}
+        freeze_long_lived_objects()  # as GroupTrainer trains
         batched = BATCHED[specs[0].algorithm]([ctx.algorithm for ctx in contexts])
         batches = GroupBatches(contexts)
         batched.step(*batches(0))
@@ -184,6 +185,7 @@ class GroupTrainer:
         self.contexts, self.rng = contexts, rng
 
     def train(self) -> list[runner.RunOutcome]:
+        freeze_long_lived_objects()  # as train_loop
         with ThreadPoolExecutor(len(self.contexts), thread_name_prefix="record") as writers:
             return self._train(writers)
 
@@ -204,16 +206,21 @@ class GroupTrainer:
         last: list[dict[str, Any] | None] = [None] * len(contexts)
         outcomes: list[runner.RunOutcome | None] = [None] * len(contexts)
         written: dict[int, Future] = {}  # records being written
+        running = len(contexts)
         for step in range(spec.steps):
-            if all(o is not None for o in outcomes):
+            if not running:
                 break
             stats = batched.step(*batches(step))
-            finite = torch.isfinite(stats).all(1).tolist()
             sums += stats  # a member that diverges has finished; its sums are not read again
             count += 1
             record = runner.is_record_step(spec, step)
-            if record or not all(finite):
-                self._written(written, last)
+            if bool(torch.isfinite(stats).all()):
+                if not record:
+                    continue  # nothing to write
+                finite = [True] * len(contexts)
+            else:
+                finite = torch.isfinite(stats).all(1).tolist()
+            self._written(written, last)
             scores: list[Any] = [None] * len(contexts)  # None: the member evaluates itself
             if record:
                 batched.write_back()
@@ -231,6 +238,7 @@ class GroupTrainer:
                     found = dict(zip(keys, stats[i].tolist()))
                     log.warning("run %s diverged at step %d: %s", ctx.spec.run_id, step, found)
                     outcomes[i] = ctx.finish("diverged", step, time.perf_counter() - t0, last[i])
+                    running -= 1
                 elif record:
                     train = dict(zip(keys, (sums[i] / count).tolist()))
                     wall = time.perf_counter() - t0
