@@ -447,30 +447,6 @@ def test_mean_losses_take_the_group_s_way_only_where_it_equals_one_call_each(
     _assert_identical(tmp_path / "one", tmp_path / "group", specs)
 
 
-@pytest.mark.parametrize("rounds_differently", [False, True])
-def test_log_softmax_runs_class_major_only_where_it_equals_the_row_wise_kernels(
-    tmp_path, monkeypatch, rounds_differently
-):
-    """The loss's ``log_softmax`` and its backward run over the transposed [C, N * R] logits
-    after probes showed them equal to the row-wise kernels (forward and backward); where the
-    backward differs (here by one ulp), row-wise."""
-    specs = _group("fish_toy", "group_dro")
-    for spec in specs:
-        runner.run(spec, _options(tmp_path / "one"))
-    calls, real = [], vectorised.BatchedERM._by_class_grad
-
-    def by_class_grad(self, *args):
-        calls.append(1)
-        found = real(self, *args)
-        return found * (1 + torch.finfo(torch.float32).eps) if rounds_differently else found
-
-    monkeypatch.setattr(vectorised.BatchedERM, "_by_class_grad", by_class_grad)
-    vectorised.run_group(specs, _options(tmp_path / "group"))
-    probes = vectorised.products.PROBES
-    assert (len(calls) > probes + specs[0].steps) != rounds_differently
-    _assert_identical(tmp_path / "one", tmp_path / "group", specs)
-
-
 def test_a_group_trains_with_freed_memory_kept_as_one_run_does(tmp_path, monkeypatch):
     """Without it, glibc maps and faults in every freed activation again (a group's are larger
     than one run's): relu and its backward took 10x their time on a 10-member group."""

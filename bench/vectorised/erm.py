@@ -73,12 +73,6 @@ _THRESHOLD_BACKWARD = {
 }
 
 
-def _class_rows(by_class: Tensor, shape: tuple[int, ...]) -> Tensor:
-    """[N * R, C] rows, contiguous, from class-major [C, N * R] (``shape``: [N, R, C])."""
-    n, rows, classes = shape
-    return by_class.view(classes, n, rows).permute(1, 2, 0).contiguous().view(-1, classes)
-
-
 def _aligned_pair(stack: Tensor) -> tuple[Tensor, Tensor]:
     """``stack`` [N, k, d] copied so that each member's [k, d] block starts 64-byte aligned, as
     a run's own tensor does, and its transpose: the operands of each member's ``u @ u.T``."""
@@ -153,8 +147,6 @@ class BatchedERM:
         self._unused = torch.zeros(())  # nll_loss_backward's total_weight: unread unreduced
         self._features = torch.empty(0)
         self._logits = torch.empty(0)  # this step's, for a penalty on the logits (IRM, SD)
-        # this step's log-probabilities and their class-major twin (``_scores``), or None
-        self._by_class: tuple[Tensor, Tensor] | None = None
 
     def _views(self, buffer: Tensor) -> list[Tensor]:
         n = len(self.algorithms)
@@ -206,52 +198,9 @@ class BatchedERM:
 
     def _scores(self, logits: Tensor) -> Tensor:
         """What the loss reads, rows of all members in one: log-probabilities [N * R, C], or
-        the single logit [N * R] (binary cross-entropy).
-
-        ``log_softmax`` over a last dimension of a few classes works a row at a time; over the
-        first dimension of the transposed [C, N * R] it works across rows, several times faster
-        even with both transpositions. Where probes show that equal to the row-wise kernels
-        (forward and backward, ``_by_class_equal``), the class-major log-probabilities are kept
-        for ``_logits_grad``.
-        """
+        the single logit [N * R] (binary cross-entropy)."""
         flat = logits.reshape(-1, logits.shape[2])
-        self._by_class = None
-        if self.binary:
-            return flat[:, 0]
-        if logits.requires_grad or not self._by_class_equal(flat.shape):
-            return F.log_softmax(flat, dim=1)
-        by_class = F.log_softmax(logits.permute(2, 0, 1).reshape(flat.shape[1], -1), dim=0)
-        scores = _class_rows(by_class, logits.shape)
-        self._by_class = (scores, by_class)
-        return scores
-
-    def _by_class_equal(self, shape: torch.Size) -> bool:
-        """Whether class-major ``log_softmax`` and its backward equal the row-wise kernels on
-        [rows, classes] of ``shape`` (probed once per shape)."""
-
-        def probe() -> bool:
-            logits = torch.randn(1, *shape, generator=self._draw) * 8
-            y = torch.randint(0, shape[1], (1, shape[0]), generator=self._draw)
-            per_row = torch.rand(shape[0], generator=self._draw)
-            scores = F.log_softmax(logits[0], dim=1)
-            nll = torch.ops.aten.nll_loss_backward(
-                per_row, scores, y[0], None, 0, -100, self._unused
-            )
-            grad = torch._log_softmax_backward_data(nll, scores, 1, scores.dtype)
-            by_class = F.log_softmax(logits.permute(2, 0, 1).reshape(shape[1], -1), dim=0)
-            found = _class_rows(self._by_class_grad(by_class, y, per_row), logits.shape)
-            return torch.equal(_class_rows(by_class, logits.shape), scores) and torch.equal(
-                found, grad
-            )
-
-        return self._group_way(("by_class", tuple(shape)), probe)
-
-    def _by_class_grad(self, by_class: Tensor, y: Tensor, per_row: Tensor) -> Tensor:
-        """[C, N * R]: the backward of class-major ``log_softmax`` from ``nll_loss``'s (reduction
-        none): -per_row at each row's label, +0 elsewhere."""
-        labels = torch.arange(by_class.shape[0]).unsqueeze(1) == y.reshape(1, -1)
-        nll = torch.where(labels, per_row.neg().unsqueeze(0), 0.0)
-        return torch._log_softmax_backward_data(nll, by_class, 0, by_class.dtype)
+        return flat[:, 0] if self.binary else F.log_softmax(flat, dim=1)
 
     def _mean_loss(self, scores: Tensor, y: Tensor) -> Tensor:
         """One member's mean loss on some rows, as ``classification_loss`` computes it."""
@@ -318,10 +267,6 @@ class BatchedERM:
         if self.binary:
             labels = y.reshape(-1).to(scores.dtype)
             return ((torch.sigmoid(scores) - labels) * per_row / rows).unsqueeze(1)
-        if self._by_class is not None and scores is self._by_class[0]:
-            by_class = self._by_class[1]
-            grad = self._by_class_grad(by_class, y, per_row / rows)
-            return _class_rows(grad, (len(y), -1, by_class.shape[0]))
         nll = torch.ops.aten.nll_loss_backward(
             per_row / rows, scores, y.reshape(-1), None, 0, -100, self._unused
         )
@@ -366,20 +311,22 @@ class BatchedERM:
         n, rows = y.shape
         k = len(sizes)
         grad = self._logits_grad(None, sizes, scores, y).view(n, rows, -1)
-        if self.HEAD_PER_ENV:
-            parts = list(zip(grad.split(sizes, dim=1), features.split(sizes, dim=1)))
-            biases = torch.stack([g.sum(1) for g, _ in parts], dim=1)
-        else:  # environment e's rows of ``grad``, the others zero
-            per_env = torch.zeros(k, n, rows, grad.shape[2])
-            start = 0
-            for e, size in enumerate(sizes):
+        classes = grad.shape[2]
+        per_env = None if self.HEAD_PER_ENV else torch.zeros(k, n, rows, classes)
+        vectors, start = [], 0
+        for e, size in enumerate(sizes):
+            if per_env is None:
+                rows_grad, rows_in = (
+                    grad[:, start : start + size],
+                    features[:, start : start + size],
+                )
+            else:
                 per_env[e, :, start : start + size] = grad[:, start : start + size]
-                start += size
-            parts = [(g, features) for g in per_env]
-            biases = per_env.sum(2).transpose(0, 1)
-        weights = [self.products.mm(g.transpose(1, 2), x).view(n, -1) for g, x in parts]
-        # [N, k, C * d + C]: each environment's head gradient, weight then bias
-        unit = F.normalize(torch.cat([torch.stack(weights, dim=1), biases], dim=2), dim=2)
+                rows_grad, rows_in = per_env[e], features
+            start += size
+            weight = self.products.mm(rows_grad.transpose(1, 2), rows_in)
+            vectors.append(torch.cat([weight.view(n, -1), rows_grad.sum(1)], dim=1))
+        unit = F.normalize(torch.stack(vectors, dim=1), dim=2)
         gram = self.products.mm(*_aligned_pair(unit))
         return (gram.sum((1, 2)) - gram.diagonal(dim1=1, dim2=2).sum(1)) / (k * (k - 1))
 
