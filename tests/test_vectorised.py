@@ -8,12 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from bench import cli, execution, launchers, plan, records, runner, vectorised
 from bench.checkpoint import load_checkpoint
 from bench.spec import RunSpec, RuntimeOptions, make_spec
-from bench.vectorised import erm as batched_erm
 from bench.vectorised import train as group_training
 from bench.vectorised.data import GroupEval
 from bench.vectorised.products import Products
@@ -404,46 +402,6 @@ def test_a_penalty_s_gradient_takes_the_group_s_way_only_where_it_equals_each_me
     vectorised.run_group(specs, _options(tmp_path / "group"))
     assert steps_taken.count(3) >= specs[0].steps
     assert any(taken) != rounds_differently  # a training step took the group's way only if equal
-    _assert_identical(tmp_path / "one", tmp_path / "group", specs)
-
-
-@pytest.mark.parametrize("rows", [1, 2, 16, 17, 18, 64, 192, 256, 257, 273, 4097, 70001])
-def test_many_mean_cross_entropies_at_once_equal_one_call_each(rows):
-    """``mean_nll`` adds each row's loss in ``nll_loss``'s cascade order: chunks of 16 rows (the
-    first alone), carried up a level each 16 chunks; bit for bit, across those boundaries."""
-    generator = torch.Generator().manual_seed(rows)
-    log_probs = F.log_softmax(4 * torch.randn(5, rows, 3, generator=generator), dim=2)
-    labels = torch.randint(0, 3, (5, rows), generator=generator)
-    log_probs[0, : rows // 2] = 0.0  # certain rows: losses of exactly zero
-    expected = torch.stack([F.nll_loss(p, y) for p, y in zip(log_probs, labels)])
-    assert torch.equal(vectorised.nll.mean_nll(log_probs, labels), expected)
-
-
-@pytest.mark.parametrize("rounds_differently", [False, True])
-@pytest.mark.parametrize("algorithm", ["erm", "vrex"])
-def test_mean_losses_take_the_group_s_way_only_where_it_equals_one_call_each(
-    tmp_path, monkeypatch, algorithm, rounds_differently
-):
-    """The members' mean losses come from one ``mean_nll`` after probes showed it equal to one
-    ``nll_loss`` call per member (and environment); where it differs (here by one ulp), from the
-    calls. Three trials share their lr, so Adam takes its own ``addcdiv_`` for all of them."""
-    specs = [
-        make_spec(algorithm, "fish_toy", size="tiny", steps=9, eval_every=4, trial_seed=t)
-        for t in range(3)
-    ]
-    for spec in specs:
-        runner.run(spec, _options(tmp_path / "one"))
-    calls, real = [], batched_erm.mean_nll
-
-    def mean_nll(*args):
-        calls.append(args[0].shape)
-        found = real(*args)
-        return found * (1 + torch.finfo(torch.float32).eps) if rounds_differently else found
-
-    monkeypatch.setattr(batched_erm, "mean_nll", mean_nll)
-    vectorised.run_group(specs, _options(tmp_path / "group"))
-    probes = vectorised.products.PROBES * len(set(calls))
-    assert (len(calls) > probes + specs[0].steps) != rounds_differently
     _assert_identical(tmp_path / "one", tmp_path / "group", specs)
 
 

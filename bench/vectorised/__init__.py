@@ -17,7 +17,6 @@ shared by the group.
   environment's features and the head (``fishr``, ``coral_mmd``, ``ib_erm``), batched where
   probes show that equal to one graph per member (``algorithms`` lists them in ``BATCHED``);
 - ``products``: matrix products equal to each run's own;
-- ``nll``: many mean cross-entropies at once, each added in ``nll_loss``'s own order;
 - ``data``: a step's stacked minibatches and a batched evaluation;
 - ``train``: ``run_group`` (the local launcher's unit of work) and ``time_group`` (the plan's).
 

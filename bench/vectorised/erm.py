@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.algorithms import Algorithm
-from bench.vectorised.nll import mean_nll
 from bench.vectorised.products import ALIGN, PROBES, Products
 
 
@@ -142,7 +141,6 @@ class BatchedERM:
         self.products = Products()  # batched where that equals one run's products
         self._group_equal: dict[tuple, bool] = {}  # per layout: the loss's group way is exact
         self.probe_s = 0.0  # seconds spent probing it (the plan times steps without)
-        self._draw = torch.Generator().manual_seed(0)  # probes' inputs: not the global RNG
         self._row_counts: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
         self._unused = torch.zeros(())  # nll_loss_backward's total_weight: unread unreduced
         self._features = torch.empty(0)
@@ -209,22 +207,9 @@ class BatchedERM:
         return F.nll_loss(scores, y)
 
     def _mean_losses(self, scores: Tensor, y: Tensor) -> Tensor:
-        """[M]: ``_mean_loss(scores[i], y[i])`` for each i (scores [M, R, ...], y [M, R]).
-
-        Cross-entropy's in one go (``nll.mean_nll``, nll_loss's own order of additions) where
-        probing found it equal to the calls for this shape; else one call each.
-        """
-        key = ("mean_nll", tuple(scores.shape))
-        if not self.binary and scores.dtype == torch.float32:
-            if self._group_way(key, lambda: self._probe_mean_nll(scores.shape)):
-                return mean_nll(scores, y)
+        """[M]: ``_mean_loss(scores[i], y[i])`` for each i (scores [M, R, ...], y [M, R]), one
+        call each: its reduction order is the unbatched one."""
         return torch.stack([self._mean_loss(s, t) for s, t in zip(scores.unbind(0), y.unbind(0))])
-
-    def _probe_mean_nll(self, shape: torch.Size) -> bool:
-        scores = F.log_softmax(torch.randn(shape, generator=self._draw) * 4, dim=2)
-        y = torch.randint(0, shape[2], shape[:2], generator=self._draw)
-        expected = torch.stack([self._mean_loss(s, t) for s, t in zip(scores, y)])
-        return torch.equal(mean_nll(scores, y), expected)
 
     def _loss(self, scores: Tensor, y: Tensor, sizes: list[int]) -> tuple[Tensor, list[Tensor]]:
         """The logits' gradient and the statistics before ``grad_cos``; ERM: the mean loss
@@ -234,15 +219,10 @@ class BatchedERM:
         return self._logits_grad(None, [rows], scores, y), [nll, nll]
 
     def _env_losses(self, scores: Tensor, y: Tensor, sizes: list[int]) -> Tensor:
-        """[N, E]: each member's mean loss on each environment (``env_losses``), each rounded
-        as its own call rounds it (``_mean_losses``)."""
+        """[N, E]: each member's mean loss on each environment (``env_losses``), one call each
+        (``_mean_losses``)."""
         n, rows = y.shape
-        member = scores.view(n, rows, *scores.shape[1:])
-        if len(set(sizes)) == 1:  # environments of one size: all at once
-            k = len(sizes)
-            parts = member.reshape(n * k, sizes[0], *member.shape[2:])
-            return self._mean_losses(parts, y.reshape(n * k, sizes[0])).view(n, k)
-        out, start = [], 0
+        member, out, start = scores.view(n, rows, *scores.shape[1:]), [], 0
         for size in sizes:
             part, labels = member[:, start : start + size], y[:, start : start + size]
             out.append(self._mean_losses(part, labels))
