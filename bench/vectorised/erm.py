@@ -241,14 +241,19 @@ class BatchedERM:
         if key not in self._row_counts:  # each row's loss size, and a gradient of one per row
             counts = torch.tensor(sizes)
             rows = counts.to(scores.dtype).expand(len(y), -1).repeat_interleave(counts, dim=1)
-            self._row_counts[key] = (counts, rows.reshape(-1), torch.ones(rows.numel()))
-        counts, rows, ones = self._row_counts[key]
-        per_row = ones if grads is None else grads.repeat_interleave(counts, dim=1).reshape(-1)
+            rows = rows.reshape(-1)
+            self._row_counts[key] = (counts, rows, torch.ones(rows.numel()) / rows)
+        counts, rows, unit = self._row_counts[key]  # unit: 1 / rows, the gradient of all ones
         if self.binary:
-            labels = y.reshape(-1).to(scores.dtype)
-            return ((torch.sigmoid(scores) - labels) * per_row / rows).unsqueeze(1)
+            grad = torch.sigmoid(scores) - y.reshape(-1).to(scores.dtype)
+            if grads is not None:
+                grad = grad * grads.repeat_interleave(counts, dim=1).reshape(-1)
+            return (grad / rows).unsqueeze(1)
+        per_row = (
+            unit if grads is None else grads.repeat_interleave(counts, dim=1).reshape(-1) / rows
+        )
         nll = torch.ops.aten.nll_loss_backward(
-            per_row / rows, scores, y.reshape(-1), None, 0, -100, self._unused
+            per_row, scores, y.reshape(-1), None, 0, -100, self._unused
         )
         return torch._log_softmax_backward_data(nll, scores, 1, scores.dtype)
 
@@ -291,22 +296,20 @@ class BatchedERM:
         n, rows = y.shape
         k = len(sizes)
         grad = self._logits_grad(None, sizes, scores, y).view(n, rows, -1)
-        classes = grad.shape[2]
-        per_env = None if self.HEAD_PER_ENV else torch.zeros(k, n, rows, classes)
-        vectors, start = [], 0
-        for e, size in enumerate(sizes):
-            if per_env is None:
-                rows_grad, rows_in = (
-                    grad[:, start : start + size],
-                    features[:, start : start + size],
-                )
-            else:
+        if self.HEAD_PER_ENV:
+            parts = list(zip(grad.split(sizes, dim=1), features.split(sizes, dim=1)))
+            biases = torch.stack([g.sum(1) for g, _ in parts], dim=1)
+        else:  # environment e's rows of ``grad``, the others zero
+            per_env = torch.zeros(k, n, rows, grad.shape[2])
+            start = 0
+            for e, size in enumerate(sizes):
                 per_env[e, :, start : start + size] = grad[:, start : start + size]
-                rows_grad, rows_in = per_env[e], features
-            start += size
-            weight = self.products.mm(rows_grad.transpose(1, 2), rows_in)
-            vectors.append(torch.cat([weight.view(n, -1), rows_grad.sum(1)], dim=1))
-        unit = F.normalize(torch.stack(vectors, dim=1), dim=2)
+                start += size
+            parts = [(g, features) for g in per_env]
+            biases = per_env.sum(2).transpose(0, 1)
+        weights = [self.products.mm(g.transpose(1, 2), x).view(n, -1) for g, x in parts]
+        # [N, k, C * d + C]: each environment's head gradient, weight then bias
+        unit = F.normalize(torch.cat([torch.stack(weights, dim=1), biases], dim=2), dim=2)
         gram = self.products.mm(*_aligned_pair(unit))
         return (gram.sum((1, 2)) - gram.diagonal(dim1=1, dim2=2).sum(1)) / (k * (k - 1))
 
