@@ -36,7 +36,7 @@ def run_group(specs: Sequence[RunSpec], options: RuntimeOptions) -> list[runner.
     """
     outcomes: dict[int, runner.RunOutcome] = {}
     members: list[tuple[int, runner.RunContext, dict[str, Any]]] = []
-    with contextlib.ExitStack() as locks, freed_memory_kept():
+    with contextlib.ExitStack() as locks, freed_memory_kept():  # as runner.run trains one
         for i, spec in enumerate(specs):
             directory = records.run_dir(options.output_dir, spec.run_id)
             if (directory / records.DONE).exists() and runner.is_finished(spec, directory):
@@ -129,7 +129,7 @@ def time_group(specs: Sequence[RunSpec], options: RuntimeOptions, steps: int) ->
     timed on throw-away copies (a step untimed first), for ``plan``'s estimate;
     ``{"alone": True}`` when they would train one by one."""
     short = [dataclasses.replace(s, steps=steps + 1, eval_every=steps + 1) for s in specs]
-    with tempfile.TemporaryDirectory() as tmp, freed_memory_kept():
+    with tempfile.TemporaryDirectory() as tmp, freed_memory_kept():  # as run_group trains
         run_options = dataclasses.replace(options, output_dir=Path(tmp))
         start = time.perf_counter()
         contexts = [runner.prepare(s, run_options, Path(tmp) / str(i)) for i, s in enumerate(short)]
