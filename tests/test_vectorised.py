@@ -405,6 +405,39 @@ def test_a_penalty_s_gradient_takes_the_group_s_way_only_where_it_equals_each_me
     _assert_identical(tmp_path / "one", tmp_path / "group", specs)
 
 
+@pytest.mark.parametrize("rounds_differently", [False, True])
+def test_grad_cos_takes_each_environment_s_own_rows_only_where_that_equals_zero_padding(
+    tmp_path, monkeypatch, rounds_differently
+):
+    """One run forms an environment's head gradient from all rows, the others' zero; the group
+    from the environment's own rows (a third of the products) after probes showed the two
+    equal. Where a probe differs (here by one ulp), the zero-padded way."""
+    specs = _group("fish_toy")
+    for spec in specs:
+        runner.run(spec, _options(tmp_path / "one"))
+    batched, probing, taken = vectorised.BatchedERM, [], []
+    real, real_probe = batched._own_rows, batched._own_rows_probe
+
+    def own_rows(self, grad, features, sizes):
+        taken.append(not probing)
+        biases, weights = real(self, grad, features, sizes)
+        one_ulp = 1 + torch.finfo(torch.float32).eps
+        return (biases * one_ulp if rounds_differently else biases), weights
+
+    def probe(self, *args):
+        probing.append(True)
+        try:
+            return real_probe(self, *args)
+        finally:
+            probing.pop()
+
+    monkeypatch.setattr(batched, "_own_rows", own_rows)
+    monkeypatch.setattr(batched, "_own_rows_probe", probe)
+    vectorised.run_group(specs, _options(tmp_path / "group"))
+    assert any(taken) != rounds_differently  # a training step took its own rows only if equal
+    _assert_identical(tmp_path / "one", tmp_path / "group", specs)
+
+
 def test_a_group_trains_with_freed_memory_kept_as_one_run_does(tmp_path, monkeypatch):
     """Without it, glibc maps and faults in every freed activation again (a group's are larger
     than one run's): relu and its backward took 10x their time on a 10-member group."""

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.algorithms import Algorithm
-from bench.vectorised.products import ALIGN, PROBES, Products
+from bench.vectorised.products import ALIGN, PROBES, Products, random_like
 
 
 def network_layers(algorithm: Algorithm) -> list[nn.Module] | None:
@@ -72,15 +72,11 @@ _THRESHOLD_BACKWARD = {
 }
 
 
-def _aligned_pair(stack: Tensor) -> tuple[Tensor, Tensor]:
-    """``stack`` [N, k, d] copied so that each member's [k, d] block starts 64-byte aligned, as
-    a run's own tensor does, and its transpose: the operands of each member's ``u @ u.T``."""
-    n, k, d = stack.shape
+def _aligned_blocks(n: int, k: int, d: int) -> Tensor:
+    """A zeroed [N, k, d] tensor whose every member's [k, d] block starts 64-byte aligned, as
+    a run's own tensor does: the operand of each member's ``u @ u.T``."""
     stride = -(-k * d // ALIGN) * ALIGN
-    buffer = torch.zeros(n, stride)
-    buffer[:, : k * d] = stack.reshape(n, -1)
-    blocks = buffer.as_strided((n, k, d), (stride, d, 1))
-    return blocks, blocks.transpose(1, 2)
+    return torch.zeros(n, stride).as_strided((n, k, d), (stride, d, 1))
 
 
 class BatchedERM:
@@ -145,6 +141,7 @@ class BatchedERM:
         self._unused = torch.zeros(())  # nll_loss_backward's total_weight: unread unreduced
         self._features = torch.empty(0)
         self._logits = torch.empty(0)  # this step's, for a penalty on the logits (IRM, SD)
+        self._unit = torch.empty(0)  # grad_cos's unit vectors, member blocks aligned
 
     def _views(self, buffer: Tensor) -> list[Tensor]:
         n = len(self.algorithms)
@@ -289,29 +286,64 @@ class BatchedERM:
         gradients of the head (the last Linear, whose input is ``features``).
 
         Each environment's loss is its rows' mean loss, so ``_logits_grad`` gives every row its
-        own environment's gradient at once (the environments share no row). Each environment's
-        head gradient is then formed as the unbatched backward forms it: from all rows with the
-        others' set to zero, or (``HEAD_PER_ENV``) from its own rows.
+        own environment's gradient at once (the environments share no row). The unbatched
+        backward forms each environment's head gradient from all rows with the others' set to
+        zero, or (``HEAD_PER_ENV``) from its own rows; the group takes its own rows (a third of
+        the products for three environments) wherever a probe finds the two ways equal.
         """
         n, rows = y.shape
         k = len(sizes)
         grad = self._logits_grad(None, sizes, scores, y).view(n, rows, -1)
-        if self.HEAD_PER_ENV:
-            parts = list(zip(grad.split(sizes, dim=1), features.split(sizes, dim=1)))
-            biases = torch.stack([g.sum(1) for g, _ in parts], dim=1)
-        else:  # environment e's rows of ``grad``, the others zero
-            per_env = torch.zeros(k, n, rows, grad.shape[2])
-            start = 0
-            for e, size in enumerate(sizes):
-                per_env[e, :, start : start + size] = grad[:, start : start + size]
-                start += size
-            parts = [(g, features) for g in per_env]
-            biases = per_env.sum(2).transpose(0, 1)
-        weights = [self.products.mm(g.transpose(1, 2), x).view(n, -1) for g, x in parts]
-        # [N, k, C * d + C]: each environment's head gradient, weight then bias
-        unit = F.normalize(torch.cat([torch.stack(weights, dim=1), biases], dim=2), dim=2)
-        gram = self.products.mm(*_aligned_pair(unit))
+        key = ("own rows", grad.shape, features.shape, tuple(sizes))
+        own = self.HEAD_PER_ENV or self._group_way(
+            key, lambda: self._own_rows_probe(grad, features, sizes)
+        )
+        biases, weights = (self._own_rows if own else self._zero_padded)(grad, features, sizes)
+        # [N, k, C * d + C]: each environment's head gradient, weight then bias, normalised
+        shape = (n, k, weights.shape[2] + biases.shape[2])
+        if self._unit.shape != shape:  # kept: its padding stays zero
+            self._unit = _aligned_blocks(*shape)
+        unit = torch.cat([weights, biases], dim=2, out=self._unit)
+        F.normalize(unit, dim=2, out=unit)
+        gram = self.products.mm(unit, unit.transpose(1, 2))
         return (gram.sum((1, 2)) - gram.diagonal(dim1=1, dim2=2).sum(1)) / (k * (k - 1))
+
+    def _own_rows(self, grad: Tensor, features: Tensor, sizes: list[int]) -> tuple[Tensor, Tensor]:
+        """Each environment's head gradient from its own rows: biases [N, k, C] and weights
+        [N, k, C * d]."""
+        n, rows, c = grad.shape
+        k = len(sizes)
+        if len(set(sizes)) == 1:  # environments of equal rows: one product over N * k blocks
+            g = grad.reshape(n * k, sizes[0], c)
+            weights = self.products.mm(g.transpose(1, 2), features.reshape(n * k, sizes[0], -1))
+            return g.view(n, k, sizes[0], c).sum(2), weights.view(n, k, -1)
+        parts = list(zip(grad.split(sizes, dim=1), features.split(sizes, dim=1)))
+        biases = torch.stack([g.sum(1) for g, _ in parts], dim=1)
+        weights = [self.products.mm(g.transpose(1, 2), x).view(n, -1) for g, x in parts]
+        return biases, torch.stack(weights, dim=1)
+
+    def _zero_padded(
+        self, grad: Tensor, features: Tensor, sizes: list[int]
+    ) -> tuple[Tensor, Tensor]:
+        """``_own_rows`` as the unbatched backward forms it: from all rows, the other
+        environments' set to zero."""
+        n, rows, c = grad.shape
+        per_env = torch.zeros(len(sizes), n, rows, c)
+        start = 0
+        for e, size in enumerate(sizes):
+            per_env[e, :, start : start + size] = grad[:, start : start + size]
+            start += size
+        biases = per_env.sum(2).transpose(0, 1)
+        weights = [self.products.mm(g.transpose(1, 2), features).view(n, -1) for g in per_env]
+        return biases, torch.stack(weights, dim=1)
+
+    def _own_rows_probe(self, grad: Tensor, features: Tensor, sizes: list[int]) -> bool:
+        """Whether ``_own_rows`` equals ``_zero_padded`` on random inputs in these layouts:
+        adding the zero rows changes no partial sum unless the kernels group terms by row
+        position, which this CPU's may."""
+        grad, features = random_like(grad), random_like(features)
+        (b1, w1), (b2, w2) = (f(grad, features, sizes) for f in (self._own_rows, self._zero_padded))
+        return torch.equal(b1, b2) and torch.equal(w1, w2)
 
     @torch.no_grad()
     def _adam(self) -> None:

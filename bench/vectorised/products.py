@@ -22,7 +22,7 @@ def _layout(t: Tensor) -> tuple:
     return t.shape, t.stride(), t.storage_offset() % ALIGN
 
 
-def _random_like(t: Tensor) -> Tensor:
+def random_like(t: Tensor) -> Tensor:
     """Random values in ``t``'s layout: same shape, strides and alignment."""
     extent = 1 + sum((size - 1) * stride for size, stride in zip(t.shape, t.stride()))
     offset = t.storage_offset() % ALIGN
@@ -69,12 +69,12 @@ class Products:
 
     @staticmethod
     def _probe(a: Tensor, b: Tensor, bias: Tensor | None) -> bool:
-        a, b = _random_like(a), _random_like(b)
+        a, b = random_like(a), random_like(b)
         if bias is None:
             found = torch.bmm(a, b)
             expected = [_aligned(x).mm(_aligned(y)) for x, y in zip(a, b)]
         else:
-            bias = _random_like(bias)
+            bias = random_like(bias)
             found = torch.baddbmm(bias.unsqueeze(1), a, b)
             expected = [torch.addmm(c, _aligned(x), _aligned(y)) for c, x, y in zip(bias, a, b)]
         return all(torch.equal(f, e) for f, e in zip(found, expected))
