@@ -592,30 +592,57 @@ def test_a_vectorised_sweep_writes_the_records_of_a_sweep_one_by_one(tmp_path, s
     _assert_identical(tmp_path / "one", tmp_path / "group", specs)
 
 
-def test_a_member_that_diverges_stops_and_the_others_train_on(tmp_path, monkeypatch):
+@pytest.mark.parametrize("diverges_at, kept", [(5, [0, 4]), (4, [0]), (8, [0, 4])])
+def test_a_member_that_diverges_stops_and_the_others_train_on(
+    tmp_path, monkeypatch, diverges_at, kept
+):
     """As ``runner.train_loop``: non-finite statistics end that run as ``diverged`` at that step
-    (no record of it); the rest of the group is unaffected."""
-    specs = _group("fish_toy")
+    (no record of it), between records or at one; the rest of the group is unaffected."""
+    specs = _group("fish_toy")  # records at steps 0, 4 and 8
     for spec in specs:
         runner.run(spec, _options(tmp_path / "one"))
     real = vectorised.BatchedERM.step
     calls = []
 
-    def second_member_diverges_at_step_5(self, x, y, sizes):
+    def second_member_diverges(self, x, y, sizes):
         stats = real(self, x, y, sizes)
         calls.append(None)
-        if len(calls) == 7:  # the probe's step, then training steps 0..5
+        if len(calls) == diverges_at + 2:  # the probe's step, then training steps 0, 1, ...
             stats[1, 0] = float("nan")
         return stats
 
-    monkeypatch.setattr(vectorised.BatchedERM, "step", second_member_diverges_at_step_5)
+    monkeypatch.setattr(vectorised.BatchedERM, "step", second_member_diverges)
     outcomes = vectorised.run_group(specs, _options(tmp_path / "group"))
     assert [o.status for o in outcomes] == ["ok", "diverged", "ok"]
     diverged = records.run_dir(tmp_path / "group", specs[1].run_id)
-    assert records.read_json(diverged / records.DONE)["step"] == 5
-    assert [r["step"] for r in _records(tmp_path / "group", specs[1])] == [0, 4]
-    assert _records(tmp_path / "group", specs[1]) == _records(tmp_path / "one", specs[1])[:2]
+    assert records.read_json(diverged / records.DONE)["step"] == diverges_at
+    assert [r["step"] for r in _records(tmp_path / "group", specs[1])] == kept
+    assert (
+        _records(tmp_path / "group", specs[1]) == _records(tmp_path / "one", specs[1])[: len(kept)]
+    )
     _assert_identical(tmp_path / "one", tmp_path / "group", [specs[0], specs[2]])
+
+
+def test_a_group_whose_members_all_diverge_stops_at_the_next_record(tmp_path, monkeypatch):
+    """No step is taken past the record step where every member is found diverged."""
+    specs = _group("fish_toy")
+    real = vectorised.BatchedERM.step
+    calls = []
+
+    def all_diverge_at_step_1(self, x, y, sizes):
+        stats = real(self, x, y, sizes)
+        calls.append(None)
+        if len(calls) >= 3:  # the probe's step, step 0, then step 1 on
+            stats[:, 0] = float("nan")
+        return stats
+
+    monkeypatch.setattr(vectorised.BatchedERM, "step", all_diverge_at_step_1)
+    outcomes = vectorised.run_group(specs, _options(tmp_path / "group"))
+    assert [o.status for o in outcomes] == ["diverged"] * 3
+    assert len(calls) == 1 + 5  # steps 0..4: found at step 4's record, none after
+    for spec in specs:
+        done = records.read_json(records.run_dir(tmp_path / "group", spec.run_id) / records.DONE)
+        assert done["step"] == 1
 
 
 def test_products_equal_each_run_s_own_also_where_bmm_rounds_differently():

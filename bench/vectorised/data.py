@@ -17,13 +17,17 @@ class GroupBatches:
     """Every member's minibatches of one step as stacked tensors: inputs [N, rows, ...] and
     labels [N, rows], each member's rows those of ``RunContext.minibatches`` in its order.
 
-    All members' training environments live in one flat tensor; each epoch's order of every
-    member's split (its sampler's permutation of its ``in`` positions) is gathered once, so a
-    step is one ``index_select`` of inputs and one of labels.
+    All members' training environments live in one flat tensor. A sampler's batches are
+    consecutive positions of a stream of epoch orders (its permutations of the split's ``in``
+    positions), so the rows of ``CHUNK`` steps are sliced from that stream at once; a step is
+    then one ``index_select`` of inputs and one of labels.
     """
+
+    CHUNK = 32  # steps whose rows are found at once (the inputs are still gathered per step)
 
     def __init__(self, contexts: list[runner.RunContext]) -> None:
         self.names = contexts[0].train_envs
+        self.steps = contexts[0].spec.steps
         self.samplers = {n: [c.samplers[n] for c in contexts] for n in self.names}
         xs, ys, self.split_in = [], [], {}
         offset = 0
@@ -37,7 +41,11 @@ class GroupBatches:
             ys += [c.envs[name].y for c in contexts]
             offset += sum(sizes)
         self.x, self.y = torch.cat(xs), torch.cat(ys)
+        self.sizes = [
+            self.samplers[n][0].batch_size or self.split_in[n].shape[1] for n in self.names
+        ]
         self.orders: dict[tuple[str, int], Tensor] = {}
+        self._first, self._rows = 0, torch.empty(0, len(contexts), sum(self.sizes))
 
     def _order(self, name: str, epoch: int) -> Tensor:
         """[N, n_in]: rows of the flat tensors in each member's epoch order."""
@@ -49,20 +57,36 @@ class GroupBatches:
             self.orders[key] = torch.gather(self.split_in[name], 1, perms)
         return self.orders[key]
 
+    def _stream(self, name: str, start: int, stop: int) -> Tensor:
+        """[N, stop - start]: positions [start, stop) of each member's stream of epoch orders."""
+        n_in = self.split_in[name].shape[1]
+        first, last = start // n_in, (stop - 1) // n_in
+        orders = [self._order(name, e) for e in range(first, last + 1)]
+        stream = orders[0] if len(orders) == 1 else torch.cat(orders, dim=1)
+        return stream[:, start - first * n_in : stop - first * n_in]
+
+    def _chunk(self, first: int) -> Tensor:
+        """[S, N, rows]: the flat tensors' rows of steps first .. first + S - 1."""
+        count = max(1, min(self.CHUNK, self.steps - first))
+        parts = []
+        for name, size in zip(self.names, self.sizes):
+            batch = self.samplers[name][0].batch_size
+            if batch == 0:  # full batch: the whole split every step
+                parts.append(self.split_in[name].expand(count, -1, -1))
+            else:
+                stream = self._stream(name, first * batch, (first + count) * batch)
+                parts.append(stream.reshape(-1, count, size).transpose(0, 1))
+        return torch.cat(parts, dim=2)
+
     def __call__(self, step: int) -> tuple[Tensor, Tensor, list[int]]:
         """Inputs [N, rows, ...], labels [N, rows] and each environment's rows."""
-        parts, sizes = [], []
-        for name in self.names:
-            sampler = self.samplers[name][0]
-            if sampler.batch_size == 0:  # full batch: the whole split every step
-                parts.append(self.split_in[name])
-            else:
-                parts += [self._order(name, e)[:, o : o + k] for e, o, k in sampler.spans(step)]
-            sizes.append(sampler.batch_size or self.split_in[name].shape[1])
-        flat = torch.cat(parts, dim=1)
-        n, rows = flat.shape
-        x = self.x.index_select(0, flat.reshape(-1)).view(n, rows, *self.x.shape[1:])
-        return x, self.y.index_select(0, flat.reshape(-1)).view(n, rows), sizes
+        if not self._first <= step < self._first + len(self._rows):
+            self._first, self._rows = step, self._chunk(step)
+        rows = self._rows[step - self._first]
+        n, k = rows.shape
+        flat = rows.view(-1)
+        x = self.x.index_select(0, flat).view(n, k, *self.x.shape[1:])
+        return x, self.y.index_select(0, flat).view(n, k), self.sizes
 
 
 class GroupEval:

@@ -200,9 +200,7 @@ class GroupTrainer:
         checked = False
         keys = batched.keys()
         t0 = time.perf_counter()
-        # train_loop's running sums of the statistics, in float64 as its Python floats add
-        sums = torch.zeros(len(contexts), len(keys), dtype=torch.float64)
-        count = 0  # steps since the last record, shared: members record at the same steps
+        pending: list[Tensor] = []  # each step's statistics since the last record
         last: list[dict[str, Any] | None] = [None] * len(contexts)
         outcomes: list[runner.RunOutcome | None] = [None] * len(contexts)
         written: dict[int, Future] = {}  # records being written
@@ -210,45 +208,41 @@ class GroupTrainer:
         for step in range(spec.steps):
             if not running:
                 break
-            stats = batched.step(*batches(step))
-            sums += stats  # a member that diverges has finished; its sums are not read again
-            count += 1
-            record = runner.is_record_step(spec, step)
-            if bool(torch.isfinite(stats).all()):
-                if not record:
-                    continue  # nothing to write
-                finite = [True] * len(contexts)
-            else:
-                finite = torch.isfinite(stats).all(1).tolist()
+            pending.append(batched.step(*batches(step)))
+            if not runner.is_record_step(spec, step):
+                continue  # a member that diverged here is found at the record step
+            stats, first, pending = torch.stack(pending), step + 1 - len(pending), []
+            # [steps, N]; a diverged member's later steps (NaN, its own) are never read
+            finite = torch.isfinite(stats).all(2)
+            # train_loop's running sums of the statistics, in float64 as its Python floats add
+            means = (stats.double().cumsum(0)[-1] / len(stats)).tolist()
             self._written(written, last)
             scores: list[Any] = [None] * len(contexts)  # None: the member evaluates itself
-            if record:
-                batched.write_back()
-                if group_eval is not None:
-                    scores = group_eval()
-                    if not checked:  # the first evaluation both ways; on a difference, one by one
-                        checked = True
-                        if not self._same_scores(scores):
-                            group_eval, scores = None, [None] * len(contexts)
+            batched.write_back()
+            if group_eval is not None:
+                scores = group_eval()
+                if not checked:  # the first evaluation both ways; on a difference, one by one
+                    checked = True
+                    if not self._same_scores(scores):
+                        group_eval, scores = None, [None] * len(contexts)
             composed: dict[int, tuple] = {}  # each recording member's files
             for i, ctx in enumerate(contexts):
                 if outcomes[i] is not None:
                     continue
-                if not finite[i]:
-                    found = dict(zip(keys, stats[i].tolist()))
-                    log.warning("run %s diverged at step %d: %s", ctx.spec.run_id, step, found)
-                    outcomes[i] = ctx.finish("diverged", step, time.perf_counter() - t0, last[i])
+                wall = time.perf_counter() - t0
+                if not bool(finite[:, i].all()):
+                    at = int(finite[:, i].logical_not().nonzero()[0])
+                    found = dict(zip(keys, stats[at, i].tolist()))
+                    log.warning(
+                        "run %s diverged at step %d: %s", ctx.spec.run_id, first + at, found
+                    )
+                    outcomes[i] = ctx.finish("diverged", first + at, wall, last[i])
                     running -= 1
-                elif record:
-                    train = dict(zip(keys, (sums[i] / count).tolist()))
-                    wall = time.perf_counter() - t0
-                    found = ctx.new_record(step, wall, train, scores[i])
+                else:
+                    found = ctx.new_record(step, wall, dict(zip(keys, means[i])), scores[i])
                     composed[i] = (ctx, found, ctx.checkpoint(step, wall, rng=self.rng[i]))
             # written once all are serialised: the writers' Python would contend for the GIL
             written.update({i: writers.submit(_write, *args) for i, args in composed.items()})
-            if record:
-                sums.zero_()
-                count = 0
         self._written(written, last)
         wall = time.perf_counter() - t0
         finished = {
