@@ -219,6 +219,10 @@ class BatchedERM:
         """[N, E]: each member's mean loss on each environment (``env_losses``), one call each
         (``_mean_losses``)."""
         n, rows = y.shape
+        k = len(sizes)
+        if len(set(sizes)) == 1:  # environments of equal rows: [N * k] losses in one pass
+            blocks = scores.reshape(n * k, sizes[0], *scores.shape[1:])
+            return self._mean_losses(blocks, y.reshape(n * k, sizes[0])).view(n, k)
         member, out, start = scores.view(n, rows, *scores.shape[1:]), [], 0
         for size in sizes:
             part, labels = member[:, start : start + size], y[:, start : start + size]
