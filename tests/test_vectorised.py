@@ -3,9 +3,12 @@ training's, bit for bit, except wall-clock times."""
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -402,6 +405,46 @@ def test_a_penalty_s_gradient_takes_the_group_s_way_only_where_it_equals_each_me
     vectorised.run_group(specs, _options(tmp_path / "group"))
     assert steps_taken.count(3) >= specs[0].steps
     assert any(taken) != rounds_differently  # a training step took the group's way only if equal
+    _assert_identical(tmp_path / "one", tmp_path / "group", specs)
+
+
+def _sites_of_unequal_sizes(path: Path) -> str:
+    """A CSV dataset of three sites with 40, 30 and 50 rows: its full batches differ in size."""
+    gen = np.random.default_rng(0)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["site", "y", "a", "b"])
+        for site, rows, shift in (("north", 40, 0.0), ("south", 30, 1.0), ("west", 50, 2.0)):
+            for _ in range(rows):
+                y = int(gen.integers(2))
+                writer.writerow([site, y, y + shift + gen.normal(0, 0.5), gen.normal()])
+    return f"csv:{path}?env=site&label=y"
+
+
+@pytest.mark.parametrize(
+    "algorithm, overrides",
+    [("erm", {}), ("vrex", {"vrex_penalty_anneal_iters": 3}), ("group_dro", {})],
+)
+def test_full_batch_environments_of_unequal_sizes_train_exactly_as_one_by_one(
+    tmp_path, monkeypatch, steps_taken, algorithm, overrides
+):
+    """Environments of equal rows are batched as N x k blocks (losses, ``grad_cos``); these
+    take the per-environment way."""
+    dataset = _sites_of_unequal_sizes(tmp_path / f"sites_{algorithm}.csv")  # a name per test
+    specs = _group(dataset, algorithm, batch_size=0)
+    specs = [dataclasses.replace(s, overrides={**s.overrides, **overrides}) for s in specs]
+    for spec in specs:
+        runner.run(spec, _options(tmp_path / "one"))
+    seen, real = [], vectorised.BatchedERM._own_rows
+
+    def own_rows(self, grad, features, sizes):
+        seen.append(tuple(sizes))
+        return real(self, grad, features, sizes)
+
+    monkeypatch.setattr(vectorised.BatchedERM, "_own_rows", own_rows)
+    vectorised.run_group(specs, _options(tmp_path / "group"))
+    assert steps_taken.count(3) >= specs[0].steps
+    assert seen and all(len(set(sizes)) > 1 for sizes in seen)
     _assert_identical(tmp_path / "one", tmp_path / "group", specs)
 
 
