@@ -5,7 +5,8 @@ Usage: python benchmarks/vectorised_step_parts.py [--algorithm erm] [--dataset f
 
 Prepares ``--members`` trials as one group, gathers their minibatches, takes 20 untimed steps,
 then ``--steps`` steps with a timer around each part of ``BatchedERM.step`` (forward, scores,
-loss, ``grad_cos``, backward, Adam). Parts are timed inside the step's own sequence on purpose:
+loss, ``grad_cos``, backward, Adam) and around ``GroupBatches``, which finds and gathers the
+step's minibatches (not part of ``step``). Parts are timed inside the step's own sequence on purpose:
 timed alone in a loop on the same inputs, small operations run from warm caches and can look
 several times faster than they are in a step (benchmarks/README.md, ninth session). With
 ``--other``, each round runs this checkout and the other one in fresh processes, alternating,
@@ -25,7 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-PARTS = ["_forward", "_scores", "_loss", "_grad_cos", "_backward", "_adam", "step"]
+STEP_PARTS = ["_forward", "_scores", "_loss", "_grad_cos", "_backward", "_adam", "step"]
+PARTS = ["batches", *STEP_PARTS]
 
 
 def measure(algorithm: str, dataset: str, members: int, steps: int) -> dict[str, float]:
@@ -54,7 +56,7 @@ def measure(algorithm: str, dataset: str, members: int, steps: int) -> dict[str,
 
         return wrapper
 
-    for name in PARTS:  # the algorithm's own override where it has one
+    for name in STEP_PARTS:  # the algorithm's own override where it has one
         owner = engine if name in vars(engine) else BatchedERM
         setattr(owner, name, timed(getattr(owner, name), name))
     specs = [make_spec(algorithm, dataset, trial_seed=t) for t in range(members)]
@@ -67,7 +69,10 @@ def measure(algorithm: str, dataset: str, members: int, steps: int) -> dict[str,
             group.step(*batches(step))
         spent.clear()
         for step in range(20, 20 + steps):
-            group.step(*batches(step))
+            start = time.perf_counter()
+            inputs = batches(step)
+            spent["batches"] += time.perf_counter() - start
+            group.step(*inputs)
     return {name: spent[name] / steps * 1e6 for name in PARTS if name in spent}
 
 
