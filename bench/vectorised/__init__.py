@@ -16,6 +16,7 @@ shared by the group.
   its penalty (a gradient itself) with autograd, and ``features`` the objectives on each
   environment's features and the head (``fishr``, ``coral_mmd``, ``ib_erm``), batched where
   probes show that equal to one graph per member (``algorithms`` lists them in ``BATCHED``);
+- ``eligible``: which runs' networks and optimisers the engine can train;
 - ``products``: matrix products equal to each run's own;
 - ``data``: a step's stacked minibatches and a batched evaluation;
 - ``train``: ``run_group`` (the local launcher's unit of work) and ``time_group`` (the plan's).

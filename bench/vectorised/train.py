@@ -23,7 +23,7 @@ from bench.execution import freed_memory_kept, freeze_long_lived_objects
 from bench.spec import RunSpec, RuntimeOptions
 from bench.vectorised.algorithms import BATCHED
 from bench.vectorised.data import GroupBatches, GroupEval
-from bench.vectorised.erm import network_layers, plain_adam
+from bench.vectorised.eligible import network_layers, plain_adam
 
 log = logging.getLogger(__name__)
 
