@@ -16,7 +16,7 @@ from bench import cli, execution, launchers, plan, records, runner, vectorised
 from bench.checkpoint import load_checkpoint
 from bench.spec import RunSpec, RuntimeOptions, make_spec
 from bench.vectorised import train as group_training
-from bench.vectorised.data import GroupEval
+from bench.vectorised.data import GroupBatches, GroupEval
 from bench.vectorised.products import Products
 from bench.vectorised.train import _same_state
 
@@ -406,6 +406,24 @@ def test_a_penalty_s_gradient_takes_the_group_s_way_only_where_it_equals_each_me
     assert steps_taken.count(3) >= specs[0].steps
     assert any(taken) != rounds_differently  # a training step took the group's way only if equal
     _assert_identical(tmp_path / "one", tmp_path / "group", specs)
+
+
+def test_a_group_s_minibatches_are_each_member_s_own_across_chunks_and_epochs(tmp_path):
+    """``GroupBatches`` finds the rows of 32 steps at a time from each member's stream of
+    epoch orders; over 70 steps (three chunks, batches running past epochs' ends) every
+    member's inputs and labels are its own ``RunContext.minibatches``, in order."""
+    specs = [make_spec("erm", "fish_toy", size="tiny", steps=70, trial_seed=t) for t in (0, 1)]
+    contexts = [
+        runner.prepare(s, _options(tmp_path), tmp_path / str(i)) for i, s in enumerate(specs)
+    ]
+    batches = GroupBatches(contexts)
+    for step in range(70):
+        x, y, sizes = batches(step)
+        for i, ctx in enumerate(contexts):
+            own = ctx.minibatches(step)
+            assert sizes == [len(labels) for _, labels in own]
+            assert torch.equal(x[i], torch.cat([inputs for inputs, _ in own]))
+            assert torch.equal(y[i], torch.cat([labels for _, labels in own]))
 
 
 def _sites_of_unequal_sizes(path: Path) -> str:
